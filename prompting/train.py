@@ -1,0 +1,173 @@
+"""The one training loop every method uses.
+
+Cross-entropy over label scores; parameter groups with their own learning rates; linear
+warm-up and decay; gradient clipping; evaluation on dev every N steps; the best-on-dev state is
+kept and restored; early stopping; deterministic on CPU for a given seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+
+from .data import compute_metrics
+from .methods.base import EncodedExamples, PromptMethod
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss became NaN or infinite)."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``max_steps`` wins over ``epochs`` when both are given."""
+
+    lr: float = 1e-5
+    lm_lr: float | None = None  # the LM's own rate when ``tune_lm`` (P-tuning trains both)
+    tune_lm: bool = False
+    epochs: float = 8
+    max_steps: int | None = None
+    batch_size: int = 8
+    eval_batch_size: int = 32
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_every: int | None = None  # steps between dev evaluations; default once per epoch
+    patience: int | None = None  # stop after this many evaluations without a better dev score
+    select_metric: str = "accuracy"
+    seed: int = 1
+
+    def __post_init__(self):
+        for name in ("lr", "batch_size", "eval_batch_size"):
+            if getattr(self, name) is None or getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must be > 0")
+        if self.max_steps is None and (self.epochs is None or self.epochs <= 0):
+            raise ValueError(f"epochs={self.epochs!r} is not valid; give epochs > 0 or max_steps > 0")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ValueError(f"max_steps={self.max_steps!r} is not valid; it must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio!r} is not valid; use 0 <= ratio < 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_step: int
+    best_dev: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evaluate(method: PromptMethod, data: EncodedExamples, batch_size: int = 32,
+             progress: bool | str = False) -> tuple[dict[str, float], list[str]]:
+    """Metrics (accuracy, macro-F1) and predicted labels on encoded, labelled examples."""
+    scores = method.predict_scores(data, batch_size, progress=progress)
+    predicted = [method.labels[i] for i in scores.argmax(1).tolist()]
+    gold = [method.labels[i] for i in data.labels.tolist()]
+    return compute_metrics(gold, predicted, method.labels), predicted
+
+
+def _trainable_state(method: PromptMethod, tune_lm: bool) -> dict[str, torch.Tensor]:
+    state = {f"method.{k}": v.detach().clone() for k, v in method.state_dict().items()}
+    if tune_lm:
+        state.update({f"lm.{k}": v.detach().clone() for k, v in method.lm.model.state_dict().items()})
+    return state
+
+
+def _restore(method: PromptMethod, state: dict[str, torch.Tensor]) -> None:
+    own = {k[len("method."):]: v for k, v in state.items() if k.startswith("method.")}
+    lm = {k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")}
+    if own:
+        method.load_state_dict(own)
+    if lm:
+        method.lm.model.load_state_dict(lm)
+
+
+def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedExamples | None,
+          config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train ``method`` in place; on return it holds the best-on-dev state."""
+    from tqdm.auto import tqdm
+
+    if len(train_data) == 0:
+        raise ValueError("no training examples")
+    if (train_data.labels < 0).any():
+        raise ValueError("training examples need labels the verbalizer knows")
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    for p in method.lm.model.parameters():
+        p.requires_grad_(config.tune_lm)
+    groups = method.parameter_groups(config.lr, config.lm_lr, config.tune_lm)
+    if not groups:
+        raise ValueError(f"method {method.name!r} has nothing to train (frozen LM and no prompt "
+                         "parameters); set tune_lm: true or use train: false")
+    for group in groups:
+        group.setdefault("weight_decay", config.weight_decay)
+    optimizer = torch.optim.AdamW(groups)
+    per_epoch = math.ceil(len(train_data) / config.batch_size)
+    total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+    warmup = int(config.warmup_ratio * total)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    eval_every = config.eval_every or per_epoch
+    params = [p for g in groups for p in g["params"]]
+
+    best_score, best_step, best_dev, best_state = -math.inf, 0, {}, None
+    if dev_data is not None and len(dev_data):
+        best_dev, _ = evaluate(method, dev_data, config.eval_batch_size)
+        best_score, best_state = best_dev[config.select_metric], _trainable_state(method, config.tune_lm)
+    history, stale, step = [], 0, 0
+    bar = tqdm(total=total, desc=f"train {method.name}", disable=not progress, leave=False)
+    method.train()
+    method.lm.model.train(config.tune_lm)  # a frozen LM stays deterministic (no dropout)
+    while step < total:
+        for batch in method.batches(train_data, config.batch_size, shuffle=True, generator=generator):
+            loss = torch.nn.functional.cross_entropy(method(batch), batch.labels)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at step {step} of {method.name} (lr={config.lr}); "
+                    "lower the learning rate or check the inputs")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            record = {"step": step, "loss": round(loss.item(), 6)}
+            bar.update(1)
+            if dev_data is not None and len(dev_data) and (step % eval_every == 0 or step == total):
+                dev, _ = evaluate(method, dev_data, config.eval_batch_size)
+                record["dev"] = dev
+                method.train()
+                method.lm.model.train(config.tune_lm)
+                if dev[config.select_metric] > best_score:
+                    best_score, best_step, best_dev = dev[config.select_metric], step, dev
+                    best_state = _trainable_state(method, config.tune_lm)
+                    stale = 0
+                else:
+                    stale += 1
+                bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{dev[config.select_metric]:.3f}")
+            history.append(record)
+            if step >= total or (config.patience is not None and stale >= config.patience):
+                break
+        if config.patience is not None and stale >= config.patience:
+            break
+    bar.close()
+    method.eval()
+    method.lm.model.eval()
+    for p in method.lm.model.parameters():
+        p.requires_grad_(False)
+    if best_state is not None:
+        _restore(method, best_state)
+    return TrainResult(step, best_step, best_dev, history, time.perf_counter() - started)
