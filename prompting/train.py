@@ -102,6 +102,9 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
         raise ValueError("no training examples")
     if (train_data.labels < 0).any():
         raise ValueError("training examples need labels the verbalizer knows")
+    if callable(getattr(method, "fit", None)):
+        # a method that learns by search, not by gradient descent (AutoPrompt), brings its own loop
+        return method.fit(train_data, dev_data, config, progress=progress)
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)

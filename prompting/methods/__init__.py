@@ -5,9 +5,11 @@ A method registers itself with :func:`register`; configs and the command line fi
 
 from __future__ import annotations
 
+from .autoprompt import AutoPrompt, hotflip_candidates
 from .base import Batch, EncodedExamples, PromptMethod
 
-__all__ = ["PromptMethod", "EncodedExamples", "Batch", "METHODS", "register", "build_method"]
+__all__ = ["PromptMethod", "EncodedExamples", "Batch", "METHODS", "register", "build_method",
+           "AutoPrompt", "hotflip_candidates"]
 
 METHODS: dict[str, type[PromptMethod]] = {}
 
@@ -18,6 +20,7 @@ def register(cls: type[PromptMethod]) -> type[PromptMethod]:
 
 
 register(PromptMethod)
+register(AutoPrompt)
 
 
 def build_method(name: str, lm, template, verbalizer, labels=None, max_length=None, **params) -> PromptMethod:

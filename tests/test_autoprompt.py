@@ -1,0 +1,170 @@
+"""AutoPrompt on tiny *randomly initialised* LMs (causal Llama + BPE, masked BERT + WordPiece).
+
+The models are random, so these tests check the search machinery, not that it finds good prompts.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prompting.data import Example
+from prompting.methods import AutoPrompt, PromptMethod, build_method, hotflip_candidates
+from prompting.template import Template
+from prompting.train import TrainConfig, TrainResult, train
+from prompting.verbalizer import Verbalizer
+
+pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
+
+WORDS = ["great", "bad", "fun", "dull", "nice", "awful", "good", "boring", "lovely", "weak", "funny", "poor"]
+EXAMPLES = [Example({"text_a": f"The {s} was {w}."}, str(i % 2))
+            for i, (s, w) in enumerate(zip(["movie", "film", "plot", "story"] * 3, WORDS))]
+TEMPLATE = "{text_a} {trigger:3} {mask}"
+SINGLE = Verbalizer({0: ["bad"], 1: ["good"]})
+MULTI = Verbalizer({0: ["terrible", "horrible"], 1: ["great", "greatest"]})  # multi-token words
+
+
+def make(lm, verbalizer=SINGLE, template=TEMPLATE, **params):
+    params = {"iterations": 3, "num_candidates": 5, **params}
+    return AutoPrompt(lm, template, verbalizer, labels=["0", "1"], **params)
+
+
+@pytest.fixture(params=["tiny_causal_lm", "tiny_bert_lm"])
+def lm(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_hotflip_candidates_rank_by_minus_gradient_dot_embedding():
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [1.0, 1.0]])
+    grad = torch.tensor([1.0, 2.0])
+    # e · grad = [1, 2, -1, -2, 3]: the loss falls most for token 3, then token 2
+    assert hotflip_candidates(grad, embeddings, 2).tolist() == [3, 2]
+    assert hotflip_candidates(grad, embeddings, 2, increase_loss=True).tolist() == [4, 1]
+    allowed = torch.tensor([True, True, True, False, True])
+    assert hotflip_candidates(grad, embeddings, 2, allowed=allowed).tolist() == [2, 0]
+    per_position = hotflip_candidates(torch.stack([grad, -grad]), embeddings, 1)
+    assert per_position.tolist() == [[3], [4]]
+
+
+def test_trigger_gradient_and_candidates_match_a_hand_computation(tiny_causal_lm):
+    lm = tiny_causal_lm
+    method = make(lm, init="random", seed=3)
+    batch = next(method.batches(method.encode(EXAMPLES[:4]), 4))
+    grad, loss = method.trigger_gradient(batch)
+
+    # reference: a leaf over the whole input embedding, the LM called directly
+    prompt = batch.prompts[1]
+    ids = prompt.input_ids.clone()
+    ids[torch.arange(4).unsqueeze(1), prompt.trigger_positions] = method.trigger_ids
+    embeds = lm.embed(ids).detach().requires_grad_(True)
+    logits = lm.forward(embeds, prompt.attention_mask, prompt.position_ids, 1)[:, -1].log_softmax(-1)
+    word_ids = [w[0] for w in method.words.word_ids]
+    reference_loss = F.cross_entropy(logits[:, word_ids], batch.labels)
+    embeds_grad, = torch.autograd.grad(reference_loss, embeds)  # never touches the shared LM's .grad
+    reference = embeds_grad[torch.arange(4).unsqueeze(1), prompt.trigger_positions].sum(0)  # [T, H]
+    assert loss == pytest.approx(reference_loss.item(), rel=1e-5)
+    torch.testing.assert_close(grad, reference, rtol=1e-4, atol=1e-6)
+
+    matrix = lm.embeddings.weight.detach()
+    by_hand = (-(matrix @ reference[1])).masked_fill(~method.allowed, float("-inf")).topk(5).indices
+    assert hotflip_candidates(grad[1], matrix, 5, allowed=method.allowed).tolist() == by_hand.tolist()
+
+
+@pytest.mark.parametrize("verbalizer", [SINGLE, MULTI], ids=["one-token", "multi-token"])
+def test_batched_candidate_scoring_equals_one_by_one(lm, verbalizer):
+    method = make(lm, verbalizer)
+    data = method.encode(EXAMPLES[:6])
+    pool = method.allowed.nonzero().squeeze(1)
+    candidates = pool[torch.randint(len(pool), (7, 3), generator=torch.Generator().manual_seed(0))]
+    batched = method.score_triggers(candidates, data, rows_per_forward=1000)  # all 7 in one forward
+    separately = torch.stack([method.score_triggers(c[None], data, rows_per_forward=6)[0] for c in candidates])
+    torch.testing.assert_close(batched, separately, rtol=1e-4, atol=1e-5)
+    # and both equal the method's ordinary forward with each trigger set in turn
+    for c, score in zip(candidates, batched):
+        method.trigger_ids.copy_(c)
+        scores = method.predict_scores(data).log_softmax(-1)
+        assert score.item() == pytest.approx(scores.gather(1, data.labels[:, None]).mean().item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("better", [None, 2], ids=["no-candidate-better", "candidate-2-better"])
+def test_a_swap_is_kept_only_when_it_improves(tiny_causal_lm, better):
+    method = make(tiny_causal_lm, iterations=1, num_candidates=4)
+    before = method.trigger_ids.clone()
+
+    def fake_scores(candidates, data, rows_per_forward=None):  # row 0 is the current trigger
+        scores = torch.full((len(candidates),), -2.0)
+        scores[0] = -1.0
+        if better is not None:
+            scores[better] = -0.5
+        fake_scores.candidates = candidates.clone()
+        return scores
+
+    method.score_triggers = fake_scores
+    result = method.fit(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
+    record = result.history[0]
+    assert record["swapped"] is (better is not None)
+    if better is None:
+        assert torch.equal(method.trigger_ids, before)
+    else:
+        assert torch.equal(method.trigger_ids, fake_scores.candidates[better])
+        assert not torch.equal(method.trigger_ids, before)
+
+
+def test_excluded_tokens_never_appear(lm):
+    tokenizer = lm.tokenizer
+    method = make(lm, num_candidates=60, iterations=4)
+    specials = set(tokenizer.all_special_ids)
+    label_ids = {i for w in ("bad", "good", " bad", " good") for i in tokenizer(w, add_special_tokens=False)["input_ids"]}
+    allowed = method.allowed
+    assert not any(allowed[i] for i in specials | label_ids)
+    tokens = tokenizer.convert_ids_to_tokens(allowed.nonzero().squeeze(1).tolist())
+    if lm.causal:  # byte-level BPE: a word starts with its space
+        assert all(t.startswith("Ġ") for t in tokens)
+    else:  # WordPiece: ## pieces continue a word
+        assert not any(t.startswith("##") for t in tokens)
+    result = method.fit(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4),
+                        progress=False)
+    proposed = {t for record in result.history for t in record["candidates"]}
+    assert proposed and all(allowed[t] for t in proposed)
+    assert all(allowed[t] for t in method.trigger_ids.tolist())
+
+
+def test_found_template_reparses_and_scores_like_the_search(lm):
+    method = make(lm, iterations=4)
+    train(method, method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4),
+          progress=False)
+    found = method.found_template()
+    assert isinstance(found, Template) and found.n_trigger == 0
+    assert Template(found.text) == found and found.text.startswith("{text_a} ") and found.text.endswith(" {mask}")
+    assert method.describe()["found_template"] == found.text
+    assert method.extra_config()["trigger_tokens"] == method.trigger_tokens()
+    manual = PromptMethod(lm, found, SINGLE, labels=["0", "1"])  # reused as an ordinary manual template
+    data = EXAMPLES[:6]
+    torch.testing.assert_close(manual.predict_scores(manual.encode(data)),
+                               method.predict_scores(method.encode(data)), rtol=1e-4, atol=1e-4)
+
+
+def test_train_delegates_to_fit_and_keeps_the_best_trigger_on_dev(tiny_causal_lm):
+    method = build_method("autoprompt", tiny_causal_lm, TEMPLATE, SINGLE, labels=["0", "1"], iterations=5,
+                          num_candidates=5)
+    dev = method.encode(EXAMPLES[8:])
+    initial, _ = method._dev_key(dev, TrainConfig())
+    result = train(method, method.encode(EXAMPLES[:8]), dev, TrainConfig(batch_size=4), progress=False)
+    assert isinstance(result, TrainResult) and len(result.history) == 5 and result.steps == 5
+    final, _ = method._dev_key(dev, TrainConfig())
+    assert final >= initial  # the kept trigger is the best seen on dev
+    assert torch.equal(method.state_dict()["trigger_ids"], method.trigger_ids)
+    assert not any(p.requires_grad for p in tiny_causal_lm.model.parameters())  # the LM stayed frozen
+
+
+def test_bad_settings_name_the_problem(tiny_causal_lm):
+    with pytest.raises(ValueError, match="trigger:N"):
+        make(tiny_causal_lm, template="{text_a} It was {mask}")
+    with pytest.raises(ValueError, match="num_candidates"):
+        make(tiny_causal_lm, num_candidates=0)
+    with pytest.raises(ValueError, match="one-token word"):
+        make(tiny_causal_lm, init="horrible")
+    method = make(tiny_causal_lm)
+    with pytest.raises(ValueError, match="frozen"):
+        method.fit(method.encode(EXAMPLES[:4]), None, TrainConfig(tune_lm=True))
+    with pytest.raises(ValueError, match="no parameter"):
+        build_method("autoprompt", tiny_causal_lm, TEMPLATE, SINGLE, trigger_count=3)
