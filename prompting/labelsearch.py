@@ -1,0 +1,270 @@
+"""Automatic label-word search: which vocabulary words should stand for each label.
+
+Two rankings, both over single tokens that read as whole words in the ``{mask}`` slot:
+
+- ``"classifier"`` (AutoPrompt, Shin et al. 2020): fit a logistic-regression classifier on the
+  hidden state that the LM head reads at ``{mask}`` (for a causal LM: the last position, the one
+  that predicts the next token); a word scores ``w_label · e_word``, the dot product of the
+  class's weight vector with the word's output embedding.
+- ``"likelihood"`` (LM-BFF / PETAL style): keep the ``prune`` words the LM finds most likely at
+  ``{mask}`` for each class's examples, then choose the words that maximise the log-likelihood of
+  the training labels when the verbalizer scores each class by its word (coordinate ascent over
+  classes); a word scores the mean log-likelihood of the labels with it standing for its class.
+
+>>> result = search_label_words(lm, "Review: {text_a}\\nSentiment: {mask}", examples, task.labels)  # doctest: +SKIP
+>>> result.top(3)                                                                             # doctest: +SKIP
+{'0': ['negative', 'bad', 'disappointing'], '1': ['positive', 'good', 'great']}
+>>> write_verbalizer("templates/sst2.yaml", result.verbalizer(2), task="sst2")               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+import yaml
+
+from .backbone import LanguageModel
+from .template import Template, collate
+from .verbalizer import Verbalizer
+from .vocab import token_mask, token_strings
+
+__all__ = ["LabelSearchResult", "search_label_words", "mask_outputs", "rank_by_classifier",
+           "rank_by_likelihood", "write_verbalizer", "RANKINGS"]
+
+RANKINGS = ("classifier", "likelihood")
+
+
+@dataclass
+class LabelSearchResult:
+    """Top words per label, best first, with their scores (higher is better)."""
+
+    ranking: str
+    template: str
+    words: dict[str, list[tuple[str, float]]]
+    token_ids: dict[str, list[int]] = field(default_factory=dict)
+    n_examples: int = 0
+
+    def top(self, n: int = 10) -> dict[str, list[str]]:
+        return {label: [w for w, _ in ranked[:n]] for label, ranked in self.words.items()}
+
+    def verbalizer(self, n: int = 1) -> Verbalizer:
+        """A verbalizer with the ``n`` best words of each label."""
+        return Verbalizer(self.top(n))
+
+    def to_dict(self) -> dict:
+        return {"ranking": self.ranking, "template": self.template, "n_examples": self.n_examples,
+                "words": {label: [[w, round(s, 6)] for w, s in ranked] for label, ranked in self.words.items()}}
+
+    def to_markdown(self, n: int = 10) -> str:
+        lines = ["| label | words (score) |", "|---|---|"]
+        for label, ranked in self.words.items():
+            lines.append(f"| {label} | " + ", ".join(f"{w} ({s:.3g})" for w, s in ranked[:n]) + " |")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def mask_outputs(lm: LanguageModel, template: Template | str, examples: Sequence, batch_size: int = 32,
+                 features: bool = True, logprobs: bool = True, progress: bool = False):
+    """What the LM head sees and says at ``{mask}`` for each example.
+
+    Returns ``(features [N, H] or None, logprobs [N, V] or None)``: the hidden state fed to the
+    output embedding layer (read with a hook on ``get_output_embeddings()``, so every architecture
+    works) and the log-probability of every vocabulary token at the slot.
+    """
+    from tqdm.auto import tqdm
+
+    template = template if isinstance(template, Template) else Template(template)
+    if template.n_trigger or template.has_soft:
+        raise ValueError(f"label search reads a plain template; {template.text!r} has trigger or soft slots "
+                         "(write the found trigger words in first, e.g. AutoPrompt.found_template())")
+    encoder = template.encoder(lm.tokenizer, lm.causal, lm.max_length)
+    fields = [getattr(ex, "fields", ex) for ex in examples]
+    captured: list[torch.Tensor] = []
+    head = lm.model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
+    all_features, all_logprobs = [], []
+    try:
+        for start in tqdm(range(0, len(fields), batch_size), desc="label search", disable=not progress, leave=False):
+            batch = collate(encoder.encode(fields[start:start + batch_size], n_mask=1), lm.pad_id,
+                            left=lm.causal).to(lm.device)
+            captured.clear()
+            logits = lm.forward(lm.embed(batch.input_ids), batch.attention_mask, batch.position_ids,
+                                logits_to_keep=1)
+            rows = torch.arange(len(batch), device=logits.device)
+            # causal: left padding puts every context's end last; masked LM: read the mask position
+            at = (slice(None), -1) if lm.causal else (rows, batch.mask_positions[:, 0])
+            if features:
+                all_features.append(captured[-1][at].float().cpu())
+            if logprobs:
+                all_logprobs.append(logits[at].float().log_softmax(-1).cpu())
+    finally:
+        handle.remove()
+    return (torch.cat(all_features) if features else None, torch.cat(all_logprobs) if logprobs else None)
+
+
+def rank_by_classifier(features: torch.Tensor, labels: torch.Tensor, n_labels: int,
+                       output_embeddings: torch.Tensor, allowed: torch.Tensor, regularization: float = 1.0,
+                       seed: int = 0) -> torch.Tensor:
+    """``[n_labels, V]`` scores ``w_label · e_word`` from a logistic regression on ``features``.
+
+    Features are standardised for the fit and the weights mapped back to the raw feature space, so
+    the dot product is with what the LM head actually multiplies. Disallowed tokens score ``-inf``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = features.double().numpy()
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    model = LogisticRegression(C=regularization, max_iter=2000, random_state=seed)
+    model.fit((x - mean) / scale, labels.numpy())
+    coef = torch.as_tensor(model.coef_ / scale, dtype=torch.float32)
+    present = [int(c) for c in model.classes_]
+    if len(present) != n_labels:
+        raise ValueError(f"label search needs examples of all {n_labels} labels; got examples of "
+                         f"{len(present)}")
+    weights = torch.cat([-coef, coef]) if n_labels == 2 else coef  # binary: one vector for class 1
+    scores = weights @ output_embeddings.float().T
+    return scores.masked_fill(~allowed, float("-inf"))
+
+
+def rank_by_likelihood(logprobs: torch.Tensor, labels: torch.Tensor, n_labels: int, allowed: torch.Tensor,
+                       prune: int = 100, rounds: int = 10) -> torch.Tensor:
+    """``[n_labels, V]`` mean log-likelihood of the training labels with each word standing for its
+    class (the other classes keep their best word); words outside a class's pruned set: ``-inf``."""
+    class_mean = torch.stack([logprobs[labels == c].mean(0) for c in range(n_labels)])
+    if torch.isnan(class_mean).any():
+        raise ValueError(f"label search needs examples of all {n_labels} labels")
+    class_mean = class_mean.masked_fill(~allowed, float("-inf"))
+    pruned = class_mean.topk(min(prune, int(allowed.sum())), dim=1).indices  # LM-BFF's candidate sets
+    # start from the words most specific to each class: likely for it, less likely for the others
+    others = (class_mean.sum(0, keepdim=True) - class_mean) / max(1, n_labels - 1)
+    specific = (class_mean - others).gather(1, pruned)
+    chosen = pruned[torch.arange(n_labels), specific.argmax(1)].clone()
+    scores = torch.full((n_labels, pruned.shape[1]), float("-inf"))
+    for _ in range(rounds):
+        before = chosen.clone()
+        for c in range(n_labels):
+            candidates = logprobs[:, pruned[c]]                                   # [N, P]
+            rest = [k for k in range(n_labels) if k != c]
+            fixed = logprobs[:, chosen[rest]]                                     # [N, C-1]
+            total = torch.logsumexp(torch.cat([candidates.unsqueeze(2),
+                                               fixed.unsqueeze(1).expand(-1, candidates.shape[1], -1)], 2), 2)
+            gold = logprobs.gather(1, chosen[labels].unsqueeze(1))                # words of the gold labels
+            numerator = torch.where((labels == c).unsqueeze(1), candidates, gold)
+            scores[c] = (numerator - total).mean(0)
+            scores[c, torch.isin(pruned[c], chosen[rest])] = float("-inf")        # one word, one class
+            chosen[c] = pruned[c, scores[c].argmax()]
+        if torch.equal(chosen, before):
+            break
+    full = torch.full((n_labels, logprobs.shape[1]), float("-inf"))
+    return full.scatter(1, pruned, scores)
+
+
+def search_label_words(lm: LanguageModel, template: Template | str, examples: Sequence, labels: Sequence[str],
+                       ranking: str = "classifier", k: int = 10, alphabetic: bool = True,
+                       exclude_special: bool = True, exclude_subwords: bool = True, batch_size: int = 32,
+                       regularization: float = 1.0, prune: int = 100, seed: int = 0,
+                       progress: bool = False) -> LabelSearchResult:
+    """The ``k`` best label words of each label for ``template``, from labelled ``examples``.
+
+    Only tokens that the verbalizer would tokenise back to exactly that one token in this slot are
+    returned, so ``result.verbalizer()`` scores the very tokens that were ranked.
+    """
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking={ranking!r} is not known; choose one of {', '.join(RANKINGS)}")
+    if k < 1:
+        raise ValueError(f"k={k!r} is not valid; it must be >= 1")
+    labels = [str(label) for label in labels]
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({str(ex.label) for ex in examples if str(getattr(ex, "label", None)) not in index})
+    if unknown:
+        raise ValueError(f"examples have label {unknown[0]!r}, which is not one of {', '.join(labels)}")
+    y = torch.tensor([index[str(ex.label)] for ex in examples])
+    template = template if isinstance(template, Template) else Template(template)
+    features, logprobs = mask_outputs(lm, template, examples, batch_size, features=ranking == "classifier",
+                                      logprobs=ranking == "likelihood", progress=progress)
+    vocab_size = lm.model.get_output_embeddings().weight.shape[0]
+    allowed = token_mask(lm.tokenizer, vocab_size, exclude_special=exclude_special,
+                         exclude_subwords=exclude_subwords, alphabetic=alphabetic)
+    if ranking == "classifier":
+        scores = rank_by_classifier(features, y, len(labels), lm.model.get_output_embeddings().weight.detach().cpu(),
+                                    allowed, regularization, seed)
+    else:
+        scores = rank_by_likelihood(logprobs, y, len(labels), allowed, prune)
+    lead = template.encoder(lm.tokenizer, lm.causal, lm.max_length).mask_leading_space
+    words, token_ids = {}, {}
+    for c, label in enumerate(labels):
+        ranked, ids = [], []
+        for token in scores[c].argsort(descending=True).tolist():
+            if len(ranked) == k or scores[c, token] == float("-inf"):
+                break
+            word = token_strings(lm.tokenizer, [token])[0]
+            if lm.tokenizer((" " if lead else "") + word, add_special_tokens=False)["input_ids"] != [token]:
+                continue  # the verbalizer would see other tokens for this word
+            ranked.append((word, float(scores[c, token])))
+            ids.append(token)
+        words[label], token_ids[label] = ranked, ids
+    return LabelSearchResult(ranking, template.text, words, token_ids, len(examples))
+
+
+# ------------------------------------------------------------------------------ templates/*.yaml
+def _flow(value) -> str:
+    """One YAML flow scalar, quoted only where YAML needs it (``yes``, ``1.0``, ``a: b``)."""
+    return yaml.safe_dump([value], default_flow_style=True, allow_unicode=True, width=10_000).strip()[1:-1]
+
+
+def _label_key(label: str) -> str:
+    return label if label.isdigit() and str(int(label)) == label else _flow(label)
+
+
+def write_verbalizer(path: str | Path, verbalizer: Verbalizer | Mapping, task: str | None = None,
+                     pattern: str | None = None) -> Path:
+    """Add a verbalizer (and optionally a pattern) to a templates YAML file, creating it if needed.
+
+    The file keeps the ``templates/*.yaml`` shape (``task``, ``patterns``, ``verbalizers``) and style
+    (one flow mapping per verbalizer, ``{0: [terrible], 1: [great]}``); entries already there are
+    not added twice. Leading comment lines are kept; comments elsewhere in the file are not.
+    """
+    path = Path(path)
+    verbalizer = verbalizer if isinstance(verbalizer, Verbalizer) else Verbalizer(verbalizer)
+    head, data = [], {}
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        for line in text.splitlines():
+            if not line.startswith("#"):
+                break
+            head.append(line)
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a templates file is a mapping with task, patterns, verbalizers")
+    if task is not None and data.get("task") not in (None, task):
+        raise ValueError(f"{path} is the templates file of task {data['task']!r}, not {task!r}")
+    data.setdefault("task", task)
+    if data["task"] is None:
+        raise ValueError(f"{path}: give task= to create a templates file")
+    patterns = list(data.get("patterns") or [])
+    if pattern is not None and pattern not in patterns:
+        Template(pattern)  # never write a pattern that does not parse
+        patterns.append(pattern)
+    verbalizers = list(data.get("verbalizers") or [])
+    if verbalizer.to_dict() not in [Verbalizer(v).to_dict() for v in verbalizers]:
+        verbalizers.append(verbalizer.to_dict())
+    extra = {k: v for k, v in data.items() if k not in ("task", "patterns", "verbalizers")}
+    lines = head + [f"task: {_flow(data['task'])}", "patterns:"]
+    lines += [f"  - {json.dumps(p, ensure_ascii=False)}" for p in patterns]  # JSON strings are YAML strings
+    lines.append("verbalizers:")
+    for v in verbalizers:
+        items = ", ".join(f"{_label_key(str(label))}: [{', '.join(_flow(str(w)) for w in ws)}]"
+                          for label, ws in Verbalizer(v).to_dict().items())
+        lines.append(f"  - {{{items}}}")
+    if extra:
+        lines.append(yaml.safe_dump(extra, sort_keys=False, allow_unicode=True).rstrip())
+    text = "\n".join(lines) + "\n"
+    check = yaml.safe_load(text)
+    assert [Verbalizer(v) for v in check["verbalizers"]] == [Verbalizer(v) for v in verbalizers]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
