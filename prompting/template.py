@@ -68,11 +68,16 @@ _SOFT = re.compile(r'^soft(?::\s*(?:(\d+)|"([^"]*)"))?$')
 _TRIGGER = re.compile(r"^trigger(?::\s*(\d+))?$")
 
 
+def _slot_keyword(slot: str) -> str:
+    """``soft`` for ``soft``, ``soft:4``, ``soft 4``; ``softness`` stays a field name."""
+    return re.match(r"[A-Za-z0-9_]*", slot).group(0)
+
+
 def _parse_slot(body: str, template: str) -> Part:
     slot = body.strip()
     if slot == "mask":
         return Mask()
-    if slot.startswith("soft"):
+    if _slot_keyword(slot) == "soft":
         m = _SOFT.match(slot)
         if not m:
             raise TemplateError(
@@ -86,7 +91,7 @@ def _parse_slot(body: str, template: str) -> Part:
         if count < 1:
             raise TemplateError(f"template {template!r}: {{{body}}} needs a count >= 1")
         return Soft(count=count)
-    if slot.startswith("trigger"):
+    if _slot_keyword(slot) == "trigger":
         m = _TRIGGER.match(slot)
         if not m or int(m.group(1) or 1) < 1:
             raise TemplateError(
@@ -186,7 +191,8 @@ class Template:
         out, i = [], 0
         for part in self.parts:
             if isinstance(part, Trigger):
-                out.append(" ".join(t.strip() for t in tokens[i:i + part.count]))
+                words = " ".join(t.strip() for t in tokens[i:i + part.count])
+                out.append(_unparse(Text(words)))  # a trigger word may itself contain a brace
                 i += part.count
             else:
                 out.append(_unparse(part))

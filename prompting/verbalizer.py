@@ -38,10 +38,19 @@ class Verbalizer:
                 f"aggregate={aggregate!r} is not known; choose one of {', '.join(AGGREGATIONS)}")
         words: dict[str, tuple[str, ...]] = {}
         for label, value in label_words.items():
-            items = [value] if isinstance(value, str) else list(value or [])
+            items = [value] if isinstance(value, str) else [] if value is None else value
+            is_list = isinstance(items, (list, tuple))
+            booleans = isinstance(value, bool) or (is_list and any(isinstance(w, bool) for w in items))
+            if not is_list or booleans:
+                # YAML reads unquoted yes / no as booleans: say so instead of scoring the word "True"
+                raise VerbalizerError(
+                    f"label {label!r}: label words must be a string or a list of strings, got {value!r}"
+                    + ("; quote yes / no in YAML" if booleans else ""))
             items = [str(w).strip() for w in items]
             if not items or not all(items):
                 raise VerbalizerError(f"label {label!r} has no label words ({value!r}); give at least one")
+            if str(label) in words:  # e.g. 0 and "0"
+                raise VerbalizerError(f"label {label!r} is given twice; labels are compared as strings")
             words[str(label)] = tuple(items)
         self.label_words = words
         self.labels = tuple(words)

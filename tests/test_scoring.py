@@ -1,0 +1,95 @@
+"""LanguageModel.word_logprobs against a brute-force, one-example-at-a-time computation.
+
+The reference side never uses the template encoder, collate or padding: it tokenises the rendered
+sentence itself and calls ``model(input_ids=...)`` on one unpadded example at a time.
+"""
+
+import pytest
+import torch
+import transformers
+
+from prompting.backbone import LanguageModel, PlainHooks
+from prompting.template import Template, collate
+from prompting.verbalizer import Verbalizer
+
+pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
+
+TEMPLATE = "{text_a} It was {mask}."
+# different lengths, so every batch is padded
+TEXTS = [
+    "Bad.",
+    "I loved every minute of this movie and would watch it again, and so did my friends.",
+    "The plot makes no sense.",
+    "Great performances from the whole cast, especially the young lead.",
+]
+# "great", "terrible" are one token; "greatest" two, "horrible" three (asserted below)
+VERBALIZER = Verbalizer({"neg": ["terrible", "horrible"], "pos": ["great", "greatest"]})
+
+
+def encode_batches(lm):
+    enc = Template(TEMPLATE).encoder(lm.tokenizer, causal=lm.causal, max_length=64)
+    words = VERBALIZER.tokenize(lm.tokenizer, enc.mask_leading_space)
+    examples = [{"text_a": t} for t in TEXTS]
+    counts = [1] if lm.causal else words.lengths
+    batches = {n: collate(enc.encode(examples, n_mask=n), lm.pad_id, left=lm.causal) for n in counts}
+    return words, batches
+
+
+def brute_force_causal(lm, text, word):
+    tok = lm.tokenizer
+    context = [tok.bos_token_id] + tok(f"{text} It was", add_special_tokens=False)["input_ids"]
+    word_ids = tok(" " + word, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([context + word_ids])
+    with torch.no_grad():
+        logprobs = lm.model(input_ids=ids).logits[0].float().log_softmax(-1)
+    return sum(logprobs[len(context) - 1 + j, t] for j, t in enumerate(word_ids))
+
+
+def brute_force_masked(lm, text, word):
+    tok = lm.tokenizer
+    leading = " " if tok.mask_token == "<mask>" else ""  # BPE: the word follows a space
+    word_ids = tok(leading + word, add_special_tokens=False)["input_ids"]
+    ids = tok(f"{text} It was {tok.mask_token * len(word_ids)}.")["input_ids"]
+    masks = [i for i, t in enumerate(ids) if t == tok.mask_token_id]
+    assert len(masks) == len(word_ids)
+    with torch.no_grad():
+        logprobs = lm.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    return sum(logprobs[m, t] for m, t in zip(masks, word_ids))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_causal_lm", "tiny_gpt2_lm", "tiny_bert_lm", "tiny_roberta_lm"])
+def test_word_logprobs_equal_unpadded_one_by_one(fixture, request):
+    lm = request.getfixturevalue(fixture)
+    words, batches = encode_batches(lm)
+    lengths = [len(w) for w in words.word_ids]
+    assert lengths[0] == 1 and lengths[2] == 1 and lengths[1] == 3 and lengths[3] == 2, lengths
+    assert len(set(batches[1].attention_mask.sum(1).tolist())) == len(TEXTS)  # all lengths differ
+
+    with torch.no_grad():
+        got = lm.word_logprobs(batches, words, PlainHooks())
+
+    brute = brute_force_causal if lm.causal else brute_force_masked
+    words_flat = [w for ws in VERBALIZER.label_words.values() for w in ws]
+    expected = torch.tensor([[float(brute(lm, text, w)) for w in words_flat] for text in TEXTS])
+    assert got.shape == (len(TEXTS), len(words_flat))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    # the comparison means something only if the scores depend on the example
+    assert (expected - expected[0]).abs().amax() > 0.5
+
+
+def test_masked_scoring_needs_a_batch_per_word_length(tiny_bert_lm):
+    words, batches = encode_batches(tiny_bert_lm)
+    del batches[3]
+    with pytest.raises(ValueError, match="n_mask=3"):
+        tiny_bert_lm.word_logprobs(batches, words)
+
+
+@pytest.mark.parametrize("make_model", [
+    lambda: transformers.BertModel(transformers.BertConfig(
+        vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)),
+    lambda: transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)),
+], ids=["BertModel", "BertForSequenceClassification"])
+def test_language_model_rejects_models_without_lm_head(make_model, wordpiece_tokenizer):
+    with pytest.raises(ValueError, match="neither a masked LM .* nor a causal LM"):
+        LanguageModel(make_model(), wordpiece_tokenizer, device="cpu")
