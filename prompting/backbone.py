@@ -10,6 +10,7 @@ here, so methods never branch on the model family.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -213,8 +214,30 @@ class LanguageModel:
         return self.embeddings(input_ids)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                logits_to_keep: int = 0, **kwargs) -> torch.Tensor:
-        """Logits [B, L', V]; a causal LM computes only the last ``logits_to_keep`` (0: all)."""
+                logits_to_keep: int = 0, prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+                prefix_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Logits [B, L', V]; a causal LM computes only the last ``logits_to_keep`` (0: all).
+
+        ``prefix`` (prefix-tuning) is ``(keys, values)``, each [layers, B, kv_heads, P, head_dim]
+        (see :attr:`kv_shape`): vectors that every attention layer attends to before the input, in
+        every row. They take no positions: the input tokens are numbered exactly as without them.
+        ``prefix_mask`` [B, P] (default all ones) says which prefix vectors each row may attend to.
+        """
+        if prefix is not None:
+            keys, values = prefix
+            size, length = attention_mask.shape[0], keys.shape[-2]
+            if prefix_mask is None:
+                prefix_mask = attention_mask.new_ones(size, length)
+            attention_mask = torch.cat([prefix_mask.to(attention_mask), attention_mask], 1)
+            cache = self._prefix_cache(keys, values)
+            kwargs[self._cache_argument()] = cache
+            logits = self.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, **kwargs)
+            stored = [layer.keys.shape[-2] for layer in cache.layers if getattr(layer, "keys", None) is not None]
+            if max(stored, default=0) <= length:  # the model never appended the input's own keys
+                raise ValueError(
+                    f"model {self.name!r} ({type(self.model).__name__}) ignored the prefix keys/values; "
+                    "prefix-tuning needs a model whose attention layers take a key/value cache")
+            return logits
         if self.causal:
             out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                              position_ids=position_ids, logits_to_keep=logits_to_keep, use_cache=False,
@@ -223,6 +246,52 @@ class LanguageModel:
             # masked LMs use their own absolute positions; padding is on the right
             out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
         return out.logits
+
+    # ---------------------------------------------------------------- key/value prefixes
+    @property
+    def kv_shape(self) -> tuple[int, int, int]:
+        """(attention layers, key/value heads, head size): the shape of one token's keys or values."""
+        config = self.config.get_text_config()
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        return config.num_hidden_layers, kv_heads, head_dim
+
+    def _cache_argument(self) -> str:
+        # transformers 5.x renames ``past_key_values`` to ``cache``, one model family at a time
+        import inspect
+
+        forward = self.model.base_model.forward
+        return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+    def _prefix_cache(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
+        """A fresh key/value cache holding the prefix, or empty; the model appends the input's own
+        keys and values to it during the forward pass."""
+        layers = None
+        if keys is not None:
+            if keys.shape[0] != self.kv_shape[0]:
+                raise ValueError(f"prefix has keys for {keys.shape[0]} layers; model {self.name!r} has "
+                                 f"{self.kv_shape[0]} attention layers")
+            layers = list(zip(keys.unbind(0), values.unbind(0)))
+        if self.causal:
+            from transformers import DynamicCache
+
+            # the config gives hybrid models (sliding-window layers) their own layer types
+            return DynamicCache(ddp_cache_data=layers, config=self.config)
+        return _positionless_cache_class()(ddp_cache_data=layers)
+
+    @torch.no_grad()
+    def key_values(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's own keys and values for a token sequence [1, T]: each [layers, kv_heads, T, head_dim].
+
+        Prefix-tuning initialises its prefix from these activations of real words.
+        """
+        cache = self._prefix_cache()
+        ids = input_ids.to(self.device)
+        positions = torch.arange(ids.shape[1], device=self.device).unsqueeze(0)
+        self.forward(self.embed(ids), torch.ones_like(ids), positions, 1, **{self._cache_argument(): cache})
+        return (torch.stack([layer.keys[0] for layer in cache.layers]),
+                torch.stack([layer.values[0] for layer in cache.layers]))
 
     def word_logprobs(self, batches: dict[int, PromptBatch], words: LabelWordIds,
                       hooks: PromptHooks | None = None) -> torch.Tensor:
@@ -276,6 +345,20 @@ class LanguageModel:
                     target = torch.tensor(word, device=at_masks.device)
                     columns[i] = at_masks.gather(2, target.expand(len(batch), -1).unsqueeze(-1)).squeeze(-1).sum(1)
         return torch.stack([columns[i] for i in range(len(words.word_ids))], 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _positionless_cache_class():
+    from transformers import DynamicCache  # imported on first use, as everywhere in this module
+
+    class PositionlessCache(DynamicCache):
+        """A masked LM's prefix cache. An encoder asks its cache for a length only to shift the input's
+        absolute positions (BERT); a prefix must not shift them, so this cache reports none."""
+
+        def get_seq_length(self, layer_idx: int = 0) -> int:
+            return 0
+
+    return PositionlessCache
 
 
 class PlainHooks:

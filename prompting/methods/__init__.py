@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from .autoprompt import AutoPrompt, hotflip_candidates
 from .base import Batch, EncodedExamples, PromptMethod
+from .prefix import PrefixTuning
+from .ptuning import PTuning
+from .soft import SoftPrompt
 
 __all__ = ["PromptMethod", "EncodedExamples", "Batch", "METHODS", "register", "build_method",
-           "AutoPrompt", "hotflip_candidates"]
+           "AutoPrompt", "hotflip_candidates", "PTuning", "PrefixTuning", "SoftPrompt"]
 
 METHODS: dict[str, type[PromptMethod]] = {}
 
@@ -21,6 +24,9 @@ def register(cls: type[PromptMethod]) -> type[PromptMethod]:
 
 register(PromptMethod)
 register(AutoPrompt)
+register(PTuning)
+register(PrefixTuning)
+register(SoftPrompt)
 
 
 def build_method(name: str, lm, template, verbalizer, labels=None, max_length=None, **params) -> PromptMethod:

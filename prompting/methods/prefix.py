@@ -1,0 +1,131 @@
+"""Prefix-tuning (Li & Liang 2021): trainable keys and values at every attention layer; the LM is frozen.
+
+    method = PrefixTuning(lm, "Review: {text_a}\\nSentiment: {mask}", verbalizer, prefix_length=10)
+
+Every attention layer of the LM attends to ``prefix_length`` learned key/value vectors before the
+input (the backbone puts them in the model's key/value cache, see ``LanguageModel.forward``; this
+works the same way for causal and masked LMs, and the prefix takes no positions). As in the paper
+the vectors are reparameterised while training (``prefix_projection: true``): a small matrix
+[prefix_length, hidden] goes through an MLP (hidden -> ``prefix_hidden_size`` -> tanh -> keys and
+values of all layers), which trains more stably than free vectors. ``prefix_projection: false``
+learns the key/value vectors directly. A saved prompt keeps only the MLP's output.
+
+``init: random`` starts from random vectors; ``init: text`` from the LM's own keys and values for
+real words (``init_text``, else the template's words, repeated to ``prefix_length`` tokens), the
+paper's recommendation for small data. With the MLP, its output layer is solved by least squares so
+that it starts at exactly those keys and values (when ``prefix_length <= prefix_hidden_size``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..backbone import LanguageModel
+from ..template import Template
+from ..verbalizer import Verbalizer
+from .base import PromptMethod
+from .soft import check_choice, template_words
+
+__all__ = ["PrefixTuning", "PREFIX_INITS"]
+
+PREFIX_INITS = ("random", "text")
+
+
+class PrefixTuning(PromptMethod):
+    """Li & Liang's prefix-tuning: key/value vectors at every layer, via an MLP while training."""
+
+    name = "prefix"
+    method_params = {"prefix_length": 10, "prefix_projection": True, "prefix_hidden_size": 512,
+                     "init": "random", "init_text": None}
+    train_defaults = {"lr": 1e-2, "tune_lm": False}
+
+    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
+                 labels: Sequence[str] | None = None, max_length: int | None = None,
+                 prefix_length: int = 10, prefix_projection: bool = True, prefix_hidden_size: int = 512,
+                 init: str = "random", init_text: str | None = None):
+        for name, value in (("prefix_length", prefix_length), ("prefix_hidden_size", prefix_hidden_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1")
+        if not isinstance(prefix_projection, bool):
+            raise ValueError(f"prefix_projection={prefix_projection!r} is not valid; use true or false")
+        check_choice("init", init, PREFIX_INITS)
+        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
+        self.prefix_length, self.prefix_projection = prefix_length, prefix_projection
+        self.prefix_hidden_size, self.init, self.init_text = prefix_hidden_size, init, init_text
+        layers, heads, head_dim = lm.kv_shape
+        width = layers * 2 * heads * head_dim  # keys and values of every layer, for one prefix position
+        hidden = lm.embeddings.embedding_dim
+        target = self._text_key_values() if init == "text" else None
+        if prefix_projection:
+            self.prefix_inputs = nn.Parameter(torch.randn(prefix_length, hidden).to(lm.device))
+            self.prefix_mlp = nn.Sequential(nn.Linear(hidden, prefix_hidden_size), nn.Tanh(),
+                                            nn.Linear(prefix_hidden_size, width)).to(lm.device)
+            if target is not None:
+                self._solve_output_layer(target)
+            self.register_parameter("prefix", None)
+        else:
+            start = target if target is not None else torch.randn(prefix_length, width, device=lm.device)
+            self.prefix = nn.Parameter(start)
+
+    # ------------------------------------------------------------------ the prefix
+    def prefix_vectors(self) -> torch.Tensor:
+        """[prefix_length, layers * 2 * kv_heads * head_dim]: keys and values of every layer, per position."""
+        if self.prefix is not None:
+            return self.prefix
+        return self.prefix_mlp(self.prefix_inputs)
+
+    def prefix_key_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values, each [layers, kv_heads, prefix_length, head_dim]."""
+        layers, heads, head_dim = self.lm.kv_shape
+        both = self.prefix_vectors().view(self.prefix_length, layers, 2, heads, head_dim).permute(2, 1, 3, 0, 4)
+        return both[0], both[1]
+
+    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
+        size = inputs_embeds.shape[0]
+        keys, values = (t.to(inputs_embeds.dtype).unsqueeze(1).expand(-1, size, -1, -1, -1)
+                        for t in self.prefix_key_values())
+        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, prefix=(keys, values))
+
+    # ------------------------------------------------------------------ initialisation
+    def _init_ids(self) -> torch.Tensor:
+        text = self.init_text if self.init_text is not None else template_words(self.template)
+        ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"] if text.strip() else []
+        if not ids:
+            raise ValueError(f"init 'text' needs words: template {self.template.text!r} has none and "
+                             "init_text is not given; give init_text or use init 'random'")
+        return torch.tensor([ids[i % len(ids)] for i in range(self.prefix_length)], device=self.lm.device)
+
+    def _text_key_values(self) -> torch.Tensor:
+        """[prefix_length, width]: the LM's own keys and values for the init text, in prefix layout."""
+        keys, values = self.lm.key_values(self._init_ids().unsqueeze(0))  # [layers, heads, P, head_dim]
+        return torch.stack([keys, values]).permute(3, 1, 0, 2, 4).reshape(self.prefix_length, -1).float()
+
+    @torch.no_grad()
+    def _solve_output_layer(self, target: torch.Tensor) -> None:
+        first, _, last = self.prefix_mlp
+        hidden = torch.tanh(first(self.prefix_inputs))  # [P, prefix_hidden_size]
+        last.weight.copy_((torch.linalg.pinv(hidden) @ target).T)
+        last.bias.zero_()
+
+    # ------------------------------------------------------------------ saving
+    @torch.no_grad()
+    def prompt_state(self) -> dict[str, torch.Tensor]:
+        keys, values = self.prefix_key_values()
+        return {"prefix_keys": keys.detach().clone(), "prefix_values": values.detach().clone()}
+
+    def load_prompt_state(self, state: dict[str, torch.Tensor]) -> None:
+        expected = (*self.lm.kv_shape[:2], self.prefix_length, self.lm.kv_shape[2])
+        for name in ("prefix_keys", "prefix_values"):
+            if tuple(state[name].shape) != expected:
+                raise ValueError(f"saved {name} has shape {tuple(state[name].shape)}; this model needs {expected}")
+        flat = torch.stack([state["prefix_keys"], state["prefix_values"]]).permute(3, 1, 0, 2, 4)
+        if self.prefix is None:  # folded: the MLP's output is all a loaded prompt needs
+            del self.prefix_mlp, self.prefix_inputs
+        self.prefix = nn.Parameter(flat.reshape(self.prefix_length, -1).float().to(self.lm.device))
+
+    def extra_config(self) -> dict:
+        return {"prefix_length": self.prefix_length, "prefix_projection": self.prefix_projection,
+                "prefix_hidden_size": self.prefix_hidden_size, "init": self.init, "init_text": self.init_text}

@@ -1,0 +1,116 @@
+"""P-tuning (Liu et al. 2021, "GPT understands, too"): continuous prompt tokens from a prompt encoder.
+
+    method = PTuning(lm, "{soft:3} {text_a} {soft:3} It was {mask}", verbalizer)          # LSTM
+    method = PTuning(lm, '{soft:"Review:"} {text_a} {soft:"Sentiment:"} {mask}', verbalizer, encoder="mlp")
+
+The template's ``{soft}`` slots (anchor words may stand between them) are filled by a prompt
+encoder: trainable input vectors, one per soft token, passed through a two-layer bidirectional LSTM
+and a two-layer MLP head (the paper's choice, ``encoder: lstm``), or through an MLP only
+(``encoder: mlp``). The encoder lets the tokens depend on each other, which the paper found to train
+more stably than free vectors (see :mod:`prompting.methods.soft` for those).
+
+The encoder's input vectors start as the embeddings of a ``{soft:"text"}`` slot's words, or random
+(N(0, 1), as ``torch.nn.Embedding``) for a ``{soft:N}`` slot. The LM is frozen by default; the paper
+also tunes it: ``TrainConfig(tune_lm=True, lm_lr=1e-5)``. A saved prompt keeps only the encoder's
+output (see :mod:`prompting.methods.saving`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..backbone import LanguageModel
+from ..template import PromptBatch, Template, TemplateError
+from ..verbalizer import Verbalizer
+from .base import PromptMethod
+from .soft import check_choice, place_soft
+
+__all__ = ["PTuning", "PromptEncoder", "ENCODERS"]
+
+ENCODERS = ("lstm", "mlp")
+
+
+class PromptEncoder(nn.Module):
+    """Trainable input vectors [n, H] -> prompt vectors [n, H], through an LSTM + MLP head or an MLP."""
+
+    def __init__(self, inputs: torch.Tensor, hidden_size: int, kind: str = "lstm"):
+        super().__init__()
+        check_choice("encoder", kind, ENCODERS)
+        dim = inputs.shape[1]
+        self.kind = kind
+        self.inputs = nn.Parameter(inputs)
+        if kind == "lstm":
+            self.lstm = nn.LSTM(dim, hidden_size, num_layers=2, bidirectional=True, batch_first=True)
+            self.head = nn.Sequential(nn.Linear(2 * hidden_size, 2 * hidden_size), nn.ReLU(),
+                                      nn.Linear(2 * hidden_size, dim))
+        else:
+            self.head = nn.Sequential(nn.Linear(dim, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size),
+                                      nn.ReLU(), nn.Linear(hidden_size, dim))
+
+    def forward(self) -> torch.Tensor:
+        hidden = self.inputs
+        if self.kind == "lstm":
+            hidden = self.lstm(hidden.unsqueeze(0))[0].squeeze(0)
+        return self.head(hidden)
+
+
+class PTuning(PromptMethod):
+    """P-tuning: the ``{soft}`` slots are filled by a prompt encoder (LSTM or MLP)."""
+
+    name = "ptuning"
+    method_params = {"encoder": "lstm", "hidden_size": None}
+    train_defaults = {"lr": 1e-3, "tune_lm": False, "lm_lr": 1e-5}
+
+    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
+                 labels: Sequence[str] | None = None, max_length: int | None = None,
+                 encoder: str = "lstm", hidden_size: int | None = None):
+        template = template if isinstance(template, Template) else Template(template)
+        if not template.has_soft:
+            raise TemplateError(
+                f"template {template.text!r} has no {{soft}} slot for P-tuning to fill; add some, "
+                "e.g. \"{soft:3} {text_a} {soft:3} It was {mask}\" or '{soft:\"It was\"} {mask}'")
+        check_choice("encoder", encoder, ENCODERS)
+        dim = lm.embeddings.embedding_dim
+        hidden_size = dim if hidden_size is None else hidden_size
+        if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
+            raise ValueError(f"hidden_size={hidden_size!r} is not valid; it must be an integer >= 1")
+        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
+        self.encoder_kind, self.hidden_size = encoder, hidden_size
+        self.prompt_encoder: PromptEncoder | None = PromptEncoder(self._encoder_inputs(), hidden_size, encoder)
+        self.prompt_encoder.to(lm.device)
+        self.register_parameter("folded", None)  # the encoder's output, once loaded from a saved prompt
+
+    def _encoder_inputs(self) -> torch.Tensor:
+        weight = self.lm.embeddings.weight.detach()
+        vectors = []
+        for own, (kind, count) in zip(self.encoder.soft_init_ids, [p for p in self.encoder.pieces if p[0] == "soft"]):
+            if own is not None:
+                vectors.append(weight[torch.tensor(own, device=weight.device)].float())
+            else:
+                vectors.append(torch.randn(count, weight.shape[1]).to(weight.device))
+        return torch.cat(vectors).clone()
+
+    def prompt_embeddings(self) -> torch.Tensor:
+        """[n_soft, H]: the vectors that fill the soft slots."""
+        return self.folded if self.folded is not None else self.prompt_encoder()
+
+    def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        return place_soft(super().embed(lm, input_ids, batch), batch.soft_positions, self.prompt_embeddings())
+
+    @torch.no_grad()  # as when predicting: the LSTM's no-grad kernel rounds differently
+    def prompt_state(self) -> dict[str, torch.Tensor]:
+        return {"soft_prompt": self.prompt_embeddings().detach().clone()}
+
+    def load_prompt_state(self, state: dict[str, torch.Tensor]) -> None:
+        expected = (sum(c for k, c in self.encoder.pieces if k == "soft"), self.lm.embeddings.embedding_dim)
+        prompt = state["soft_prompt"]
+        if tuple(prompt.shape) != expected:
+            raise ValueError(f"saved soft_prompt has shape {tuple(prompt.shape)}; this template and model need {expected}")
+        self.prompt_encoder = None  # folded: the encoder's output is all a loaded prompt needs
+        self.folded = nn.Parameter(prompt.float().to(self.lm.device))
+
+    def extra_config(self) -> dict:
+        return {"encoder": self.encoder_kind, "hidden_size": self.hidden_size}

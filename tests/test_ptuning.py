@@ -1,0 +1,113 @@
+"""P-tuning on tiny *randomly initialised* LMs (see conftest): the prompt encoder fills the soft slots."""
+
+import pytest
+import torch
+
+from prompting.data import Example
+from prompting.methods import METHODS, PTuning, build_method
+from prompting.template import TemplateError
+from prompting.train import TrainConfig, train
+from prompting.verbalizer import Verbalizer
+
+pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
+
+FAMILIES = ["tiny_causal_lm", "tiny_gpt2_lm", "tiny_bert_lm", "tiny_roberta_lm"]
+TEMPLATE = "{soft:3} {text_a} {soft:2} It was {mask}."  # anchor words between the soft slots
+VERBALIZER = Verbalizer({"0": ["bad"], "1": ["great", "greatest"]})
+EXAMPLES = [Example({"text_a": t}, label) for t, label in [
+    ("I loved every minute of this movie.", "1"), ("Bad writing and a very bad ending.", "0"),
+    ("A small film with a big heart.", "1"), ("Nobody in the theatre laughed.", "0"),
+    ("Great performances from the whole cast.", "1"), ("I fell asleep twice.", "0")]]
+
+
+def first_batch(method):
+    data = method.encode(EXAMPLES)
+    return next(method.batches(data, len(EXAMPLES))).prompts[min(data.encodings)]
+
+
+def test_registered_with_its_parameters():
+    assert METHODS["ptuning"] is PTuning
+    assert set(PTuning.method_params) == {"encoder", "hidden_size"}
+    assert PTuning.method_params["encoder"] == "lstm"
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+@pytest.mark.parametrize("encoder", ["lstm", "mlp"])
+def test_encoder_output_fills_the_soft_slots_and_anchors_stay(fixture, encoder, request):
+    lm = request.getfixturevalue(fixture)
+    method = PTuning(lm, TEMPLATE, VERBALIZER, encoder=encoder, hidden_size=16)
+    prompt = method.prompt_embeddings()
+    assert prompt.shape == (5, lm.embeddings.embedding_dim)
+    batch = first_batch(method)
+    embeds = method.embed(lm, batch.input_ids, batch)
+    rows = torch.arange(len(batch)).unsqueeze(1)
+    torch.testing.assert_close(embeds[rows, batch.soft_positions], prompt.expand(len(batch), -1, -1))
+    others = torch.ones_like(batch.input_ids, dtype=torch.bool)
+    others[rows, batch.soft_positions] = False
+    torch.testing.assert_close(embeds[others], lm.embed(batch.input_ids)[others])  # text and "It was"
+    scores = method.predict_scores(method.encode(EXAMPLES))
+    assert scores.shape == (len(EXAMPLES), 2) and torch.isfinite(scores).all()
+
+
+def test_lstm_encoder_is_the_papers_shape(tiny_causal_lm):
+    method = PTuning(tiny_causal_lm, TEMPLATE, VERBALIZER)
+    encoder = method.prompt_encoder
+    dim = tiny_causal_lm.embeddings.embedding_dim
+    assert encoder.lstm.bidirectional and encoder.lstm.num_layers == 2 and encoder.lstm.hidden_size == dim
+    assert [type(m).__name__ for m in encoder.head] == ["Linear", "ReLU", "Linear"]
+    # the soft tokens depend on each other through the LSTM: changing one input changes every output
+    before = method.prompt_embeddings().detach().clone()
+    with torch.no_grad():
+        encoder.inputs[0] += 1.0
+    assert ((method.prompt_embeddings() - before).abs().amax(1) > 1e-6).all()
+
+
+def test_encoder_inputs_start_from_the_slots_text(tiny_causal_lm):
+    lm = tiny_causal_lm
+    method = PTuning(lm, '{soft:"It was"} {text_a} {soft:2} {mask}', VERBALIZER)
+    ids = lm.tokenizer("It was", add_special_tokens=False)["input_ids"]  # first in the template: no space
+    inputs = method.prompt_encoder.inputs
+    assert inputs.shape[0] == len(ids) + 2
+    torch.testing.assert_close(inputs[:len(ids)], lm.embeddings.weight[ids])
+    assert not torch.allclose(inputs[len(ids):], lm.embeddings.weight[ids[:1]].expand(2, -1))
+
+
+def test_bad_settings_name_the_field(tiny_causal_lm):
+    lm = tiny_causal_lm
+    with pytest.raises(TemplateError, match="no \\{soft\\} slot"):
+        PTuning(lm, "{text_a} It was {mask}.", VERBALIZER)
+    with pytest.raises(ValueError, match="encoder='gru'.*lstm, mlp"):
+        PTuning(lm, TEMPLATE, VERBALIZER, encoder="gru")
+    with pytest.raises(ValueError, match="hidden_size=0"):
+        PTuning(lm, TEMPLATE, VERBALIZER, hidden_size=0)
+    with pytest.raises(ValueError, match="has no parameter 'prompt_tokens'"):
+        build_method("ptuning", lm, TEMPLATE, VERBALIZER, prompt_tokens=3)
+
+
+@pytest.mark.parametrize("kind", ["llama", "roberta"])
+def test_frozen_lm_training_moves_only_the_encoder(kind, make_tiny_lm):
+    lm = make_tiny_lm(kind)
+    torch.manual_seed(0)
+    method = PTuning(lm, TEMPLATE, VERBALIZER, hidden_size=16, labels=["0", "1"])
+    groups = method.parameter_groups(1e-3)
+    assert [g["name"] for g in groups] == ["ptuning"]
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in method.prompt_encoder.parameters()}
+    lm_before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    encoder_before = {k: v.clone() for k, v in method.prompt_encoder.state_dict().items()}
+    result = train(method, method.encode(EXAMPLES), None, TrainConfig(lr=1e-2, max_steps=15, batch_size=6),
+                   progress=False)
+    assert all(torch.equal(lm_before[k], v) for k, v in lm.model.state_dict().items())
+    assert all(not torch.equal(encoder_before[k], v) for k, v in method.prompt_encoder.state_dict().items())
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_tune_lm_trains_the_lm_with_its_own_rate(make_tiny_lm):
+    lm = make_tiny_lm("llama")
+    method = PTuning(lm, TEMPLATE, VERBALIZER, hidden_size=16, labels=["0", "1"])
+    groups = method.parameter_groups(1e-3, lm_lr=1e-5, tune_lm=True)
+    assert [(g["name"], g["lr"]) for g in groups] == [("ptuning", 1e-3), ("lm", 1e-5)]
+    lm_before = {k: v.clone() for k, v in lm.model.named_parameters()}
+    train(method, method.encode(EXAMPLES), None,
+          TrainConfig(lr=1e-3, lm_lr=1e-3, tune_lm=True, max_steps=2, batch_size=6), progress=False)
+    changed = [k for k, v in lm.model.named_parameters() if not torch.equal(lm_before[k], v)]
+    assert len(changed) > len(lm_before) // 2
