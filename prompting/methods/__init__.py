@@ -9,10 +9,12 @@ from .autoprompt import AutoPrompt, hotflip_candidates
 from .base import Batch, EncodedExamples, PromptMethod
 from .prefix import PrefixTuning
 from .ptuning import PTuning
+from .saving import load_prompt, save_prompt
 from .soft import SoftPrompt
 
 __all__ = ["PromptMethod", "EncodedExamples", "Batch", "METHODS", "register", "build_method",
-           "AutoPrompt", "hotflip_candidates", "PTuning", "PrefixTuning", "SoftPrompt"]
+           "AutoPrompt", "hotflip_candidates", "PTuning", "PrefixTuning", "SoftPrompt", "save_prompt",
+           "load_prompt"]
 
 METHODS: dict[str, type[PromptMethod]] = {}
 

@@ -95,6 +95,34 @@ class PromptMethod(torch.nn.Module):
         """Method settings that a saved prompt must remember."""
         return {}
 
+    def prompt_state(self) -> dict[str, torch.Tensor]:
+        """What a saved prompt stores: the learned tensors, with any reparameterisation (an LSTM or
+        MLP encoder) folded into its output, so that loading needs no encoder."""
+        state = {k: v.detach() for k, v in self.state_dict().items()}
+        if self.trigger_ids is not None and "trigger_ids" not in state:
+            state["trigger_ids"] = self.trigger_ids.detach()
+        return state
+
+    def load_prompt_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Take back what :meth:`prompt_state` gave (the method then predicts as it did)."""
+        state = dict(state)
+        if "trigger_ids" in state and "trigger_ids" not in self.state_dict():
+            self.trigger_ids = state.pop("trigger_ids").to(self.lm.device)
+        self.load_state_dict(state)
+
+    def save(self, directory) -> None:
+        """Save the learned prompt (see :func:`prompting.methods.saving.save_prompt`)."""
+        from .saving import save_prompt
+
+        save_prompt(self, directory)
+
+    @staticmethod
+    def load(directory, lm: LanguageModel, strict: bool = True) -> "PromptMethod":
+        """Load a prompt saved with :meth:`save` onto ``lm`` (see :func:`prompting.methods.saving.load_prompt`)."""
+        from .saving import load_prompt
+
+        return load_prompt(directory, lm, strict=strict)
+
     # ----------------------------------------------------------------- shared machinery
     def encode(self, examples: Sequence[Example]) -> EncodedExamples:
         """Tokenise examples once (one pass per distinct label-word length for a masked LM)."""

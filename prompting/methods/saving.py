@@ -1,0 +1,124 @@
+"""Save a learned prompt as a small folder, and load it onto a model to predict with it.
+
+    save_prompt(method, "prompts/sst2-ptuning")     # prompt.safetensors + prompt.json
+    method = load_prompt("prompts/sst2-ptuning", lm)
+    method.predict(examples)                         # the same scores as before saving
+
+``prompt.safetensors`` holds :meth:`PromptMethod.prompt_state`: the learned tensors, with prompt
+encoders folded into their output (as PEFT does), so a loaded P-tuning or prefix prompt needs no
+LSTM or MLP. ``prompt.json`` holds everything else needed to rebuild the method: its name and
+parameters, the template, the verbalizer, the task's labels, and the model it was trained on
+(name, kind, hidden size, key/value shape, a checksum of its weights).
+
+Only the prompt is saved, not the LM: a prompt trained with ``tune_lm: true`` needs the tuned LM,
+so loading warns when the LM's weights differ from those at saving.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..backbone import LanguageModel
+from ..verbalizer import Verbalizer
+from .base import PromptMethod
+
+__all__ = ["save_prompt", "load_prompt", "PromptLoadError", "TENSORS_FILE", "META_FILE"]
+
+FORMAT_VERSION = 1
+TENSORS_FILE = "prompt.safetensors"
+META_FILE = "prompt.json"
+
+
+class PromptLoadError(ValueError):
+    """A saved prompt that is missing, malformed, or made for another model."""
+
+
+@torch.no_grad()
+def _weights_checksum(lm: LanguageModel) -> float:
+    # a sum is enough to notice that the LM was tuned after (or before) the prompt was saved
+    return float(sum(p.double().sum().item() for p in lm.model.parameters()))
+
+
+def _model_info(lm: LanguageModel) -> dict:
+    return {"name": lm.name, "kind": lm.kind, "hidden_size": lm.embeddings.embedding_dim,
+            "kv_shape": list(lm.kv_shape), "weights_checksum": _weights_checksum(lm)}
+
+
+def save_prompt(method: PromptMethod, directory: str | Path) -> Path:
+    """Write ``prompt.safetensors`` and ``prompt.json`` into ``directory`` (created if needed)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: t.detach().to("cpu").contiguous().clone() for name, t in method.prompt_state().items()}
+    save_file(state, str(directory / TENSORS_FILE))
+    meta = {
+        "format": FORMAT_VERSION,
+        "method": method.name,
+        "params": method.extra_config(),
+        "template": method.template.text,
+        "verbalizer": method.verbalizer.to_dict(),
+        "aggregate": method.verbalizer.aggregate,
+        "labels": list(method.labels),
+        "max_length": method.encoder.max_length,
+        "model": _model_info(method.lm),
+        "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+                    for name, t in state.items()},
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return directory
+
+
+def load_prompt(directory: str | Path, lm: LanguageModel, strict: bool = True) -> PromptMethod:
+    """Rebuild a saved prompt on ``lm``, ready to predict.
+
+    The model must be the one the prompt was saved with: a different hidden size, key/value shape
+    or kind (masked vs causal) is an error, and so is a different model name unless ``strict=False``
+    (the same model loaded under another name or path).
+    """
+    from safetensors.torch import load_file
+
+    from . import METHODS
+
+    directory = Path(directory)
+    for name in (META_FILE, TENSORS_FILE):
+        if not (directory / name).is_file():
+            raise PromptLoadError(f"{str(directory)!r} is not a saved prompt: {name} is missing")
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        saved = meta["model"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise PromptLoadError(f"{directory / META_FILE}: not a valid prompt description ({err})") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise PromptLoadError(f"{directory / META_FILE}: format {meta.get('format')!r} is not supported "
+                              f"(this version reads format {FORMAT_VERSION})")
+    here = _model_info(lm)
+    for key, what in (("hidden_size", "hidden size"), ("kind", "kind"), ("kv_shape", "key/value shape")):
+        if saved.get(key) != here[key]:
+            raise PromptLoadError(
+                f"the prompt in {str(directory)!r} was saved with model {saved.get('name')!r} "
+                f"({what} {saved.get(key)}) and cannot be loaded onto model {lm.name!r} ({what} {here[key]})")
+    if strict and saved.get("name") != lm.name:
+        raise PromptLoadError(
+            f"the prompt in {str(directory)!r} was saved with model {saved.get('name')!r}, not {lm.name!r}; "
+            "pass strict=False if this is the same model under another name")
+    if meta["method"] not in METHODS:
+        raise PromptLoadError(f"the prompt was saved by method {meta['method']!r}, which is not known here; "
+                              f"known methods: {', '.join(sorted(METHODS))}")
+    cls = METHODS[meta["method"]]
+    params = {k: v for k, v in (meta.get("params") or {}).items() if k in cls.method_params}
+    verbalizer = Verbalizer(meta["verbalizer"], aggregate=meta.get("aggregate", "mean"))
+    with torch.random.fork_rng(devices=[]):  # a random init that is overwritten must not move the global RNG
+        method = cls(lm, meta["template"], verbalizer, labels=meta["labels"], max_length=meta.get("max_length"),
+                     **params)
+    method.load_prompt_state(load_file(str(directory / TENSORS_FILE), device=str(lm.device)))
+    method.eval()
+    checksum = saved.get("weights_checksum")
+    if checksum is not None and abs(checksum - here["weights_checksum"]) > 1e-6 * max(1.0, abs(checksum)):
+        warnings.warn(f"the weights of model {lm.name!r} differ from those the prompt in {str(directory)!r} was "
+                      "saved with (was the LM tuned with tune_lm?); its predictions may differ", stacklevel=2)
+    return method
