@@ -248,7 +248,7 @@ class TemplateEncoder:
         self.causal = causal
         self.max_length = max_length
         self.reserve = reserve  # room kept for label-word tokens appended after a causal context
-        if causal and template.text_after_mask.strip():
+        if causal and any(c.isalnum() for c in template.text_after_mask):
             warnings.warn(
                 f"template {template.text!r}: a causal LM predicts {{mask}} from the text before it, "
                 f"so the text after it ({template.text_after_mask!r}) is not seen", stacklevel=3)

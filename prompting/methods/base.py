@@ -134,9 +134,10 @@ class PromptMethod(torch.nn.Module):
         return EncodedExamples(encodings, labels)
 
     def batches(self, data: EncodedExamples, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None) -> Iterator[Batch]:
-        order = (torch.randperm(len(data), generator=generator) if shuffle
-                 else torch.arange(len(data))).tolist()
+                generator: torch.Generator | None = None, order: Sequence[int] | None = None) -> Iterator[Batch]:
+        if order is None:
+            order = (torch.randperm(len(data), generator=generator) if shuffle
+                     else torch.arange(len(data))).tolist()
         left = self.lm.causal
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
@@ -160,11 +161,18 @@ class PromptMethod(torch.nn.Module):
         chunks = []
         steps = (len(data) + batch_size - 1) // batch_size
         desc = progress if isinstance(progress, str) else "scoring"
-        for batch in tqdm(self.batches(data, batch_size), total=steps, desc=desc, disable=not progress,
-                          leave=False):
+        # similar lengths together: far less padding, and the result is put back in input order
+        lengths = [len(e.input_ids) for e in data.encodings[min(data.encodings)]]
+        order = sorted(range(len(data)), key=lambda i: lengths[i])
+        for batch in tqdm(self.batches(data, batch_size, order=order), total=steps, desc=desc,
+                          disable=not progress, leave=False):
             chunks.append(self(batch).float().cpu())
         self.train(was_training)
-        return torch.cat(chunks) if chunks else torch.empty(0, len(self.labels))
+        if not chunks:
+            return torch.empty(0, len(self.labels))
+        scores = torch.empty(len(data), len(self.labels))
+        scores[torch.tensor(order)] = torch.cat(chunks)
+        return scores
 
     def predict(self, examples: Sequence[Example], batch_size: int = 32) -> list[str]:
         """The predicted label of each example."""
