@@ -1,0 +1,270 @@
+"""YAML experiment configs and prompt files, validated with errors that name key, value and what is valid.
+
+```yaml
+name: sst2-manual-vs-learned
+model: smollm2-135m
+task: {name: sst2, data_dir: ../shared/data/sst2}
+fewshot: {k: 16, data_seeds: [13, 21, 42], test_limit: 500}
+templates: {file: templates/sst2.yaml, patterns: [0, 1], verbalizers: [0]}
+seeds: {train_seeds: [1, 2], select_by: dev, metric: accuracy}
+methods:
+  - {name: manual, train: false}
+  - {name: manual, train: true, lr: 1.0e-5, max_steps: 32, ensemble: wmean}
+```
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import itertools
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import DATA_SEEDS, TASKS, Task, load_examples, load_task
+from .harness import ENSEMBLES, MethodSpec, Protocol
+from .methods import METHODS
+from .train import TrainConfig
+
+__all__ = ["ConfigError", "ExperimentConfig", "load_config", "parse_config", "load_prompt_file",
+           "builtin_templates", "load_task_spec"]
+
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "select_metric"))
+METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble")
+TOP_KEYS = ("name", "model", "device", "max_length", "task", "fewshot", "templates", "seeds", "methods")
+TASK_KEYS = ("name", "data_dir", "train", "dev", "test", "fields", "label_column", "labels", "label_map", "format")
+FEWSHOT_KEYS = ("k", "data_seeds", "test_limit", "eval_batch_size")
+SEED_KEYS = ("train_seeds", "select_by", "metric")
+
+
+class ConfigError(ValueError):
+    """An experiment config or prompt file that does not fit the schema."""
+
+
+def _check_keys(where: str, mapping: Any, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {', '.join(allowed)}; got {mapping!r}")
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+    return mapping
+
+
+def _int_list(where: str, value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{where}: {value!r} is not valid; give a non-empty list of integers")
+    return value
+
+
+def _label_key(key: Any) -> str:
+    return str(key).lower() if isinstance(key, bool) else str(key)  # YAML reads true/false as booleans
+
+
+def normalise_verbalizer(where: str, value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: a verbalizer maps labels to words, e.g. {{0: [terrible], 1: [great]}}; "
+                          f"got {value!r}")
+    out = {}
+    for label, words in value.items():
+        words = [words] if isinstance(words, (str, int, float, bool)) else words
+        if not isinstance(words, list) or not words:
+            raise ConfigError(f"{where}: label {label!r} needs a list of words; got {words!r}")
+        out[_label_key(label)] = [str(w).lower() if isinstance(w, bool) else str(w) for w in words]
+    return out
+
+
+# ------------------------------------------------------------------------------------ prompt files
+def builtin_templates() -> dict[str, Path]:
+    """Prompt files that come with the library, by task name."""
+    roots = [Path(__file__).resolve().parents[1] / "templates"]
+    try:
+        roots.append(Path(str(importlib.resources.files("prompting.templates"))))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    found = {}
+    for root in roots:
+        for path in sorted(root.glob("*.yaml")) if root.is_dir() else []:
+            found.setdefault(path.stem, path)
+    return found
+
+
+def _resolve(path_or_name: str, base: Path | None, what: str) -> Path:
+    candidates = [Path(path_or_name).expanduser()]
+    if base is not None:
+        candidates.append(base / path_or_name)
+    for c in candidates:
+        if c.exists():
+            return c
+    builtin = builtin_templates()
+    if what == "templates" and path_or_name in builtin:
+        return builtin[path_or_name]
+    tried = " or ".join(repr(str(c)) for c in candidates)
+    extra = f"; built-in prompt files: {', '.join(builtin)}" if what == "templates" else ""
+    raise ConfigError(f"{what}: {path_or_name!r} not found (tried {tried}){extra}")
+
+
+def load_prompt_file(path_or_name: str | Path, base: Path | None = None) -> tuple[list[str], list[dict]]:
+    """Read a prompt file (``task``, ``patterns``, ``verbalizers``) by path or built-in task name."""
+    path = _resolve(str(path_or_name), base, "templates")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    return _prompts_from(str(path), data)
+
+
+def _prompts_from(where: str, data: Any) -> tuple[list[str], list[dict]]:
+    _check_keys(where, data, ("task", "patterns", "verbalizers", "file"))
+    patterns = data.get("patterns")
+    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
+        raise ConfigError(f"{where}: 'patterns' must be a non-empty list of template strings; got {patterns!r}")
+    verbalizers = data.get("verbalizers")
+    if not isinstance(verbalizers, list) or not verbalizers:
+        raise ConfigError(f"{where}: 'verbalizers' must be a non-empty list of label -> words mappings")
+    return patterns, [normalise_verbalizer(f"{where}: verbalizers[{i}]", v) for i, v in enumerate(verbalizers)]
+
+
+def _select(where: str, items: list, chosen: Any) -> list:
+    if chosen is None:
+        return items
+    indices = _int_list(where, chosen)
+    for i in indices:
+        if not 0 <= i < len(items):
+            raise ConfigError(f"{where}: index {i} is out of range; there are {len(items)} (0 to {len(items) - 1})")
+    return [items[i] for i in indices]
+
+
+def _templates(value: Any, base: Path | None) -> list[tuple[str, dict]]:
+    if isinstance(value, str):
+        patterns, verbalizers = load_prompt_file(value, base)
+        return list(itertools.product(patterns, verbalizers))
+    _check_keys("templates", value, ("file", "patterns", "verbalizers", "task"))
+    if "file" in value:
+        patterns, verbalizers = load_prompt_file(value["file"], base)
+        patterns = _select("templates.patterns", patterns, value.get("patterns"))
+        verbalizers = _select("templates.verbalizers", verbalizers, value.get("verbalizers"))
+    else:
+        patterns, verbalizers = _prompts_from("templates", value)
+    return list(itertools.product(patterns, verbalizers))
+
+
+# ------------------------------------------------------------------------------------ experiment
+@dataclass
+class ExperimentConfig:
+    name: str
+    model: str
+    task: dict
+    protocol: Protocol
+    prompts: list[tuple[str, dict]]
+    methods: list[MethodSpec]
+    device: str = "auto"
+    max_length: int | None = None
+    base: Path | None = field(default=None, repr=False)
+
+
+def _method(i: int, entry: Any) -> MethodSpec:
+    where = f"methods[{i}]"
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ConfigError(f"{where} must be a mapping with a 'name' (one of {', '.join(sorted(METHODS))}); got {entry!r}")
+    name = entry["name"]
+    if name not in METHODS:
+        raise ConfigError(f"{where}: method {name!r} is not known; known methods: {', '.join(sorted(METHODS))}")
+    own = tuple(METHODS[name].method_params)
+    _check_keys(f"{where} ({name})", entry, METHOD_KEYS + TRAIN_KEYS + own)
+    train = entry.get("train", True)
+    if not isinstance(train, bool):
+        raise ConfigError(f"{where}: train={train!r} is not valid; use true or false")
+    train_config = {k: entry[k] for k in TRAIN_KEYS if k in entry}
+    try:
+        TrainConfig(**train_config)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where} ({name}): {err}") from None
+    if entry.get("ensemble") is not None and entry["ensemble"] not in ENSEMBLES:
+        raise ConfigError(f"{where}: ensemble={entry['ensemble']!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
+    verbalizer = entry.get("verbalizer")
+    return MethodSpec(
+        name=name, train=train, label=entry.get("label"), template=entry.get("template"),
+        verbalizer=normalise_verbalizer(f"{where}.verbalizer", verbalizer) if verbalizer is not None else None,
+        params={k: entry[k] for k in own if k in entry}, train_config=train_config,
+        ensemble=entry.get("ensemble"))
+
+
+def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
+    """Validate a config mapping (already read from YAML)."""
+    _check_keys("config", data, TOP_KEYS)
+    for key in ("task", "methods"):
+        if key not in data:
+            raise ConfigError(f"config: missing key {key!r}")
+    task = data["task"]
+    if isinstance(task, str):
+        task = {"name": task}
+    _check_keys("task", task, TASK_KEYS)
+    if "name" not in task:
+        raise ConfigError("task: missing key 'name'")
+    if task["name"] not in TASKS and "train" not in task:
+        raise ConfigError(f"task: {task['name']!r} is not built in (built in: {', '.join(TASKS)}); "
+                          "for your own data give train and test files with fields and labels")
+    fewshot = _check_keys("fewshot", data.get("fewshot", {}), FEWSHOT_KEYS)
+    seeds = _check_keys("seeds", data.get("seeds", {}), SEED_KEYS)
+    k = fewshot.get("k", 16)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"fewshot.k: {k!r} is not valid; give K examples per class, an integer >= 1")
+    limit = fewshot.get("test_limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"fewshot.test_limit: {limit!r} is not valid; give an integer >= 1 or null")
+    if seeds.get("select_by", "dev") != "dev":
+        raise ConfigError(f"seeds.select_by: {seeds['select_by']!r} is not valid; only 'dev' is supported")
+    metric = seeds.get("metric", "accuracy")
+    if metric not in ("accuracy", "macro_f1"):
+        raise ConfigError(f"seeds.metric: {metric!r} is not valid; choose accuracy or macro_f1")
+    protocol = Protocol(k=k, data_seeds=_int_list("fewshot.data_seeds", fewshot.get("data_seeds", list(DATA_SEEDS))),
+                        train_seeds=_int_list("seeds.train_seeds", seeds.get("train_seeds", [1])),
+                        test_limit=limit, select_metric=metric,
+                        eval_batch_size=fewshot.get("eval_batch_size", 32))
+    methods = data["methods"]
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError("methods: give a non-empty list of methods, e.g. [{name: manual, train: false}]")
+    specs = [_method(i, m) for i, m in enumerate(methods)]
+    templates = data.get("templates", task["name"])
+    prompts = _templates(templates, base)
+    model = data.get("model", "smollm2-135m")
+    if not isinstance(model, str):
+        raise ConfigError(f"model: {model!r} is not valid; give an alias, hub id or local path")
+    return ExperimentConfig(name=str(data.get("name", "experiment")), model=model, task=task,
+                            protocol=protocol, prompts=prompts, methods=specs,
+                            device=data.get("device", "auto"), max_length=data.get("max_length"), base=base)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    return parse_config(data, base=path.parent)
+
+
+def load_task_spec(spec: dict, base: Path | None = None) -> Task:
+    """A built-in task, or a custom one from train/dev/test files with a field mapping."""
+    def path(value):
+        p = Path(value).expanduser()
+        return p if p.exists() or base is None or not (base / value).exists() else base / value
+
+    if "train" not in spec:
+        data_dir = spec.get("data_dir")
+        return load_task(spec["name"], data_dir=path(data_dir) if data_dir else None)
+    for key in ("test", "labels"):
+        if key not in spec:
+            raise ConfigError(f"task {spec['name']!r}: a custom task needs {key!r}")
+    fields_map = spec.get("fields", {"text_a": "text_a"})
+    load = lambda f: load_examples(path(f), fields_map, spec.get("label_column", "label"),
+                                   spec.get("label_map"), spec.get("format"))
+    dev = load(spec["dev"]) if spec.get("dev") else None
+    return Task(spec["name"], tuple(_label_key(x) for x in spec["labels"]), tuple(fields_map),
+                load(spec["train"]), load(spec["test"]), dev=dev, fixed_split=dev is not None)

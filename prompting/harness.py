@@ -1,0 +1,309 @@
+"""The few-shot protocol: data seeds x training seeds, seed search, pattern ensembles.
+
+    exp = Experiment(lm, task, [MethodSpec("manual", train=False), MethodSpec("manual", train=True)],
+                     prompts=[("Review: {text_a}\\nSentiment: {mask}", {0: ["negative"], 1: ["positive"]})],
+                     protocol=Protocol(k=16, data_seeds=(13, 21, 42), train_seeds=(1, 2)),
+                     output_dir="runs/demo")
+    records = exp.run()
+
+LM-BFF protocol (default): K per class from train, a disjoint K per class as dev, the task's test
+set as test. FewGLUE protocol (tasks with fixed files): train and dev32 as given; data seeds then
+only name repetitions. The harness never knows which method it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .backbone import LanguageModel
+from .data import DATA_SEEDS, Example, Task, compute_metrics, sample_kshot
+from .methods import build_method
+from .results import ResultsStore, run_id
+from .template import Template
+from .train import TrainConfig, train
+from .verbalizer import Verbalizer
+
+__all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun"]
+
+ENSEMBLES = ("mean", "wmean")
+
+
+@dataclass
+class MethodSpec:
+    """One method as an experiment runs it.
+
+    ``params`` go to the method's constructor; ``train_config`` to :class:`TrainConfig`.
+    ``template``/``verbalizer`` replace the experiment's prompts for this method.
+    ``ensemble`` (``mean`` or ``wmean``) combines this method's runs over all patterns.
+    """
+
+    name: str = "manual"
+    train: bool = True
+    label: str | None = None
+    template: str | None = None
+    verbalizer: dict | None = None
+    params: dict = field(default_factory=dict)
+    train_config: dict = field(default_factory=dict)
+    ensemble: str | None = None
+
+    def __post_init__(self):
+        if self.ensemble is not None and self.ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble={self.ensemble!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
+        if self.label is None:
+            self.label = self.name if self.train or self.name != "manual" else "manual zero-shot"
+            if self.name == "manual" and self.train:
+                self.label = "PET"
+
+
+@dataclass
+class Protocol:
+    k: int = 16
+    data_seeds: Sequence[int] = DATA_SEEDS
+    train_seeds: Sequence[int] = (1,)
+    test_limit: int | None = None  # a fixed random subset of the test set (seed 0), for speed
+    select_metric: str = "accuracy"
+    eval_batch_size: int = 32
+
+
+@dataclass
+class PlannedRun:
+    spec: MethodSpec
+    template: str
+    verbalizer: dict
+    data_seed: int
+    train_seed: int | None
+    settings: dict
+    run_id: str
+
+
+def _jsonable_verbalizer(verbalizer: dict) -> dict:
+    return {str(k): ([v] if isinstance(v, str) else list(v)) for k, v in verbalizer.items()}
+
+
+class Experiment:
+    """Plans and runs every (method, prompt, data seed, train seed); resumes from ``output_dir``."""
+
+    def __init__(self, lm: LanguageModel, task: Task, methods: Sequence[MethodSpec],
+                 prompts: Sequence[tuple[str, dict]], protocol: Protocol | None = None,
+                 output_dir=None, name: str = "experiment", max_length: int | None = None):
+        self.lm, self.task, self.methods = lm, task, list(methods)
+        self.prompts = [(t, _jsonable_verbalizer(v)) for t, v in prompts]
+        self.protocol = protocol or Protocol()
+        self.store = ResultsStore(output_dir) if output_dir is not None else None
+        self.name = name
+        self.max_length = max_length
+        self._test = self._test_examples()
+        self._cache: dict[tuple, torch.Tensor] = {}  # untrained prompts score the same test set once
+        self._lm_snapshot: dict[str, torch.Tensor] | None = None
+        for template, verbalizer in self._all_prompts():
+            Template(template).check_fields(task.text_fields)
+            Verbalizer(verbalizer).check_labels(task.labels)
+
+    def _all_prompts(self):
+        for spec in self.methods:
+            yield from self._prompts_for(spec)
+
+    def _prompts_for(self, spec: MethodSpec) -> list[tuple[str, dict]]:
+        """A method runs on every prompt of the experiment, unless it brings its own template
+        (then with each distinct verbalizer) or verbalizer (then with each distinct template)."""
+        if spec.template and spec.verbalizer:
+            return [(spec.template, _jsonable_verbalizer(spec.verbalizer))]
+        if spec.template:
+            verbalizers = {json.dumps(v, sort_keys=True): v for _, v in self.prompts}
+            return [(spec.template, v) for v in verbalizers.values()]
+        if spec.verbalizer:
+            return [(t, _jsonable_verbalizer(spec.verbalizer)) for t in dict.fromkeys(t for t, _ in self.prompts)]
+        return list(self.prompts)
+
+    def _test_examples(self) -> list[Example]:
+        test = list(self.task.test)
+        limit = self.protocol.test_limit
+        if limit is not None and limit < len(test):
+            test = random.Random(0).sample(test, limit)
+        return test
+
+    def split(self, data_seed: int) -> tuple[list[Example], list[Example]]:
+        """The (train, dev) examples of one data split."""
+        if self.task.fixed_split:
+            return list(self.task.train), list(self.task.dev or [])
+        return sample_kshot(self.task.train, self.protocol.k, data_seed, self.task.labels)
+
+    # ------------------------------------------------------------------------------ planning
+    def plan(self) -> list[PlannedRun]:
+        runs = []
+        for data_seed in self.protocol.data_seeds:
+            for spec in self.methods:
+                for template, verbalizer in self._prompts_for(spec):
+                    for train_seed in (self.protocol.train_seeds if spec.train else [None]):
+                        settings = {
+                            "task": self.task.name, "model": self.lm.name, "method": spec.name,
+                            "label": spec.label, "train": spec.train, "params": spec.params,
+                            "train_config": spec.train_config if spec.train else {},
+                            "template": template, "verbalizer": verbalizer,
+                            "k": None if self.task.fixed_split else self.protocol.k,
+                            "data_seed": data_seed, "train_seed": train_seed,
+                            "test_limit": self.protocol.test_limit, "max_length": self.max_length,
+                        }
+                        runs.append(PlannedRun(spec, template, verbalizer, data_seed, train_seed,
+                                               settings, run_id(settings)))
+        return runs
+
+    # ------------------------------------------------------------------------------ running
+    def run(self, progress: bool = True) -> list[dict]:
+        """Run every planned run not already recorded; returns all records of this experiment."""
+        from tqdm.auto import tqdm
+
+        planned = self.plan()
+        done = self.store.done() if self.store else set()
+        todo = [r for r in planned if r.run_id not in done]
+        bar = tqdm(total=len(planned), initial=len(planned) - len(todo), desc=self.name, disable=not progress)
+        splits: dict[int, tuple] = {}
+        fresh = []
+        for run in todo:
+            bar.set_postfix_str(f"{run.spec.label} seed {run.data_seed}/{run.train_seed}")
+            if run.data_seed not in splits:
+                splits = {run.data_seed: self.split(run.data_seed)}
+            record = self._execute(run, *splits[run.data_seed], progress=progress)
+            fresh.append(record)
+            bar.update(1)
+        bar.close()
+        if self.store:
+            self._ensembles(planned)
+            ids = {r.run_id for r in planned}
+            return [r for r in self.store.records() if r["run_id"] in ids or r.get("ensemble_of")]
+        return fresh
+
+    def _execute(self, run: PlannedRun, train_examples, dev_examples, progress: bool) -> dict:
+        started = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        torch.manual_seed(run.train_seed or 0)  # method parameters are initialised from the seed
+        method = build_method(run.spec.name, self.lm, run.template, Verbalizer(run.verbalizer),
+                              labels=self.task.labels, max_length=self.max_length, **run.spec.params)
+        dev = method.encode(dev_examples)
+        result, config = None, None
+        if run.spec.train:
+            config = TrainConfig(**{**method.train_defaults, **run.spec.train_config, "seed": run.train_seed,
+                                    "select_metric": self.protocol.select_metric})
+            if config.tune_lm and self._lm_snapshot is None:
+                self._lm_snapshot = {k: v.detach().clone() for k, v in self.lm.model.state_dict().items()}
+            result = train(method, method.encode(train_examples), dev, config, progress=progress)
+        trainable = sum(p.numel() for g in method.parameter_groups(
+            config.lr if config else 1.0, tune_lm=bool(config and config.tune_lm)) for p in g["params"]) \
+            if run.spec.train else 0
+        batch = self.protocol.eval_batch_size
+        dev_scores = method.predict_scores(dev, batch)
+        if run.spec.train:
+            test_scores = method.predict_scores(method.encode(self._test), batch, progress="test" if progress else False)
+        else:
+            test_scores = self._untrained_test_scores(run, method, progress)
+        if config is not None and config.tune_lm:
+            self.lm.model.load_state_dict(self._lm_snapshot)  # the next run starts from the same LM
+        labels = list(self.task.labels)
+        dev_pred = [labels[i] for i in dev_scores.argmax(1).tolist()]
+        test_pred = [labels[i] for i in test_scores.argmax(1).tolist()]
+        record = {
+            **run.settings, "run_id": run.run_id, "experiment": self.name,
+            "describe": method.describe(),
+            "dev": compute_metrics([e.label for e in dev_examples], dev_pred, labels) if dev_examples else {},
+            "test": compute_metrics([e.label for e in self._test], test_pred, labels),
+            "collapsed": len(set(test_pred)) == 1,
+            "trainable_params": trainable,
+            "model_params": self.lm.num_parameters(),
+            "steps": result.steps if result else 0,
+            "best_step": result.best_step if result else 0,
+            "train_config_used": config.to_dict() if config else None,
+            "seconds": round(time.perf_counter() - started, 3),
+            "peak_memory_mb": _peak_memory_mb(),
+            "n_train": len(train_examples), "n_dev": len(dev_examples), "n_test": len(self._test),
+        }
+        if self.store:
+            self.store.save_predictions(run.run_id, {"dev": dev_scores.tolist(), "test": test_scores.tolist()})
+            self.store.append(record)
+        return record
+
+    def _untrained_test_scores(self, run: PlannedRun, method, progress: bool) -> torch.Tensor:
+        """Test scores of a prompt that is not trained: the same for every data seed, so computed once.
+
+        A manual prompt's verbalizers that share its template are scored in one pass: one
+        verbalizer over all their words gives every label word's log-probability at once.
+        """
+        key = lambda verbalizer: (run.spec.name, json.dumps(run.spec.params, sort_keys=True),
+                                  run.template, json.dumps(verbalizer, sort_keys=True))
+        if key(run.verbalizer) not in self._cache:
+            desc = "test" if progress else False
+            siblings = [v for t, v in self._prompts_for(run.spec) if t == run.template]
+            if run.spec.name != "manual" or len(siblings) < 2:
+                self._cache[key(run.verbalizer)] = method.predict_scores(method.encode(self._test),
+                                                                         self.protocol.eval_batch_size, desc)
+            else:
+                joint = {f"{i}\x1f{label}": words for i, v in enumerate(siblings) for label, words in v.items()}
+                combined = build_method("manual", self.lm, run.template, Verbalizer(joint), max_length=self.max_length)
+                scores = combined.predict_scores(combined.encode(self._test), self.protocol.eval_batch_size, desc)
+                for i, v in enumerate(siblings):
+                    columns = [list(joint).index(f"{i}\x1f{label}") for label in self.task.labels]
+                    self._cache[key(v)] = scores[:, columns]
+        return self._cache[key(run.verbalizer)]
+
+    # ------------------------------------------------------------------------------ ensembles
+    def _ensembles(self, planned: Sequence[PlannedRun]) -> None:
+        """PET pattern ensembles: combine label distributions of a method's runs over patterns."""
+        by_run = {r["run_id"]: r for r in self.store.records()}
+        for spec in self.methods:
+            if not spec.ensemble:
+                continue
+            groups: dict[tuple, list[PlannedRun]] = {}
+            for run in planned:
+                if run.spec is spec:
+                    groups.setdefault((run.data_seed, run.train_seed), []).append(run)
+            for (data_seed, train_seed), members in groups.items():
+                records = [by_run.get(m.run_id) for m in members]
+                scores = [self.store.load_predictions(m.run_id) for m in members]
+                if len(members) < 2 or any(r is None for r in records) or any(s is None for s in scores):
+                    continue
+                rid = run_id({"ensemble_of": sorted(m.run_id for m in members), "how": spec.ensemble})
+                if rid in by_run:
+                    continue
+                weights = [r["dev"].get(self.protocol.select_metric, 0.0) if spec.ensemble == "wmean" else 1.0
+                           for r in records]
+                record = self._ensemble_record(spec, members, records, scores, weights, rid)
+                self.store.append(record)
+                by_run[rid] = record
+
+    def _ensemble_record(self, spec, members, records, scores, weights, rid) -> dict:
+        labels = list(self.task.labels)
+        total = sum(weights) or 1.0
+        out = {}
+        for split in ("dev", "test"):
+            probs = sum(w * torch.tensor(s[split]).softmax(-1) for w, s in zip(weights, scores)) / total
+            out[split] = [labels[i] for i in probs.argmax(-1).tolist()]
+        dev_examples = self.split(members[0].data_seed)[1]
+        first = records[0]
+        return {
+            **{k: first[k] for k in ("task", "model", "method", "k", "data_seed", "train_seed", "test_limit")},
+            "run_id": rid, "experiment": self.name, "label": f"{spec.label} ensemble ({spec.ensemble})",
+            "template": f"ensemble of {len(members)} patterns", "verbalizer": first["verbalizer"],
+            "ensemble_of": [m.run_id for m in members], "train": True,
+            "dev": compute_metrics([e.label for e in dev_examples], out["dev"], labels),
+            "test": compute_metrics([e.label for e in self._test], out["test"], labels),
+            "collapsed": len(set(out["test"])) == 1,
+            "trainable_params": sum(r.get("trainable_params", 0) for r in records),
+            "seconds": sum(r.get("seconds", 0.0) for r in records),
+            "peak_memory_mb": max(r.get("peak_memory_mb") or 0 for r in records),
+        }
+
+
+def _peak_memory_mb() -> float:
+    """Peak memory: the GPU's allocator peak for this run, else the process's peak resident set."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)

@@ -1,0 +1,209 @@
+"""Tables (markdown, CSV) and plots (PNG) from run records.
+
+``write_report(DIR)`` reads ``DIR/results.jsonl`` and writes ``report.md``, ``summary.csv``,
+``runs.csv`` and ``plots/*.png``: accuracy by method with error bars, one point per run, and
+dev vs test of every run (does selecting by dev help?).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from .results import ResultsStore, aggregate, select_runs
+
+__all__ = ["summary_table", "zero_shot_table", "write_report", "short"]
+
+
+def short(text: str, width: int = 48) -> str:
+    text = text.replace("\n", "⏎").replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _verbalizer(v) -> str:
+    if isinstance(v, dict):
+        return " / ".join(",".join(ws) for ws in v.values())
+    return str(v)
+
+
+def _pct(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _params(n) -> str:
+    if not n:
+        return "0"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def summary_table(rows: Sequence[dict]) -> str:
+    """Markdown: one row per setting, best first."""
+    lines = ["| method | template | verbalizer | trainable | dev (sel.) | test (sel.) mean ± std | "
+             "test (all) mean ± std | min–max | collapsed | runs | time (s) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        sel, alls = r["test_selected"], r["test_all"]
+        lines.append(
+            f"| {r['label']} | `{short(r['template'])}` | {short(_verbalizer(r['verbalizer']), 28)} | "
+            f"{_params(r['trainable_params'])} | {_pct(r['dev_selected'])} | "
+            f"{_pct(sel['mean'])} ± {_pct(sel['std'])} | {_pct(alls['mean'])} ± {_pct(alls['std'])} | "
+            f"{_pct(alls['min'])}–{_pct(alls['max'])} | {r['collapsed']} | {r['runs']} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def zero_shot_table(records: Sequence[dict]) -> str:
+    """Markdown: every pattern x verbalizer, sorted by test accuracy (one data split)."""
+    seen, rows = set(), []
+    for r in sorted(records, key=lambda r: -r["test"]["accuracy"]):
+        key = (r["template"], str(r["verbalizer"]))
+        if key not in seen:
+            seen.add(key)
+            rows.append(r)
+    lines = ["| # | template | verbalizer | accuracy | macro-F1 |", "|---:|---|---|---:|---:|"]
+    for i, r in enumerate(rows, 1):
+        lines.append(f"| {i} | `{short(r['template'], 70)}` | {_verbalizer(r['verbalizer'])} | "
+                     f"{_pct(r['test']['accuracy'])} | {_pct(r['test'].get('macro_f1'))} |")
+    return "\n".join(lines)
+
+
+def _stability_table(rows: Sequence[dict]) -> str:
+    lines = ["| method | template | std across data seeds | std across train seeds | collapsed runs | "
+             "test of dev-selected − mean of all runs |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | `{short(r['template'])}` | {_pct(r['std_data_seeds'])} | "
+                     f"{_pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
+                     f"{100 * r['selection_gain']:+.1f} |")
+    return "\n".join(lines)
+
+
+def _winner(rows: Sequence[dict]) -> str:
+    if len(rows) < 2:
+        return ""
+    best, second = rows[0], rows[1]
+    gap = best["test_selected"]["mean"] - second["test_selected"]["mean"]
+    spread = max(best["test_selected"]["std"], second["test_selected"]["std"])
+    verdict = ("larger than" if gap > spread else "within") + " the spread across data seeds"
+    return (f"Best: **{best['label']}** (`{short(best['template'])}`) at {_pct(best['test_selected']['mean'])}; "
+            f"{100 * gap:.1f} points above {second['label']} ({_pct(second['test_selected']['mean'])}), "
+            f"{verdict} (std {_pct(spread)}).")
+
+
+def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metric: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    selected = select_runs(records, metric)
+    names = [f"{r['label']}\n{short(r['template'], 28)}" for r in rows]
+    key = lambda rec: (rec["label"], rec["template"], str(rec["verbalizer"]))
+    index = {(r["label"], r["template"], str(r["verbalizer"])): i for i, r in enumerate(rows)}
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4.5))
+    means = [100 * r["test_selected"]["mean"] for r in rows]
+    stds = [100 * r["test_selected"]["std"] for r in rows]
+    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(rows)), names, fontsize=7, rotation=20, ha="right")
+    ax.set_ylabel(f"test {metric} (%), dev-selected run, mean ± std over data seeds")
+    ax.set_title(f"{task}: {metric} by method")
+    fig.tight_layout()
+    paths.append(folder / f"{task}_by_method.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4.5))
+    for rec in records:
+        i = index.get(key(rec))
+        if i is None:
+            continue
+        jitter = ((hash(rec["run_id"]) % 1000) / 1000 - 0.5) * 0.3
+        chosen = rec["run_id"] in selected
+        ax.scatter(i + jitter, 100 * rec["test"][metric], s=28 if chosen else 14,
+                   color="#dd8452" if chosen else "#4c72b0", alpha=0.9 if chosen else 0.55,
+                   edgecolors="black" if chosen else "none", linewidths=0.5)
+    ax.set_xticks(range(len(rows)), names, fontsize=7, rotation=20, ha="right")
+    ax.set_ylabel(f"test {metric} (%)")
+    ax.set_title(f"{task}: every run (orange = selected by dev)")
+    fig.tight_layout()
+    paths.append(folder / f"{task}_runs.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    cmap = plt.get_cmap("tab10")
+    for i, r in enumerate(rows):
+        pts = [(100 * rec["dev"].get(metric, math.nan), 100 * rec["test"][metric])
+               for rec in records if key(rec) == (r["label"], r["template"], str(r["verbalizer"])) and rec["dev"]]
+        if pts:
+            ax.scatter(*zip(*pts), s=16, color=cmap(i % 10), label=short(r["label"], 24), alpha=0.8)
+    lo, hi = ax.get_xlim()
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(f"dev {metric} (%)")
+    ax.set_ylabel(f"test {metric} (%)")
+    ax.set_title(f"{task}: dev vs test of every run")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(folder / f"{task}_dev_vs_test.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = True) -> dict[str, Path]:
+    """Write report.md, summary.csv, runs.csv and plots for the records in ``directory``."""
+    directory = Path(directory)
+    records = ResultsStore(directory).records()
+    if not records:
+        raise FileNotFoundError(f"no run records in {directory / 'results.jsonl'}; run an experiment first")
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_task[r["task"]].append(r)
+    out = {"report": directory / "report.md", "summary": directory / "summary.csv", "runs": directory / "runs.csv"}
+    lines = [f"# Results: {directory.name}", ""]
+    summary = []
+    for task, recs in by_task.items():
+        rows = aggregate(recs, metric)
+        summary += rows
+        models = sorted({r["model"] for r in recs})
+        lines += [f"## {task}", "", f"Model: {', '.join(models)}; K = {recs[0].get('k')}; "
+                  f"{len({r['data_seed'] for r in recs})} data seeds; metric: {metric}. "
+                  "\"sel.\" = the run selected by dev in each data split; \"all\" = every run.", "",
+                  summary_table(rows), ""]
+        if len(rows) > 1:
+            lines += [_winner(rows), ""]
+        lines += ["### Stability", "", _stability_table(rows), ""]
+        if plots:
+            for p in _plots(recs, rows, task, directory / "plots", metric):
+                out[p.stem] = p
+                lines += [f"![{p.stem}](plots/{p.name})", ""]
+    out["report"].write_text("\n".join(lines))
+    with open(out["summary"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "method", "label", "template", "verbalizer", "model", "k", "trainable_params",
+                    "runs", "dev_selected", "test_selected_mean", "test_selected_std", "test_all_mean",
+                    "test_all_std", "test_min", "test_max", "std_data_seeds", "std_train_seeds",
+                    "selection_gain", "collapsed", "seconds"])
+        for r in summary:
+            w.writerow([r["task"], r["method"], r["label"], r["template"], _verbalizer(r["verbalizer"]), r["model"],
+                        r["k"], r["trainable_params"], r["runs"], r["dev_selected"], r["test_selected"]["mean"],
+                        r["test_selected"]["std"], r["test_all"]["mean"], r["test_all"]["std"], r["test_all"]["min"],
+                        r["test_all"]["max"], r["std_data_seeds"], r["std_train_seeds"], r["selection_gain"],
+                        r["collapsed"], r["seconds"]])
+    selected = select_runs(records, metric)
+    with open(out["runs"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run_id", "task", "label", "template", "verbalizer", "data_seed", "train_seed", "selected",
+                    "dev_accuracy", "test_accuracy", "test_macro_f1", "collapsed", "seconds"])
+        for r in records:
+            w.writerow([r["run_id"], r["task"], r["label"], r["template"], _verbalizer(r["verbalizer"]),
+                        r["data_seed"], r["train_seed"], r["run_id"] in selected, r["dev"].get("accuracy"),
+                        r["test"]["accuracy"], r["test"].get("macro_f1"), r.get("collapsed"), r.get("seconds")])
+    return out
