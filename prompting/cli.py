@@ -72,17 +72,21 @@ def cmd_eval(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .config import load_config
+    from .config import load_configs
 
-    cfg = load_config(args.config)
-    if args.test_limit is not None:
-        cfg.protocol.test_limit = args.test_limit
+    configs = load_configs(args.config)
     output = Path(args.output_dir or Path("runs") / Path(args.config).stem)
     started = time.perf_counter()
-    records = _experiment(cfg, output).run(progress=not args.quiet)
-    print(f"\n{cfg.name}: {len(records)} runs in {output / 'results.jsonl'} "
+    records, lm = [], None
+    for cfg in configs:
+        if args.test_limit is not None:
+            cfg.protocol.test_limit = args.test_limit
+        experiment = _experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None)
+        lm = experiment.lm
+        records += experiment.run(progress=not args.quiet)
+    print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "
           f"({time.perf_counter() - started:.0f} s this time)")
-    _print_summary(records, output, cfg.protocol.select_metric)
+    _print_summary(records, output, configs[0].protocol.select_metric)
     return 0
 
 

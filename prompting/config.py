@@ -28,7 +28,7 @@ from .harness import ENSEMBLES, MethodSpec, Protocol
 from .methods import METHODS
 from .train import TrainConfig
 
-__all__ = ["ConfigError", "ExperimentConfig", "load_config", "parse_config", "load_prompt_file",
+__all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "parse_config", "load_prompt_file",
            "builtin_templates", "load_task_spec"]
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "select_metric"))
@@ -239,15 +239,34 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
                             device=data.get("device", "auto"), max_length=data.get("max_length"), base=base)
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def load_configs(path: str | Path) -> list[ExperimentConfig]:
+    """Every experiment in a YAML file: one document, or several separated by ``---``
+    (e.g. one per task) that write into the same results directory."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    return parse_config(data, base=path.parent)
+    if not documents:
+        raise ConfigError(f"{path}: the file is empty; it needs at least 'task' and 'methods'")
+    configs = []
+    for i, data in enumerate(documents):
+        try:
+            configs.append(parse_config(data, base=path.parent))
+        except ConfigError as err:
+            where = f"{path}" + (f" (document {i + 1})" if len(documents) > 1 else "")
+            raise ConfigError(f"{where}: {err}") from None
+    return configs
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """The experiment in a single-document YAML file."""
+    configs = load_configs(path)
+    if len(configs) != 1:
+        raise ConfigError(f"{path}: holds {len(configs)} experiments; use load_configs")
+    return configs[0]
 
 
 def load_task_spec(spec: dict, base: Path | None = None) -> Task:

@@ -139,7 +139,9 @@ class Experiment:
     # ------------------------------------------------------------------------------ planning
     def plan(self) -> list[PlannedRun]:
         runs = []
-        for data_seed in self.protocol.data_seeds:
+        # fixed train/dev files (FewGLUE) are one data split: the spread comes from training seeds
+        data_seeds = [self.protocol.data_seeds[0]] if self.task.fixed_split else self.protocol.data_seeds
+        for data_seed in data_seeds:
             for spec in self.methods:
                 for template, verbalizer in self._prompts_for(spec):
                     for train_seed in (self.protocol.train_seeds if spec.train else [None]):
