@@ -164,9 +164,11 @@ class Experiment:
         from tqdm.auto import tqdm
 
         planned = self.plan()
+        # two method entries that differ only in how they are ensembled plan the same runs: run each once
+        unique = list({r.run_id: r for r in planned}.values())
         done = self.store.done() if self.store else set()
-        todo = [r for r in planned if r.run_id not in done]
-        bar = tqdm(total=len(planned), initial=len(planned) - len(todo), desc=self.name, disable=not progress)
+        todo = [r for r in unique if r.run_id not in done]
+        bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=self.name, disable=not progress)
         splits: dict[int, tuple] = {}
         fresh = []
         for run in todo:
