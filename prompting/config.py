@@ -60,6 +60,18 @@ def _int_list(where: str, value: Any) -> list[int]:
     return value
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML, except that a plain word in a list stays the text it was written as.
+
+    YAML 1.1 reads ``Yes``, ``No``, ``True``, ``on`` ... as booleans: the verbalizer ``[Yes]`` would
+    become the word "true". Booleans elsewhere (``train: false``, label keys) are unchanged.
+    """
+
+    def construct_sequence(self, node, deep=False):
+        return [item.value if isinstance(item, yaml.ScalarNode) and item.tag == "tag:yaml.org,2002:bool"
+                else self.construct_object(item, deep=deep) for item in node.value]
+
+
 def _label_key(key: Any) -> str:
     return str(key).lower() if isinstance(key, bool) else str(key)  # YAML reads true/false as booleans
 
@@ -73,7 +85,10 @@ def normalise_verbalizer(where: str, value: Any) -> dict[str, list[str]]:
         words = [words] if isinstance(words, (str, int, float, bool)) else words
         if not isinstance(words, list) or not words:
             raise ConfigError(f"{where}: label {label!r} needs a list of words; got {words!r}")
-        out[_label_key(label)] = [str(w).lower() if isinstance(w, bool) else str(w) for w in words]
+        if any(isinstance(w, bool) for w in words):
+            raise ConfigError(f"{where}: label {label!r} has the word {words!r}, which YAML read as a "
+                              f"boolean; write it as a list ([Yes]) or quote it (\"Yes\")")
+        out[_label_key(label)] = [str(w) for w in words]
     return out
 
 
@@ -111,7 +126,7 @@ def load_prompt_file(path_or_name: str | Path, base: Path | None = None) -> tupl
     """Read a prompt file (``task``, ``patterns``, ``verbalizers``) by path or built-in task name."""
     path = _resolve(str(path_or_name), base, "templates")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_YamlLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     return _prompts_from(str(path), data)
@@ -246,7 +261,7 @@ def load_configs(path: str | Path) -> list[ExperimentConfig]:
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        documents = [d for d in yaml.load_all(path.read_text(), Loader=_YamlLoader) if d is not None]
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not documents:
