@@ -106,9 +106,14 @@ def load_examples(path: str | Path, fields: Mapping[str, str] | Sequence[str] | 
         fields = {name: name for name in fields}
     examples = []
     for n, row in enumerate(_rows(path, fmt)):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: row {n} is {row!r}, not an object with named columns")
         for column in list(fields.values()) + ([label_column] if label_column else []):
             if column not in row:
-                raise DataError(f"{path}: row {n} has no column {column!r}; columns: {', '.join(row)}")
+                raise DataError(f"{path}: row {n} has no column {column!r}; columns: "
+                                f"{', '.join(str(c) for c in row)}")
+            if row[column] is None:  # a csv/tsv row shorter than the header, or JSON null
+                raise DataError(f"{path}: row {n} has no value in column {column!r}")
         label = None
         if label_column:
             raw = row[label_column]
