@@ -108,6 +108,8 @@ class AutoPrompt(PromptMethod):
                      "score_rows": 256, "exclude_special": True, "exclude_subwords": True,
                      "exclude_label_words": True, "seed": 0}
     train_defaults = {"tune_lm": False, "batch_size": 16}
+    search_space = {"iterations": {"low": 5, "high": 40, "step": 5}, "num_candidates": {"choices": [5, 10, 20]},
+                    "trigger_length": {"low": 1, "high": 8}, "batch_size": {"choices": [8, 16, 32]}}
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None, iterations: int = 20,

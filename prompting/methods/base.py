@@ -56,6 +56,10 @@ class PromptMethod(torch.nn.Module):
     method_params: dict[str, object] = {}
     #: training settings that suit the method when a config does not give them
     train_defaults: dict[str, object] = {"lr": 1e-5, "tune_lm": True}
+    #: what a sweep samples by default (see :mod:`prompting.searchspace`; a config's ``sweep.params`` overrides)
+    search_space: dict[str, object] = {"lr": {"low": 1e-6, "high": 1e-4, "log": True},
+                                       "max_steps": {"low": 8, "high": 64, "step": 8},
+                                       "batch_size": {"choices": [4, 8, 16]}}
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None):

@@ -41,6 +41,9 @@ class PrefixTuning(PromptMethod):
     method_params = {"prefix_length": 10, "prefix_projection": True, "prefix_hidden_size": 512,
                      "init": "random", "init_text": None}
     train_defaults = {"lr": 1e-2, "tune_lm": False}
+    search_space = {**PromptMethod.search_space, "lr": {"low": 1e-3, "high": 1e-1, "log": True},
+                    "prefix_length": {"low": 2, "high": 32, "log": True},
+                    "prefix_hidden_size": {"choices": [128, 256, 512]}}
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None,

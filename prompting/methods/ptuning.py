@@ -63,6 +63,9 @@ class PTuning(PromptMethod):
     name = "ptuning"
     method_params = {"encoder": "lstm", "hidden_size": None}
     train_defaults = {"lr": 1e-3, "tune_lm": False, "lm_lr": 1e-5}
+    search_space = {**PromptMethod.search_space, "lr": {"low": 1e-4, "high": 3e-2, "log": True},
+                    "encoder": {"choices": list(ENCODERS)}, "hidden_size": {"choices": [64, 128, 256]},
+                    "soft_length": {"low": 1, "high": 8}}
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None,

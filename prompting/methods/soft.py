@@ -109,6 +109,9 @@ class SoftPrompt(PromptMethod):
     name = "soft"
     method_params = {"prompt_tokens": None, "init": "text", "init_text": None}
     train_defaults = {"lr": 3e-2, "tune_lm": False}
+    search_space = {**PromptMethod.search_space, "lr": {"low": 1e-3, "high": 3e-1, "log": True},
+                    "prompt_tokens": {"low": 2, "high": 32, "log": True}, "soft_length": {"low": 1, "high": 16},
+                    "init": {"choices": ["text", "vocab"]}}
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None,
