@@ -43,6 +43,8 @@ class MethodSpec:
     ``params`` go to the method's constructor; ``train_config`` to :class:`TrainConfig`.
     ``template``/``verbalizer`` replace the experiment's prompts for this method.
     ``ensemble`` (``mean`` or ``wmean``) combines this method's runs over all patterns.
+    ``tags`` are extra fields written into each of this method's records but not part of the run id
+    (a sweep puts its trial there); a run already recorded keeps the tags it was recorded with.
     """
 
     name: str = "manual"
@@ -53,6 +55,7 @@ class MethodSpec:
     params: dict = field(default_factory=dict)
     train_config: dict = field(default_factory=dict)
     ensemble: str | None = None
+    tags: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.ensemble is not None and self.ensemble not in ENSEMBLES:
@@ -159,8 +162,13 @@ class Experiment:
         return runs
 
     # ------------------------------------------------------------------------------ running
-    def run(self, progress: bool = True) -> list[dict]:
-        """Run every planned run not already recorded; returns all records of this experiment."""
+    def run(self, progress: bool = True, on_split_done=None) -> list[dict]:
+        """Run every planned run not already recorded; returns all records of this experiment.
+
+        ``on_split_done(data_seed, records)``, if given, is called as each data split's runs are all
+        recorded (finished now or before), in plan order; an exception it raises (a sweep pruning a
+        hopeless trial) stops the experiment there.
+        """
         from tqdm.auto import tqdm
 
         planned = self.plan()
@@ -171,13 +179,18 @@ class Experiment:
         bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=self.name, disable=not progress)
         splits: dict[int, tuple] = {}
         fresh = []
-        for run in todo:
-            bar.set_postfix_str(f"{run.spec.label} seed {run.data_seed}/{run.train_seed}")
-            if run.data_seed not in splits:
-                splits = {run.data_seed: self.split(run.data_seed)}
-            record = self._execute(run, *splits[run.data_seed], progress=progress)
-            fresh.append(record)
-            bar.update(1)
+        by_id = {r["run_id"]: r for r in self.store.records()} if self.store and on_split_done else {}
+        last_of_split = {r.data_seed: r.run_id for r in unique}
+        for run in unique:
+            if run.run_id not in done:
+                bar.set_postfix_str(f"{run.spec.label} seed {run.data_seed}/{run.train_seed}")
+                if run.data_seed not in splits:
+                    splits = {run.data_seed: self.split(run.data_seed)}
+                by_id[run.run_id] = self._execute(run, *splits[run.data_seed], progress=progress)
+                fresh.append(by_id[run.run_id])
+                bar.update(1)
+            if on_split_done is not None and last_of_split[run.data_seed] == run.run_id:
+                on_split_done(run.data_seed, [by_id[r.run_id] for r in unique if r.data_seed == run.data_seed])
         bar.close()
         if self.store:
             self._ensembles(planned)
@@ -199,7 +212,12 @@ class Experiment:
                                     "select_metric": self.protocol.select_metric})
             if config.tune_lm and self._lm_snapshot is None:
                 self._lm_snapshot = {k: v.detach().clone() for k, v in self.lm.model.state_dict().items()}
-            result = train(method, method.encode(train_examples), dev, config, progress=progress)
+            try:
+                result = train(method, method.encode(train_examples), dev, config, progress=progress)
+            except BaseException:
+                if config.tune_lm:  # a run that diverged or was interrupted leaves no weights to the next
+                    self.lm.model.load_state_dict(self._lm_snapshot)
+                raise
         trainable = sum(p.numel() for g in method.parameter_groups(
             config.lr if config else 1.0, tune_lm=bool(config and config.tune_lm)) for p in g["params"]) \
             if run.spec.train else 0
@@ -215,7 +233,7 @@ class Experiment:
         dev_pred = [labels[i] for i in dev_scores.argmax(1).tolist()]
         test_pred = [labels[i] for i in test_scores.argmax(1).tolist()]
         record = {
-            **run.settings, "run_id": run.run_id, "experiment": self.name,
+            **run.settings, **run.spec.tags, "run_id": run.run_id, "experiment": self.name,
             "describe": method.describe(),
             "dev": compute_metrics([e.label for e in dev_examples], dev_pred, labels) if dev_examples else {},
             "test": compute_metrics([e.label for e in self._test], test_pred, labels),
