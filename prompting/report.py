@@ -94,6 +94,12 @@ def _winner(rows: Sequence[dict]) -> str:
             f"{verdict} (std {_pct(spread)}).")
 
 
+def _setting_name(r: dict) -> str:
+    template = r["template"].replace("\n", "\\n")
+    template = template if len(template) <= 44 else template[:43] + "…"
+    return f"{r['label']}  ·  {template}  ·  {_verbalizer(r['verbalizer'])}"
+
+
 def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metric: str) -> list[Path]:
     import matplotlib
 
@@ -102,54 +108,62 @@ def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metri
 
     folder.mkdir(parents=True, exist_ok=True)
     selected = select_runs(records, metric)
-    names = [f"{r['label']}\n{short(r['template'], 28)}" for r in rows]
     key = lambda rec: (rec["label"], rec["template"], str(rec["verbalizer"]))
-    index = {(r["label"], r["template"], str(r["verbalizer"])): i for i, r in enumerate(rows)}
+    index = {key(r): i for i, r in enumerate(rows)}
+    names = [_setting_name(r) for r in rows]
+    height = max(2.6, 0.42 * len(rows) + 1.4)
+    chance = 100 / max(1, len(rows[0]["verbalizer"])) if isinstance(rows[0]["verbalizer"], dict) else None
     paths = []
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4.5))
+    def finish(fig, ax, title, xlabel, name):
+        ax.set_yticks(range(len(rows)), names, fontsize=8)
+        ax.invert_yaxis()  # best on top
+        if chance:
+            ax.axvline(chance, color="grey", lw=0.8, ls=":", label=f"chance ({chance:.0f}%)")
+        ax.set_xlabel(xlabel)
+        fig.suptitle(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        paths.append(folder / f"{task}_{name}.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, height))
     means = [100 * r["test_selected"]["mean"] for r in rows]
     stds = [100 * r["test_selected"]["std"] for r in rows]
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="#4c72b0")
-    ax.set_xticks(range(len(rows)), names, fontsize=7, rotation=20, ha="right")
-    ax.set_ylabel(f"test {metric} (%), dev-selected run, mean ± std over data seeds")
-    ax.set_title(f"{task}: {metric} by method")
-    fig.tight_layout()
-    paths.append(folder / f"{task}_by_method.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    ax.barh(range(len(rows)), means, xerr=stds, capsize=3, color="#4c72b0", height=0.6)
+    for i, (m, sd) in enumerate(zip(means, stds)):
+        ax.text(m + sd + 0.5, i, f"{m:.1f} ± {sd:.1f}", va="center", fontsize=7)
+    ax.set_xlim(0, 105)
+    finish(fig, ax, f"{task}: test {metric} of the dev-selected run, mean ± std over data seeds",
+           f"test {metric} (%)", "by_method")
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4.5))
+    fig, ax = plt.subplots(figsize=(10, height))
     for rec in records:
         i = index.get(key(rec))
         if i is None:
             continue
-        jitter = ((hash(rec["run_id"]) % 1000) / 1000 - 0.5) * 0.3
+        jitter = ((int(rec["run_id"][:6], 16) % 1000) / 1000 - 0.5) * 0.35
         chosen = rec["run_id"] in selected
-        ax.scatter(i + jitter, 100 * rec["test"][metric], s=28 if chosen else 14,
-                   color="#dd8452" if chosen else "#4c72b0", alpha=0.9 if chosen else 0.55,
-                   edgecolors="black" if chosen else "none", linewidths=0.5)
-    ax.set_xticks(range(len(rows)), names, fontsize=7, rotation=20, ha="right")
-    ax.set_ylabel(f"test {metric} (%)")
-    ax.set_title(f"{task}: every run (orange = selected by dev)")
-    fig.tight_layout()
-    paths.append(folder / f"{task}_runs.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+        ax.scatter(100 * rec["test"][metric], i + jitter, s=30 if chosen else 14,
+                   color="#dd8452" if chosen else "#4c72b0", alpha=0.9 if chosen else 0.5,
+                   edgecolors="black" if chosen else "none", linewidths=0.5, zorder=3)
+    finish(fig, ax, f"{task}: every run (orange: selected by dev in its data split)", f"test {metric} (%)", "runs")
 
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
     cmap = plt.get_cmap("tab10")
     for i, r in enumerate(rows):
         pts = [(100 * rec["dev"].get(metric, math.nan), 100 * rec["test"][metric])
-               for rec in records if key(rec) == (r["label"], r["template"], str(r["verbalizer"])) and rec["dev"]]
+               for rec in records if key(rec) == key(r) and rec["dev"]]
         if pts:
-            ax.scatter(*zip(*pts), s=16, color=cmap(i % 10), label=short(r["label"], 24), alpha=0.8)
-    lo, hi = ax.get_xlim()
-    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+            ax.scatter(*zip(*pts), s=18, color=cmap(i % 10), label=short(names[i], 60), alpha=0.8)
+    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
+    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="dev = test")
     ax.set_xlabel(f"dev {metric} (%)")
     ax.set_ylabel(f"test {metric} (%)")
-    ax.set_title(f"{task}: dev vs test of every run")
-    ax.legend(fontsize=7)
+    ax.set_title(f"{task}: dev vs test of every run", fontsize=10)
+    ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
     paths.append(folder / f"{task}_dev_vs_test.png")
     fig.savefig(paths[-1], dpi=120)
