@@ -3,6 +3,7 @@
     prompting eval --task mr                               # zero-shot: every pattern x verbalizer
     prompting run experiments/quickstart.yaml --output-dir runs/quickstart
     prompting report runs/quickstart
+    prompting sweep experiments/sst2_sweep.yaml --n-trials 10 --export-best runs/sst2_best.yaml
     prompting models
 """
 
@@ -147,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_report)
 
+    from .sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+
     p = sub.add_parser("models", help="list the models that work offline")
     p.set_defaults(func=cmd_models)
     return parser
@@ -157,6 +162,7 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .results import ResultsFileError
+    from .sweep import SweepError
     from .template import TemplateError
     from .train import TrainingError
     from .verbalizer import VerbalizerError
@@ -172,7 +178,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DataError, TemplateError, VerbalizerError, ModelNotAvailableError,
-            ResultsFileError, TrainingError, FileNotFoundError) as err:
+            ResultsFileError, TrainingError, SweepError, FileNotFoundError) as err:
         print(f"prompting {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

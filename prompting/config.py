@@ -33,10 +33,13 @@ __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "pa
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "select_metric"))
 METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble")
-TOP_KEYS = ("name", "model", "device", "max_length", "task", "fewshot", "templates", "seeds", "methods")
+TOP_KEYS = ("name", "model", "device", "max_length", "task", "fewshot", "templates", "seeds", "methods", "sweep")
 TASK_KEYS = ("name", "data_dir", "train", "dev", "test", "fields", "label_column", "labels", "label_map", "format")
 FEWSHOT_KEYS = ("k", "data_seeds", "test_limit", "eval_batch_size")
 SEED_KEYS = ("train_seeds", "select_by", "metric")
+SWEEP_KEYS = ("method", "params", "n_trials", "objective", "stability_lambda", "pruner", "startup_trials", "seed")
+OBJECTIVES = ("mean", "stable")
+PRUNERS = ("median", "none")
 
 
 class ConfigError(ValueError):
@@ -179,6 +182,76 @@ class ExperimentConfig:
     device: str = "auto"
     max_length: int | None = None
     base: Path | None = field(default=None, repr=False)
+    sweep: SweepConfig | None = None
+    source: dict | None = field(default=None, repr=False)  # the mapping it was read from (sweeps export it)
+
+
+@dataclass
+class SweepConfig:
+    """A config's ``sweep:`` section (see :mod:`prompting.sweep`); the command line may override it."""
+
+    method: str | None = None  # name or label of one of the config's methods
+    params: dict = field(default_factory=dict)  # distributions that replace or extend the method's space
+    n_trials: int | None = None
+    objective: str = "mean"  # mean dev over data seeds, or "stable": mean - stability_lambda * std
+    stability_lambda: float = 1.0
+    pruner: str = "median"
+    startup_trials: int = 5  # trials sampled at random (and never pruned) before TPE and pruning start
+    seed: int | None = None  # the sampler's seed; leave unset when several workers share a study
+
+
+def select_method(specs: list[MethodSpec], wanted: str | None, where: str = "sweep.method") -> int:
+    """The index of the one method entry named (by label, else by name) ``wanted``."""
+    labels = ", ".join(repr(s.label) for s in specs)
+    if wanted is None:
+        if len(specs) == 1:
+            return 0
+        raise ConfigError(f"{where}: the config has {len(specs)} methods ({labels}); say which one to sweep")
+    for how in ("label", "name"):
+        found = [i for i, s in enumerate(specs) if getattr(s, how) == wanted]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ConfigError(f"{where}: {wanted!r} names {len(found)} methods; name one by its label: {labels}")
+    raise ConfigError(f"{where}: {wanted!r} is not one of the config's methods; their labels: {labels}")
+
+
+def method_space(spec: MethodSpec, prompts: list[tuple[str, dict]], overrides: dict | None,
+                 where: str = "sweep.params") -> dict:
+    """The search space of one method entry: its class's, less what the entry fixes, plus ``overrides``."""
+    from .searchspace import SearchSpaceError, build_space
+
+    fixed = list(spec.params) + list(spec.train_config) + (["template"] if spec.template else [])
+    templates = [spec.template] if spec.template else list(dict.fromkeys(t for t, _ in prompts))
+    try:
+        return build_space(where, METHODS[spec.name], fixed, overrides, templates, trained=spec.train)
+    except (SearchSpaceError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def _sweep(value: Any, specs: list[MethodSpec], prompts) -> SweepConfig:
+    _check_keys("sweep", value, SWEEP_KEYS)
+    out = SweepConfig(**value)
+    for key, allowed in (("objective", OBJECTIVES), ("pruner", PRUNERS)):
+        if getattr(out, key) not in allowed:
+            raise ConfigError(f"sweep.{key}: {getattr(out, key)!r} is not valid; choose one of {', '.join(allowed)}")
+    for key, low in (("n_trials", 0), ("startup_trials", 0), ("seed", None)):
+        v = getattr(out, key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or (low is not None and v < low)):
+            raise ConfigError(f"sweep.{key}: {v!r} is not valid; give an integer" + (f" >= {low}" if low is not None else ""))
+    lam = out.stability_lambda
+    if not isinstance(lam, (int, float)) or isinstance(lam, bool) or lam < 0:
+        raise ConfigError(f"sweep.stability_lambda: {lam!r} is not valid; give a number >= 0")
+    if out.method is not None and not isinstance(out.method, str):
+        raise ConfigError(f"sweep.method: {out.method!r} is not valid; give a method's label or name")
+    if out.params is None:
+        out.params = {}
+    if not isinstance(out.params, dict):
+        raise ConfigError(f"sweep.params: {out.params!r} is not valid; give a mapping of parameter -> distribution, "
+                          "e.g. {lr: {low: 1.0e-4, high: 1.0e-2, log: true}, encoder: [lstm, mlp]}")
+    if out.method is not None or len(specs) == 1:  # else the command line says which method
+        method_space(specs[select_method(specs, out.method)], prompts, out.params)
+    return out
 
 
 def _method(i: int, entry: Any) -> MethodSpec:
@@ -249,9 +322,11 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     model = data.get("model", "smollm2-135m")
     if not isinstance(model, str):
         raise ConfigError(f"model: {model!r} is not valid; give an alias, hub id or local path")
+    sweep = _sweep(data["sweep"], specs, prompts) if data.get("sweep") is not None else None
     return ExperimentConfig(name=str(data.get("name", "experiment")), model=model, task=task,
                             protocol=protocol, prompts=prompts, methods=specs,
-                            device=data.get("device", "auto"), max_length=data.get("max_length"), base=base)
+                            device=data.get("device", "auto"), max_length=data.get("max_length"), base=base,
+                            sweep=sweep, source=data)
 
 
 def load_configs(path: str | Path) -> list[ExperimentConfig]:

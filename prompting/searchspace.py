@@ -132,26 +132,30 @@ def _applies(name: str, templates: Sequence[str]) -> bool:
 
 
 def build_space(where: str, method_cls, fixed: Sequence[str], overrides: dict | None,
-                templates: Sequence[str]) -> dict[str, Param]:
+                templates: Sequence[str], trained: bool = True) -> dict[str, Param]:
     """The method's declared space, less the keys fixed in the method entry, updated by ``overrides``.
 
     A declared parameter that cannot apply to these templates (``soft_length`` without a ``{soft:N}``
     slot) is left out; an override that names an unknown or inapplicable parameter is an error.
+    An untrained method (``train: false``) has no training parameters to sample.
     """
     allowed = sweepable(method_cls)
+    if not trained:
+        allowed = tuple(a for a in allowed if a not in TRAIN_PARAMS)
     space = {}
     for name, spec in getattr(method_cls, "search_space", {}).items():
-        if name not in allowed:  # a method that declares what it cannot take is a library bug
+        if name not in sweepable(method_cls):  # a method that declares what it cannot take is a library bug
             raise SearchSpaceError(f"{method_cls.__name__}.search_space: unknown parameter {name!r}")
-        if name not in fixed and _applies(name, templates):
+        if name in allowed and name not in fixed and _applies(name, templates):
             space[name] = parse_param(f"{method_cls.__name__}.search_space", name, spec)
     if overrides is not None and not isinstance(overrides, dict):
         raise SearchSpaceError(f"{where}: {overrides!r} is not valid; give a mapping of parameter -> distribution")
     for name, spec in (overrides or {}).items():
         if name not in allowed:
+            untrained = " (it is not trained: train: false)" if name in TRAIN_PARAMS else ""
             raise SearchSpaceError(
-                f"{where}: unknown parameter {name!r} for method {method_cls.name!r}; sweepable parameters: "
-                f"{', '.join(allowed)}")
+                f"{where}: unknown parameter {name!r} for method {method_cls.name!r}{untrained}; sweepable "
+                f"parameters: {', '.join(allowed)}")
         if not _applies(name, templates):
             what = "a {soft:N} slot" if name == "soft_length" else "a {trigger:N} slot" \
                 if name == "trigger_length" else "a template without {soft} slots"

@@ -1,0 +1,167 @@
+"""The report of a sweep: a markdown table of its trials, a CSV, and PNG plots.
+
+``write_sweep_report(study, DIR, NAME)`` writes ``DIR/sweep_NAME.md``, ``DIR/sweep_NAME_trials.csv`` and
+``DIR/plots/sweep_NAME_{history,importance,intermediate,seeds}.png`` (importance needs two completed
+trials; the seeds plot is for seed sweeps), then the ordinary report of ``DIR`` (every run, grouped by
+trial parameters) when it has run records.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import statistics
+import warnings
+from pathlib import Path
+
+__all__ = ["write_sweep_report"]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("\n", "⏎").replace("|", "\\|")
+
+
+def _pct(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def _optuna_plots(study, folder: Path, slug: str, seed_param: str) -> tuple[dict[str, Path], list[str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import optuna
+    from optuna.visualization import matplotlib as vis
+
+    out, notes = {}, []
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna's matplotlib plots are "experimental"
+        if complete:
+            ax = vis.plot_optimization_history(study, target_name="dev objective")
+            out["history"] = _save(ax.figure, folder / f"sweep_{slug}_history.png")
+        params = {k for t in complete for k in t.params if k != seed_param}
+        varied = [k for k in params if len({repr(t.params.get(k)) for t in complete}) > 1]
+        if len(complete) >= 2 and varied:
+            try:
+                ax = vis.plot_param_importances(study, target_name="dev objective")
+                out["importance"] = _save(ax.figure, folder / f"sweep_{slug}_importance.png")
+            except (ValueError, RuntimeError) as err:
+                notes.append(f"parameter importance not computed: {err}")
+        elif not (seed_param in params):
+            notes.append("parameter importance needs two completed trials with different parameters")
+        if any(t.intermediate_values for t in study.get_trials(deepcopy=False)) and seed_param not in params:
+            ax = vis.plot_intermediate_values(study)
+            ax.set_ylabel("dev objective after each data seed")
+            out["intermediate"] = _save(ax.figure, folder / f"sweep_{slug}_intermediate.png")
+    return out, notes
+
+
+def _seeds_plot(trials, folder: Path, slug: str, seed_param: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted((t.params[seed_param], t.value, t.user_attrs.get("test_mean")) for t in trials
+                    if t.value is not None and seed_param in t.params)
+    if not points:
+        return None
+    seeds, values, tests = zip(*points)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
+    x = range(len(seeds))
+    left.bar(x, [100 * v for v in values], color="#4c72b0", label="dev objective")
+    if any(t is not None for t in tests):
+        left.scatter(x, [100 * t if t is not None else math.nan for t in tests], color="#dd8452", zorder=3,
+                     label="test (mean over data seeds)")
+    left.set_xticks(list(x), [str(s) for s in seeds], fontsize=8)
+    left.set_xlabel("training seed")
+    left.set_ylabel("%")
+    left.set_ylim(max(0, 100 * min(values + tuple(t for t in tests if t is not None)) - 10), None)
+    left.legend(fontsize=8)
+    left.set_title("objective per training seed")
+    right.hist([100 * v for v in values], bins=min(10, max(3, len(values) // 2)), color="#4c72b0")
+    mean = 100 * statistics.fmean(values)
+    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    right.axvline(mean, color="black", lw=1)
+    for edge in (mean - std, mean + std):
+        right.axvline(edge, color="grey", lw=0.8, ls="--")
+    right.set_xlabel("dev objective (%)")
+    right.set_title(f"mean {mean:.1f} ± {std:.1f} over {len(values)} seeds")
+    return _save(fig, folder / f"sweep_{slug}_seeds.png")
+
+
+def write_sweep_report(study, directory: str | Path, name: str | None = None,
+                       seed_param: str = "train_seed") -> dict[str, Path]:
+    """Write the sweep's markdown report, trial CSV and plots into ``directory``; returns their paths."""
+    import optuna
+
+    directory = Path(directory)
+    folder = directory / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = name or study.study_name
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+    trials = study.get_trials(deepcopy=False)
+    attrs = study.user_attrs
+    out = {"sweep_report": directory / f"sweep_{slug}.md", "sweep_trials": directory / f"sweep_{slug}_trials.csv"}
+    plots, notes = _optuna_plots(study, folder, slug, seed_param)
+    seeds = _seeds_plot(trials, folder, slug, seed_param) if attrs.get("mode") == "seeds" else None
+    if seeds:
+        plots["seeds"] = seeds
+    states = {}
+    for t in trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    lines = [f"# Sweep {name}", "",
+             f"Method {attrs.get('label')!r} ({attrs.get('method')}) of config {attrs.get('config')!r}; "
+             f"{'training seeds' if attrs.get('mode') == 'seeds' else 'hyper-parameters'}; objective: dev "
+             f"{attrs.get('objective')}" + (f" (mean − {attrs.get('stability_lambda')}·std over data seeds)"
+                                           if attrs.get("objective") == "stable" else " over data seeds") + ".",
+             "", "Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ".", ""]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        best = max(complete, key=lambda t: t.value)
+        lines += [f"Best: trial {best.number}, dev objective {_pct(best.value)}, test (mean) "
+                  f"{_pct(best.user_attrs.get('test_mean'))}; params: "
+                  + ", ".join(f"`{k}={_fmt(v)}`" for k, v in best.params.items()), ""]
+    if attrs.get("mode") == "seeds" and len(complete) > 1:
+        values = [t.value for t in complete]
+        lines += [f"Over {len(values)} training seeds the dev objective is {_pct(statistics.fmean(values))} ± "
+                  f"{_pct(statistics.stdev(values))} (min {_pct(min(values))}, max {_pct(max(values))}).", ""]
+    lines += ["| trial | state | dev objective | dev by data seed | test (mean) | params | retry of | worker |",
+              "|---:|---|---:|---|---:|---|---:|---|"]
+    for t in trials:
+        by_seed = ", ".join(f"{s}: {_pct(v)}" for s, v in (t.user_attrs.get("dev_by_seed") or {}).items())
+        lines.append(f"| {t.number} | {t.state.name.lower()} | {_pct(t.value)} | {by_seed} | "
+                     f"{_pct(t.user_attrs.get('test_mean'))} | "
+                     + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+                     + f" | {t.system_attrs.get('failed_trial', '')} | {t.user_attrs.get('worker', '')} |")
+    lines.append("")
+    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+    for key, path in plots.items():
+        out[f"sweep_{key}"] = path
+        lines += [f"![{key}](plots/{path.name})", ""]
+    out["sweep_report"].write_text("\n".join(lines))
+    params = sorted({k for t in trials for k in t.params})
+    with open(out["sweep_trials"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trial", "state", "value", "test_mean", "retry_of", "worker", *params])
+        for t in trials:
+            w.writerow([t.number, t.state.name, t.value, t.user_attrs.get("test_mean"),
+                        t.system_attrs.get("failed_trial"), t.user_attrs.get("worker"),
+                        *[t.params.get(k) for k in params]])
+    if (directory / "results.jsonl").exists():
+        from .report import write_report
+
+        out.update(write_report(directory))
+    return out
