@@ -75,6 +75,14 @@ class _YamlLoader(yaml.SafeLoader):
                 else self.construct_object(item, deep=deep) for item in node.value]
 
 
+def _optional_count(where: str, value: Any, null: bool = True) -> int | None:
+    if value is None and null:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:  # YAML `true` is not a count
+        raise ConfigError(f"{where}: {value!r} is not valid; give an integer >= 1" + (" or null" if null else ""))
+    return value
+
+
 def _label_key(key: Any) -> str:
     return str(key).lower() if isinstance(key, bool) else str(key)  # YAML reads true/false as booleans
 
@@ -301,9 +309,9 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     k = fewshot.get("k", 16)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"fewshot.k: {k!r} is not valid; give K examples per class, an integer >= 1")
-    limit = fewshot.get("test_limit")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"fewshot.test_limit: {limit!r} is not valid; give an integer >= 1 or null")
+    limit = _optional_count("fewshot.test_limit", fewshot.get("test_limit"))
+    eval_batch_size = _optional_count("fewshot.eval_batch_size", fewshot.get("eval_batch_size", 32), null=False)
+    max_length = _optional_count("max_length", data.get("max_length"))
     if seeds.get("select_by", "dev") != "dev":
         raise ConfigError(f"seeds.select_by: {seeds['select_by']!r} is not valid; only 'dev' is supported")
     metric = seeds.get("metric", "accuracy")
@@ -312,7 +320,7 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     protocol = Protocol(k=k, data_seeds=_int_list("fewshot.data_seeds", fewshot.get("data_seeds", list(DATA_SEEDS))),
                         train_seeds=_int_list("seeds.train_seeds", seeds.get("train_seeds", [1])),
                         test_limit=limit, select_metric=metric,
-                        eval_batch_size=fewshot.get("eval_batch_size", 32))
+                        eval_batch_size=eval_batch_size)
     methods = data["methods"]
     if not isinstance(methods, list) or not methods:
         raise ConfigError("methods: give a non-empty list of methods, e.g. [{name: manual, train: false}]")
@@ -325,7 +333,7 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     sweep = _sweep(data["sweep"], specs, prompts) if data.get("sweep") is not None else None
     return ExperimentConfig(name=str(data.get("name", "experiment")), model=model, task=task,
                             protocol=protocol, prompts=prompts, methods=specs,
-                            device=data.get("device", "auto"), max_length=data.get("max_length"), base=base,
+                            device=data.get("device", "auto"), max_length=max_length, base=base,
                             sweep=sweep, source=data)
 
 
