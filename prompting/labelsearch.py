@@ -4,8 +4,8 @@ Two rankings, both over single tokens that read as whole words in the ``{mask}``
 
 - ``"classifier"`` (AutoPrompt, Shin et al. 2020): fit a logistic-regression classifier on the
   hidden state that the LM head reads at ``{mask}`` (for a causal LM: the last position, the one
-  that predicts the next token); a word scores ``w_label · e_word``, the dot product of the
-  class's weight vector with the word's output embedding.
+  that predicts the next token); a word scores how well its output embedding matches the class's
+  weight vector (cosine by default; the paper's dot product on request).
 - ``"likelihood"`` (LM-BFF / PETAL style): keep the ``prune`` words the LM finds most likely at
   ``{mask}`` for each class's examples, then choose the words that maximise the log-likelihood of
   the training labels when the verbalizer scores each class by its word (coordinate ascent over
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 import yaml
 
 from .backbone import LanguageModel
@@ -107,26 +108,34 @@ def mask_outputs(lm: LanguageModel, template: Template | str, examples: Sequence
 
 
 def rank_by_classifier(features: torch.Tensor, labels: torch.Tensor, n_labels: int,
-                       output_embeddings: torch.Tensor, allowed: torch.Tensor, regularization: float = 1.0,
-                       seed: int = 0) -> torch.Tensor:
-    """``[n_labels, V]`` scores ``w_label · e_word`` from a logistic regression on ``features``.
+                       output_embeddings: torch.Tensor, allowed: torch.Tensor, regularization: float = 1e-3,
+                       similarity: str = "cosine", seed: int = 0) -> torch.Tensor:
+    """``[n_labels, V]`` match of each class's logistic-regression weights with each output embedding.
 
-    Features are standardised for the fit and the weights mapped back to the raw feature space, so
-    the dot product is with what the LM head actually multiplies. Disallowed tokens score ``-inf``.
+    The classifier reads the raw features, as the LM head does (standardising them would blow up
+    the weights of the few near-constant, very large dimensions a causal LM's final hidden state has).
+    ``regularization`` is scikit-learn's ``C``: small values pull the weights towards the difference
+    of the class means, which is what carries over from a handful of examples. ``similarity``:
+    ``"cosine"`` (default; a token's embedding norm does not decide) or ``"dot"`` (the paper's).
+    Disallowed tokens score ``-inf``.
     """
     from sklearn.linear_model import LogisticRegression
 
-    x = features.double().numpy()
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    model = LogisticRegression(C=regularization, max_iter=2000, random_state=seed)
-    model.fit((x - mean) / scale, labels.numpy())
-    coef = torch.as_tensor(model.coef_ / scale, dtype=torch.float32)
+    if similarity not in ("cosine", "dot"):
+        raise ValueError(f"similarity={similarity!r} is not known; choose cosine or dot")
+    model = LogisticRegression(C=regularization, max_iter=5000, random_state=seed)
+    model.fit(features.double().numpy(), labels.numpy())
     present = [int(c) for c in model.classes_]
     if len(present) != n_labels:
         raise ValueError(f"label search needs examples of all {n_labels} labels; got examples of "
                          f"{len(present)}")
+    coef = torch.as_tensor(model.coef_, dtype=torch.float32)
     weights = torch.cat([-coef, coef]) if n_labels == 2 else coef  # binary: one vector for class 1
-    scores = weights @ output_embeddings.float().T
+    embeddings = output_embeddings.float()
+    if similarity == "cosine":
+        weights = F.normalize(weights, dim=1)
+        embeddings = F.normalize(embeddings, dim=1)
+    scores = weights @ embeddings.T
     return scores.masked_fill(~allowed, float("-inf"))
 
 
@@ -165,13 +174,19 @@ def rank_by_likelihood(logprobs: torch.Tensor, labels: torch.Tensor, n_labels: i
 
 def search_label_words(lm: LanguageModel, template: Template | str, examples: Sequence, labels: Sequence[str],
                        ranking: str = "classifier", k: int = 10, alphabetic: bool = True,
-                       exclude_special: bool = True, exclude_subwords: bool = True, batch_size: int = 32,
-                       regularization: float = 1.0, prune: int = 100, seed: int = 0,
-                       progress: bool = False) -> LabelSearchResult:
+                       min_length: int = 2, exclude_special: bool = True, exclude_subwords: bool = True,
+                       batch_size: int = 32, regularization: float = 1e-3, similarity: str = "cosine",
+                       prune: int = 100, seed: int = 0, progress: bool = False,
+                       outputs: tuple[torch.Tensor | None, torch.Tensor | None] | None = None) -> LabelSearchResult:
     """The ``k`` best label words of each label for ``template``, from labelled ``examples``.
 
+    ``alphabetic`` keeps only words made of letters, ``min_length`` drops shorter ones (a BPE
+    vocabulary is full of one-letter word starts). ``regularization`` and ``similarity`` tune the
+    ``"classifier"`` ranking, ``prune`` the ``"likelihood"`` ranking (see their functions).
+
     Only tokens that the verbalizer would tokenise back to exactly that one token in this slot are
-    returned, so ``result.verbalizer()`` scores the very tokens that were ranked.
+    returned, so ``result.verbalizer()`` scores the very tokens that were ranked. ``outputs``:
+    ``mask_outputs(lm, template, examples)`` computed once, to rank the same examples both ways.
     """
     if ranking not in RANKINGS:
         raise ValueError(f"ranking={ranking!r} is not known; choose one of {', '.join(RANKINGS)}")
@@ -184,14 +199,21 @@ def search_label_words(lm: LanguageModel, template: Template | str, examples: Se
         raise ValueError(f"examples have label {unknown[0]!r}, which is not one of {', '.join(labels)}")
     y = torch.tensor([index[str(ex.label)] for ex in examples])
     template = template if isinstance(template, Template) else Template(template)
-    features, logprobs = mask_outputs(lm, template, examples, batch_size, features=ranking == "classifier",
-                                      logprobs=ranking == "likelihood", progress=progress)
+    if outputs is None:
+        outputs = mask_outputs(lm, template, examples, batch_size, features=ranking == "classifier",
+                               logprobs=ranking == "likelihood", progress=progress)
+    features, logprobs = outputs
+    needed = features if ranking == "classifier" else logprobs
+    if needed is None or len(needed) != len(examples):
+        raise ValueError(f"outputs must come from mask_outputs on these {len(examples)} examples, with the "
+                         f"{'features' if ranking == 'classifier' else 'logprobs'} that ranking={ranking!r} needs")
     vocab_size = lm.model.get_output_embeddings().weight.shape[0]
     allowed = token_mask(lm.tokenizer, vocab_size, exclude_special=exclude_special,
-                         exclude_subwords=exclude_subwords, alphabetic=alphabetic)
+                         exclude_subwords=exclude_subwords, alphabetic=alphabetic, min_length=min_length)
     if ranking == "classifier":
-        scores = rank_by_classifier(features, y, len(labels), lm.model.get_output_embeddings().weight.detach().cpu(),
-                                    allowed, regularization, seed)
+        output_embeddings = lm.model.get_output_embeddings().weight.detach().cpu()
+        scores = rank_by_classifier(features, y, len(labels), output_embeddings, allowed, regularization,
+                                    similarity, seed)
     else:
         scores = rank_by_likelihood(logprobs, y, len(labels), allowed, prune)
     lead = template.encoder(lm.tokenizer, lm.causal, lm.max_length).mask_leading_space

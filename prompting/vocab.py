@@ -50,13 +50,14 @@ def label_word_token_ids(tokenizer, words: Iterable[str]) -> set[int]:
 
 
 def token_mask(tokenizer, vocab_size: int, exclude_special: bool = True, exclude_subwords: bool = True,
-               alphabetic: bool = False, exclude_ids: Iterable[int] = ()) -> torch.Tensor:
+               alphabetic: bool = False, min_length: int = 1, exclude_ids: Iterable[int] = ()) -> torch.Tensor:
     """Boolean ``[vocab_size]``: True for tokens that may be chosen.
 
     Always excluded: ids the tokenizer does not know (embedding rows past its vocabulary), tokens
     that are empty once stripped, tokens with braces (they would break a template). Optionally:
     special and added control tokens (``<|im_start|>``, ``[CLS]``), sub-word pieces that do not
-    start a word, tokens that are not purely alphabetic, and ``exclude_ids``.
+    start a word, tokens that are not purely alphabetic, shorter than ``min_length`` characters,
+    and ``exclude_ids``.
     """
     n = min(vocab_size, len(tokenizer))
     allowed = torch.zeros(vocab_size, dtype=torch.bool)
@@ -70,7 +71,7 @@ def token_mask(tokenizer, vocab_size: int, exclude_special: bool = True, exclude
             continue
         if exclude_subwords and rule == "not_prefix" and token.startswith(marker):
             continue
-        if alphabetic and not text.isalpha():
+        if (alphabetic and not text.isalpha()) or len(text) < min_length:
             continue
         allowed[i] = True
     if exclude_special:

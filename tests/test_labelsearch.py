@@ -33,8 +33,9 @@ def test_classifier_ranking_finds_the_words_aligned_with_each_class():
     features[labels == 1, 5] += 1.0
     embeddings = torch.eye(8)
     allowed = torch.ones(8, dtype=torch.bool)
-    scores = rank_by_classifier(features, labels, 2, embeddings, allowed)
-    assert scores[0].argmax() == 2 and scores[1].argmax() == 5
+    for similarity in ("cosine", "dot"):
+        scores = rank_by_classifier(features, labels, 2, embeddings * 3, allowed, similarity=similarity)
+        assert scores[0].argmax() == 2 and scores[1].argmax() == 5
     allowed[2] = False
     assert rank_by_classifier(features, labels, 2, embeddings, allowed)[0].argmax() != 2
 
@@ -73,7 +74,7 @@ def test_search_returns_whole_alphabetic_words_never_special_tokens(lm, ranking)
         scores = [s for _, s in ranked]
         assert scores == sorted(scores, reverse=True)
         for (word, _), token in zip(ranked, result.token_ids[label]):
-            assert word.isalpha() and token not in specials
+            assert word.isalpha() and len(word) >= 2 and token not in specials
             assert not tokenizer.convert_ids_to_tokens(token).startswith("##")
             # the verbalizer will score exactly the ranked token
             assert tokenizer((" " if lead else "") + word, add_special_tokens=False)["input_ids"] == [token]
@@ -105,3 +106,14 @@ def test_bad_inputs_name_the_problem(tiny_causal_lm):
         search_label_words(tiny_causal_lm, TEMPLATE, EXAMPLES + [Example({"text_a": "x"}, "2")], ["0", "1"])
     with pytest.raises(ValueError, match="trigger"):
         search_label_words(tiny_causal_lm, "{text_a} {trigger:2} {mask}", EXAMPLES, ["0", "1"])
+
+
+def test_precomputed_outputs_give_the_same_ranking(tiny_causal_lm):
+    outputs = mask_outputs(tiny_causal_lm, TEMPLATE, EXAMPLES)
+    for ranking in ("classifier", "likelihood"):
+        direct = search_label_words(tiny_causal_lm, TEMPLATE, EXAMPLES, ["0", "1"], ranking=ranking, k=3)
+        reused = search_label_words(tiny_causal_lm, TEMPLATE, EXAMPLES, ["0", "1"], ranking=ranking, k=3,
+                                    outputs=outputs)
+        assert direct.words == reused.words
+    with pytest.raises(ValueError, match="outputs must come from mask_outputs"):
+        search_label_words(tiny_causal_lm, TEMPLATE, EXAMPLES[:4], ["0", "1"], outputs=outputs)
