@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 __all__ = [
-    "TemplateError", "Template", "Text", "Field", "Mask", "Soft", "Trigger",
+    "TemplateError", "Template", "from_openprompt", "Text", "Field", "Mask", "Soft", "Trigger",
     "Encoding", "TemplateEncoder", "PromptBatch", "collate",
 ]
 
@@ -140,6 +140,8 @@ class Template:
     def __init__(self, text: str):
         if not isinstance(text, str):
             raise TemplateError(f"template must be a string, got {type(text).__name__}: {text!r}")
+        if _OPENPROMPT_SLOT.search(text):
+            text = from_openprompt(text)
         self.text = text
         self.parts = _parse(text)
         masks = sum(isinstance(p, Mask) for p in self.parts)
@@ -200,6 +202,53 @@ class Template:
 
     def encoder(self, tokenizer, causal: bool, max_length: int = 512) -> "TemplateEncoder":
         return TemplateEncoder(self, tokenizer, causal=causal, max_length=max_length)
+
+
+_OPENPROMPT_SLOT = re.compile(r'\{\s*["\']')
+
+
+def from_openprompt(text: str) -> str:
+    """Convert a template in OpenPrompt's syntax to ours.
+
+    >>> from_openprompt('{"placeholder":"text_a"} It was {"mask"}.')
+    '{text_a} It was {mask}.'
+
+    ``{"placeholder": "text_a"}`` and ``{"meta": "premise"}`` become fields, ``{"mask"}`` the mask,
+    ``{"soft"}`` / ``{"soft": "It was"}`` / ``{"soft": None, "duplicate": 3}`` soft slots; OpenPrompt's
+    post-processing and shortenable flags have no equivalent and are dropped (our fields are the
+    only parts ever shortened).
+    """
+    import ast
+    import json
+
+    def convert(match: re.Match) -> str:
+        body = match.group(0)
+        try:
+            value = json.loads(body)
+        except ValueError:
+            try:  # OpenPrompt itself reads slots as Python literals ({"mask"}, None, True)
+                value = ast.literal_eval(body)
+            except (ValueError, SyntaxError):
+                raise TemplateError(f"OpenPrompt slot {body} is not a valid JSON or Python literal") from None
+        if isinstance(value, set):
+            value = {next(iter(value)): None} if len(value) == 1 else {}
+        if not isinstance(value, dict):
+            raise TemplateError(f"OpenPrompt slot {body} is not understood")
+        if "placeholder" in value or "meta" in value:
+            name = value.get("placeholder") or value.get("meta")
+            return "{" + str(name) + "}"
+        if "mask" in value:
+            return "{mask}"
+        if "soft" in value:
+            if value["soft"]:
+                return '{soft:"%s"}' % value["soft"]
+            return "{soft:%d}" % int(value.get("duplicate", 1))
+        if "text" in value:
+            return str(value["text"]).replace("{", "{{").replace("}", "}}")
+        raise TemplateError(f"OpenPrompt slot {body} is not understood; supported: placeholder, meta, "
+                            "mask, soft (with duplicate), text")
+
+    return re.sub(r'\{\s*["\'][^{}]*\}', convert, text)
 
 
 def _unparse(part: Part) -> str:
