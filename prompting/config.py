@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.resources
 import itertools
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,58 @@ def _int_list(where: str, value: Any) -> list[int]:
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """Safe YAML, except that a plain word in a list stays the text it was written as.
+    """Safe YAML that also reads ``1e-5`` (no dot) as a number, not as the text "1e-5"."""
 
-    YAML 1.1 reads ``Yes``, ``No``, ``True``, ``on`` ... as booleans: the verbalizer ``[Yes]`` would
-    become the word "true". Booleans elsewhere (``train: false``, label keys) are unchanged.
-    """
 
-    def construct_sequence(self, node, deep=False):
-        return [item.value if isinstance(item, yaml.ScalarNode) and item.tag == "tag:yaml.org,2002:bool"
-                else self.construct_object(item, deep=deep) for item in node.value]
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+_BOOL, _STR = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:str"
+
+
+def _child(node, key: str):
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
+def _words_as_written(document) -> None:
+    """Label words are words: YAML 1.1 reads ``Yes``, ``No``, ``True``, ``on`` as booleans, which
+    would turn the verbalizer ``[Yes]`` into the word "true". Retag them as text before construction
+    (in prompt files' and inline ``templates:`` verbalizers, and a method's ``verbalizer``); booleans
+    anywhere else (``train: false``, label keys, sweep choices) stay booleans."""
+    def retag(verbalizer):
+        if isinstance(verbalizer, yaml.MappingNode):
+            for _, words in verbalizer.value:
+                for word in words.value if isinstance(words, yaml.SequenceNode) else [words]:
+                    if isinstance(word, yaml.ScalarNode) and word.tag == _BOOL:
+                        word.tag = _STR
+
+    for holder in (document, _child(document, "templates")):
+        verbalizers = _child(holder, "verbalizers")
+        for verbalizer in verbalizers.value if isinstance(verbalizers, yaml.SequenceNode) else []:
+            retag(verbalizer)
+    methods = _child(document, "methods")
+    for method in methods.value if isinstance(methods, yaml.SequenceNode) else []:
+        retag(_child(method, "verbalizer"))
+
+
+def _load_yaml(text: str) -> list:
+    """Every document of a config or prompt file (see :class:`_YamlLoader` and :func:`_words_as_written`)."""
+    loader = _YamlLoader(text)
+    try:
+        documents = []
+        while loader.check_node():
+            node = loader.get_node()
+            _words_as_written(node)
+            documents.append(loader.construct_document(node))
+        return documents
+    finally:
+        loader.dispose()
 
 
 def _optional_count(where: str, value: Any, null: bool = True) -> int | None:
@@ -137,7 +181,8 @@ def load_prompt_file(path_or_name: str | Path, base: Path | None = None) -> tupl
     """Read a prompt file (``task``, ``patterns``, ``verbalizers``) by path or built-in task name."""
     path = _resolve(str(path_or_name), base, "templates")
     try:
-        data = yaml.load(path.read_text(), Loader=_YamlLoader)
+        documents = _load_yaml(path.read_text())
+        data = documents[0] if documents else None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     return _prompts_from(str(path), data)
@@ -344,7 +389,7 @@ def load_configs(path: str | Path) -> list[ExperimentConfig]:
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        documents = [d for d in yaml.load_all(path.read_text(), Loader=_YamlLoader) if d is not None]
+        documents = [d for d in _load_yaml(path.read_text()) if d is not None]
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not documents:

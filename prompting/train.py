@@ -45,6 +45,13 @@ class TrainConfig:
     seed: int = 1
 
     def __post_init__(self):
+        for name in ("lr", "lm_lr", "epochs", "max_steps", "batch_size", "eval_batch_size", "warmup_ratio",
+                     "weight_decay", "max_grad_norm", "eval_every", "patience", "seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{name}={value!r} is not valid; give a number")
+        if not isinstance(self.tune_lm, bool):
+            raise ValueError(f"tune_lm={self.tune_lm!r} is not valid; use true or false")
         for name in ("lr", "batch_size", "eval_batch_size"):
             if getattr(self, name) is None or getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must be > 0")

@@ -285,6 +285,8 @@ def test_training_needs_labelled_examples(make_tiny_lm):
     ({"lr": 0}, "lr=0 is not valid"), ({"batch_size": -1}, "batch_size=-1 is not valid"),
     ({"epochs": 0}, "epochs=0 is not valid"), ({"max_steps": 0}, "max_steps=0 is not valid"),
     ({"warmup_ratio": 1.0}, "warmup_ratio=1.0 is not valid"),
+    ({"lr": "1e-5"}, "lr='1e-5' is not valid; give a number"), ({"patience": True}, "patience=True is not valid"),
+    ({"tune_lm": 1}, "tune_lm=1 is not valid; use true or false"),
 ])
 def test_train_config_rejects_bad_values_by_name(bad, message):
     with pytest.raises(ValueError, match=message):
