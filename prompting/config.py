@@ -167,7 +167,7 @@ def _resolve(path_or_name: str, base: Path | None, what: str) -> Path:
     if base is not None:
         candidates.append(base / path_or_name)
     for c in candidates:
-        if c.exists():
+        if c.is_file():  # a data folder named like the task (sst2/) is not its prompt file
             return c
     builtin = builtin_templates()
     if what == "templates" and path_or_name in builtin:

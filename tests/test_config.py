@@ -129,6 +129,12 @@ def test_template_file_not_found_names_the_paths_tried_and_the_built_in_files():
     assert "built-in prompt files: boolq, cb, mr, rte, sst2" in message
 
 
+def test_a_folder_named_like_the_task_beside_the_config_is_not_taken_for_its_prompt_file(tmp_path):
+    (tmp_path / "sst2").mkdir()  # e.g. the task's data folder
+    path = write_yaml(tmp_path, "task: {name: sst2, data_dir: sst2}\ntemplates: sst2\nmethods: [{name: manual}]\n")
+    assert [v for _, v in load_config(path).prompts][:1] == [{"0": ["negative"], "1": ["positive"]}]
+
+
 def test_pattern_or_verbalizer_index_out_of_range_says_how_many_there_are():
     message = error(config_with(templates={"file": "sst2", "patterns": [0, 7]}))
     assert "templates.patterns: index 7 is out of range; there are 4 (0 to 3)" in message

@@ -1,0 +1,187 @@
+"""The `prompting` command line, in-process through ``main([...])``: report files, error exits, models."""
+
+import csv
+import json
+
+import pytest
+
+from conftest import NEGATIVE, POSITIVE, SUBJECTS, build_tiny_lm
+from prompting.cli import main
+from prompting.results import ResultsStore, run_id
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def record(task, label, template, data_seed, train_seed, dev, test, collapsed=False):
+    settings = {"task": task, "method": "manual", "label": label, "template": template,
+                "verbalizer": {"0": ["bad"], "1": ["good"]}, "model": "tiny", "k": 4,
+                "data_seed": data_seed, "train_seed": train_seed}
+    return {**settings, "run_id": run_id(settings), "dev": {"accuracy": dev, "macro_f1": dev},
+            "test": {"accuracy": test, "macro_f1": test}, "collapsed": collapsed,
+            "trainable_params": 1234 if train_seed else 0, "seconds": 3.0}
+
+
+RECORDS = [
+    # PET: selected test 0.7 (seed 13, dev 0.75 tie -> train seed 1) and 0.65 (seed 21): 67.5 ± 3.5
+    record("toy", "PET", "{text_a} It was {mask}.", 13, 1, 0.75, 0.7),
+    record("toy", "PET", "{text_a} It was {mask}.", 13, 2, 0.75, 0.8),
+    record("toy", "PET", "{text_a} It was {mask}.", 21, 1, 0.9, 0.65),
+    record("toy", "PET", "{text_a} It was {mask}.", 21, 2, 0.5, 0.9, collapsed=True),
+    record("toy", "manual zero-shot", "{text_a} It was {mask}.", 13, None, 0.5, 0.5),
+    record("toy", "manual zero-shot", "{text_a} It was {mask}.", 21, None, 0.5, 0.5),
+    record("other", "PET", "Review: {text_a} {mask}", 13, 1, 0.6, 0.61),
+]
+
+
+def results_dir(tmp_path):
+    store = ResultsStore(tmp_path / "runs")
+    for r in RECORDS:
+        store.append(r)
+    return store.directory
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------------------- report
+def test_report_writes_markdown_csv_and_png_plots(tmp_path, capsys):
+    directory = results_dir(tmp_path)
+    assert main(["report", str(directory)]) == 0
+    report = (directory / "report.md").read_text()
+    assert capsys.readouterr().out.startswith(report.rstrip("\n")[:200])
+
+    assert "## toy" in report and "## other" in report
+    pet = [line for line in report.splitlines() if line.startswith("| PET |") and "It was" in line]
+    # selected runs: 0.7 and 0.65; all four: mean 0.7625, sample std sqrt(0.036875 / 3)
+    assert pet and "67.5 ± 3.5" in pet[0] and "76.2 ± 11.1" in pet[0] and "65.0–90.0" in pet[0]
+    zero = [line for line in report.splitlines() if line.startswith("| manual zero-shot |")]
+    assert zero and "50.0 ± 0.0" in zero[0]
+
+    for task in ("toy", "other"):
+        for name in ("by_method", "runs", "dev_vs_test"):
+            png = directory / "plots" / f"{task}_{name}.png"
+            assert png.read_bytes()[:8] == PNG_MAGIC, png
+            assert f"plots/{png.name}" in report
+
+    summary = {(r["task"], r["label"]): r for r in rows(directory / "summary.csv")}
+    assert set(summary) == {("toy", "PET"), ("toy", "manual zero-shot"), ("other", "PET")}
+    assert float(summary[("toy", "PET")]["test_selected_mean"]) == pytest.approx(0.675)
+    assert (summary[("toy", "PET")]["runs"], summary[("toy", "PET")]["collapsed"]) == ("4", "1")
+
+    runs = rows(directory / "runs.csv")
+    assert len(runs) == len(RECORDS)
+    assert sorted(r["run_id"] for r in runs if r["selected"] == "True") == sorted(
+        RECORDS[i]["run_id"] for i in (0, 2, 4, 5, 6))
+
+
+def test_report_without_plots_and_on_an_empty_directory(tmp_path, capsys):
+    directory = results_dir(tmp_path)
+    assert main(["report", str(directory), "--no-plots", "--metric", "macro_f1"]) == 0
+    assert (directory / "report.md").exists() and not (directory / "plots").exists()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prompting report: error: no run records in") and err.count("\n") == 1
+
+
+def test_report_on_a_corrupt_results_file_exits_2_naming_the_line(tmp_path, capsys):
+    directory = results_dir(tmp_path)
+    with open(directory / "results.jsonl", "a") as f:
+        f.write('{"run_id": "x", ')
+    assert main(["report", str(directory)]) == 2
+    assert f"line {len(RECORDS) + 1} is not a complete JSON record" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ run and eval
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, bpe_tokenizer):
+    lm = build_tiny_lm("llama", bpe_tokenizer)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def sst2_dir(tmp_path):
+    """A tiny stand-in for the GLUE SST-2 folder (train.tsv, test.tsv)."""
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    lines = [f"{s} was {adjective} .\t{label}" for s in SUBJECTS[:4]
+             for adjective, label in ((POSITIVE[0], 1), (NEGATIVE[0], 0))]
+    (folder / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    (folder / "test.tsv").write_text("sentence\tlabel\n" + "\n".join(lines[:4]) + "\n")
+    return folder
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_run_with_a_bad_config_key_exits_2_with_one_line(tmp_path, capsys):
+    config = write_config(tmp_path, "task: sst2\nmethods: [{name: manual}]\nmodle: tiny\n")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("prompting run: error: ")
+    assert "unknown key 'modle'" in err and "allowed keys:" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_with_a_missing_model_path_names_the_offline_alternatives(tmp_path, sst2_dir, capsys):
+    missing = tmp_path / "no-such-model"
+    config = write_config(tmp_path, f"model: {missing}\ntask: {{name: sst2, data_dir: {sst2_dir}}}\n"
+                                    "fewshot: {k: 2, data_seeds: [13]}\nmethods: [{name: manual, train: false}]\n")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert first.startswith("prompting run: error: model ") and str(missing) in first
+    assert "smollm2-135m" in err and "Traceback" not in err
+
+
+def test_eval_with_a_missing_model_or_data_dir_exits_2(tmp_path, sst2_dir, capsys):
+    assert main(["eval", "--task", "sst2", "--data-dir", str(sst2_dir), "--k", "2",
+                 "--model", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prompting eval: error: model ") and "smollm2-135m" in err
+    assert main(["eval", "--task", "sst2", "--data-dir", str(tmp_path / "missing"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "task 'sst2': data_dir" in err and "is not a folder" in err
+
+
+def test_eval_scores_every_pattern_and_verbalizer_zero_shot(tmp_path, sst2_dir, tiny_model_dir, capsys):
+    out = tmp_path / "out"
+    assert main(["eval", "--task", "sst2", "--data-dir", str(sst2_dir), "--k", "2", "--model", str(tiny_model_dir),
+                 "--output-dir", str(out), "-q"]) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 4 * 3  # templates/sst2.yaml: 4 patterns x 3 verbalizers
+    assert all(r["n_test"] == 4 and not r["train"] for r in records)
+    stdout = capsys.readouterr().out
+    assert "| # | template | verbalizer | accuracy | macro-F1 |" in stdout and "zero-shot on sst2 (4 test examples" in stdout
+
+
+def test_run_writes_records_and_the_report(tmp_path, sst2_dir, tiny_model_dir, capsys):
+    config = write_config(tmp_path, f"""
+model: {tiny_model_dir}
+device: cpu
+task: {{name: sst2, data_dir: {sst2_dir}}}
+fewshot: {{k: 2, data_seeds: [13, 21]}}
+templates: {{file: sst2, patterns: [1], verbalizers: [1]}}
+methods: [{{name: manual, train: false}}]
+""")
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--test-limit", "3"]) == 0
+    records = ResultsStore(out).records()
+    assert len(records) == 2 and all(r["n_test"] == 3 and r["test_limit"] == 3 for r in records)
+    assert (out / "report.md").exists() and (out / "summary.csv").exists()
+    assert "2 runs in" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ models
+def test_models_lists_the_offline_aliases(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m" in out and "gemma3-270m" in out
+    assert "local checkpoint folder" in out
