@@ -22,8 +22,8 @@ remembers the method it was created for, and refuses a command that would mix in
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -88,11 +88,12 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
         raise SweepError(f"storage {shown!r}: {dialect!r} is not a supported database; use {valid}")
     engine_kwargs: dict[str, Any] = {}
     if dialect == "postgresql":
-        if parsed.get_driver_name() == "psycopg2":
-            try:
-                import psycopg2  # noqa: F401
-            except ImportError:
-                raise SweepError(f"storage {shown!r} needs psycopg2: pip install 'prompting[postgres]'") from None
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; ours is psycopg2 (the postgres extra)
+        chosen = [parsed.get_driver_name()] if "+" in parsed.drivername else ["psycopg2", "psycopg"]
+        driver = next((d for d in chosen if importlib.util.find_spec(d) is not None), None)
+        if driver is None:
+            raise SweepError(f"storage {shown!r} needs the {chosen[0]} driver: pip install 'prompting[postgres]'")
+        url = parsed.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
         # long trials leave pooled connections idle: check them before use; fail fast on a dead host
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     if dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
@@ -188,7 +189,10 @@ class Sweep:
         storage = open_storage(self.storage, self.heartbeat_interval, self.grace_period, self.max_retry)
         seed = self.settings.seed
         if self.seed_sweep:
-            sampler, pruner = optuna.samplers.BruteForceSampler(seed=seed), optuna.pruners.NopPruner()
+            with warnings.catch_warnings():  # "experimental" in optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = optuna.samplers.BruteForceSampler(seed=seed)
+            pruner = optuna.pruners.NopPruner()
         else:
             startup = self.settings.startup_trials
             sampler = optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)
