@@ -182,6 +182,34 @@ def test_pet_ensembles_equal_a_hand_computation_from_the_saved_predictions(make_
     assert len(store.records()) == 4
 
 
+def test_wmean_weights_patterns_by_dev_accuracy_unlike_mean(tiny_causal_lm, tmp_path):
+    """Member runs recorded with crafted predictions: pattern A is right but unsure (p = 0.6) and has
+    dev accuracy 0.9; pattern B is wrong and sure (p = 0.9) with dev accuracy 0.1. Averaged, B wins
+    everywhere (accuracy 0); weighted 0.9 : 0.1, A wins everywhere (accuracy 1)."""
+    import math
+
+    methods = [MethodSpec("manual", train=True, ensemble="mean", **TRAINED),
+               MethodSpec("manual", train=True, ensemble="wmean", **TRAINED)]
+    exp = Experiment(tiny_causal_lm, toy_task(), methods, [(p, VERBALIZER) for p in PATTERNS],
+                     Protocol(k=4, data_seeds=(13,), train_seeds=(1,)), output_dir=tmp_path)
+    store = ResultsStore(tmp_path)
+    gold = {"dev": [e.label for e in exp.split(13)[1]], "test": [e.label for e in TEST]}
+    members = list({r.run_id: r for r in exp.plan()}.values())
+    assert len(members) == 2
+    for run, dev_accuracy, p_right in zip(members, (0.9, 0.1), (0.6, 0.1)):
+        scores = {split: [[math.log(1 - p), math.log(p)] for p in
+                          (p_right if label == "1" else 1 - p_right for label in labels)]
+                  for split, labels in gold.items()}
+        store.save_predictions(run.run_id, scores)
+        store.append({**run.settings, "run_id": run.run_id, "dev": {"accuracy": dev_accuracy},
+                      "test": {"accuracy": 0.5}, "seconds": 1.0})
+    records = {r["label"]: r for r in exp.run(progress=False)}
+    assert records["PET ensemble (mean)"]["dev"]["accuracy"] == 0.0
+    assert records["PET ensemble (mean)"]["test"]["accuracy"] == 0.0
+    assert records["PET ensemble (wmean)"]["dev"]["accuracy"] == 1.0
+    assert records["PET ensemble (wmean)"]["test"]["accuracy"] == 1.0
+
+
 # ------------------------------------------------------------------------------ kill and resume
 KILL_AFTER_FIRST_RECORD = """
 import sys, time
