@@ -12,13 +12,14 @@ label word with the same log-probabilities as ``method``: exactly, up to float r
 
 - ``soft`` / ``ptuning`` become PEFT prompt tuning (``PROMPT_TUNING``, ``prompt_embeddings``
   [n, hidden]). P-tuning is exported as prompt tuning, not ``P_TUNING``: its folded output *is* a
-  prompt-tuning prompt, while PEFT's P-tuning loaded with ``is_trainable=True`` would pass the
-  stored vectors through a fresh, random LSTM. PEFT puts its virtual tokens before the whole input,
-  so every ``{soft}`` slot must stand at the start of the template (``{soft:8}Review: {text_a} ...``);
-  a template with text before or between its soft tokens is refused. The special tokens our
-  encoding puts first (a ``<s>``/BOS) become the first virtual tokens (their embedding rows), so
-  ``peft_input_ids`` are the template's text after the soft tokens, *without* special tokens
-  (``tokenizer(text, add_special_tokens=False)``): a BOS added again would be a different input.
+  prompt-tuning prompt, and PEFT's ``P_TUNING`` uses stored vectors as they are only in inference
+  mode (built for training, it passes them through a fresh, random LSTM). PEFT puts its virtual
+  tokens before the whole input, so every ``{soft}`` slot must stand at the start of the template
+  (``{soft:8}Review: {text_a} ...``); a template with text before or between soft tokens is
+  refused. The special tokens our encoding puts first (a ``<s>``/BOS) become the first virtual
+  tokens (their embedding rows), so ``peft_input_ids`` are the template's text after the soft
+  tokens *without* special tokens (``tokenizer(text, add_special_tokens=False)``): a BOS added
+  again would be a different input.
 - ``prefix`` becomes PEFT prefix-tuning (``PREFIX_TUNING``, ``prefix_projection: false``,
   ``prompt_embeddings`` [P, layers * 2 * kv_heads * head_dim] in PEFT's order: per virtual token,
   layer by layer, keys then values, head by head). Positions differ: our prefix takes no positions
@@ -157,7 +158,9 @@ def _prefix_export(method: PrefixTuning, strict: bool):
                f"input from 0; {mismatch})")
         if rotated is None:
             why += ("; it has no rotary position embeddings that a rotation of the prefix keys could "
-                    "compensate (absolute position embeddings, as in GPT-2)")
+                    "compensate (absolute position embeddings, as in GPT-2, cannot be)")
+        else:
+            why += ", even with the prefix keys rotated to PEFT's positions"
         if strict:
             raise PeftExportError(why + "; pass strict=False to export the keys and values anyway")
         warnings.warn(why + "; exported anyway (strict=False): PEFT's scores will differ", stacklevel=3)
@@ -186,17 +189,29 @@ def _rotate_keys(lm, keys: torch.Tensor, shift: int) -> torch.Tensor | None:
     by_type = "layer_type" in inspect.signature(rotary.forward).parameters and layer_types
     positions = torch.full((1, keys.shape[2]), shift, dtype=torch.long, device=keys.device)
     rotated = []
-    for layer, layer_keys in enumerate(keys):
-        extra = {"layer_type": layer_types[layer]} if by_type else {}
-        cos, sin = (t.float() for t in rotary(layer_keys, positions, **extra))
-        norm = (cos.square() + sin.square()).sqrt()  # drop any attention scaling folded into cos/sin
-        rotated.append(apply(layer_keys, layer_keys, cos / norm, sin / norm)[1][0])
+    try:
+        for layer, layer_keys in enumerate(keys):
+            extra = {"layer_type": layer_types[layer]} if by_type else {}
+            cos, sin = (t.float() for t in rotary(layer_keys, positions, **extra))
+            norm = (cos.square() + sin.square()).sqrt()  # drop any attention scaling folded into cos/sin
+            rotated.append(apply(layer_keys, layer_keys, cos / norm, sin / norm)[1][0])
+    except (TypeError, ValueError, RuntimeError, IndexError):  # a rotary module of another shape
+        return None
     return torch.stack(rotated)
 
 
 def _probe_difference(lm, keys, values, peft_keys) -> str | None:
     """None if a probe sequence gets the same logits with the prefix our way (input from 0) and
     PEFT's way (``peft_keys`` in the cache, positions left to the model: from P); else the difference."""
+    training = lm.model.training
+    lm.model.eval()  # no dropout: the two runs must be comparable
+    try:
+        return _compare_on_probe(lm, keys, values, peft_keys)
+    finally:
+        lm.model.train(training)
+
+
+def _compare_on_probe(lm, keys, values, peft_keys) -> str | None:
     vocab = lm.embeddings.num_embeddings
     ids = (torch.arange(8, device=lm.device) * 7 + 5).remainder(vocab).unsqueeze(0)
     embeds = lm.embed(ids)

@@ -148,8 +148,9 @@ def test_prefix_keys_are_rotated_to_peft_positions_on_a_rope_model(tiny_causal_l
     export_peft(method, tmp_path)
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     layers, kv_heads, head_dim = tiny_causal_lm.kv_shape
-    assert (config["peft_type"], config["num_virtual_tokens"], config["prefix_projection"]) == ("PREFIX_TUNING", 3, False)
-    assert (config["num_layers"], config["num_attention_heads"], config["token_dim"]) == (layers, kv_heads, kv_heads * head_dim)
+    assert config["peft_type"] == "PREFIX_TUNING" and config["prefix_projection"] is False
+    assert (config["num_virtual_tokens"], config["num_layers"]) == (3, layers)
+    assert (config["num_attention_heads"], config["token_dim"]) == (kv_heads, kv_heads * head_dim)
     cache = load(method, tmp_path).get_prompt(batch_size=1)
     keys, values = method.prefix_key_values()
     for layer in range(layers):
