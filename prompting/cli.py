@@ -19,13 +19,14 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 
-def _experiment(cfg, output_dir, lm=None):
+def _experiment(cfg, output_dir, lm=None, allow_download: bool = False):
     from .backbone import LanguageModel
     from .config import load_task_spec
     from .harness import Experiment
 
     task = load_task_spec(cfg.task, cfg.base)
-    lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512)
+    lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
+                                  allow_download=allow_download)
     return Experiment(lm, task, cfg.methods, cfg.prompts, cfg.protocol, output_dir=output_dir,
                       name=cfg.name, max_length=cfg.max_length)
 
@@ -63,7 +64,7 @@ def cmd_eval(args) -> int:
     cfg = parse_config(data)
     output = Path(args.output_dir or f"runs/{args.task}-zero-shot")
     started = time.perf_counter()
-    records = _experiment(cfg, output).run(progress=not args.quiet)
+    records = _experiment(cfg, output, allow_download=args.allow_download).run(progress=not args.quiet)
     n = records[0]["n_test"] if records else 0
     print(f"\nzero-shot on {args.task} ({n} test examples, model {args.model}), "
           f"{time.perf_counter() - started:.0f} s\n")
@@ -82,7 +83,8 @@ def cmd_run(args) -> int:
     for cfg in configs:
         if args.test_limit is not None:
             cfg.protocol.test_limit = args.test_limit
-        experiment = _experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None)
+        experiment = _experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None,
+                                 allow_download=args.allow_download)
         lm = experiment.lm
         records += experiment.run(progress=not args.quiet)
     print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "
@@ -132,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--output-dir", help="where results.jsonl goes (default runs/TASK-zero-shot)")
+    p.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded (off by default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
@@ -139,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML experiment config")
     p.add_argument("--output-dir", help="default runs/CONFIG_NAME")
     p.add_argument("--test-limit", type=int, help="override fewshot.test_limit")
+    p.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded (off by default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
@@ -178,7 +182,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DataError, TemplateError, VerbalizerError, ModelNotAvailableError,
-            ResultsFileError, TrainingError, SweepError, FileNotFoundError) as err:
+            ResultsFileError, TrainingError, SweepError, FileNotFoundError, ValueError) as err:
         print(f"prompting {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

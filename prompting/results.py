@@ -26,8 +26,9 @@ class ResultsFileError(ValueError):
 
 REQUIRED = ("run_id", "task", "method", "label", "template", "verbalizer", "model", "k", "data_seed",
             "train_seed", "dev", "test")
-# a "setting": one method with one template and verbalizer; its runs differ by data and train seeds
-GROUP_KEYS = ("task", "label", "template", "verbalizer", "model", "k")
+# a "setting": one method with its parameters, training settings, template and verbalizer;
+# its runs differ only by data and training seeds
+GROUP_KEYS = ("task", "label", "method", "params", "train_config", "template", "verbalizer", "model", "k")
 
 
 def run_id(settings: dict) -> str:
