@@ -45,9 +45,11 @@ class ResultsStore:
         self.path = self.directory / "results.jsonl"
 
     def records(self) -> list[dict]:
+        """Every run record, in file order. A run id recorded twice (two processes ran the same
+        experiment into one directory at once) counts once: the first record is kept."""
         if not self.path.exists():
             return []
-        out = []
+        out, seen = [], set()
         with open(self.path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
@@ -64,7 +66,9 @@ class ResultsStore:
                     raise ResultsFileError(
                         f"{self.path}: line {n} is not a run record (missing {', '.join(missing)}); "
                         f"each line needs {', '.join(REQUIRED)}")
-                out.append(record)
+                if record["run_id"] not in seen:
+                    seen.add(record["run_id"])
+                    out.append(record)
         return out
 
     def done(self) -> set[str]:

@@ -168,3 +168,17 @@ def test_run_id_is_stable_under_key_order_and_changes_with_any_setting():
     assert run_id(settings) == run_id(reordered)
     assert run_id(settings) != run_id({**settings, "data_seed": 21})
     assert run_id(settings) != run_id({**settings, "train_config": {"lr": 2e-5, "max_steps": 8}})
+
+
+def test_a_run_recorded_twice_counts_once(tmp_path):
+    """Two processes started on one directory both record a run: aggregation must not count it twice."""
+    from prompting.results import ResultsStore
+
+    store = ResultsStore(tmp_path)
+    base = {"task": "t", "method": "manual", "label": "PET", "template": "{text_a} {mask}",
+            "verbalizer": {"0": ["bad"], "1": ["good"]}, "model": "m", "k": 4, "data_seed": 13,
+            "dev": {"accuracy": 0.5}}
+    store.append({**base, "run_id": "a", "train_seed": 1, "test": {"accuracy": 0.9}})
+    store.append({**base, "run_id": "b", "train_seed": 2, "test": {"accuracy": 0.7}})
+    store.append({**base, "run_id": "a", "train_seed": 1, "test": {"accuracy": 0.9}})
+    assert [r["run_id"] for r in store.records()] == ["a", "b"]
