@@ -1,6 +1,6 @@
 """Your own task from a CSV file: a zero-shot prompt against a learned soft prompt, through the Python API.
 
-    python examples/custom_csv.py                                # the embedded SmolLM2-135M, offline
+    python examples/custom_csv.py                                # the embedded SmolLM2-135M, offline, a few CPU minutes
     python examples/custom_csv.py --model path/to/checkpoint --k 8 --steps 50 --csv my_reviews.csv
 
 The CSV needs a ``review`` and a ``label`` column (labels ``neg`` / ``pos``); the first 24 rows are
