@@ -250,7 +250,9 @@ class SweepConfig:
     stability_lambda: float = 1.0
     pruner: str = "median"
     startup_trials: int = 5  # trials sampled at random (and never pruned) before TPE and pruning start
-    seed: int | None = None  # the sampler's seed; leave unset when several workers share a study
+    # the sampler's seed (plus the study's trial count when a worker joins); leave it unset for
+    # workers started at the same moment, which would otherwise propose the same trials
+    seed: int | None = None
 
 
 def select_method(specs: list[MethodSpec], wanted: str | None, where: str = "sweep.method") -> int:

@@ -187,7 +187,12 @@ class Sweep:
         import optuna
 
         storage = open_storage(self.storage, self.heartbeat_interval, self.grace_period, self.max_retry)
-        seed = self.settings.seed
+        try:
+            existing = storage.get_n_trials(storage.get_study_id_from_name(self.study_name))
+        except KeyError:
+            existing = 0
+        # a worker joining a study that has trials draws another random stream than the first did
+        seed = None if self.settings.seed is None else self.settings.seed + existing
         if self.seed_sweep:
             with warnings.catch_warnings():  # "experimental" in optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

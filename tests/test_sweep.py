@@ -161,11 +161,12 @@ def test_two_postgres_workers_survive_one_killed_mid_trial(toy, postgres_url, tm
     fails that trial by heartbeat, re-runs its parameters (reusing the finished data seed), and the
     study reaches N finished trials with every record whole."""
     # no sampler seed: two workers seeded alike would propose the same parameters
-    config, study, n = toy(max_steps=40, sweep={"seed": None}), f"two-workers-{uuid.uuid4().hex[:8]}", 6
+    # the survivor must start a trial after the grace period: N is large next to one trial
+    config, study, n = toy(max_steps=30, sweep={"seed": None}), f"two-workers-{uuid.uuid4().hex[:8]}", 8
     out = tmp_path / "out"
     command = [sys.executable, "-m", "prompting.cli", "sweep", str(config), "--storage", postgres_url,
                "--study", study, "--n-trials", str(n), "--output-dir", str(out), "-q",
-               "--heartbeat-interval", "1", "--grace-period", "4"]
+               "--heartbeat-interval", "1", "--grace-period", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
                for _ in range(2)]
