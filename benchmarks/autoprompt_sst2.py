@@ -69,19 +69,22 @@ def main() -> None:
         method = AutoPrompt(lm, args.template, verbalizer, labels=task.labels, iterations=args.iterations,
                             num_candidates=args.candidates, score_examples=args.score_examples, seed=seed)
         config = TrainConfig(batch_size=args.batch_size, seed=seed)
+        test_data, dev_data = method.encode(test_examples), method.encode(dev_examples)
+        init_tokens = method.trigger_tokens()
+        init_test, _ = evaluate(method, test_data, 32, progress="test (initial trigger)")
         started = time.perf_counter()
-        result = train(method, method.encode(train_examples), method.encode(dev_examples), config)
+        result = train(method, method.encode(train_examples), dev_data, config)
         search_seconds = time.perf_counter() - started
-        test_data = method.encode(test_examples)
         found, _ = evaluate(method, test_data, 32, progress="test (found)")
         found_tokens, found_template = method.trigger_tokens(), method.found_template().text
         method.set_random_triggers(seed)
-        random_dev, _ = evaluate(method, method.encode(dev_examples), 32)
+        random_dev, _ = evaluate(method, dev_data, 32)
         random_test, _ = evaluate(method, test_data, 32, progress="test (random)")
         record = {"data_seed": seed, "found_template": found_template, "found_trigger": found_tokens,
                   "found_dev": result.best_dev, "found_test": found, "best_iteration": result.best_step,
                   "swaps": sum(r["swapped"] for r in result.history),
                   "random_trigger": method.trigger_tokens(), "random_dev": random_dev, "random_test": random_test,
+                  "initial_trigger": init_tokens, "initial_test": init_test,
                   "search_seconds": round(search_seconds, 1), "history": result.history,
                   "settings": {"template": args.template, "iterations": args.iterations, "k": args.k,
                                "candidates": args.candidates, "batch_size": args.batch_size,
@@ -97,13 +100,16 @@ def main() -> None:
     rows = [done[s] for s in sorted(done)]
     found_acc = [r["found_test"]["accuracy"] for r in rows]
     random_acc = [r["random_test"]["accuracy"] for r in rows]
+    init_acc = [r["initial_test"]["accuracy"] for r in rows if "initial_test" in r]
     spread = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
     summary = {"template": args.template, "verbalizer": verbalizer.to_dict(), "model": args.model,
                "test_examples": len(test_examples), "no_trigger_template": bare, "no_trigger_test": no_trigger,
                "found_mean": statistics.mean(found_acc), "found_std": spread(found_acc),
                "random_mean": statistics.mean(random_acc), "random_std": spread(random_acc),
-               "seeds": [{k: r[k] for k in ("data_seed", "found_template", "found_trigger", "found_dev",
-                                            "found_test", "random_trigger", "random_test", "best_iteration",
+               "initial_mean": statistics.mean(init_acc) if init_acc else None,
+               "seeds": [{k: r.get(k) for k in ("data_seed", "found_template", "found_trigger", "found_dev",
+                                            "found_test", "random_trigger", "random_test", "initial_trigger",
+                                            "initial_test", "best_iteration",
                                             "swaps", "search_seconds")} for r in rows]}
     (args.out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     settings = rows[0]["settings"]
@@ -119,7 +125,11 @@ def main() -> None:
                   f"{r['found_test']['accuracy']:.3f} | {' '.join(r['random_trigger'])} | {r['random_test']['accuracy']:.3f} |")
     md += [f"| **mean ± std** | | | **{summary['found_mean']:.3f} ± {summary['found_std']:.3f}** | | "
            f"**{summary['random_mean']:.3f} ± {summary['random_std']:.3f}** |", "",
-           f"No trigger at all (`{bare}`): test accuracy {no_trigger['accuracy']:.3f}.", ""]
+           f"No trigger at all (`{bare}`): test accuracy {no_trigger['accuracy']:.3f}."]
+    if init_acc:
+        md.append(f"The starting trigger (`{' '.join(rows[0]['initial_trigger'])}`, before any search): mean test "
+                  f"accuracy {statistics.mean(init_acc):.3f} over {len(init_acc)} seed(s).")
+    md.append("")
     (args.out / f"{stem}.md").write_text("\n".join(md))
     print("\n".join(md))
 

@@ -274,7 +274,7 @@ class AutoPrompt(PromptMethod):
                 record["dev"] = dev
                 if key > best_key:
                     best_key, best_dev, best_ids, best_step = key, dev, self.trigger_ids.clone(), step
-            elif swapped:  # no dev set: every kept swap scored better, so the last trigger is the best
+            elif swapped:  # no dev set: keep the latest accepted swap
                 best_ids, best_step = self.trigger_ids.clone(), step
             history.append(record)
             bar.set_postfix(loss=f"{loss:.3f}", trigger=" ".join(record["trigger"])[:40])
