@@ -51,6 +51,7 @@ def _optuna_plots(study, folder: Path, slug: str, seed_param: str) -> tuple[dict
         if complete:
             ax = vis.plot_optimization_history(study, target_name="dev objective")
             out["history"] = _save(ax.figure, folder / f"sweep_{slug}_history.png")
+        seed_sweep = any(seed_param in t.params for t in complete)
         params = {k for t in complete for k in t.params if k != seed_param}
         varied = [k for k in params if len({repr(t.params.get(k)) for t in complete}) > 1]
         if len(complete) >= 2 and varied:
@@ -59,9 +60,9 @@ def _optuna_plots(study, folder: Path, slug: str, seed_param: str) -> tuple[dict
                 out["importance"] = _save(ax.figure, folder / f"sweep_{slug}_importance.png")
             except (ValueError, RuntimeError) as err:
                 notes.append(f"parameter importance not computed: {err}")
-        elif not (seed_param in params):
+        elif not seed_sweep:
             notes.append("parameter importance needs two completed trials with different parameters")
-        if any(t.intermediate_values for t in study.get_trials(deepcopy=False)) and seed_param not in params:
+        if any(t.intermediate_values for t in study.get_trials(deepcopy=False)) and not seed_sweep:
             ax = vis.plot_intermediate_values(study)
             ax.set_ylabel("dev objective after each data seed")
             out["intermediate"] = _save(ax.figure, folder / f"sweep_{slug}_intermediate.png")
@@ -94,6 +95,8 @@ def _seeds_plot(trials, folder: Path, slug: str, seed_param: str) -> Path | None
     right.hist([100 * v for v in values], bins=min(10, max(3, len(values) // 2)), color="#4c72b0")
     mean = 100 * statistics.fmean(values)
     std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    right.yaxis.get_major_locator().set_params(integer=True)
+    right.set_ylabel("seeds")
     right.axvline(mean, color="black", lw=1)
     for edge in (mean - std, mean + std):
         right.axvline(edge, color="grey", lw=0.8, ls="--")
