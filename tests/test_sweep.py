@@ -319,3 +319,31 @@ def test_joining_a_study_made_for_another_method_is_refused(toy, tmp_path):
     Sweep(cfg, tmp_path, storage=storage, study_name="shared", method="ptuning").run()  # creates it, runs nothing
     with pytest.raises(SweepError, match="created for method 'ptuning'; this command sweeps method 'manual'"):
         Sweep(cfg, tmp_path, storage=storage, study_name="shared", method="manual").run()
+
+
+def test_a_diverged_trial_leaves_the_lm_as_it_was_for_the_next(make_tiny_lm, monkeypatch):
+    """Sweeps reuse one LM across trials: a tune_lm run that raises must not leave its weights behind."""
+    import torch
+
+    from prompting import harness
+    from prompting.data import Example, Task
+    from prompting.harness import Experiment, MethodSpec, Protocol
+    from prompting.train import TrainingError
+
+    lm = make_tiny_lm("llama")
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+
+    def diverge(method, *args, **kwargs):
+        with torch.no_grad():
+            for p in method.lm.model.parameters():
+                p.add_(1.0)
+        raise TrainingError("loss became nan")
+
+    monkeypatch.setattr(harness, "train", diverge)
+    examples = [Example({"text_a": f"the film was {a}."}, str(int(a in POSITIVE))) for a in POSITIVE + NEGATIVE]
+    task = Task("toy", ("0", "1"), ("text_a",), examples, examples[:4])
+    experiment = Experiment(lm, task, [MethodSpec("manual", train=True, train_config={"max_steps": 1})],
+                            [("{text_a} It was {mask}.", {"0": ["bad"], "1": ["good"]})], Protocol(k=2, data_seeds=(13,)))
+    with pytest.raises(TrainingError):
+        experiment.run(progress=False)
+    assert all(torch.equal(before[k], v) for k, v in lm.model.state_dict().items())
