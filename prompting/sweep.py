@@ -37,7 +37,7 @@ import yaml
 
 from .config import ConfigError, ExperimentConfig, method_space, parse_config, select_method
 from .harness import Experiment, MethodSpec
-from .searchspace import SLOT_PARAMS, TRAIN_PARAMS, apply_params, resize_slots
+from .searchspace import SLOT_PARAMS, apply_params, resize_slots
 from .template import Template
 from .train import TrainingError
 
