@@ -319,6 +319,16 @@ def test_joining_a_study_made_for_another_method_is_refused(toy, tmp_path):
     Sweep(cfg, tmp_path, storage=storage, study_name="shared", method="ptuning").run()  # creates it, runs nothing
     with pytest.raises(SweepError, match="created for method 'ptuning'; this command sweeps method 'manual'"):
         Sweep(cfg, tmp_path, storage=storage, study_name="shared", method="manual").run()
+    with pytest.raises(SweepError, match="created for objective 'mean'; this command sweeps objective 'stable'"):
+        Sweep(cfg, tmp_path, storage=storage, study_name="shared", method="ptuning", objective="stable").run()
+
+
+def test_the_stable_objective_subtracts_lambda_times_the_spread_over_data_seeds():
+    from prompting.sweep import objective_value
+
+    assert objective_value([0.8, 0.6]) == pytest.approx(0.7)
+    assert objective_value([0.8, 0.6], "stable", 2.0) == pytest.approx(0.7 - 2.0 * statistics.stdev([0.8, 0.6]))
+    assert objective_value([0.8], "stable", 2.0) == pytest.approx(0.8)
 
 
 def test_a_diverged_trial_leaves_the_lm_as_it_was_for_the_next(make_tiny_lm, monkeypatch):
