@@ -26,7 +26,7 @@ from ..backbone import LanguageModel
 from ..template import PromptBatch, Template, TemplateError
 from ..verbalizer import Verbalizer
 from .base import PromptMethod
-from .soft import check_choice, place_soft
+from .soft import check_choice, place_soft, soft_slot_counts
 
 __all__ = ["PTuning", "PromptEncoder", "ENCODERS"]
 
@@ -89,7 +89,7 @@ class PTuning(PromptMethod):
     def _encoder_inputs(self) -> torch.Tensor:
         weight = self.lm.embeddings.weight.detach()
         vectors = []
-        for own, (kind, count) in zip(self.encoder.soft_init_ids, [p for p in self.encoder.pieces if p[0] == "soft"]):
+        for own, count in zip(self.encoder.soft_init_ids, soft_slot_counts(self.encoder)):
             if own is not None:
                 vectors.append(weight[torch.tensor(own, device=weight.device)].float())
             else:
@@ -108,7 +108,7 @@ class PTuning(PromptMethod):
         return {"soft_prompt": self.prompt_embeddings().detach().clone()}
 
     def load_prompt_state(self, state: dict[str, torch.Tensor]) -> None:
-        expected = (sum(c for k, c in self.encoder.pieces if k == "soft"), self.lm.embeddings.embedding_dim)
+        expected = (sum(soft_slot_counts(self.encoder)), self.lm.embeddings.embedding_dim)
         prompt = state["soft_prompt"]
         if tuple(prompt.shape) != expected:
             raise ValueError(f"saved soft_prompt has shape {tuple(prompt.shape)}; this template and model need {expected}")

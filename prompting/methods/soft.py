@@ -30,7 +30,8 @@ from ..template import PromptBatch, Template, TemplateEncoder, TemplateError, Te
 from ..verbalizer import Verbalizer
 from .base import PromptMethod
 
-__all__ = ["SoftPrompt", "place_soft", "soft_init_ids", "template_words", "SOFT_INITS"]
+__all__ = ["SoftPrompt", "place_soft", "soft_init_ids", "soft_slot_counts", "template_words",
+           "SOFT_INITS"]
 
 SOFT_INITS = ("text", "vocab", "uniform")
 COMMON_VOCAB = 5000
@@ -59,7 +60,7 @@ def soft_init_ids(encoder: TemplateEncoder, source_text: str | None, tokenizer) 
     """
     source = list(tokenizer(source_text, add_special_tokens=False)["input_ids"]) if source_text else []
     ids, cursor = [], 0
-    for own, count in zip(encoder.soft_init_ids, _slot_counts(encoder)):
+    for own, count in zip(encoder.soft_init_ids, soft_slot_counts(encoder)):
         if own is not None:
             ids.extend(own)
             continue
@@ -72,7 +73,8 @@ def soft_init_ids(encoder: TemplateEncoder, source_text: str | None, tokenizer) 
     return ids
 
 
-def _slot_counts(encoder: TemplateEncoder) -> list[int]:
+def soft_slot_counts(encoder: TemplateEncoder) -> list[int]:
+    """How many soft tokens each ``{soft}`` slot of the template holds, in order."""
     return [count for kind, count in encoder.pieces if kind == "soft"]
 
 
@@ -86,7 +88,7 @@ def common_token_ids(lm: LanguageModel, n: int) -> torch.Tensor:
 
 def initial_embeddings(lm: LanguageModel, encoder: TemplateEncoder, init: str, init_text: str | None) -> torch.Tensor:
     """[n_soft, H] starting vectors for the soft slots (see the module docstring for ``init``)."""
-    n = sum(_slot_counts(encoder))
+    n = sum(soft_slot_counts(encoder))
     weight = lm.embeddings.weight.detach()
     if init == "text":
         source = init_text if init_text is not None else template_words(encoder.template)
