@@ -40,8 +40,10 @@ class PrefixTuning(PromptMethod):
     name = "prefix"
     method_params = {"prefix_length": 10, "prefix_projection": True, "prefix_hidden_size": 512,
                      "init": "random", "init_text": None}
-    train_defaults = {"lr": 1e-2, "tune_lm": False}
-    search_space = {**PromptMethod.search_space, "lr": {"low": 1e-3, "high": 1e-1, "log": True},
+    # tuned on SST-2 K=16 (benchmarks/learning_check.py): Adam moves every weight of the wide MLP
+    # output layer at once, and from 3e-4 up the loss jumped in the first steps
+    train_defaults = {"lr": 1e-4, "tune_lm": False}
+    search_space = {**PromptMethod.search_space, "lr": {"low": 3e-5, "high": 3e-3, "log": True},
                     "prefix_length": {"low": 2, "high": 32, "log": True},
                     "prefix_hidden_size": {"choices": [128, 256, 512]}}
 
