@@ -300,6 +300,7 @@ class Sweep:
         experiment = self._experiment
         experiment.methods, experiment.protocol = [spec], protocol
         metric = protocol.select_metric
+        n_splits = 1 if experiment.task.fixed_split else len(protocol.data_seeds)
         per_seed: dict[int, float] = {}
         run_ids: list[str] = []
 
@@ -310,7 +311,8 @@ class Sweep:
             trial.set_user_attr("run_ids", list(run_ids))
             value = objective_value(list(per_seed.values()), self.objective, self.stability_lambda)
             trial.report(value, step=len(per_seed) - 1)
-            if not self.seed_sweep and trial.should_prune():
+            # after the last split there is nothing left to save: the trial completes
+            if not self.seed_sweep and len(per_seed) < n_splits and trial.should_prune():
                 raise optuna.TrialPruned(f"after data seed {data_seed}: {value:.4f}")
 
         try:

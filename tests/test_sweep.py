@@ -248,6 +248,7 @@ def test_a_pruned_trial_stops_after_its_first_data_seed(toy, tmp_path, monkeypat
     assert list(trials[1].intermediate_values) == [0] and list(trials[1].user_attrs["dev_by_seed"]) == ["13"]
     tagged = [r for r in ResultsStore(tmp_path).records() if r["sweep"]["trial"] == 1]
     assert [r["data_seed"] for r in tagged] == [13], "a pruned trial runs no further data seed"
+    assert calls == [0, 1, 2], "no pruning after the last data seed: the trial's work is done"
 
 
 def test_seed_sweep_tries_each_training_seed_once_and_plots_them(toy, tmp_path):
