@@ -173,7 +173,10 @@ class Sweep:
                               "of its search space; give sweep.params")
         self.templates = [self.base.template] if self.base.template else list(dict.fromkeys(t for t, _ in self.cfg.prompts))
         mode = "seeds" if self.seed_sweep else "params"
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.cfg.name}-{self.base.label}").strip("-")
+        # the method's name, or its label where several entries share the name
+        same = sum(m.name == self.base.name for m in self.cfg.methods) > 1
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.cfg.name}-{self.base.label if same else self.base.name}")
+        slug = slug.strip("-")
         self.study_name = self.study_name or f"{slug}-{mode}"
         self.storage = self.storage or default_storage(self.output_dir)
         self.mode = mode
@@ -384,7 +387,7 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--storage", help="database URL; default sqlite:///OUTPUT_DIR/sweep.db; "
                                      "postgresql://USER:PW@HOST:PORT/DB for many machines")
     p.add_argument("--n-trials", type=int, help="finished trials the study should have (all workers together)")
-    p.add_argument("--study", help="study name (default CONFIG_NAME-METHOD_LABEL-params|seeds)")
+    p.add_argument("--study", help="study name (default CONFIG_NAME-METHOD-params|seeds)")
     p.add_argument("--method", help="name or label of the config's method to sweep")
     p.add_argument("--objective", choices=["mean", "stable"], help="mean dev over data seeds, or mean - λ·std")
     p.add_argument("--stability-lambda", type=float, help="λ of the stable objective (default 1)")
