@@ -215,8 +215,9 @@ class Sweep:
             mine["n_seeds"] = self.n_trials
         theirs = study.user_attrs
         if "method" not in theirs:
-            for key, value in mine.items():
-                study.set_user_attr(key, value)
+            # "method" last: a worker that joins meanwhile and sees it finds every other attribute set
+            for key in sorted(mine, key=lambda k: k == "method"):
+                study.set_user_attr(key, mine[key])
             self.n_seeds = self.n_trials
             return study
         for key, what in (("method", "method"), ("label", "method entry"), ("mode", "kind of sweep"),
