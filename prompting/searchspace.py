@@ -124,8 +124,8 @@ def _has_slots(templates: Sequence[str], kind: type) -> bool:
 
 def _applies(name: str, templates: Sequence[str]) -> bool:
     """Whether a parameter can change these templates' runs (a slot length needs such a slot)."""
-    if name in SLOT_PARAMS:
-        return _has_slots(templates, SLOT_PARAMS[name])
+    if name in SLOT_PARAMS:  # one template to resize: the method's own, or the experiment's only one
+        return len(set(templates)) == 1 and _has_slots(templates, SLOT_PARAMS[name])
     if name == "prompt_tokens":  # soft prompts: only for templates that do not place their own slots
         return not any(Template(t).has_soft for t in templates)
     return True
@@ -157,8 +157,8 @@ def build_space(where: str, method_cls, fixed: Sequence[str], overrides: dict | 
                 f"{where}: unknown parameter {name!r} for method {method_cls.name!r}{untrained}; sweepable "
                 f"parameters: {', '.join(allowed)}")
         if not _applies(name, templates):
-            what = "a {soft:N} slot" if name == "soft_length" else "a {trigger:N} slot" \
-                if name == "trigger_length" else "a template without {soft} slots"
+            what = "one template with a {soft:N} slot" if name == "soft_length" else \
+                "one template with a {trigger:N} slot" if name == "trigger_length" else "a template without {soft} slots"
             raise SearchSpaceError(f"{where}: {name!r} needs {what}; the templates are "
                                    f"{', '.join(repr(t) for t in templates)}")
         space[name] = parse_param(where, name, spec)

@@ -290,7 +290,7 @@ def test_bad_storage_url_on_the_command_line(toy, tmp_path, capsys):
     ({"lr": {"low": 0, "high": 1e-2, "log": True}}, "log: true needs low > 0"),
     ({"encoder": {"choices": []}}, "choices=\\[\\] is not valid"),
     ({"lr": {"low": 1e-4, "high": 1e-2, "scale": "log"}}, "unknown key 'scale'"),
-    ({"trigger_length": {"low": 1, "high": 4}}, "'trigger_length' needs a {trigger:N} slot"),
+    ({"trigger_length": {"low": 1, "high": 4}}, "'trigger_length' needs one template with a {trigger:N} slot"),
 ])
 def test_bad_search_spaces_name_the_parameter(toy, params, message):
     data = json.loads(toy().read_text())
