@@ -10,6 +10,9 @@ seeds: {train_seeds: [1, 2], select_by: dev, metric: accuracy}
 methods:
   - {name: manual, train: false}
   - {name: manual, train: true, lr: 1.0e-5, max_steps: 32, ensemble: wmean}
+sweep:                        # for `prompting sweep` (see prompting.sweep); `prompting run` ignores it
+  method: PET                 # a method's label or name
+  params: {lr: {low: 1.0e-6, high: 1.0e-4, log: true}, batch_size: [4, 8]}
 ```
 """
 
