@@ -75,8 +75,8 @@ def _seeds_plot(trials, folder: Path, slug: str, seed_param: str) -> Path | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = sorted((t.params[seed_param], t.value, t.user_attrs.get("test_mean")) for t in trials
-                    if t.value is not None and seed_param in t.params)
+    points = sorted({t.params[seed_param]: (t.params[seed_param], t.value, t.user_attrs.get("test_mean"))
+                     for t in reversed(trials) if t.value is not None and seed_param in t.params}.values())
     if not points:
         return None
     seeds, values, tests = zip(*points)
@@ -138,7 +138,8 @@ def write_sweep_report(study, directory: str | Path, name: str | None = None,
                   f"{_pct(best.user_attrs.get('test_mean'))}; params: "
                   + ", ".join(f"`{k}={_fmt(v)}`" for k, v in best.params.items()), ""]
     if attrs.get("mode") == "seeds" and len(complete) > 1:
-        values = [t.value for t in complete]
+        # two workers can draw the same seed (optuna's brute-force sampler): count each seed once
+        values = list({t.params.get(seed_param): t.value for t in reversed(complete)}.values())
         lines += [f"Over {len(values)} training seeds the dev objective is {_pct(statistics.fmean(values))} ± "
                   f"{_pct(statistics.stdev(values))} (min {_pct(min(values))}, max {_pct(max(values))}).", ""]
     lines += ["| trial | state | dev objective | dev by data seed | test (mean) | params | retry of | worker |",
