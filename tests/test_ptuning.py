@@ -27,7 +27,7 @@ def first_batch(method):
 
 def test_registered_with_its_parameters():
     assert METHODS["ptuning"] is PTuning
-    assert set(PTuning.method_params) == {"encoder", "hidden_size"}
+    assert set(PTuning.method_params) == {"encoder", "hidden_size", "residual"}
     assert PTuning.method_params["encoder"] == "lstm"
 
 
@@ -72,6 +72,21 @@ def test_encoder_inputs_start_from_the_slots_text(tiny_causal_lm):
     assert not torch.allclose(inputs[len(ids):], lm.embeddings.weight[ids[:1]].expand(2, -1))
 
 
+@pytest.mark.parametrize("fixture", ["tiny_causal_lm", "tiny_bert_lm"])
+@pytest.mark.parametrize("encoder", ["lstm", "mlp"])
+def test_residual_encoder_starts_as_the_manual_prompt_and_still_learns(fixture, encoder, request):
+    lm = request.getfixturevalue(fixture)
+    manual = build_method("manual", lm, "Review: {text_a} It was {mask}.", VERBALIZER)
+    method = PTuning(lm, '{soft:"Review:"} {text_a} {soft:"It was"} {mask}.', VERBALIZER, encoder=encoder,
+                     hidden_size=16, residual=True)
+    torch.testing.assert_close(method.predict_scores(method.encode(EXAMPLES)),
+                               manual.predict_scores(manual.encode(EXAMPLES)), atol=1e-5, rtol=0)
+    loss = method(next(method.batches(method.encode(EXAMPLES), 6))).sum()
+    loss.backward()
+    assert method.prompt_encoder.head[-1].weight.grad.abs().sum() > 0  # the zero layer gets a gradient
+    assert PTuning(lm, TEMPLATE, VERBALIZER, residual=True).prompt_encoder.inputs.std() < 2 * lm.embeddings.weight.std()
+
+
 def test_bad_settings_name_the_field(tiny_causal_lm):
     lm = tiny_causal_lm
     with pytest.raises(TemplateError, match="no \\{soft\\} slot"):
@@ -80,6 +95,8 @@ def test_bad_settings_name_the_field(tiny_causal_lm):
         PTuning(lm, TEMPLATE, VERBALIZER, encoder="gru")
     with pytest.raises(ValueError, match="hidden_size=0"):
         PTuning(lm, TEMPLATE, VERBALIZER, hidden_size=0)
+    with pytest.raises(ValueError, match="residual='no'"):
+        PTuning(lm, TEMPLATE, VERBALIZER, residual="no")
     with pytest.raises(ValueError, match="has no parameter 'prompt_tokens'"):
         build_method("ptuning", lm, TEMPLATE, VERBALIZER, prompt_tokens=3)
 

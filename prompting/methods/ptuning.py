@@ -10,9 +10,13 @@ and a two-layer MLP head (the paper's choice, ``encoder: lstm``), or through an 
 more stably than free vectors (see :mod:`prompting.methods.soft` for those).
 
 The encoder's input vectors start as the embeddings of a ``{soft:"text"}`` slot's words, or random
-(N(0, 1), as ``torch.nn.Embedding``) for a ``{soft:N}`` slot. The LM is frozen by default; the paper
-also tunes it: ``TrainConfig(tune_lm=True, lm_lr=1e-5)``. A saved prompt keeps only the encoder's
-output (see :mod:`prompting.methods.saving`).
+for a ``{soft:N}`` slot (N(0, 1), as ``torch.nn.Embedding``). The encoder's output at step 0 is
+then unrelated to those words; ``residual: true`` (Razdaibiedina et al. 2023) adds the inputs to the
+output and starts the head's last layer at zero, so the prompt starts as exactly its input vectors
+(the words, or random ones with the vocabulary's spread) and the encoder learns a correction.
+
+The LM is frozen by default; the paper also tunes it: ``TrainConfig(tune_lm=True, lm_lr=1e-5)``.
+A saved prompt keeps only the encoder's output (see :mod:`prompting.methods.saving`).
 """
 
 from __future__ import annotations
@@ -34,13 +38,17 @@ ENCODERS = ("lstm", "mlp")
 
 
 class PromptEncoder(nn.Module):
-    """Trainable input vectors [n, H] -> prompt vectors [n, H], through an LSTM + MLP head or an MLP."""
+    """Trainable input vectors [n, H] -> prompt vectors [n, H], through an LSTM + MLP head or an MLP.
 
-    def __init__(self, inputs: torch.Tensor, hidden_size: int, kind: str = "lstm"):
+    ``residual``: the output is ``inputs + head(...)`` with the head's last layer starting at zero,
+    so the encoder starts as the identity (Razdaibiedina et al. 2023, residual reparameterisation).
+    """
+
+    def __init__(self, inputs: torch.Tensor, hidden_size: int, kind: str = "lstm", residual: bool = False):
         super().__init__()
         check_choice("encoder", kind, ENCODERS)
         dim = inputs.shape[1]
-        self.kind = kind
+        self.kind, self.residual = kind, residual
         self.inputs = nn.Parameter(inputs)
         if kind == "lstm":
             self.lstm = nn.LSTM(dim, hidden_size, num_layers=2, bidirectional=True, batch_first=True)
@@ -49,19 +57,22 @@ class PromptEncoder(nn.Module):
         else:
             self.head = nn.Sequential(nn.Linear(dim, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size),
                                       nn.ReLU(), nn.Linear(hidden_size, dim))
+        if residual:
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def forward(self) -> torch.Tensor:
         hidden = self.inputs
         if self.kind == "lstm":
             hidden = self.lstm(hidden.unsqueeze(0))[0].squeeze(0)
-        return self.head(hidden)
+        return self.inputs + self.head(hidden) if self.residual else self.head(hidden)
 
 
 class PTuning(PromptMethod):
     """P-tuning: the ``{soft}`` slots are filled by a prompt encoder (LSTM or MLP)."""
 
     name = "ptuning"
-    method_params = {"encoder": "lstm", "hidden_size": None}
+    method_params = {"encoder": "lstm", "hidden_size": None, "residual": False}
     train_defaults = {"lr": 1e-3, "tune_lm": False, "lm_lr": 1e-5}
     search_space = {**PromptMethod.search_space, "lr": {"low": 1e-4, "high": 3e-2, "log": True},
                     "encoder": {"choices": list(ENCODERS)}, "hidden_size": {"choices": [64, 128, 256]},
@@ -69,7 +80,7 @@ class PTuning(PromptMethod):
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None,
-                 encoder: str = "lstm", hidden_size: int | None = None):
+                 encoder: str = "lstm", hidden_size: int | None = None, residual: bool = False):
         template = template if isinstance(template, Template) else Template(template)
         if not template.has_soft:
             raise TemplateError(
@@ -80,20 +91,25 @@ class PTuning(PromptMethod):
         hidden_size = dim if hidden_size is None else hidden_size
         if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
             raise ValueError(f"hidden_size={hidden_size!r} is not valid; it must be an integer >= 1")
+        if not isinstance(residual, bool):
+            raise ValueError(f"residual={residual!r} is not valid; use true or false")
         super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
-        self.encoder_kind, self.hidden_size = encoder, hidden_size
-        self.prompt_encoder: PromptEncoder | None = PromptEncoder(self._encoder_inputs(), hidden_size, encoder)
+        self.encoder_kind, self.hidden_size, self.residual = encoder, hidden_size, residual
+        self.prompt_encoder: PromptEncoder | None = PromptEncoder(self._encoder_inputs(), hidden_size, encoder,
+                                                                  residual)
         self.prompt_encoder.to(lm.device)
         self.register_parameter("folded", None)  # the encoder's output, once loaded from a saved prompt
 
     def _encoder_inputs(self) -> torch.Tensor:
         weight = self.lm.embeddings.weight.detach()
+        # residual: the inputs are the prompt at step 0, so random ones take the vocabulary's spread
+        scale = weight.float().std().item() if self.residual else 1.0
         vectors = []
         for own, count in zip(self.encoder.soft_init_ids, soft_slot_counts(self.encoder)):
             if own is not None:
                 vectors.append(weight[torch.tensor(own, device=weight.device)].float())
             else:
-                vectors.append(torch.randn(count, weight.shape[1]).to(weight.device))
+                vectors.append(scale * torch.randn(count, weight.shape[1]).to(weight.device))
         return torch.cat(vectors).clone()
 
     def prompt_embeddings(self) -> torch.Tensor:
@@ -116,4 +132,4 @@ class PTuning(PromptMethod):
         self.folded = nn.Parameter(prompt.float().to(self.lm.device))
 
     def extra_config(self) -> dict:
-        return {"encoder": self.encoder_kind, "hidden_size": self.hidden_size}
+        return {"encoder": self.encoder_kind, "hidden_size": self.hidden_size, "residual": self.residual}
