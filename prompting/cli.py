@@ -3,6 +3,7 @@
     prompting eval --task mr                               # zero-shot: every pattern x verbalizer
     prompting run experiments/quickstart.yaml --output-dir runs/quickstart
     prompting report runs/quickstart
+    prompting search-labels --task sst2 --data-dir ../shared/data/sst2 --k 16 --write my_sst2.yaml
     prompting sweep experiments/sst2_sweep.yaml --n-trials 10 --export-best runs/sst2_best.yaml
     prompting models
 """
@@ -102,6 +103,111 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _search_template(args) -> str:
+    """The template to search label words for: --template, else pattern --pattern of --templates."""
+    from .config import ConfigError, load_prompt_file
+
+    if args.template is not None:
+        if args.templates is not None or args.pattern is not None:
+            raise ValueError("--template is a template of its own; give it without --templates / --pattern")
+        return args.template
+    source = args.templates or args.task
+    try:
+        patterns, _ = load_prompt_file(source)
+    except ConfigError as err:
+        raise ConfigError(f"--templates {source!r}: {err}") from None
+    index = 0 if args.pattern is None else args.pattern
+    if not 0 <= index < len(patterns):
+        raise ValueError(f"--pattern {index} is out of range; {source} has {len(patterns)} patterns "
+                         f"(0 to {len(patterns) - 1})")
+    return patterns[index]
+
+
+def _search_examples(args, task) -> tuple[list, str]:
+    """The labelled examples to rank words on, and a few words saying which."""
+    import random
+
+    from .data import sample_kshot
+
+    if args.k is not None:
+        train, _ = sample_kshot(task.train, args.k, args.data_seed, task.labels)  # the harness's train split
+        return train, f"K = {args.k} per class, data seed {args.data_seed}"
+    if args.limit is not None and args.limit < len(task.train):
+        return (random.Random(args.data_seed).sample(list(task.train), args.limit),
+                f"random {args.limit} of {len(task.train)}, data seed {args.data_seed}")
+    return list(task.train), "all of train"
+
+
+def search_labels_table(result, labels, n: int) -> str:
+    """Per label, one block: its ``n`` best words with their scores, best first."""
+    blocks = []
+    width = max([4] + [len(w) for ranked in result.words.values() for w, _ in ranked[:n]])
+    for label in labels:
+        ranked = result.words[str(label)][:n]
+        lines = [f"label {label}:", f"  {'rank':>4}  {'word':<{width}}  score"]
+        lines += [f"  {i:>4}  {word:<{width}}  {score:.4f}" for i, (word, score) in enumerate(ranked, 1)]
+        if len(ranked) < n:
+            lines.append(f"  (only {len(ranked)} words pass the filters)")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def cmd_search_labels(args) -> int:
+    from .backbone import LanguageModel
+    from .data import TASKS, load_task
+    from .labelsearch import RANKINGS, search_label_words, write_verbalizer
+    from .template import Template, TemplateError
+
+    # every cheap check before the model is loaded
+    if args.task not in TASKS:
+        raise ValueError(f"--task {args.task!r} is not a built-in task; choose one of {', '.join(TASKS)}")
+    if args.method not in RANKINGS:
+        raise ValueError(f"--method {args.method!r} is not valid; choose one of {', '.join(RANKINGS)}")
+    for option, value in (("--k", args.k), ("--limit", args.limit), ("--top", args.top),
+                          ("--words-per-label", args.words_per_label), ("--pattern", args.pattern)):
+        low = 0 if option == "--pattern" else 1
+        if value is not None and value < low:
+            raise ValueError(f"{option} {value} is not valid; give an integer >= {low}")
+    if args.k is not None and args.limit is not None:
+        raise ValueError(f"--limit {args.limit} is not valid together with --k {args.k}; give one of them "
+                         "(--k: K per class as the harness samples it; --limit: a random subset of train)")
+    text = _search_template(args)
+    try:
+        template = Template(text)
+    except TemplateError as err:
+        raise TemplateError(f"--template: {err}") from None
+    if template.n_trigger or template.has_soft:
+        raise ValueError(f"--template {text!r} has trigger or soft slots; label search reads a plain template "
+                         "with one {mask} (write AutoPrompt's found trigger words in first)")
+    task = load_task(args.task, data_dir=args.data_dir)
+    missing = [f for f in template.fields if f not in task.text_fields]
+    if missing:
+        raise ValueError(f"--template {text!r} uses the field {{{missing[0]}}}, which task {args.task!r} does "
+                         f"not have; its fields: {', '.join('{' + f + '}' for f in task.text_fields)}")
+    examples, which = _search_examples(args, task)
+
+    started = time.perf_counter()
+    lm = LanguageModel.load(args.model, device=args.device, max_length=args.max_length or 512,
+                            allow_download=args.allow_download)
+    result = search_label_words(lm, template, examples, task.labels, ranking=args.method,
+                                k=max(args.top, args.words_per_label), batch_size=args.batch_size,
+                                seed=args.data_seed, progress=not args.quiet)
+    print(f"label words for {args.task} by {args.method} ranking, model {args.model}: "
+          f"{len(examples)} train examples ({which}), {time.perf_counter() - started:.0f} s")
+    print(f"template: {text.replace(chr(10), '⏎')}")
+    print("score: " + ("cosine of the word's output embedding with the class's logistic-regression weights"
+                       if args.method == "classifier" else
+                       "mean log-likelihood of the training labels with the word standing for its class"))
+    print()
+    print(search_labels_table(result, task.labels, args.top))
+    verbalizer = result.verbalizer(args.words_per_label)
+    print(f"\nverbalizer ({args.words_per_label} per label): {verbalizer.describe()}")
+    if args.write:
+        path = write_verbalizer(args.write, verbalizer, task=args.task, pattern=text)
+        print(f"written to: {path}")
+    return 0
+
+
 def cmd_models(args) -> int:
     import importlib.util
 
@@ -151,6 +257,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1"])
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("search-labels", help="find label words for a task's template from labelled examples")
+    p.add_argument("--task", default="mr", help="built-in task (mr, sst2, cb, rte, boolq); default mr")
+    p.add_argument("--data-dir", help="folder with the task's files (not needed for mr)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id or local path; default {DEFAULT_MODEL}")
+    p.add_argument("--template", help="template string with one {mask} (default: --pattern of --templates)")
+    p.add_argument("--templates", help="prompt file to take the template from (default: the built-in one)")
+    p.add_argument("--pattern", type=int, help="index of the pattern in --templates; default 0")
+    p.add_argument("--k", type=int, help="rank on the K-per-class train split of --data-seed (as the harness "
+                                         "samples it); default: all train examples")
+    p.add_argument("--limit", type=int, help="rank on a random subset of this many train examples (without --k)")
+    p.add_argument("--data-seed", type=int, default=13)
+    p.add_argument("--method", default="classifier",
+                   help="classifier (AutoPrompt: logistic regression on the LM's features at {mask}) or "
+                        "likelihood (LM-BFF: label likelihood of the words the LM finds likely); default classifier")
+    p.add_argument("--top", type=int, default=10, help="words printed per label; default 10")
+    p.add_argument("--words-per-label", type=int, default=1, help="words per label in the verbalizer written; default 1")
+    p.add_argument("--write", metavar="FILE", help="add the verbalizer (and the template) to this templates YAML file")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded (off by default)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_search_labels)
 
     from .sweep import add_sweep_parser
 

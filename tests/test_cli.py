@@ -185,3 +185,97 @@ def test_models_lists_the_offline_aliases(capsys):
     out = capsys.readouterr().out
     assert "smollm2-135m" in out and "gemma3-270m" in out
     assert "local checkpoint folder" in out
+
+
+# ----------------------------------------------------------------------------------- search-labels
+def printed_blocks(stdout):
+    """``{label: [(word, score), ...]}`` from the per-label blocks that search-labels prints."""
+    blocks = {}
+    for chunk in stdout.split("\n\n"):
+        lines = chunk.strip("\n").splitlines()
+        if lines and lines[0].startswith("label ") and lines[0].endswith(":"):
+            assert lines[1].split() == ["rank", "word", "score"]
+            rows = [line.split() for line in lines[2:]]
+            assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+            blocks[lines[0][len("label "):-1]] = [(r[1], float(r[2])) for r in rows]
+    return blocks
+
+
+@pytest.mark.parametrize("method", ["classifier", "likelihood"])
+def test_search_labels_prints_one_block_per_label_with_the_top_words(sst2_dir, tiny_model_dir, method, capsys):
+    from prompting.config import builtin_templates, load_prompt_file
+
+    assert main(["search-labels", "--task", "sst2", "--data-dir", str(sst2_dir), "--model", str(tiny_model_dir),
+                 "--k", "2", "--method", method, "--top", "4", "-q"]) == 0
+    out = capsys.readouterr().out
+    blocks = printed_blocks(out)
+    assert list(blocks) == ["0", "1"]
+    for ranked in blocks.values():
+        assert len(ranked) == 4 and all(w.isalpha() and len(w) >= 2 for w, _ in ranked)
+        assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+    assert f"by {method} ranking" in out and "4 train examples (K = 2 per class, data seed 13)" in out
+    pattern0 = load_prompt_file(builtin_templates()["sst2"])[0][0]  # default: pattern 0 of the built-in file
+    assert f"template: {pattern0.replace(chr(10), '⏎')}\n" in out
+    assert f"verbalizer (1 per label): 0: {blocks['0'][0][0]} | 1: {blocks['1'][0][0]}" in out
+
+
+def test_search_labels_write_adds_a_loadable_verbalizer_to_an_existing_templates_file(
+        tmp_path, sst2_dir, tiny_model_dir, capsys):
+    import shutil
+
+    from prompting.config import builtin_templates, load_prompt_file, parse_config
+
+    path = tmp_path / "my_sst2.yaml"
+    shutil.copy(builtin_templates()["sst2"], path)
+    before_patterns, before_verbalizers = load_prompt_file(path)
+    template = "{text_a} Overall it was {mask}"
+    assert main(["search-labels", "--task", "sst2", "--data-dir", str(sst2_dir), "--model", str(tiny_model_dir),
+                 "--template", template, "--limit", "6", "--top", "3", "--words-per-label", "2",
+                 "--write", str(path), "-q"]) == 0
+    out = capsys.readouterr().out
+    blocks = printed_blocks(out)
+    assert {label: len(ranked) for label, ranked in blocks.items()} == {"0": 3, "1": 3}
+    assert "6 train examples (random 6 of 8, data seed 13)" in out and f"written to: {path}" in out
+
+    patterns, verbalizers = load_prompt_file(path)  # the loader configs use
+    assert path.read_text().startswith("# SST-2 (GLUE)")  # the file's leading comments are kept
+    assert patterns == before_patterns + [template]
+    assert verbalizers[:-1] == before_verbalizers
+    assert verbalizers[-1] == {label: [w for w, _ in ranked[:2]] for label, ranked in blocks.items()}
+    # a config can use the new entries by index
+    cfg = parse_config({"task": "sst2", "methods": [{"name": "manual", "train": False}],
+                        "templates": {"file": str(path), "patterns": [len(patterns) - 1],
+                                      "verbalizers": [len(verbalizers) - 1]}})
+    assert cfg.prompts == [(template, verbalizers[-1])]
+
+    # the same search again adds nothing twice; a new file is created loadable too
+    assert main(["search-labels", "--task", "sst2", "--data-dir", str(sst2_dir), "--model", str(tiny_model_dir),
+                 "--template", template, "--limit", "6", "--top", "3", "--words-per-label", "2",
+                 "--write", str(path), "-q"]) == 0
+    assert load_prompt_file(path) == (patterns, verbalizers)
+    fresh = tmp_path / "new" / "templates.yaml"
+    assert main(["search-labels", "--task", "sst2", "--data-dir", str(sst2_dir), "--model", str(tiny_model_dir),
+                 "--k", "2", "--write", str(fresh), "-q"]) == 0
+    new_patterns, new_verbalizers = load_prompt_file(fresh)
+    assert new_patterns == [before_patterns[0]] and len(new_verbalizers) == 1
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--method", "best"], "--method 'best' is not valid; choose one of classifier, likelihood"),
+    (["--task", "nope"], "--task 'nope' is not a built-in task; choose one of mr, sst2"),
+    (["--template", "{text_a} It was great."], "--template: template '{text_a} It was great.' has 0 {mask} slots"),
+    (["--template", "{premise} It was {mask}"], "uses the field {premise}, which task 'sst2' does not have"),
+    (["--template", "{text_a} {trigger:3} {mask}"], "has trigger or soft slots"),
+    (["--pattern", "9"], "--pattern 9 is out of range; sst2 has 4 patterns (0 to 3)"),
+    (["--top", "0"], "--top 0 is not valid; give an integer >= 1"),
+    (["--k", "2", "--limit", "5"], "--limit 5 is not valid together with --k 2"),
+    (["--k", "5"], "label '0' has 4 examples; K=5 per class"),
+])
+def test_search_labels_bad_options_exit_2_with_one_line(tmp_path, sst2_dir, options, expected, capsys):
+    # every one of these fails before a model is loaded: the model path does not even exist
+    assert main(["search-labels", "--task", "sst2", "--data-dir", str(sst2_dir), "--model", str(tmp_path / "no-model"),
+                 "--write", str(tmp_path / "out.yaml"), "-q", *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prompting search-labels: error: ") and err.count("\n") == 1, err
+    assert expected in err
+    assert not (tmp_path / "out.yaml").exists()
