@@ -2,7 +2,8 @@
 
 ``write_report(DIR)`` reads ``DIR/results.jsonl`` and writes ``report.md``, ``summary.csv``,
 ``runs.csv`` and ``plots/*.png``: accuracy by method with error bars, one point per run, and
-dev vs test of every run (does selecting by dev help?).
+dev vs test of every run (does selecting by dev help?). Runs that found a prompt (AutoPrompt's
+``found_template`` in the record's ``describe``) are listed with it under "Found prompts".
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Sequence
 
 from .results import ResultsStore, aggregate, select_runs
 
-__all__ = ["summary_table", "zero_shot_table", "write_report", "short"]
+__all__ = ["summary_table", "zero_shot_table", "found_prompts_table", "write_report", "short"]
 
 
 def short(text: str, width: int = 48) -> str:
@@ -79,6 +80,42 @@ def _stability_table(rows: Sequence[dict]) -> str:
         lines.append(f"| {r['label']} | `{short(r['template'])}` | {_pct(r['std_data_seeds'])} | "
                      f"{_pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
                      f"{100 * r['selection_gain']:+.1f} |")
+    return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    """Inline code for a markdown table cell, whole (never cut): newlines as ⏎, pipes escaped."""
+    text = text.replace("\n", "⏎").replace("|", "\\|")
+    fence = "``" if "`" in text else "`"
+    pad = " " if fence == "``" or text.startswith(" ") or text.endswith(" ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def found_template(record: dict) -> str | None:
+    """The prompt a run found (AutoPrompt's triggers written into its template), if any."""
+    describe = record.get("describe")
+    found = describe.get("found_template") if isinstance(describe, dict) else None
+    return found if isinstance(found, str) and found else None
+
+
+def found_prompts_table(records: Sequence[dict], metric: str = "accuracy") -> str:
+    """Markdown: every run whose method found a prompt, with dev and test scores; the run the seed
+    search selects in each data split is marked. Empty when no run found one."""
+    runs = [r for r in records if found_template(r)]
+    if not runs:
+        return ""
+    selected = select_runs(records, metric)
+    order = {}
+    for r in runs:  # settings in order of first appearance, then data seed, then training seed
+        order.setdefault((r["label"], r["template"], str(r["verbalizer"])), len(order))
+    runs.sort(key=lambda r: (order[(r["label"], r["template"], str(r["verbalizer"]))], r["data_seed"],
+                             r["train_seed"] is None, r["train_seed"] or 0))
+    lines = [f"| method | data seed | train seed | found template | dev {metric} | test {metric} | dev-selected |",
+             "|---|---:|---:|---|---:|---:|:---:|"]
+    for r in runs:
+        lines.append(f"| {r['label']} | {r['data_seed']} | {'–' if r['train_seed'] is None else r['train_seed']} | "
+                     f"{_code(found_template(r))} | {_pct((r['dev'] or {}).get(metric))} | "
+                     f"{_pct(r['test'].get(metric))} | {'✓' if r['run_id'] in selected else ''} |")
     return "\n".join(lines)
 
 
@@ -194,6 +231,10 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
         if len(rows) > 1:
             lines += [_winner(rows), ""]
         lines += ["### Stability", "", _stability_table(rows), ""]
+        found = found_prompts_table(recs, metric)
+        if found:
+            lines += ["### Found prompts", "", "The prompt each run found, its triggers written into the "
+                      "template; ✓ = the run selected by dev in its data split.", "", found, ""]
         if plots:
             for p in _plots(recs, rows, task, directory / "plots", metric):
                 out[p.stem] = p

@@ -1,0 +1,77 @@
+"""report.md from hand-written run records: the "Found prompts" section of AutoPrompt runs."""
+
+from prompting.report import found_prompts_table, write_report
+from prompting.results import ResultsStore, run_id
+
+START = "{text_a} {trigger:3} {mask}"
+VERBALIZER = {"0": ["bad"], "1": ["good"]}
+
+
+def record(task, label, method, template, data_seed, train_seed, dev, test, found=None):
+    settings = {"task": task, "method": method, "label": label, "template": template, "verbalizer": VERBALIZER,
+                "model": "tiny", "k": 4, "data_seed": data_seed, "train_seed": train_seed}
+    describe = {"method": method, "template": template, "verbalizer": VERBALIZER}
+    if found is not None:
+        describe.update(iterations=5, trigger_tokens=found.split(), found_template=found)
+    return {**settings, "run_id": run_id(settings), "describe": describe,
+            "dev": {"accuracy": dev, "macro_f1": dev}, "test": {"accuracy": test, "macro_f1": test},
+            "collapsed": False, "trainable_params": 0, "seconds": 2.0}
+
+
+AUTOPROMPT = [
+    # data seed 13: train seed 2 has the better dev score; data seed 21: a tie, the first seed wins
+    record("sst2", "AutoPrompt", "autoprompt", START, 13, 1, 0.6, 0.55, found="{text_a} noqa the to {mask}"),
+    record("sst2", "AutoPrompt", "autoprompt", START, 13, 2, 0.8, 0.70,
+           found="{text_a}\nschooling | torchvision {mask}"),
+    record("sst2", "AutoPrompt", "autoprompt", START, 21, 2, 0.7, 0.61, found="{text_a} a `b` c {mask}"),
+    record("sst2", "AutoPrompt", "autoprompt", START, 21, 1, 0.7, 0.64, found="{text_a} Clone totally yes {mask}"),
+]
+OTHERS = [
+    record("sst2", "manual zero-shot", "manual", "{text_a} It was {mask}.", 13, None, 0.5, 0.52),
+    record("sst2", "manual zero-shot", "manual", "{text_a} It was {mask}.", 21, None, 0.5, 0.50),
+    record("other", "PET", "manual", "Review: {text_a} {mask}", 13, 1, 0.6, 0.61),
+]
+
+
+def write(tmp_path, records):
+    store = ResultsStore(tmp_path / "runs")
+    for r in records:
+        store.append(r)
+    write_report(store.directory, plots=False)
+    return (store.directory / "report.md").read_text()
+
+
+def section(report, task, title):
+    """The lines of ``### title`` under ``## task``, up to the next heading."""
+    lines = report.split(f"## {task}\n", 1)[1].split("\n## ", 1)[0].splitlines()
+    if f"### {title}" not in lines:
+        return None
+    body = lines[lines.index(f"### {title}") + 1:]
+    return [line for line in body[:next((i for i, l in enumerate(body) if l.startswith("#")), len(body))] if line]
+
+
+def cells(line):
+    return [c.strip() for c in line.strip("|").split(" | ")]
+
+
+def test_found_prompts_lists_every_autoprompt_run_with_its_template_and_marks_the_selected_ones(tmp_path):
+    report = write(tmp_path, AUTOPROMPT + OTHERS)
+    lines = section(report, "sst2", "Found prompts")
+    assert lines is not None and lines[1].startswith("| method | data seed | train seed | found template |")
+    rows = [cells(line) for line in lines[3:]]
+    assert rows == [
+        ["AutoPrompt", "13", "1", "`{text_a} noqa the to {mask}`", "60.0", "55.0", ""],
+        ["AutoPrompt", "13", "2", "`{text_a}⏎schooling \\| torchvision {mask}`", "80.0", "70.0", "✓"],
+        ["AutoPrompt", "21", "1", "`{text_a} Clone totally yes {mask}`", "70.0", "64.0", "✓"],
+        ["AutoPrompt", "21", "2", "`` {text_a} a `b` c {mask} ``", "70.0", "61.0", ""],
+    ]
+    assert "manual zero-shot" not in "\n".join(lines)  # runs without a found template are not listed
+    assert section(report, "other", "Found prompts") is None  # a task without one has no section
+    assert section(report, "sst2", "Stability") is not None
+
+
+def test_found_prompts_is_absent_without_found_templates(tmp_path):
+    report = write(tmp_path, OTHERS + [record("sst2", "AutoPrompt", "autoprompt", START, 13, 1, 0.6, 0.5, found="")])
+    assert "Found prompts" not in report
+    assert found_prompts_table(OTHERS) == ""
+    assert "### Stability" in report
