@@ -283,3 +283,22 @@ def test_shipped_experiment_configs_parse_and_fit_their_tasks(path, task_shapes)
                 Template(pattern).check_fields(text_fields)
             if verbalizer:
                 assert sorted(verbalizer) == sorted(labels)
+
+
+@pytest.mark.skipif(not EXPERIMENTS, reason="no experiments/*.yaml")
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_shipped_experiment_methods_build_and_encode(path, task_shapes, tiny_causal_lm):
+    """Every method of a shipped config builds with its parameters and encodes an example of its task."""
+    from prompting.data import Example
+    from prompting.methods import build_method
+    from prompting.verbalizer import Verbalizer
+
+    for cfg in config_module.load_configs(path):
+        labels, text_fields = task_shapes[cfg.task["name"]]
+        example = Example({name: "a short text" for name in text_fields}, labels[0])
+        for spec in cfg.methods:
+            template = spec.template or cfg.prompts[0][0]
+            verbalizer = Verbalizer(spec.verbalizer or cfg.prompts[0][1])
+            method = build_method(spec.name, tiny_causal_lm, template, verbalizer, labels=labels, **spec.params)
+            encoded = method.encode([example])
+            assert len(encoded) == 1, (cfg.name, spec.label)
