@@ -1,7 +1,8 @@
 """The one training loop every method uses.
 
 Cross-entropy over label scores; parameter groups with their own learning rates; linear
-warm-up and decay; gradient clipping; evaluation on dev every N steps; the best-on-dev state is
+warm-up and decay; gradient clipping; evaluation on dev every N steps (ties of the dev metric go
+to the lower dev cross-entropy); the best-on-dev state is
 kept and restored; early stopping; deterministic on CPU for a given seed.
 """
 
@@ -84,6 +85,21 @@ def evaluate(method: PromptMethod, data: EncodedExamples, batch_size: int = 32,
     return compute_metrics(gold, predicted, method.labels), predicted
 
 
+def _dev_score(method: PromptMethod, data: EncodedExamples, batch_size: int, metric: str
+               ) -> tuple[dict[str, float], float, tuple[float, float]]:
+    """Dev metrics, the gold labels' mean cross-entropy, and the selection key: the metric, ties
+    broken by the lower cross-entropy (with 32 dev examples accuracy moves in steps of 3%, and a
+    tie must not keep the untrained state just because it came first)."""
+    scores = method.predict_scores(data, batch_size)
+    predicted = [method.labels[i] for i in scores.argmax(1).tolist()]
+    gold = [method.labels[i] for i in data.labels.tolist()]
+    metrics = compute_metrics(gold, predicted, method.labels)
+    known = data.labels >= 0
+    loss = (torch.nn.functional.cross_entropy(scores[known].float(), data.labels[known]).item()
+            if known.any() else 0.0)
+    return metrics, loss, (metrics[metric], -loss)
+
+
 def _trainable_state(method: PromptMethod, tune_lm: bool) -> dict[str, torch.Tensor]:
     state = {f"method.{k}": v.detach().clone() for k, v in method.state_dict().items()}
     if tune_lm:
@@ -132,10 +148,10 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
     eval_every = config.eval_every or per_epoch
     params = [p for g in groups for p in g["params"]]
 
-    best_score, best_step, best_dev, best_state = -math.inf, 0, {}, None
+    best_key, best_step, best_dev, best_state = (-math.inf, -math.inf), 0, {}, None
     if dev_data is not None and len(dev_data):
-        best_dev, _ = evaluate(method, dev_data, config.eval_batch_size)
-        best_score, best_state = best_dev[config.select_metric], _trainable_state(method, config.tune_lm)
+        best_dev, _, best_key = _dev_score(method, dev_data, config.eval_batch_size, config.select_metric)
+        best_state = _trainable_state(method, config.tune_lm)
     history, stale, step = [], 0, 0
     bar = tqdm(total=total, desc=f"train {method.name}", disable=not progress, leave=False)
     method.train()
@@ -157,12 +173,12 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
             record = {"step": step, "loss": round(loss.item(), 6)}
             bar.update(1)
             if dev_data is not None and len(dev_data) and (step % eval_every == 0 or step == total):
-                dev, _ = evaluate(method, dev_data, config.eval_batch_size)
-                record["dev"] = dev
+                dev, dev_loss, key = _dev_score(method, dev_data, config.eval_batch_size, config.select_metric)
+                record["dev"], record["dev_loss"] = dev, round(dev_loss, 6)
                 method.train()
                 method.lm.model.train(config.tune_lm)
-                if dev[config.select_metric] > best_score:
-                    best_score, best_step, best_dev = dev[config.select_metric], step, dev
+                if key > best_key:
+                    best_key, best_step, best_dev = key, step, dev
                     best_state = _trainable_state(method, config.tune_lm)
                     stale = 0
                 else:

@@ -82,15 +82,18 @@ def recording_optimizer(monkeypatch):
 @pytest.fixture
 def scripted_dev(monkeypatch):
     """Dev evaluations inside ``train`` return the given accuracies in turn (the first is the
-    evaluation before training) and snapshot the LM weights at each one."""
+    evaluation before training), or (accuracy, dev cross-entropy) pairs, and snapshot the LM
+    weights at each one."""
     snapshots, script = [], []
 
-    def fake_evaluate(method, data, batch_size=32, progress=False):
+    def fake_dev_score(method, data, batch_size, metric):
         snapshots.append(lm_state(method.lm))
-        accuracy = script[len(snapshots) - 1]
-        return {"accuracy": accuracy, "macro_f1": accuracy}, []
+        entry = script[len(snapshots) - 1]
+        accuracy, loss = entry if isinstance(entry, tuple) else (entry, 0.0)
+        metrics = {"accuracy": accuracy, "macro_f1": accuracy}
+        return metrics, loss, (metrics[metric], -loss)
 
-    monkeypatch.setattr("prompting.train.evaluate", fake_evaluate)
+    monkeypatch.setattr("prompting.train._dev_score", fake_dev_score)
     return script, snapshots
 
 
@@ -160,6 +163,36 @@ def test_the_best_dev_state_is_restored_not_the_last(make_tiny_lm, scripted_dev)
     assert same_state(lm_state(lm), snapshots[2])
     assert not same_state(lm_state(lm), snapshots[6])
     assert [h["dev"]["accuracy"] for h in result.history] == script[1:]
+
+
+def test_a_dev_metric_tie_goes_to_the_lower_dev_loss_but_the_metric_comes_first(make_tiny_lm, scripted_dev):
+    script, snapshots = scripted_dev
+    # before training, then steps 1..4: step 2 ties step 0's accuracy with a lower loss, step 3 is
+    # worse, step 4 has a better accuracy despite a higher loss
+    script += [(0.75, 0.7), (0.5, 0.2), (0.75, 0.4), (0.75, 0.5), (0.8, 0.9)]
+    lm = make_tiny_lm("llama")
+    method = manual(lm)
+    data = method.encode(TRAIN)
+    config = TrainConfig(lr=3e-3, tune_lm=True, max_steps=3, eval_every=1)
+    result = train(method, data, data, config, progress=False)
+    assert result.best_step == 2 and same_state(lm_state(lm), snapshots[2])
+    assert [h["dev_loss"] for h in result.history] == [0.2, 0.4, 0.5]
+    script[:], snapshots[:] = script[:5], []
+    result = train(manual(make_tiny_lm("llama")), data, data,
+                   TrainConfig(lr=3e-3, tune_lm=True, max_steps=4, eval_every=1), progress=False)
+    assert result.best_step == 4 and result.best_dev["accuracy"] == 0.8
+
+
+def test_the_real_dev_score_is_the_gold_cross_entropy_of_the_label_scores(make_tiny_lm):
+    from prompting.train import _dev_score
+
+    method = manual(make_tiny_lm("llama"))
+    data = method.encode(TRAIN)
+    metrics, loss, key = _dev_score(method, data, 8, "accuracy")
+    scores = method.predict_scores(data)
+    expected = -scores.log_softmax(-1).gather(1, data.labels.unsqueeze(1)).mean().item()
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert metrics == evaluate(method, data)[0] and key == (metrics["accuracy"], -loss)
 
 
 def test_the_own_parameters_are_restored_too(make_tiny_lm, scripted_dev):
