@@ -93,3 +93,48 @@ def test_masked_scoring_needs_a_batch_per_word_length(tiny_bert_lm):
 def test_language_model_rejects_models_without_lm_head(make_model, wordpiece_tokenizer):
     with pytest.raises(ValueError, match="neither a masked LM .* nor a causal LM"):
         LanguageModel(make_model(), wordpiece_tokenizer, device="cpu")
+
+
+class IntKeepHooks(PlainHooks):
+    """The computation before the contiguous LM-head input: ``logits_to_keep`` as an int, straight to the model."""
+
+    def forward_lm(self, lm, inputs_embeds, attention_mask, position_ids, logits_to_keep):
+        if not lm.causal:
+            return lm.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
+        return lm.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                        logits_to_keep=logits_to_keep, use_cache=False).logits
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "bert", "roberta"])
+def test_lm_head_gets_contiguous_input_and_scores_are_unchanged(kind, make_tiny_lm):
+    """LanguageModel.forward asks for the last positions with an index tensor, so the LM head's matmul
+    gets a contiguous input (an int makes transformers slice a strided view; with frozen weights torch
+    then takes a ~4x slower matmul path on CPU); the scores are those of the int slice."""
+    lm = make_tiny_lm(kind)
+    lm.model.requires_grad_(False)  # frozen, as train() leaves it and every prompt method trains it
+    words, batches = encode_batches(lm)
+    seen = []
+    hook = lm.model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: seen.append((tuple(args[0].shape), args[0].is_contiguous())))
+    try:
+        with torch.no_grad():
+            got = lm.word_logprobs(batches, words, PlainHooks())
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        before = lm.word_logprobs(batches, words, IntKeepHooks())
+    # the same numbers up to float32 rounding: the two matmul kernels add in different orders
+    torch.testing.assert_close(got, before, atol=1e-6, rtol=1e-6)
+    assert seen and all(contiguous for _, contiguous in seen), seen
+    if lm.causal:  # one pass per distinct word length: 1 position, then 2 and 3 (teacher forcing)
+        assert sorted(shape[1] for shape, _ in seen) == [1, 2, 3], seen
+
+    # the forward itself (grad mode on, as in training), for every count of kept positions
+    batch = batches[min(batches)]
+    embeds = lm.embed(batch.input_ids)
+    length = embeds.shape[1]
+    for keep in ([0, 1, 3, length, length + 2] if lm.causal else [0]):
+        ours = lm.forward(embeds, batch.attention_mask, batch.position_ids, keep)
+        reference = IntKeepHooks().forward_lm(lm, embeds, batch.attention_mask, batch.position_ids, keep)
+        assert ours.shape == reference.shape, keep
+        torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-6)
