@@ -12,7 +12,11 @@ scores, ``zero_grad``, backward, gradient clipping (1.0), ``AdamW.step``. The va
   manual template ``Review: {text_a}\\nSentiment: {mask}`` with its two word groups replaced),
   P-tuning with its LSTM encoder (2-layer bi-LSTM + MLP head, hidden 576 = the LM's width);
   ``prefix``: ours, the manual template with a 10-position prefix, ``prefix_projection: true``
-  (MLP hidden 512).
+  (MLP hidden 512). These are the papers' sizes (15.3M and 6.2M trainable parameters).
+- ``ptuning-64``, ``prefix-64``: the sizes the shipped experiment configs train
+  (``experiments/quickstart.yaml``, ``sst2_compare.yaml``), under 1% of the LM: P-tuning with
+  ``hidden_size: 64, residual: true`` (LSTM hidden 64; the prompt is the encoder's input vectors plus
+  its output), prefix-tuning with ``prefix_hidden_size: 64`` (the same 10 positions and projection).
 - ``bare``: the model's own ``forward`` + ``backward`` on exactly the ids the soft / P-tuning
   methods feed the LM (soft slots included, as their placeholder ids), same attention mask and
   positions, last-position logits only, the same loss; the LM frozen and the gradient taken w.r.t.
@@ -32,9 +36,19 @@ scores, ``zero_grad``, backward, gradient clipping (1.0), ``AdamW.step``. The va
   Their input is the same examples with the soft slots' ids removed (PEFT puts its virtual tokens
   in front), so the LM sees the same sequence length; same batch, same loss (cross-entropy over the
   log-softmax of the last position's logits at the label words " negative" / " positive"), the same
-  learning rates as ours (``train_defaults``), ``logits_to_keep=1`` as ours.
+  learning rates as ours (``train_defaults``).
+- ``peft-ptuning-64``, ``peft-prefix-64``: the same PEFT configs with ``encoder_hidden_size=64``, against
+  ``ptuning-64`` and ``prefix-64``. PEFT's prompt encoder has no residual option: ``peft-ptuning-64``
+  is the same LSTM + MLP encoder without the skip connection (one addition of a [6, 576] tensor, the
+  only difference in work).
 - ``full-ft``: PET few-shot fine-tuning (manual template, ``PromptMethod``, every LM parameter
   trained with AdamW), for the memory comparison (its time is shown too).
+
+Every variant asks the LM for the last position's logits only, as an index tensor
+(``logits_to_keep=torch.tensor([-1])``), which is what ours does (``prompting.backbone._last_positions``):
+given ``logits_to_keep=1``, transformers hands the LM head a strided view, and with the LM's weights
+frozen torch then takes a slower matmul path on CPU (batch 8: 79 instead of 19 ms per forward), a
+cost that would otherwise be charged to bare and PEFT only.
 
 Timing: every round runs one step of each variant, in an order rotated by one each round (so no
 variant always follows the same one); the first ``--warmup`` rounds are discarded; the table gives
@@ -86,6 +100,8 @@ SLOTS = "{soft:2} {text_a}{soft:4} {mask}"  # "Review:" is 2 tokens, "\nSentimen
 VERBALIZER = {"0": ["negative"], "1": ["positive"]}
 PREFIX_LENGTH = 10
 PREFIX_HIDDEN = 512
+SMALL_HIDDEN = 64  # ptuning hidden_size and prefix_hidden_size in the shipped experiment configs
+LAST = torch.tensor([-1])  # logits_to_keep: the last position, selected contiguously (as ours does)
 DATA_SEED = 13
 MAX_GRAD_NORM = 1.0
 
@@ -152,6 +168,10 @@ def build_variants(lm: LanguageModel, examples, labels_names, only: set[str] | N
     ptuning = build_method("ptuning", lm, SLOTS, verbalizer, labels=labels_names, encoder="lstm")
     prefix = build_method("prefix", lm, MANUAL, verbalizer, labels=labels_names, prefix_length=PREFIX_LENGTH,
                           prefix_projection=True, prefix_hidden_size=PREFIX_HIDDEN)
+    ptuning64 = build_method("ptuning", lm, SLOTS, verbalizer, labels=labels_names, encoder="lstm",
+                             hidden_size=SMALL_HIDDEN, residual=True)
+    prefix64 = build_method("prefix", lm, MANUAL, verbalizer, labels=labels_names, prefix_length=PREFIX_LENGTH,
+                            prefix_projection=True, prefix_hidden_size=SMALL_HIDDEN)
     manual = build_method("manual", lm, MANUAL, verbalizer, labels=labels_names)
     if any(len(w) != 1 for w in soft.words.word_ids):
         raise SystemExit("the benchmark's loss assumes single-token label words")
@@ -186,7 +206,7 @@ def build_variants(lm: LanguageModel, examples, labels_names, only: set[str] | N
                 mask = torch.cat([mask.new_ones(size, PREFIX_LENGTH), mask], 1)
                 kwargs[lm._cache_argument()] = DynamicCache(ddp_cache_data=kv, config=lm.config)
             logits = lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=p.position_ids,
-                              logits_to_keep=1, use_cache=False, **kwargs).logits
+                              logits_to_keep=LAST, use_cache=False, **kwargs).logits
             return label_loss(logits[:, -1], word_ids, labels)
         return loss
 
@@ -197,7 +217,7 @@ def build_variants(lm: LanguageModel, examples, labels_names, only: set[str] | N
         params = [p for p in model.parameters() if p.requires_grad]
 
         def loss():
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=1, **kwargs).logits
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=LAST, **kwargs).logits
             return label_loss(logits[:, -1], word_ids, labels)
         return loss, params, model
 
@@ -216,9 +236,15 @@ def build_variants(lm: LanguageModel, examples, labels_names, only: set[str] | N
                 soft.train_defaults["lr"], L, L, prompt=lambda: soft.soft_prompt.sum()),
         Variant("ptuning", f"ours, PTuning LSTM, {n_soft} soft tokens", ours(ptuning, slots_batch), own(ptuning),
                 ptuning.train_defaults["lr"], L, L, prompt=lambda: ptuning.prompt_embeddings().sum()),
+        Variant("ptuning-64", f"ours, PTuning LSTM hidden {SMALL_HIDDEN}, residual, {n_soft} soft tokens",
+                ours(ptuning64, slots_batch), own(ptuning64), ptuning64.train_defaults["lr"], L, L,
+                prompt=lambda: ptuning64.prompt_embeddings().sum()),
         Variant("prefix", f"ours, PrefixTuning MLP, {PREFIX_LENGTH} positions", ours(prefix, manual_batch),
                 own(prefix), prefix.train_defaults["lr"], Lm, Lm + PREFIX_LENGTH,
                 prompt=lambda: sum(t.sum() for t in prefix.prefix_key_values())),
+        Variant("prefix-64", f"ours, PrefixTuning MLP hidden {SMALL_HIDDEN}, {PREFIX_LENGTH} positions",
+                ours(prefix64, manual_batch), own(prefix64), prefix64.train_defaults["lr"], Lm, Lm + PREFIX_LENGTH,
+                prompt=lambda: sum(t.sum() for t in prefix64.prefix_key_values())),
         Variant("bare", "model forward+backward, soft/ptuning ids, grad w.r.t. input embeddings", bare(sp), [],
                 0.0, L, L),
         Variant("bare+kv10", f"model forward+backward, manual ids + {PREFIX_LENGTH} frozen cache positions",
@@ -233,10 +259,21 @@ def build_variants(lm: LanguageModel, examples, labels_names, only: set[str] | N
                                      encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM,
                                      encoder_hidden_size=ptuning.hidden_size),
          plain_ids, plain_mask, {"use_cache": False}, L, L),
+        ("peft-ptuning-64", f"PEFT PromptEncoder LSTM hidden {SMALL_HIDDEN} (no residual option), "
+         f"{n_soft} virtual tokens", ptuning64.train_defaults["lr"],
+         lambda: PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_soft,
+                                     encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM,
+                                     encoder_hidden_size=SMALL_HIDDEN),
+         plain_ids, plain_mask, {"use_cache": False}, L, L),
         ("peft-prefix", f"PEFT PrefixTuning projection, {PREFIX_LENGTH} virtual tokens",
          prefix.train_defaults["lr"],
          lambda: PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=PREFIX_LENGTH, prefix_projection=True,
                                     encoder_hidden_size=PREFIX_HIDDEN),
+         mp.input_ids, mp.attention_mask, {}, Lm, Lm + PREFIX_LENGTH),
+        ("peft-prefix-64", f"PEFT PrefixTuning projection hidden {SMALL_HIDDEN}, {PREFIX_LENGTH} virtual tokens",
+         prefix64.train_defaults["lr"],
+         lambda: PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=PREFIX_LENGTH, prefix_projection=True,
+                                    encoder_hidden_size=SMALL_HIDDEN),
          mp.input_ids, mp.attention_mask, {}, Lm, Lm + PREFIX_LENGTH),
     ]
     for name, what, lr, config, ids, mask, kwargs, q, k in peft_specs:
@@ -342,8 +379,9 @@ def machine() -> dict:
 
 
 PAIRS = {"soft": ("bare", "peft-soft"), "ptuning": ("bare", "peft-ptuning"), "prefix": ("bare+kv10", "peft-prefix"),
+         "ptuning-64": ("bare", "peft-ptuning-64"), "prefix-64": ("bare+kv10", "peft-prefix-64"),
          "peft-soft": ("bare", None), "peft-ptuning": ("bare", None), "peft-prefix": ("bare+kv10", None),
-         "full-ft": ("bare", None)}
+         "peft-ptuning-64": ("bare", None), "peft-prefix-64": ("bare+kv10", None), "full-ft": ("bare", None)}
 
 
 def ratio(a, b):
@@ -388,11 +426,15 @@ def markdown(result: dict) -> str:
                   f"{fmt(vs_peft, '.3f')} | {min(r['seconds']):.3f} | {fmt(None if peak is None else peak / 2**20, '.0f')} | "
                   f"{fmt(None if above is None else above / 2**20, '.0f')} | {fmt(ratio(peak, full), '.3f')} | "
                   f"{fmt(ratio(above, full_above), '.3f')} |")
-    md += ["", "/ bare: soft, ptuning, PEFT soft / ptuning and full FT against `bare`; prefix and PEFT prefix against "
-           "`bare+kv10`. / PEFT: ours against PEFT's implementation of the same method. "
+    md += ["", "/ bare: soft, ptuning (-64), PEFT soft / ptuning (-64) and full FT against `bare`; prefix (-64) and "
+           "PEFT prefix (-64) against `bare+kv10`. / PEFT: ours against PEFT's implementation of the same method "
+           "at the same size. -64: the sizes the shipped experiment configs train (P-tuning `hidden_size: 64, "
+           "residual: true`, prefix `prefix_hidden_size: 64`); PEFT's prompt encoder has no residual option, so "
+           "peft-ptuning-64 is the same encoder without the skip connection. "
            f"LM weights: {weights / 2**20:.0f} MB ({result['lm_parameters']:,} parameters, input and output "
            "embeddings tied). PEFT's prefix encoder starts from vectors as wide as one position's keys (192 here, "
-           "grouped-query attention) where ours starts from the LM's width (576): hence its 200k fewer parameters.",
+           "grouped-query attention) where ours starts from the LM's width (576): hence its (576 - 192) x (10 + "
+           "hidden) fewer parameters (200k at hidden 512, 28k at 64).",
            ""]
     pieces = result.get("prompt_side_ms") or {}
     if pieces:
@@ -458,7 +500,8 @@ def main() -> None:
                      "repeats": args.repeats, "warmup": args.warmup, "threads": torch.get_num_threads(),
                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "niceness": os.nice(0), "slots_template": SLOTS,
                      "manual_template": MANUAL, "verbalizer": VERBALIZER, "prefix_length": PREFIX_LENGTH,
-                     "prefix_hidden_size": PREFIX_HIDDEN, "max_grad_norm": MAX_GRAD_NORM, "piece_rounds": args.piece_rounds,
+                     "prefix_hidden_size": PREFIX_HIDDEN, "small_hidden_size": SMALL_HIDDEN,
+                     "logits_to_keep": LAST.tolist(), "max_grad_norm": MAX_GRAD_NORM, "piece_rounds": args.piece_rounds,
                      "mean_tokens": statistics.mean(lengths), "padded_length": max(lengths)},
         "lm_parameters": lm.num_parameters(),
         "lm_weight_bytes": storage_bytes(lm.model.parameters()),
@@ -472,13 +515,17 @@ def main() -> None:
     }
     by = {v["name"]: v for v in result["variants"]}
     result["ratios"] = {}
+    weights, full = result["lm_weight_bytes"], by.get("full-ft", {}).get("memory", {}).get("peak_bytes")
+    above = lambda peak: None if peak is None else peak - weights  # noqa: E731
     for name, (bare_name, peft_name) in PAIRS.items():
         if name not in by:
             continue
+        peak = by[name]["memory"].get("peak_bytes")
         entry = {"time_vs_bare": ratio(by[name]["median_seconds"], by.get(bare_name, {}).get("median_seconds")),
                  "time_vs_peft": ratio(by[name]["median_seconds"], by.get(peft_name, {}).get("median_seconds")),
-                 "peak_memory_vs_full_ft": ratio(by[name]["memory"].get("peak_bytes"),
-                                                 by.get("full-ft", {}).get("memory", {}).get("peak_bytes"))}
+                 "peak_memory_vs_full_ft": ratio(peak, full),
+                 "above_weights_vs_full_ft": ratio(above(peak), above(full)),
+                 "trainable_percent": 100 * by[name]["trainable"] / result["lm_parameters"]}
         result["ratios"][name] = entry
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
