@@ -79,7 +79,10 @@ class TrainResult:
 def evaluate(method: PromptMethod, data: EncodedExamples, batch_size: int = 32,
              progress: bool | str = False) -> tuple[dict[str, float], list[str]]:
     """Metrics (accuracy, macro-F1) and predicted labels on encoded, labelled examples."""
-    scores = method.predict_scores(data, batch_size, progress=progress)
+    return _metrics(method, data, method.predict_scores(data, batch_size, progress=progress))
+
+
+def _metrics(method: PromptMethod, data: EncodedExamples, scores: torch.Tensor) -> tuple[dict[str, float], list[str]]:
     predicted = [method.labels[i] for i in scores.argmax(1).tolist()]
     gold = [method.labels[i] for i in data.labels.tolist()]
     return compute_metrics(gold, predicted, method.labels), predicted
@@ -91,9 +94,7 @@ def _dev_score(method: PromptMethod, data: EncodedExamples, batch_size: int, met
     broken by the lower cross-entropy (with 32 dev examples accuracy moves in steps of 3%, and a
     tie must not keep the untrained state just because it came first)."""
     scores = method.predict_scores(data, batch_size)
-    predicted = [method.labels[i] for i in scores.argmax(1).tolist()]
-    gold = [method.labels[i] for i in data.labels.tolist()]
-    metrics = compute_metrics(gold, predicted, method.labels)
+    metrics, _ = _metrics(method, data, scores)
     known = data.labels >= 0
     loss = (torch.nn.functional.cross_entropy(scores[known].float(), data.labels[known]).item()
             if known.any() else 0.0)
