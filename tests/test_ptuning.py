@@ -27,7 +27,7 @@ def first_batch(method):
 
 def test_registered_with_its_parameters():
     assert METHODS["ptuning"] is PTuning
-    assert set(PTuning.method_params) == {"encoder", "hidden_size", "residual"}
+    assert set(PTuning.method_params) == {"encoder", "hidden_size", "residual", "input_lr"}
     assert PTuning.method_params["encoder"] == "lstm"
 
 
@@ -97,6 +97,8 @@ def test_bad_settings_name_the_field(tiny_causal_lm):
         PTuning(lm, TEMPLATE, VERBALIZER, hidden_size=0)
     with pytest.raises(ValueError, match="residual='no'"):
         PTuning(lm, TEMPLATE, VERBALIZER, residual="no")
+    with pytest.raises(ValueError, match="input_lr=0 is not valid; give a learning rate > 0"):
+        PTuning(lm, TEMPLATE, VERBALIZER, input_lr=0)
     with pytest.raises(ValueError, match="has no parameter 'prompt_tokens'"):
         build_method("ptuning", lm, TEMPLATE, VERBALIZER, prompt_tokens=3)
 
@@ -128,3 +130,22 @@ def test_tune_lm_trains_the_lm_with_its_own_rate(make_tiny_lm):
           TrainConfig(lr=1e-3, lm_lr=1e-3, tune_lm=True, max_steps=2, batch_size=6), progress=False)
     changed = [k for k, v in lm.model.named_parameters() if not torch.equal(lm_before[k], v)]
     assert len(changed) > len(lm_before) // 2
+
+
+def test_input_vectors_train_at_their_own_rate(make_tiny_lm):
+    """``input_lr``: the inputs (with ``residual``, the prompt itself) get a soft prompt's rate; the
+    LSTM and MLP keep the training rate, and every encoder parameter is in exactly one group."""
+    lm = make_tiny_lm("llama")
+    method = PTuning(lm, TEMPLATE, VERBALIZER, hidden_size=16, residual=True, input_lr=3e-2, labels=["0", "1"])
+    groups = method.parameter_groups(1e-3, lm_lr=1e-5, tune_lm=True)
+    assert [(g["name"], g["lr"]) for g in groups] == [("ptuning.inputs", 3e-2), ("ptuning", 1e-3), ("lm", 1e-5)]
+    assert groups[0]["params"] == [method.prompt_encoder.inputs]
+    encoder = [id(p) for g in groups[:2] for p in g["params"]]
+    assert sorted(encoder) == sorted(id(p) for p in method.prompt_encoder.parameters())
+    # one step: the inputs move by about their own rate (Adam's first step is lr * sign)
+    before = method.prompt_encoder.inputs.detach().clone()
+    train(method, method.encode(EXAMPLES), None, TrainConfig(lr=1e-3, max_steps=1, batch_size=6, max_grad_norm=0),
+          progress=False)
+    moved = (method.prompt_encoder.inputs.detach() - before).abs().amax().item()
+    assert 1e-2 < moved <= 3e-2 + 1e-6
+    assert PTuning(lm, TEMPLATE, VERBALIZER).parameter_groups(1e-3)[0]["name"] == "ptuning"  # the paper's: one rate

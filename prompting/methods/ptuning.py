@@ -72,15 +72,16 @@ class PTuning(PromptMethod):
     """P-tuning: the ``{soft}`` slots are filled by a prompt encoder (LSTM or MLP)."""
 
     name = "ptuning"
-    method_params = {"encoder": "lstm", "hidden_size": None, "residual": False}
+    method_params = {"encoder": "lstm", "hidden_size": None, "residual": False, "input_lr": None}
     train_defaults = {"lr": 1e-3, "tune_lm": False, "lm_lr": 1e-5}
     search_space = {**PromptMethod.search_space, "lr": {"low": 1e-4, "high": 3e-2, "log": True},
                     "encoder": {"choices": list(ENCODERS)}, "hidden_size": {"choices": [64, 128, 256]},
-                    "soft_length": {"low": 1, "high": 8}}
+                    "soft_length": {"low": 1, "high": 8}, "input_lr": {"low": 1e-3, "high": 1e-1, "log": True}}
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None,
-                 encoder: str = "lstm", hidden_size: int | None = None, residual: bool = False):
+                 encoder: str = "lstm", hidden_size: int | None = None, residual: bool = False,
+                 input_lr: float | None = None):
         template = template if isinstance(template, Template) else Template(template)
         if not template.has_soft:
             raise TemplateError(
@@ -93,8 +94,13 @@ class PTuning(PromptMethod):
             raise ValueError(f"hidden_size={hidden_size!r} is not valid; it must be an integer >= 1")
         if not isinstance(residual, bool):
             raise ValueError(f"residual={residual!r} is not valid; use true or false")
+        if input_lr is not None and (isinstance(input_lr, bool) or not isinstance(input_lr, (int, float))
+                                     or input_lr <= 0):
+            raise ValueError(f"input_lr={input_lr!r} is not valid; give a learning rate > 0, or leave it out "
+                             "to train the inputs at the training rate")
         super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
         self.encoder_kind, self.hidden_size, self.residual = encoder, hidden_size, residual
+        self.input_lr = input_lr
         self.prompt_encoder: PromptEncoder | None = PromptEncoder(self._encoder_inputs(), hidden_size, encoder,
                                                                   residual)
         self.prompt_encoder.to(lm.device)
@@ -111,6 +117,15 @@ class PTuning(PromptMethod):
             else:
                 vectors.append(scale * torch.randn(count, weight.shape[1]).to(weight.device))
         return torch.cat(vectors).clone()
+
+    def parameter_groups(self, lr: float, lm_lr: float | None = None, tune_lm: bool = False) -> list[dict]:
+        groups = super().parameter_groups(lr, lm_lr, tune_lm)
+        if self.input_lr is None or self.prompt_encoder is None:
+            return groups
+        inputs = self.prompt_encoder.inputs
+        own = groups[0]  # the method's parameters come first
+        own["params"] = [p for p in own["params"] if p is not inputs]
+        return [{"params": [inputs], "lr": self.input_lr, "name": f"{self.name}.inputs"}, *groups]
 
     def prompt_embeddings(self) -> torch.Tensor:
         """[n_soft, H]: the vectors that fill the soft slots."""
@@ -132,4 +147,5 @@ class PTuning(PromptMethod):
         self.folded = nn.Parameter(prompt.float().to(self.lm.device))
 
     def extra_config(self) -> dict:
-        return {"encoder": self.encoder_kind, "hidden_size": self.hidden_size, "residual": self.residual}
+        return {"encoder": self.encoder_kind, "hidden_size": self.hidden_size, "residual": self.residual,
+                "input_lr": self.input_lr}
