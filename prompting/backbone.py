@@ -284,15 +284,26 @@ class LanguageModel:
             return DynamicCache(ddp_cache_data=layers, config=self.config)
         return _positionless_cache_class()(ddp_cache_data=layers)
 
+    @property
+    def relative_positions(self) -> bool:
+        """Whether attention sees only the distance between two positions (rotary embeddings: Llama,
+        SmolLM2, Qwen, Gemma), not where they are (absolute embeddings: GPT-2, BERT)."""
+        return any(type(m).__name__.endswith("RotaryEmbedding") for m in self.model.modules())
+
     @torch.no_grad()
-    def key_values(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def key_values(self, input_ids: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's own keys and values for a token sequence [1, T]: each [layers, kv_heads, T, head_dim].
 
-        Prefix-tuning initialises its prefix from these activations of real words.
+        The tokens are numbered from ``start``. ``start=-T`` puts them just before an input numbered
+        from 0, as a prefix (models with :attr:`relative_positions` only). Prefix-tuning initialises
+        its prefix from these activations of real words.
         """
+        if start < 0 and not self.relative_positions:
+            raise ValueError(f"start={start} is not valid for model {self.name!r}: it has absolute position "
+                             "embeddings, numbered from 0")
         cache = self._prefix_cache()
         ids = input_ids.to(self.device)
-        positions = torch.arange(ids.shape[1], device=self.device).unsqueeze(0)
+        positions = torch.arange(start, start + ids.shape[1], device=self.device).unsqueeze(0)
         self.forward(self.embed(ids), torch.ones_like(ids), positions, 1, **{self._cache_argument(): cache})
         return (torch.stack([layer.keys[0] for layer in cache.layers]),
                 torch.stack([layer.values[0] for layer in cache.layers]))

@@ -185,6 +185,21 @@ class Template:
                 f"template {self.text!r} uses field {{{missing[0]}}}, which the examples do not have; "
                 f"available fields: {', '.join(available)}")
 
+    def split_leading_text(self) -> tuple[str, "Template"] | None:
+        """The constant words before the first slot, and the template without them; None when the
+        template starts with a slot. The spaces after the words stay in the rest (they belong to the
+        next part, see the module docstring), so words and rest tokenise as in the whole template.
+
+        >>> Template("Review: {text_a} It was {mask}.").split_leading_text()
+        ('Review:', Template(' {text_a} It was {mask}.'))
+        """
+        first = self.parts[0]
+        if not isinstance(first, Text) or not first.text.strip():
+            return None
+        words = first.text.rstrip(" ")
+        rest = first.text[len(words):] + "".join(_unparse(p) for p in self.parts[1:])
+        return words, Template(rest)
+
     def with_triggers(self, tokens: Sequence[str]) -> "Template":
         """Return a manual template with every ``{trigger:N}`` slot replaced by the given words."""
         if len(tokens) != self.n_trigger:

@@ -10,6 +10,7 @@ import torch
 
 from prompting.data import Example
 from prompting.methods import METHODS, PrefixTuning, build_method
+from prompting.methods.soft import common_token_ids
 from prompting.train import TrainConfig, train
 from prompting.verbalizer import Verbalizer
 
@@ -51,6 +52,7 @@ def test_registered_with_its_parameters():
     assert PrefixTuning.method_params["prefix_projection"] is True
     assert set(PrefixTuning.method_params) == {"prefix_length", "prefix_projection", "prefix_hidden_size",
                                               "init", "init_text"}
+    assert PrefixTuning.method_params["prefix_length"] is None  # 10, or the moved words' length
 
 
 @pytest.mark.parametrize("fixture", FAMILIES)
@@ -153,8 +155,8 @@ def test_bad_settings_name_the_field(tiny_causal_lm):
     lm = tiny_causal_lm
     with pytest.raises(ValueError, match="prefix_length=0"):
         PrefixTuning(lm, TEMPLATE, VERBALIZER, prefix_length=0)
-    with pytest.raises(ValueError, match="init='vocab'.*random, text"):
-        PrefixTuning(lm, TEMPLATE, VERBALIZER, init="vocab")
+    with pytest.raises(ValueError, match="init='words'.*random, vocab, text"):
+        PrefixTuning(lm, TEMPLATE, VERBALIZER, init="words")
     with pytest.raises(ValueError, match="prefix_projection='yes'"):
         PrefixTuning(lm, TEMPLATE, VERBALIZER, prefix_projection="yes")
     with pytest.raises(ValueError, match="init 'text' needs words"):
@@ -176,3 +178,70 @@ def test_training_moves_only_the_prefix(kind, make_tiny_lm):
     assert all(torch.equal(lm_before[k], v) for k, v in lm.model.state_dict().items())
     assert all(not torch.equal(own_before[k], v) for k, v in method.state_dict().items())
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+MANUAL = "Review: {text_a} It was {mask}."
+
+
+@pytest.mark.parametrize("projection", [True, False])
+def test_text_init_from_the_leading_words_starts_as_exactly_the_manual_prompt(projection, tiny_causal_lm):
+    """On a rotary causal LM the leading words move into the prefix: at step 0 every example (of
+    every length, so padding too) scores as under the manual template."""
+    lm = tiny_causal_lm
+    manual = build_method("manual", lm, MANUAL, VERBALIZER)
+    method = PrefixTuning(lm, MANUAL, VERBALIZER, prefix_projection=projection, prefix_hidden_size=16,
+                          init="text")
+    # the start-of-text token (this tokenizer has one) moves with the words
+    words = manual.encoder.prefix_ids + lm.tokenizer("Review:", add_special_tokens=False)["input_ids"]
+    assert len(manual.encoder.prefix_ids) == 1 and method.prefix_length == len(words)
+    assert method.template.text == MANUAL  # what a record and a saved prompt name
+    # the input no longer holds them, and the text after them tokenises as before
+    data, whole = method.encode(EXAMPLES), manual.encode(EXAMPLES)
+    for ours, theirs in zip(data.encodings[1], whole.encodings[1]):
+        assert words + ours.input_ids == theirs.input_ids
+    torch.testing.assert_close(method.predict_scores(data), manual.predict_scores(whole), atol=1e-4, rtol=0)
+    # and a longer prefix (the words repeated in front) still trains from there
+    longer = PrefixTuning(lm, MANUAL, VERBALIZER, prefix_length=len(words) + 3, prefix_hidden_size=16, init="text")
+    assert longer.prefix_key_values()[0].shape[2] == len(words) + 3
+
+
+def test_a_saved_leading_words_prefix_loads_with_the_same_scores(tiny_causal_lm, tmp_path):
+    lm = tiny_causal_lm
+    method = PrefixTuning(lm, MANUAL, VERBALIZER, prefix_hidden_size=16, init="text", labels=["0", "1"])
+    train(method, method.encode(EXAMPLES), None, TrainConfig(lr=1e-2, max_steps=3, batch_size=6), progress=False)
+    method.save(tmp_path / "prefix")
+    loaded = PrefixTuning.load(tmp_path / "prefix", lm)
+    torch.testing.assert_close(loaded.predict_scores(loaded.encode(EXAMPLES)),
+                               method.predict_scores(method.encode(EXAMPLES)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_lm", "tiny_bert_lm"])
+def test_without_rotary_positions_the_words_stay_in_the_template(fixture, request):
+    """Absolute positions (GPT-2, BERT) cannot number a prefix before 0: the template is kept whole
+    and the prefix starts from the words' keys and values, repeated to 10 positions."""
+    lm = request.getfixturevalue(fixture)
+    method = PrefixTuning(lm, MANUAL, VERBALIZER, prefix_hidden_size=16, init="text")
+    manual = build_method("manual", lm, MANUAL, VERBALIZER)
+    assert method.prefix_length == 10
+    assert [e.input_ids for e in method.encode(EXAMPLES).encodings[min(method.words.lengths)]] == \
+        [e.input_ids for e in manual.encode(EXAMPLES).encodings[min(manual.words.lengths)]]
+    with pytest.raises(ValueError, match="absolute position"):
+        lm.key_values(torch.tensor([[5, 6]]), start=-2)
+
+
+def test_a_prefix_too_short_for_the_leading_words_is_refused(tiny_causal_lm):
+    with pytest.raises(ValueError, match="prefix_length=1 is too short for the template's leading words 'Review:'"):
+        PrefixTuning(tiny_causal_lm, MANUAL, VERBALIZER, prefix_length=1, init="text")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_causal_lm", "tiny_gpt2_lm"])
+def test_vocab_init_is_the_models_own_keys_for_random_common_tokens(fixture, request):
+    lm = request.getfixturevalue(fixture)
+    torch.manual_seed(3)
+    method = PrefixTuning(lm, TEMPLATE, VERBALIZER, prefix_length=4, prefix_hidden_size=16, init="vocab")
+    torch.manual_seed(3)  # the same draw: the tokens are the method's first use of the generator
+    ids = common_token_ids(lm, 4)
+    assert not (set(ids.tolist()) & set(lm.tokenizer.all_special_ids))
+    start = -4 if lm.relative_positions else 0  # text just before the input, where positions allow
+    for got, want in zip(method.prefix_key_values(), lm.key_values(ids.unsqueeze(0), start=start)):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)

@@ -10,10 +10,24 @@ the vectors are reparameterised while training (``prefix_projection: true``): a 
 values of all layers), which trains more stably than free vectors. ``prefix_projection: false``
 learns the key/value vectors directly. A saved prompt keeps only the MLP's output.
 
-``init: random`` starts from random vectors; ``init: text`` from the LM's own keys and values for
-real words (``init_text``, else the template's words, repeated to ``prefix_length`` tokens), the
-paper's recommendation for small data. With the MLP, its output layer is solved by least squares so
-that it starts at exactly those keys and values (when ``prefix_length <= prefix_hidden_size``).
+``init: random`` starts from random vectors (N(0, 1) inputs through the MLP, or N(0, 1) keys and
+values); ``init: vocab`` from the LM's own keys and values for ``prefix_length`` tokens drawn at random
+among the 5,000 most frequent (as soft prompts' ``vocab`` init), placed just before the input: random,
+but activations of the kind every layer expects; ``init: text`` from the LM's own keys and values for
+real words, the paper's recommendation for small data. With the MLP, its output layer is solved by
+least squares so that it starts at exactly those keys and values (when ``prefix_length <=
+prefix_hidden_size``). Which words:
+
+- ``init_text`` when given, repeated to ``prefix_length`` tokens (default 10); the template is used as
+  it is;
+- else, on a causal LM with rotary positions (SmolLM2, Llama, Qwen, Gemma), the template's leading
+  words: ``"Review: {text_a}\nSentiment: {mask}"`` moves ``Review:`` (and any start-of-text token)
+  out of the input into the prefix, whose keys and values are those the LM computes for them just
+  before the input. The prefix then starts as exactly the manual prompt: step 0 scores every example
+  as the manual template does, and training can only be selected over it if dev says it is better.
+  ``prefix_length`` defaults to those words' token count; a longer prefix repeats the words in front;
+- else (masked LMs, absolute positions, a template that starts with a slot) the template's words,
+  repeated to ``prefix_length`` tokens, in front of the whole template.
 """
 
 from __future__ import annotations
@@ -27,18 +41,18 @@ from ..backbone import LanguageModel
 from ..template import Template
 from ..verbalizer import Verbalizer
 from .base import PromptMethod
-from .soft import check_choice, template_words
+from .soft import check_choice, common_token_ids, template_words
 
 __all__ = ["PrefixTuning", "PREFIX_INITS"]
 
-PREFIX_INITS = ("random", "text")
+PREFIX_INITS = ("random", "vocab", "text")
 
 
 class PrefixTuning(PromptMethod):
     """Li & Liang's prefix-tuning: key/value vectors at every layer, via an MLP while training."""
 
     name = "prefix"
-    method_params = {"prefix_length": 10, "prefix_projection": True, "prefix_hidden_size": 512,
+    method_params = {"prefix_length": None, "prefix_projection": True, "prefix_hidden_size": 512,
                      "init": "random", "init_text": None}
     # tuned on SST-2 K=16 (benchmarks/learning_check.py): Adam moves every weight of the wide MLP
     # output layer at once, and from 3e-4 up the loss jumped in the first steps
@@ -49,21 +63,32 @@ class PrefixTuning(PromptMethod):
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None,
-                 prefix_length: int = 10, prefix_projection: bool = True, prefix_hidden_size: int = 512,
+                 prefix_length: int | None = None, prefix_projection: bool = True, prefix_hidden_size: int = 512,
                  init: str = "random", init_text: str | None = None):
         for name, value in (("prefix_length", prefix_length), ("prefix_hidden_size", prefix_hidden_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if (value is not None or name != "prefix_length") and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1")
         if not isinstance(prefix_projection, bool):
             raise ValueError(f"prefix_projection={prefix_projection!r} is not valid; use true or false")
         check_choice("init", init, PREFIX_INITS)
         super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
+        # the ids moved out of the input into the prefix (init 'text' from the template's leading words)
+        self.moved_ids = self._move_leading_words() if init == "text" and init_text is None else None
+        if prefix_length is None:
+            prefix_length = len(self.moved_ids) if self.moved_ids is not None else 10
+        elif self.moved_ids is not None and prefix_length < len(self.moved_ids):
+            raise ValueError(
+                f"prefix_length={prefix_length} is too short for the template's leading words "
+                f"{self.template.split_leading_text()[0]!r} ({len(self.moved_ids)} tokens with the start-of-text "
+                f"tokens) that init 'text' moves into the prefix; give at least {len(self.moved_ids)}, leave "
+                "prefix_length out, or give init_text")
         self.prefix_length, self.prefix_projection = prefix_length, prefix_projection
         self.prefix_hidden_size, self.init, self.init_text = prefix_hidden_size, init, init_text
         layers, heads, head_dim = lm.kv_shape
         width = layers * 2 * heads * head_dim  # keys and values of every layer, for one prefix position
         hidden = lm.embeddings.embedding_dim
-        target = self._text_key_values() if init == "text" else None
+        target = self._text_key_values() if init in ("text", "vocab") else None
         if prefix_projection:
             self.prefix_inputs = nn.Parameter(torch.randn(prefix_length, hidden).to(lm.device))
             self.prefix_mlp = nn.Sequential(nn.Linear(hidden, prefix_hidden_size), nn.Tanh(),
@@ -95,7 +120,28 @@ class PrefixTuning(PromptMethod):
         return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, prefix=(keys, values))
 
     # ------------------------------------------------------------------ initialisation
+    def _move_leading_words(self) -> list[int] | None:
+        """Encode the input without the template's leading words (and start-of-text tokens), and
+        return their ids, which the prefix then stands for; None where that cannot be exact."""
+        split = self.template.split_leading_text()
+        if split is None or not self.lm.causal or not self.lm.relative_positions:
+            return None
+        words, rest = split
+        whole = self.encoder
+        moved = list(whole.prefix_ids) + whole._tokenize(words)
+        self.moved_specials = len(whole.prefix_ids)
+        self.encoder = rest.encoder(self.lm.tokenizer, self.lm.causal, whole.max_length)
+        self.encoder.reserve, self.encoder.prefix_ids = whole.reserve, []
+        return moved
+
     def _init_ids(self) -> torch.Tensor:
+        if self.moved_ids is not None:
+            # as in the template: start-of-text tokens, the words; extra positions repeat the words between
+            specials, words = self.moved_ids[:self.moved_specials], self.moved_ids[self.moved_specials:]
+            extra = [words[i % len(words)] for i in range(self.prefix_length - len(self.moved_ids))]
+            return torch.tensor(specials + extra + words, device=self.lm.device)
+        if self.init == "vocab":
+            return common_token_ids(self.lm, self.prefix_length).to(self.lm.device)
         text = self.init_text if self.init_text is not None else template_words(self.template)
         ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"] if text.strip() else []
         if not ids:
@@ -104,8 +150,13 @@ class PrefixTuning(PromptMethod):
         return torch.tensor([ids[i % len(ids)] for i in range(self.prefix_length)], device=self.lm.device)
 
     def _text_key_values(self) -> torch.Tensor:
-        """[prefix_length, width]: the LM's own keys and values for the init text, in prefix layout."""
-        keys, values = self.lm.key_values(self._init_ids().unsqueeze(0))  # [layers, heads, P, head_dim]
+        """[prefix_length, width]: the LM's own keys and values for the init tokens, in prefix layout
+        (moved words and random tokens: numbered just before the input, which is numbered from 0,
+        where the model's positions are relative)."""
+        ids = self._init_ids().unsqueeze(0)
+        before = self.moved_ids is not None or (self.init == "vocab" and self.lm.relative_positions)
+        start = -ids.shape[1] if before else 0
+        keys, values = self.lm.key_values(ids, start=start)  # [layers, heads, P, head_dim]
         return torch.stack([keys, values]).permute(3, 1, 0, 2, 4).reshape(self.prefix_length, -1).float()
 
     @torch.no_grad()
