@@ -295,3 +295,21 @@ def test_kill_and_resume_the_run_command(make_tiny_lm, tmp_path):
     assert len({r["run_id"] for r in after}) == 6
     assert {r["run_id"]: strip(r) for r in after} == {r["run_id"]: strip(r) for r in reference}
     assert (killed / "report.md").exists()
+
+
+def test_a_trained_record_keeps_its_dev_curve(make_tiny_lm, tmp_path):
+    """Each dev evaluation while training is in the record ([step, accuracy, cross-entropy]), so a
+    reader can see why a run kept the step it kept."""
+    lm = make_tiny_lm("llama")
+    spec = MethodSpec("manual", train=True, train_config={"lr": 1e-3, "max_steps": 4, "batch_size": 4, "eval_every": 2})
+    records = Experiment(lm, toy_task(), [MethodSpec("manual", train=False), spec], [(PATTERNS[0], VERBALIZER)],
+                         Protocol(k=4, data_seeds=(13,), train_seeds=(1,)), output_dir=tmp_path).run(progress=False)
+    zero_shot, trained = sorted(records, key=lambda r: r["train"])
+    assert zero_shot["dev_curve"] == []
+    assert [step for step, _, _ in trained["dev_curve"]] == [2, 4]
+    assert all(0 <= acc <= 1 and loss > 0 for _, acc, loss in trained["dev_curve"])
+    best = max(trained["dev_curve"], key=lambda point: (point[1], -point[2]))
+    # the kept step is the best evaluation, unless the untrained start (step 0) was at least as good
+    assert trained["best_step"] in (0, best[0])
+    if trained["best_step"] == best[0]:
+        assert trained["dev"]["accuracy"] == best[1]
