@@ -251,9 +251,16 @@ class Experiment:
             "n_train": len(train_examples), "n_dev": len(dev_examples), "n_test": len(self._test),
         }
         if self.store:
-            self.store.save_predictions(run.run_id, {"dev": dev_scores.tolist(), "test": test_scores.tolist()})
+            self.store.save_predictions(run.run_id, {"dev": dev_scores.tolist(), "test": test_scores.tolist(),
+                                                     **self._gold(dev_examples)})
             self.store.append(record)
         return record
+
+    def _gold(self, dev_examples) -> dict[str, list[int]]:
+        """Gold label indices (-1: unknown) beside the saved scores, so a report can resample them."""
+        index = {label: i for i, label in enumerate(self.task.labels)}
+        return {f"{split}_gold": [index.get(e.label, -1) for e in examples]
+                for split, examples in (("dev", dev_examples), ("test", self._test))}
 
     def _untrained_test_scores(self, run: PlannedRun, method, progress: bool) -> torch.Tensor:
         """Test scores of a prompt that is not trained: the same for every data seed, so computed once.
@@ -306,11 +313,13 @@ class Experiment:
     def _ensemble_record(self, spec, members, records, scores, weights, rid) -> dict:
         labels = list(self.task.labels)
         total = sum(weights) or 1.0
-        out = {}
+        out, combined = {}, {}
         for split in ("dev", "test"):
             probs = sum(w * torch.tensor(s[split]).softmax(-1) for w, s in zip(weights, scores)) / total
             out[split] = [labels[i] for i in probs.argmax(-1).tolist()]
+            combined[split] = probs.log().tolist()
         dev_examples = self.split(members[0].data_seed)[1]
+        self.store.save_predictions(rid, {**combined, **self._gold(dev_examples)})
         first = records[0]
         return {
             **{k: first[k] for k in ("task", "model", "method", "k", "data_seed", "train_seed", "test_limit")},

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .results import ResultsStore, aggregate, select_runs
+from .results import ResultsStore, aggregate, bootstrap_interval, select_runs
 
 __all__ = ["summary_table", "zero_shot_table", "found_prompts_table", "write_report", "short"]
 
@@ -46,14 +46,16 @@ def _params(n) -> str:
 def summary_table(rows: Sequence[dict]) -> str:
     """Markdown: one row per setting, best first."""
     lines = ["| method | template | verbalizer | trainable | dev (sel.) | test (sel.) mean ± std | "
-             "test (all) mean ± std | min–max | collapsed | runs | time (s) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "95% CI (test sample) | test (all) mean ± std | min–max | collapsed | runs | time (s) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         sel, alls = r["test_selected"], r["test_all"]
+        ci = r.get("test_interval")
         lines.append(
             f"| {r['label']} | `{short(r['template'])}` | {short(_verbalizer(r['verbalizer']), 28)} | "
             f"{_params(r['trainable_params'])} | {_pct(r['dev_selected'])} | "
-            f"{_pct(sel['mean'])} ± {_pct(sel['std'])} | {_pct(alls['mean'])} ± {_pct(alls['std'])} | "
+            f"{_pct(sel['mean'])} ± {_pct(sel['std'])} | {f'{_pct(ci[0])}–{_pct(ci[1])}' if ci else '–'} | "
+            f"{_pct(alls['mean'])} ± {_pct(alls['std'])} | "
             f"{_pct(alls['min'])}–{_pct(alls['max'])} | {r['collapsed']} | {r['runs']} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -220,13 +222,18 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
     out = {"report": directory / "report.md", "summary": directory / "summary.csv", "runs": directory / "runs.csv"}
     lines = [f"# Results: {directory.name}", ""]
     summary = []
+    store = ResultsStore(directory)
     for task, recs in by_task.items():
         rows = aggregate(recs, metric)
+        for row in rows:
+            row["test_interval"] = bootstrap_interval(store, row["selected_run_ids"], metric)
         summary += rows
         models = sorted({r["model"] for r in recs})
         lines += [f"## {task}", "", f"Model: {', '.join(models)}; K = {recs[0].get('k')}; "
                   f"{len({r['data_seed'] for r in recs})} data seeds; metric: {metric}. "
-                  "\"sel.\" = the run selected by dev in each data split; \"all\" = every run.", "",
+                  "\"sel.\" = the run selected by dev in each data split; \"all\" = every run; "
+                  "95% CI: the mean of the selected runs when the test examples are drawn again "
+                  "(bootstrap, 1,000 draws), the part of a score that is the luck of the test sample.", "",
                   summary_table(rows), ""]
         if len(rows) > 1:
             lines += [_winner(rows), ""]
@@ -245,13 +252,13 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
         w.writerow(["task", "method", "label", "template", "verbalizer", "model", "k", "trainable_params",
                     "runs", "dev_selected", "test_selected_mean", "test_selected_std", "test_all_mean",
                     "test_all_std", "test_min", "test_max", "std_data_seeds", "std_train_seeds",
-                    "selection_gain", "collapsed", "seconds"])
+                    "selection_gain", "collapsed", "seconds", "test_ci_low", "test_ci_high"])
         for r in summary:
             w.writerow([r["task"], r["method"], r["label"], r["template"], _verbalizer(r["verbalizer"]), r["model"],
                         r["k"], r["trainable_params"], r["runs"], r["dev_selected"], r["test_selected"]["mean"],
                         r["test_selected"]["std"], r["test_all"]["mean"], r["test_all"]["std"], r["test_all"]["min"],
                         r["test_all"]["max"], r["std_data_seeds"], r["std_train_seeds"], r["selection_gain"],
-                        r["collapsed"], r["seconds"]])
+                        r["collapsed"], r["seconds"], *(r["test_interval"] or (None, None))])
     selected = select_runs(records, metric)
     with open(out["runs"], "w", newline="") as f:
         w = csv.writer(f)

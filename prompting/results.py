@@ -17,7 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["ResultsFileError", "ResultsStore", "run_id", "select_runs", "aggregate", "GROUP_KEYS"]
+__all__ = ["ResultsFileError", "ResultsStore", "run_id", "select_runs", "aggregate", "bootstrap_interval",
+           "GROUP_KEYS"]
 
 
 class ResultsFileError(ValueError):
@@ -125,6 +126,49 @@ def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     return chosen
 
 
+def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str = "accuracy",
+                       resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
+    """How much of a test score is the luck of the test sample: the percentile interval of the runs'
+    mean test ``metric`` (accuracy or macro_f1) when the test examples are drawn again with
+    replacement, the same draw for every run (they share one test set). It gives a deterministic
+    run (zero-shot on a fixed test set) a spread too. None when a run's saved predictions or gold
+    labels are missing (runs recorded by older versions).
+
+    >>> bootstrap_interval(ResultsStore("runs/quickstart"), ["4fc7070213a5f999"])  # doctest: +SKIP
+    (0.66, 0.83)
+    """
+    import numpy as np
+
+    if metric not in ("accuracy", "macro_f1") or not run_ids:
+        return None
+    runs = []
+    for rid in run_ids:
+        saved = store.load_predictions(rid)
+        if not saved or "test_gold" not in saved or not saved["test"]:
+            return None
+        scores = np.asarray(saved["test"])
+        runs.append((scores.argmax(1), np.asarray(saved["test_gold"]), scores.shape[1]))
+    size = len(runs[0][1])
+    if any(len(gold) != size for _, gold, _ in runs):
+        return None
+    draws = np.random.default_rng(seed).integers(0, size, (resamples, size))
+    values = np.zeros(resamples)
+    for predicted, gold, n_labels in runs:
+        pred, true = predicted[draws], gold[draws]
+        if metric == "accuracy":
+            values += (pred == true).mean(1)
+            continue
+        f1 = np.zeros(resamples)
+        for label in range(n_labels):  # as scikit-learn's macro-F1 with zero_division=0
+            hits = ((pred == label) & (true == label)).sum(1)
+            total = (pred == label).sum(1) + (true == label).sum(1)
+            f1 += np.divide(2 * hits, total, out=np.zeros(resamples), where=total > 0)
+        values += f1 / n_labels
+    values /= len(runs)
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values), "n": len(values)}
@@ -157,6 +201,7 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
             "runs": len(runs),
             "data_seeds": len(by_split),
             "dev_selected": statistics.fmean(r["dev"].get(metric, math.nan) for r in chosen),
+            "selected_run_ids": sorted(r["run_id"] for r in chosen),
             "test_selected": _spread(test_sel),
             "test_all": _spread(test_all),
             "std_data_seeds": _spread(test_sel)["std"],

@@ -313,3 +313,6 @@ def test_a_trained_record_keeps_its_dev_curve(make_tiny_lm, tmp_path):
     assert trained["best_step"] in (0, best[0])
     if trained["best_step"] == best[0]:
         assert trained["dev"]["accuracy"] == best[1]
+    # gold labels beside the saved scores: what a report's test-sample interval resamples
+    saved = ResultsStore(tmp_path).load_predictions(trained["run_id"])
+    assert saved["test_gold"] == [int(e.label) for e in TEST] and len(saved["dev_gold"]) == trained["n_dev"]

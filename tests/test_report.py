@@ -75,3 +75,25 @@ def test_found_prompts_is_absent_without_found_templates(tmp_path):
     assert "Found prompts" not in report
     assert found_prompts_table(OTHERS) == ""
     assert "### Stability" in report
+
+
+def test_every_row_gets_a_test_sample_interval_even_a_deterministic_zero_shot_run(tmp_path):
+    store = ResultsStore(tmp_path / "runs")
+    gold = [0, 1] * 50
+    for r, correct in zip(OTHERS[:2], (52, 50)):
+        store.append(r)
+        predicted = [g if i < correct else 1 - g for i, g in enumerate(gold)]
+        store.save_predictions(r["run_id"], {"dev": [], "test": [[0.0, 1.0] if p else [1.0, 0.0] for p in predicted],
+                                             "dev_gold": [], "test_gold": gold})
+    store.append(OTHERS[2])  # no saved predictions: no interval, the rest of the row as before
+    write_report(store.directory, plots=False)
+    report = (store.directory / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| method | template"))
+    column = cells(header).index("95% CI (test sample)")
+    zero_shot = cells(next(line for line in report.split("## sst2")[1].splitlines() if line.startswith("| manual")))
+    low, high = (float(x) for x in zero_shot[column].split("–"))
+    assert low < 51.0 < high and 10 < high - low < 30  # 100 examples: about ±10 points
+    pet = cells(next(line for line in report.split("## other")[1].splitlines() if line.startswith("| PET")))
+    assert pet[column] == "–"
+    summary = (store.directory / "summary.csv").read_text().splitlines()
+    assert summary[0].endswith("test_ci_low,test_ci_high")

@@ -182,3 +182,40 @@ def test_a_run_recorded_twice_counts_once(tmp_path):
     store.append({**base, "run_id": "b", "train_seed": 2, "test": {"accuracy": 0.7}})
     store.append({**base, "run_id": "a", "train_seed": 1, "test": {"accuracy": 0.9}})
     assert [r["run_id"] for r in store.records()] == ["a", "b"]
+
+
+def _saved(store, rid, predicted, gold, n_labels=2):
+    scores = [[1.0 if j == p else 0.0 for j in range(n_labels)] for p in predicted]
+    store.save_predictions(rid, {"dev": [], "test": scores, "dev_gold": [], "test_gold": list(gold)})
+
+
+def test_bootstrap_interval_brackets_the_score_with_the_width_of_the_test_sample(tmp_path):
+    """A deterministic run still gets a spread: the luck of drawing this test sample. 400 examples
+    at 75% give about ±4.2 points (1.96 * sqrt(.75 * .25 / 400)); identical runs change nothing."""
+    from prompting.results import bootstrap_interval
+
+    store = ResultsStore(tmp_path)
+    gold = [0, 1] * 200
+    _saved(store, "perfect", gold, gold)
+    _saved(store, "three-quarters", [g if i % 4 else 1 - g for i, g in enumerate(gold)], gold)
+    _saved(store, "again", [g if i % 4 else 1 - g for i, g in enumerate(gold)], gold)
+    assert bootstrap_interval(store, ["perfect"]) == (1.0, 1.0)
+    low, high = bootstrap_interval(store, ["three-quarters"])
+    assert low < 0.75 < high and abs((high - low) / 2 - 0.0424) < 0.01
+    assert bootstrap_interval(store, ["three-quarters", "again"]) == (low, high)
+    mixed = bootstrap_interval(store, ["perfect", "three-quarters"])  # the mean of the runs' scores
+    assert mixed[0] < 0.875 < mixed[1] and mixed[1] - mixed[0] < high - low
+
+
+def test_bootstrap_interval_of_macro_f1_and_when_it_cannot_be_computed(tmp_path):
+    from prompting.results import bootstrap_interval
+
+    store = ResultsStore(tmp_path)
+    gold = [0, 1] * 100
+    _saved(store, "one-class", [1] * 200, gold)  # F1 2/3 on class 1, 0 on class 0: macro 1/3
+    low, high = bootstrap_interval(store, ["one-class"], "macro_f1")
+    assert low < 1 / 3 < high and high - low < 0.1  # the share of class 1 in a 200-draw moves it
+    assert bootstrap_interval(store, ["one-class"], "accuracy")[0] < 0.5
+    store.save_predictions("old", {"dev": [], "test": [[0.0, 1.0]] * 200})  # recorded before gold was kept
+    assert bootstrap_interval(store, ["one-class", "old"]) is None
+    assert bootstrap_interval(store, ["missing"]) is None
