@@ -236,6 +236,7 @@ class Experiment:
             **run.settings, **run.spec.tags, "run_id": run.run_id, "experiment": self.name,
             "describe": method.describe(),
             "dev": compute_metrics([e.label for e in dev_examples], dev_pred, labels) if dev_examples else {},
+            "dev_loss": _cross_entropy(dev_scores, dev.labels),
             "test": compute_metrics([e.label for e in self._test], test_pred, labels),
             "collapsed": len(set(test_pred)) == 1,
             "trainable_params": trainable,
@@ -319,7 +320,8 @@ class Experiment:
             out[split] = [labels[i] for i in probs.argmax(-1).tolist()]
             combined[split] = probs.log().tolist()
         dev_examples = self.split(members[0].data_seed)[1]
-        self.store.save_predictions(rid, {**combined, **self._gold(dev_examples)})
+        gold = self._gold(dev_examples)
+        self.store.save_predictions(rid, {**combined, **gold})
         first = records[0]
         return {
             **{k: first[k] for k in ("task", "model", "method", "k", "data_seed", "train_seed", "test_limit")},
@@ -327,12 +329,22 @@ class Experiment:
             "template": f"ensemble of {len(members)} patterns", "verbalizer": first["verbalizer"],
             "ensemble_of": [m.run_id for m in members], "train": True,
             "dev": compute_metrics([e.label for e in dev_examples], out["dev"], labels),
+            "dev_loss": _cross_entropy(torch.tensor(combined["dev"]).reshape(len(dev_examples), -1),
+                                       torch.tensor(gold["dev_gold"], dtype=torch.long)),
             "test": compute_metrics([e.label for e in self._test], out["test"], labels),
             "collapsed": len(set(out["test"])) == 1,
             "trainable_params": sum(r.get("trainable_params", 0) for r in records),
             "seconds": sum(r.get("seconds", 0.0) for r in records),
             "peak_memory_mb": max(r.get("peak_memory_mb") or 0 for r in records),
         }
+
+
+def _cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Mean cross-entropy of the gold labels under the label scores (examples with a known label)."""
+    known = labels >= 0
+    if not known.any():
+        return None
+    return round(torch.nn.functional.cross_entropy(scores[known].float(), labels[known]).item(), 6)
 
 
 def _peak_memory_mb() -> float:

@@ -316,3 +316,4 @@ def test_a_trained_record_keeps_its_dev_curve(make_tiny_lm, tmp_path):
     # gold labels beside the saved scores: what a report's test-sample interval resamples
     saved = ResultsStore(tmp_path).load_predictions(trained["run_id"])
     assert saved["test_gold"] == [int(e.label) for e in TEST] and len(saved["dev_gold"]) == trained["n_dev"]
+    assert zero_shot["dev_loss"] > 0 and trained["dev_loss"] > 0  # what breaks a dev tie between seeds

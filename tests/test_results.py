@@ -219,3 +219,16 @@ def test_bootstrap_interval_of_macro_f1_and_when_it_cannot_be_computed(tmp_path)
     store.save_predictions("old", {"dev": [], "test": [[0.0, 1.0]] * 200})  # recorded before gold was kept
     assert bootstrap_interval(store, ["one-class", "old"]) is None
     assert bootstrap_interval(store, ["missing"]) is None
+
+
+def test_a_dev_tie_between_training_seeds_goes_to_the_lower_dev_cross_entropy():
+    """As in the training loop: equal dev accuracy, then the lower dev loss, then the first seed."""
+    base = {"task": "toy", "method": "manual", "label": "PET", "template": "T1", "verbalizer": {"0": ["bad"]},
+            "model": "tiny", "k": 4, "data_seed": 13, "test": {"accuracy": 0.5}}
+    runs = [{**base, "run_id": f"seed{s}", "train_seed": s, "dev": {"accuracy": 0.75}, "dev_loss": loss}
+            for s, loss in ((1, 0.61), (2, 0.43), (3, 0.43))]
+    assert select_runs(runs) == {"seed2"}
+    older = [{k: v for k, v in r.items() if k != "dev_loss"} for r in runs]  # recorded without it
+    assert select_runs(older) == {"seed1"}
+    runs[0]["dev"] = {"accuracy": 0.78}  # a better dev score still wins, whatever its loss
+    assert select_runs(runs) == {"seed1"}
