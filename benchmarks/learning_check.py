@@ -7,9 +7,13 @@ For each method (soft, ptuning, prefix) and each start:
   template has words; prefix: 10 random key/value positions before ``{text_a} {mask}``);
 - ``text``: the manual template's words are the starting point. Soft / ptuning: the soft slots take
   the words' places and start from their embeddings, ``{soft:"Review:"} {text_a}{soft:"\\nSentiment:"}
-  {mask}`` (a soft prompt then starts as exactly the manual prompt; P-tuning's encoder starts from
-  them as its input). Prefix: the manual template, with a 10-position prefix made of the LM's own
-  keys/values for the template's words.
+  {mask}`` (a soft prompt then starts as exactly the manual prompt; so does P-tuning, whose residual
+  encoder starts as its inputs, the words). Prefix: the manual template whose leading word
+  ``Review:`` is moved into the prefix, as the LM's own keys/values for it (2 positions): step 0 is
+  exactly the manual prompt;
+- ``vocab`` (prefix only): 10 prefix positions made of the LM's own keys/values for random common
+  tokens, before ``{text_a} {mask}``: a random start without manual words, but activations of the
+  kind the layers expect.
 
 Each run trains on the K-shot train split of one data seed, selects the best step on the K-shot dev
 split (train.py does, step 0 included), and is scored on the first 500 test examples. The baseline is
@@ -53,11 +57,16 @@ RUNS = {
     # P-tuning's encoder and the prefix MLP are sized so that what trains stays under 1% of the model
     # (the papers' sizes, the embedding width and 512, train 11% and 4.6% of it); P-tuning adds its
     # head to its inputs (``residual``) so a text start is kept (see ``superseded`` in the JSON).
-    "ptuning/random": ("ptuning", SLOTS_RANDOM, {"encoder": "lstm", "hidden_size": 64, "residual": True}),
-    "ptuning/text": ("ptuning", SLOTS_TEXT, {"encoder": "lstm", "hidden_size": 64, "residual": True}),
+    # Its input vectors are then the prompt itself and train at a soft prompt's rate (input_lr).
+    "ptuning/random": ("ptuning", SLOTS_RANDOM, {"encoder": "lstm", "hidden_size": 64, "residual": True,
+                                                 "input_lr": 3e-2}),
+    "ptuning/text": ("ptuning", SLOTS_TEXT, {"encoder": "lstm", "hidden_size": 64, "residual": True,
+                                             "input_lr": 3e-2}),
     "prefix/random": ("prefix", "{text_a} {mask}", {"prefix_length": 10, "init": "random",
                                                      "prefix_hidden_size": 64}),
-    "prefix/text": ("prefix", MANUAL, {"prefix_length": 10, "init": "text", "prefix_hidden_size": 64}),
+    "prefix/vocab": ("prefix", "{text_a} {mask}", {"prefix_length": 10, "init": "vocab",
+                                                    "prefix_hidden_size": 64}),
+    "prefix/text": ("prefix", MANUAL, {"init": "text", "prefix_hidden_size": 64}),
 }
 LR = {"soft": 3e-2, "ptuning": 1e-3, "prefix": 1e-4}  # tuned on dev accuracy, data seed 13 only
 SEEDS = (13, 21, 42, 87, 100)
@@ -134,13 +143,13 @@ def markdown(results: dict, tuning: dict | None = None) -> str:
     lines += ["", "Settings:", ""] + [f"- {k}: template `{RUNS[k][1]!r}`, {RUNS[k][2]}" for k in RUNS]
     lines += ["", "Trainable params are those updated while training (P-tuning's LSTM + MLP, prefix-tuning's "
               "MLP); saved params are what a saved prompt holds (the encoder's output only)."]
-    superseded = results.get("superseded") or {}
-    if superseded.get("runs"):
-        lines += ["", "## Earlier settings (superseded)", "", superseded["why"], "",
+    superseded = results.get("superseded") or []
+    for group in [superseded] if isinstance(superseded, dict) else superseded:
+        lines += ["", "## Earlier settings (superseded)", "", group["why"], "",
                   "| run | settings | test acc (mean ± std) | per data seed | dev acc step 0 → best | trainable |",
                   "|---|---|---|---|---|---|"]
         old: dict[str, list[dict]] = {}
-        for record in superseded["runs"]:
+        for record in group["runs"]:
             if "test_accuracy" in record:
                 old.setdefault(record["run"], []).append(record)
         for key, records in old.items():
