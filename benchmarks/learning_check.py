@@ -49,6 +49,7 @@ OUT = ROOT / "results" / "learning_check.json"
 
 MANUAL = "Review: {text_a}\nSentiment: {mask}"
 VERBALIZER = {"0": ["negative"], "1": ["positive"]}
+NO_WORDS = "{text_a} {mask}"  # the random prefixes' template: what the LM does with no prompt at all
 SLOTS_RANDOM = "{soft:2} {text_a}{soft:4} {mask}"  # "Review:" is 2 tokens, "\nSentiment:" 4
 SLOTS_TEXT = '{soft:"Review:"} {text_a}{soft:"\nSentiment:"} {mask}'
 RUNS = {
@@ -62,9 +63,9 @@ RUNS = {
                                                  "input_lr": 3e-2}),
     "ptuning/text": ("ptuning", SLOTS_TEXT, {"encoder": "lstm", "hidden_size": 64, "residual": True,
                                              "input_lr": 3e-2}),
-    "prefix/random": ("prefix", "{text_a} {mask}", {"prefix_length": 10, "init": "random",
+    "prefix/random": ("prefix", NO_WORDS, {"prefix_length": 10, "init": "random",
                                                      "prefix_hidden_size": 64}),
-    "prefix/vocab": ("prefix", "{text_a} {mask}", {"prefix_length": 10, "init": "vocab",
+    "prefix/vocab": ("prefix", NO_WORDS, {"prefix_length": 10, "init": "vocab",
                                                     "prefix_hidden_size": 64}),
     "prefix/text": ("prefix", MANUAL, {"init": "text", "prefix_hidden_size": 64}),
 }
@@ -120,6 +121,10 @@ def markdown(results: dict, tuning: dict | None = None) -> str:
     if base:
         lines += [f"Baseline: the manual template `{MANUAL!r}` zero-shot, verbalizer {VERBALIZER}: "
                   f"**{base['test_accuracy']:.3f}** test accuracy.", ""]
+    plain = results.get("baseline_no_words")
+    if plain:
+        lines += [f"No prompt words at all, `{NO_WORDS!r}` zero-shot (the random prefixes' template): "
+                  f"**{plain['test_accuracy']:.3f}**.", ""]
     lines += ["| method | init | test acc (mean ± std) | test macro-F1 | per data seed | dev acc step 0 → best "
               "| trainable params (% of model) | saved params | lr, steps |", "|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
@@ -202,13 +207,15 @@ def main(argv=None) -> None:
     results = load_results(args.out)
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                           "torch": torch.__version__, "model": lm.name, "model_params": lm.num_parameters()}
-    if not args.no_test and results.get("baseline") is None:
-        manual = build_method("manual", lm, MANUAL, Verbalizer(VERBALIZER), labels=task.labels)
+    for name, template in (("baseline", MANUAL), ("baseline_no_words", NO_WORDS)):
+        if args.no_test or results.get(name) is not None:
+            continue
+        manual = build_method("manual", lm, template, Verbalizer(VERBALIZER), labels=task.labels)
         metrics, _ = evaluate(manual, manual.encode(test))
-        results["baseline"] = {"template": MANUAL, "verbalizer": VERBALIZER, "test_size": len(test),
-                               "test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"]}
+        results[name] = {"template": template, "verbalizer": VERBALIZER, "test_size": len(test),
+                         "test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"]}
         save_results(args.out, results)
-        print(f"manual zero-shot: {metrics['accuracy']:.3f}", flush=True)
+        print(f"{template!r} zero-shot: {metrics['accuracy']:.3f}", flush=True)
     for key in args.runs:
         lr = args.lr if args.lr is not None else LR[RUNS[key][0]]
         for seed in args.seeds:
