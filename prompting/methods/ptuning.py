@@ -147,5 +147,5 @@ class PTuning(PromptMethod):
         self.folded = nn.Parameter(prompt.float().to(self.lm.device))
 
     def extra_config(self) -> dict:
-        return {"encoder": self.encoder_kind, "hidden_size": self.hidden_size, "residual": self.residual,
-                "input_lr": self.input_lr}
+        # input_lr is a training setting: a saved (folded) prompt has no inputs left to train
+        return {"encoder": self.encoder_kind, "hidden_size": self.hidden_size, "residual": self.residual}
