@@ -243,8 +243,8 @@ class Experiment:
             "model_params": self.lm.num_parameters(),
             "steps": result.steps if result else 0,
             "best_step": result.best_step if result else 0,
-            # how dev went while training: [step, selection metric, dev cross-entropy] per evaluation
-            "dev_curve": [[h["step"], h["dev"].get(self.protocol.select_metric), h["dev_loss"]]
+            # how dev went while training: [step, selection metric, dev cross-entropy or None (a search)]
+            "dev_curve": [[h["step"], h["dev"].get(self.protocol.select_metric), h.get("dev_loss")]
                           for h in (result.history if result else []) if "dev" in h],
             "train_config_used": config.to_dict() if config else None,
             "seconds": round(time.perf_counter() - started, 3),
