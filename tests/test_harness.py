@@ -317,3 +317,16 @@ def test_a_trained_record_keeps_its_dev_curve(make_tiny_lm, tmp_path):
     saved = ResultsStore(tmp_path).load_predictions(trained["run_id"])
     assert saved["test_gold"] == [int(e.label) for e in TEST] and len(saved["dev_gold"]) == trained["n_dev"]
     assert zero_shot["dev_loss"] > 0 and trained["dev_loss"] > 0  # what breaks a dev tie between seeds
+
+
+def test_a_search_method_records_its_dev_curve_without_a_dev_loss(make_tiny_lm, tmp_path):
+    """AutoPrompt brings its own loop: its evaluations have no cross-entropy, and the record still
+    gets written (the quickstart's AutoPrompt run once failed here)."""
+    lm = make_tiny_lm("llama")
+    spec = MethodSpec("autoprompt", template="{text_a} {trigger:1} {mask}",
+                      params={"iterations": 2, "num_candidates": 2, "score_examples": 2},
+                      train_config={"batch_size": 4, "eval_every": 1})
+    records = Experiment(lm, toy_task(), [spec], [(PATTERNS[0], VERBALIZER)],
+                         Protocol(k=4, data_seeds=(13,), train_seeds=(1,)), output_dir=tmp_path).run(progress=False)
+    assert len(records) == 1 and all(len(point) == 3 for point in records[0]["dev_curve"])
+    assert ResultsStore(tmp_path).records()[0]["run_id"] == records[0]["run_id"]
