@@ -28,7 +28,7 @@ from .data import DATA_SEEDS, Example, Task, compute_metrics, sample_kshot
 from .methods import build_method
 from .results import ResultsStore, run_id
 from .template import Template
-from .train import TrainConfig, train
+from .train import TrainConfig, gold_cross_entropy, train
 from .verbalizer import Verbalizer
 
 __all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun"]
@@ -340,11 +340,8 @@ class Experiment:
 
 
 def _cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
-    """Mean cross-entropy of the gold labels under the label scores (examples with a known label)."""
-    known = labels >= 0
-    if not known.any():
-        return None
-    return round(torch.nn.functional.cross_entropy(scores[known].float(), labels[known]).item(), 6)
+    loss = gold_cross_entropy(scores, labels)
+    return None if loss is None else round(loss, 6)
 
 
 def _peak_memory_mb() -> float:

@@ -88,6 +88,15 @@ def _metrics(method: PromptMethod, data: EncodedExamples, scores: torch.Tensor) 
     return compute_metrics(gold, predicted, method.labels), predicted
 
 
+def gold_cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Mean cross-entropy of the gold labels under the label scores (examples with a known label;
+    None when no example has one)."""
+    known = labels >= 0
+    if not known.any():
+        return None
+    return torch.nn.functional.cross_entropy(scores[known].float(), labels[known]).item()
+
+
 def _dev_score(method: PromptMethod, data: EncodedExamples, batch_size: int, metric: str
                ) -> tuple[dict[str, float], float, tuple[float, float]]:
     """Dev metrics, the gold labels' mean cross-entropy, and the selection key: the metric, ties
@@ -95,9 +104,8 @@ def _dev_score(method: PromptMethod, data: EncodedExamples, batch_size: int, met
     tie must not keep the untrained state just because it came first)."""
     scores = method.predict_scores(data, batch_size)
     metrics, _ = _metrics(method, data, scores)
-    known = data.labels >= 0
-    loss = (torch.nn.functional.cross_entropy(scores[known].float(), data.labels[known]).item()
-            if known.any() else 0.0)
+    loss = gold_cross_entropy(scores, data.labels)
+    loss = 0.0 if loss is None else loss
     return metrics, loss, (metrics[metric], -loss)
 
 
