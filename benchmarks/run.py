@@ -40,7 +40,7 @@ ROWS = [
     ("soft", "soft prompt, 6 tokens", "soft", "peft-soft"),
     ("ptuning-64", "P-tuning, LSTM 64 + residual (configs)", "ptuning", "peft-ptuning-64"),
     ("ptuning", "P-tuning, LSTM as wide as the LM (paper)", None, "peft-ptuning"),
-    ("prefix-64", "prefix-tuning, MLP 64, 10 positions (configs)", "prefix", "peft-prefix-64"),
+    ("prefix-64", "prefix-tuning, MLP 64, 10 positions (FewGLUE configs; SST-2 and mr use 2)", "prefix", "peft-prefix-64"),
     ("prefix", "prefix-tuning, MLP 512, 10 positions (paper)", None, "peft-prefix"),
 ]
 
