@@ -43,6 +43,9 @@ class TrainConfig:
     eval_every: int | None = None  # steps between dev evaluations; default once per epoch
     patience: int | None = None  # stop after this many evaluations without a better dev score
     select_metric: str = "accuracy"
+    # the state before training is a candidate for the best-on-dev state; false: only trained states
+    # (what PET fine-tuning wants: its untrained state is the zero-shot run, reported on its own)
+    select_untrained: bool = True
     seed: int = 1
 
     def __post_init__(self):
@@ -51,8 +54,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ValueError(f"{name}={value!r} is not valid; give a number")
-        if not isinstance(self.tune_lm, bool):
-            raise ValueError(f"tune_lm={self.tune_lm!r} is not valid; use true or false")
+        for name in ("tune_lm", "select_untrained"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; use true or false")
         for name in ("lr", "batch_size", "eval_batch_size"):
             if getattr(self, name) is None or getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must be > 0")
@@ -158,7 +162,7 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
     params = [p for g in groups for p in g["params"]]
 
     best_key, best_step, best_dev, best_state = (-math.inf, -math.inf), 0, {}, None
-    if dev_data is not None and len(dev_data):
+    if config.select_untrained and dev_data is not None and len(dev_data):
         best_dev, _, best_key = _dev_score(method, dev_data, config.eval_batch_size, config.select_metric)
         best_state = _trainable_state(method, config.tune_lm)
     history, stale, step = [], 0, 0

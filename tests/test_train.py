@@ -183,6 +183,40 @@ def test_a_dev_metric_tie_goes_to_the_lower_dev_loss_but_the_metric_comes_first(
     assert result.best_step == 4 and result.best_dev["accuracy"] == 0.8
 
 
+def test_without_select_untrained_the_best_trained_state_is_kept_even_when_the_start_was_better(
+        make_tiny_lm, scripted_dev):
+    script, snapshots = scripted_dev
+    script += [0.6, 0.8, 0.7]  # steps 1..3 only: the state before training is not scored
+    lm = make_tiny_lm("llama")
+    before = lm_state(lm)
+    method = manual(lm)
+    data = method.encode(TRAIN)
+    result = train(method, data, data, TrainConfig(lr=3e-3, tune_lm=True, max_steps=3, eval_every=1,
+                                                   select_untrained=False), progress=False)
+    assert len(snapshots) == 3 and result.best_step == 2 and result.best_dev["accuracy"] == 0.8
+    assert same_state(lm_state(lm), snapshots[1]) and not same_state(lm_state(lm), before)
+    # the same dev scores with the start allowed and scoring 0.9: training is undone
+    script[:], snapshots[:] = [0.9, 0.6, 0.8, 0.7], []
+    lm = make_tiny_lm("llama")
+    before = lm_state(lm)
+    method = manual(lm)
+    assert train(method, data, data, TrainConfig(lr=3e-3, tune_lm=True, max_steps=3, eval_every=1),
+                 progress=False).best_step == 0
+    assert same_state(lm_state(lm), before)
+
+
+def test_pet_fine_tuning_selects_among_trained_states_and_learned_prompts_may_keep_their_start(make_tiny_lm):
+    from prompting.methods import build_method
+
+    lm = make_tiny_lm("llama")
+    pet = build_method("manual", lm, TEMPLATE, VERBALIZER, labels=["0", "1"])
+    soft = build_method("soft", lm, "{soft:2} " + TEMPLATE, VERBALIZER, labels=["0", "1"])
+    assert TrainConfig(**pet.train_defaults).select_untrained is False
+    assert TrainConfig(**soft.train_defaults).select_untrained is True
+    with pytest.raises(ValueError, match="select_untrained='no' is not valid; use true or false"):
+        TrainConfig(select_untrained="no")
+
+
 def test_the_real_dev_score_is_the_gold_cross_entropy_of_the_label_scores(make_tiny_lm):
     from prompting.train import _dev_score
 
