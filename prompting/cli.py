@@ -33,15 +33,15 @@ def _experiment(cfg, output_dir, lm=None, allow_download: bool = False):
 
 
 def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
-    from .report import summary_table, write_report
-    from .results import aggregate
+    from .report import summary_rows, summary_table, write_report
+    from .results import ResultsStore
 
     by_task = {}
     for r in records:
         by_task.setdefault(r["task"], []).append(r)
     for task, recs in by_task.items():
         print(f"\n## {task}\n")
-        print(summary_table(aggregate(recs, metric)))
+        print(summary_table(summary_rows(ResultsStore(directory), recs, metric)))
     paths = write_report(directory, metric)
     print(f"\nreport: {paths['report']}\nsummary: {paths['summary']}")
     plots = [str(p) for k, p in paths.items() if k not in ("report", "summary", "runs")]

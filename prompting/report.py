@@ -210,6 +210,14 @@ def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metri
     return paths
 
 
+def summary_rows(store: ResultsStore, records: list[dict], metric: str = "accuracy") -> list[dict]:
+    """The aggregate rows of one task's records, each with the bootstrap interval of its test mean."""
+    rows = aggregate(records, metric)
+    for row in rows:
+        row["test_interval"] = bootstrap_interval(store, row["selected_run_ids"], metric)
+    return rows
+
+
 def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = True) -> dict[str, Path]:
     """Write report.md, summary.csv, runs.csv and plots for the records in ``directory``."""
     directory = Path(directory)
@@ -224,9 +232,7 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
     summary = []
     store = ResultsStore(directory)
     for task, recs in by_task.items():
-        rows = aggregate(recs, metric)
-        for row in rows:
-            row["test_interval"] = bootstrap_interval(store, row["selected_run_ids"], metric)
+        rows = summary_rows(store, recs, metric)
         summary += rows
         models = sorted({r["model"] for r in recs})
         lines += [f"## {task}", "", f"Model: {', '.join(models)}; K = {recs[0].get('k')}; "

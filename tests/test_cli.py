@@ -176,7 +176,13 @@ methods: [{{name: manual, train: false}}]
     records = ResultsStore(out).records()
     assert len(records) == 2 and all(r["n_test"] == 3 and r["test_limit"] == 3 for r in records)
     assert (out / "report.md").exists() and (out / "summary.csv").exists()
-    assert "2 runs in" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 runs in" in printed
+    # the printed table is report.md's: the test mean's bootstrap interval is filled in, not "–"
+    row = next(line for line in printed.splitlines() if line.startswith("| manual zero-shot"))
+    report_row = next(line for line in (out / "report.md").read_text().splitlines()
+                      if line.startswith("| manual zero-shot"))
+    assert row == report_row and "| – |" not in row
 
 
 # ------------------------------------------------------------------------------------------ models
