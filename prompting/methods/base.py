@@ -56,7 +56,7 @@ class PromptMethod(torch.nn.Module):
     method_params: dict[str, object] = {}
     #: training settings that suit the method when a config does not give them; PET fine-tuning
     #: keeps the best *trained* state (its untrained state is the zero-shot run: with 32 dev
-    #: examples the zero-shot state often wins on dev and loses on test, see the README)
+    #: examples the zero-shot state can win on dev and lose on test, see the README)
     train_defaults: dict[str, object] = {"lr": 1e-5, "tune_lm": True, "select_untrained": False}
     #: what a sweep samples by default (see :mod:`prompting.searchspace`; a config's ``sweep.params`` overrides)
     search_space: dict[str, object] = {"lr": {"low": 1e-6, "high": 1e-4, "log": True},
