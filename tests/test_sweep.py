@@ -157,20 +157,25 @@ def postgres_url():
 
 
 def test_two_postgres_workers_survive_one_killed_mid_trial(toy, postgres_url, tmp_path):
-    """Two processes join one study; one is SIGKILLed between two data seeds of a trial. The other
-    fails that trial by heartbeat, re-runs its parameters (reusing the finished data seed), and the
-    study reaches N finished trials with every record whole."""
+    """Two processes join one study; one is SIGKILLed between two data seeds of a trial. Its trial is
+    failed by heartbeat and its parameters re-run (reusing the finished data seed) by a live worker, and
+    the study reaches N finished trials with every record whole.
+
+    A dead worker's trial is noticed when a live worker *starts* a trial after the grace period. The
+    first survivor may reach N before that (on a fast machine it does), so a third worker joins once the
+    grace period is over and asks for two more trials: it always starts one, so the retry always runs."""
     # no sampler seed: two workers seeded alike would propose the same parameters
-    # the survivor must start a trial after the grace period: N is large next to one trial
-    config, study, n = toy(max_steps=30, sweep={"seed": None}), f"two-workers-{uuid.uuid4().hex[:8]}", 8
+    config, study, n, grace = toy(max_steps=30, sweep={"seed": None}), f"two-workers-{uuid.uuid4().hex[:8]}", 6, 3
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "prompting.cli", "sweep", str(config), "--storage", postgres_url,
-               "--study", study, "--n-trials", str(n), "--output-dir", str(out), "-q",
-               "--heartbeat-interval", "1", "--grace-period", "3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-               for _ in range(2)]
-    victim, survivor = workers
+
+    def worker(n_trials: int):
+        command = [sys.executable, "-m", "prompting.cli", "sweep", str(config), "--storage", postgres_url,
+                   "--study", study, "--n-trials", str(n_trials), "--output-dir", str(out), "-q",
+                   "--heartbeat-interval", "1", "--grace-period", str(grace)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    victim, survivor = worker(n), worker(n)
     victim_tag = f":{victim.pid}"
     storage = open_storage(postgres_url)  # as the workers read the URL (psycopg2)
     killed = None
@@ -188,13 +193,16 @@ def test_two_postgres_workers_survive_one_killed_mid_trial(toy, postgres_url, tm
         time.sleep(0.05)
     assert killed is not None, "the victim never got half-way through a trial"
     victim.wait(timeout=10)
-    output = survivor.communicate(timeout=120)[0]
-    assert survivor.returncode == 0, output
+    time.sleep(grace + 1)  # the victim's last heartbeat is now older than the grace period
+    late = worker(n + 2)  # the first two workers finish at most n trials between them
+    outputs = [p.communicate(timeout=120)[0] for p in (survivor, late)]
+    for p, output in zip((survivor, late), outputs):
+        assert p.returncode == 0, output
     trials = _trials(storage, study)
-    assert sum(t.state in (States.COMPLETE, States.PRUNED) for t in trials) >= n
+    assert sum(t.state in (States.COMPLETE, States.PRUNED) for t in trials) >= n + 2
     _check_retry(trials, trials[killed])
     _check_records(out, trials)
-    assert f"(retry of trial {killed})" in output
+    assert sum(f"(retry of trial {killed})" in output for output in outputs) == 1
 
 
 # ------------------------------------------------------------------------------------ SQLite
