@@ -13,9 +13,11 @@ test set never enters it. After each data seed the trial reports its value so fa
 usual, tagged with ``sweep: {study, trial, params}``; a retried trial reuses the runs already recorded.
 
 The same command started again, or on other machines with the same ``--storage``, joins the study:
-workers go on until the study has ``n_trials`` finished (complete or pruned) trials, so it may end
-with up to one extra trial per worker. Workers send heartbeats; when one dies, the next trial that
-another worker starts marks the dead one's trial failed and re-runs its parameters first. A study
+workers go on until the study has ``n_trials`` finished (complete or pruned) trials and no queued
+retry, so it may end with up to one extra trial per worker. Workers send heartbeats; when one dies,
+the next trial that another worker starts after the grace period marks the dead one's trial failed
+and re-runs its parameters first. If the others finished the study before that, the same command
+started again (after the grace period) re-runs it. A study
 remembers the method it was created for, and refuses a command that would mix in another.
 """
 
@@ -240,14 +242,21 @@ class Sweep:
         import optuna
 
         study, n_trials = self.study(), self.n_trials
-        finished = lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                                        optuna.trial.TrialState.PRUNED)))
-        if finished() >= n_trials:
+        states = optuna.trial.TrialState
+        finished = lambda: len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)))
+        # queued trials: retries of failed ones, which run even when the study has n_trials finished
+        waiting = lambda: len(study.get_trials(deepcopy=False, states=(states.WAITING,)))
+        # a dead worker's trial is failed (and queued again) when a trial starts after the grace
+        # period; the others may have finished the study before that, so a new worker looks first
+        with warnings.catch_warnings():  # "experimental" in optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        if finished() >= n_trials and not waiting():
             return study
         self._experiment = self._make_experiment(lm)
         fails = 0
         try:
-            while finished() < n_trials:
+            while finished() < n_trials or waiting():
                 self._current = None
                 study.optimize(lambda t: self._objective(t, progress), n_trials=1, catch=(TrainingError,),
                                callbacks=[lambda s, t: log(self._line(t))], gc_after_trial=False)

@@ -162,8 +162,9 @@ def test_two_postgres_workers_survive_one_killed_mid_trial(toy, postgres_url, tm
     the study reaches N finished trials with every record whole.
 
     A dead worker's trial is noticed when a live worker *starts* a trial after the grace period. The
-    first survivor may reach N before that (on a fast machine it does), so a third worker joins once the
-    grace period is over and asks for two more trials: it always starts one, so the retry always runs."""
+    survivor may reach N before that (on a fast machine it does), so the same command is started again
+    once the grace period is over, as a user would after a crash: it fails the dead trial and re-runs
+    it (or the survivor, if still going, does) even when the study already has N finished trials."""
     # no sampler seed: two workers seeded alike would propose the same parameters
     config, study, n, grace = toy(max_steps=30, sweep={"seed": None}), f"two-workers-{uuid.uuid4().hex[:8]}", 6, 3
     out = tmp_path / "out"
@@ -194,12 +195,13 @@ def test_two_postgres_workers_survive_one_killed_mid_trial(toy, postgres_url, tm
     assert killed is not None, "the victim never got half-way through a trial"
     victim.wait(timeout=10)
     time.sleep(grace + 1)  # the victim's last heartbeat is now older than the grace period
-    late = worker(n + 2)  # the first two workers finish at most n trials between them
+    late = worker(n)
     outputs = [p.communicate(timeout=120)[0] for p in (survivor, late)]
     for p, output in zip((survivor, late), outputs):
         assert p.returncode == 0, output
     trials = _trials(storage, study)
-    assert sum(t.state in (States.COMPLETE, States.PRUNED) for t in trials) >= n + 2
+    assert sum(t.state in (States.COMPLETE, States.PRUNED) for t in trials) >= n
+    assert not [t.number for t in trials if t.state in (States.RUNNING, States.WAITING)]
     _check_retry(trials, trials[killed])
     _check_records(out, trials)
     assert sum(f"(retry of trial {killed})" in output for output in outputs) == 1
@@ -244,6 +246,26 @@ def test_sqlite_sweep_interrupted_resumes_and_exports_the_best(toy, tmp_path, mo
     report = capsys.readouterr().out
     assert "sweep_history" in report and (out / "plots").is_dir()
     assert any(p.name.endswith("_history.png") for p in (out / "plots").iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test asks for the dead trial by hand
+def test_a_dead_workers_trial_is_rerun_by_the_same_command_after_the_study_finished(toy, tmp_path):
+    """The study has its N trials, but a worker died in one more: starting the command again (after
+    the grace period) fails that trial and runs its parameters, instead of returning at once."""
+    cfg, url = load_config(toy(max_steps=8)), f"sqlite:///{tmp_path / 's.db'}"
+    sweep = lambda: Sweep(cfg, tmp_path, storage=url, n_trials=2, heartbeat_interval=1, grace_period=1)
+    study = sweep().run(log=lambda line: None)
+    dead = study.ask(fixed_distributions=study.trials[0].distributions)  # beats once, then never again
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(2)
+    lines = []
+    trials = sweep().run(log=lines.append).get_trials(deepcopy=False)
+    assert trials[dead.number].state == States.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert [t.state for t in retry] == [States.COMPLETE] and retry[0].params == dead.params
+    assert len(trials) == 4 and any(f"(retry of trial {dead.number})" in line for line in lines)
+    lines.clear()
+    assert len(sweep().run(log=lines.append).get_trials()) == 4 and not lines, "nothing is left to run"
 
 
 def test_a_pruned_trial_stops_after_its_first_data_seed(toy, tmp_path, monkeypatch):
