@@ -43,6 +43,11 @@ def _params(n) -> str:
     return str(n)
 
 
+def _mean_std(spread: dict, splits: int) -> str:
+    """``mean ± std`` across data splits; the mean alone for one split (a fixed split has no such spread)."""
+    return _pct(spread["mean"]) if splits < 2 else f"{_pct(spread['mean'])} ± {_pct(spread['std'])}"
+
+
 def summary_table(rows: Sequence[dict]) -> str:
     """Markdown: one row per setting, best first."""
     lines = ["| method | template | verbalizer | trainable | dev (sel.) | test (sel.) mean ± std | "
@@ -54,7 +59,7 @@ def summary_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"| {r['label']} | `{short(r['template'])}` | {short(_verbalizer(r['verbalizer']), 28)} | "
             f"{_params(r['trainable_params'])} | {_pct(r['dev_selected'])} | "
-            f"{_pct(sel['mean'])} ± {_pct(sel['std'])} | {f'{_pct(ci[0])}–{_pct(ci[1])}' if ci else '–'} | "
+            f"{_mean_std(sel, r['data_seeds'])} | {f'{_pct(ci[0])}–{_pct(ci[1])}' if ci else '–'} | "
             f"{_pct(alls['mean'])} ± {_pct(alls['std'])} | "
             f"{_pct(alls['min'])}–{_pct(alls['max'])} | {r['collapsed']} | {r['runs']} | {r['seconds']:.0f} |")
     return "\n".join(lines)
@@ -79,7 +84,8 @@ def _stability_table(rows: Sequence[dict]) -> str:
     lines = ["| method | template | std across data seeds | std across train seeds | collapsed runs | "
              "test of dev-selected − mean of all runs |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['label']} | `{short(r['template'])}` | {_pct(r['std_data_seeds'])} | "
+        across_splits = _pct(r["std_data_seeds"]) if r["data_seeds"] > 1 else "–"
+        lines.append(f"| {r['label']} | `{short(r['template'])}` | {across_splits} | "
                      f"{_pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
                      f"{100 * r['selection_gain']:+.1f} |")
     return "\n".join(lines)
@@ -126,11 +132,19 @@ def _winner(rows: Sequence[dict]) -> str:
         return ""
     best, second = rows[0], rows[1]
     gap = best["test_selected"]["mean"] - second["test_selected"]["mean"]
-    spread = max(best["test_selected"]["std"], second["test_selected"]["std"])
-    verdict = ("larger than" if gap > spread else "within") + " the spread across data seeds"
-    return (f"Best: **{best['label']}** (`{short(best['template'])}`) at {_pct(best['test_selected']['mean'])}; "
+    if min(best["data_seeds"], second["data_seeds"]) > 1:
+        spread, across = max(best["std_data_seeds"], second["std_data_seeds"]), "data seeds"
+    else:  # one fixed split: the luck left to measure is the training seed's
+        spread, across = max(best["std_train_seeds"], second["std_train_seeds"]), "training seeds (one data split)"
+    verdict = ("larger than" if gap > spread else "within") + f" the spread across {across}"
+    text = (f"Best: **{best['label']}** (`{short(best['template'])}`) at {_pct(best['test_selected']['mean'])}; "
             f"{100 * gap:.1f} points above {second['label']} ({_pct(second['test_selected']['mean'])}), "
-            f"{verdict} (std {_pct(spread)}).")
+            f"{verdict} (std {_pct(spread)})")
+    ci = best.get("test_interval")
+    if ci:
+        inside = "inside" if ci[0] <= second["test_selected"]["mean"] <= ci[1] else "outside"
+        text += f"; the runner-up is {inside} the best's 95% test-sample interval ({_pct(ci[0])}–{_pct(ci[1])})"
+    return text + "."
 
 
 def _setting_name(r: dict) -> str:
@@ -235,8 +249,12 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
         rows = summary_rows(store, recs, metric)
         summary += rows
         models = sorted({r["model"] for r in recs})
-        lines += [f"## {task}", "", f"Model: {', '.join(models)}; K = {recs[0].get('k')}; "
-                  f"{len({r['data_seed'] for r in recs})} data seeds; metric: {metric}. "
+        splits = len({r["data_seed"] for r in recs})
+        k = recs[0].get("k")
+        protocol = (f"K = {k} per class; {splits} data seed{'s' if splits > 1 else ''}" if k is not None else
+                    f"fixed split of {recs[0].get('n_train', '?')} training and {recs[0].get('n_dev', '?')} "
+                    "dev examples (FewGLUE), so the spread is across training seeds")
+        lines += [f"## {task}", "", f"Model: {', '.join(models)}; {protocol}; metric: {metric}. "
                   "\"sel.\" = the run selected by dev in each data split; \"all\" = every run; "
                   "95% CI: the mean of the selected runs when the test examples are drawn again "
                   "(bootstrap, 1,000 draws), the part of a score that is the luck of the test sample.", "",

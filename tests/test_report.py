@@ -1,4 +1,5 @@
-"""report.md from hand-written run records: the "Found prompts" section of AutoPrompt runs."""
+"""report.md from hand-written run records: the "Found prompts" section of AutoPrompt runs, the test-sample
+interval, and how a fixed (FewGLUE) split is reported."""
 
 from prompting.report import found_prompts_table, write_report
 from prompting.results import ResultsStore, run_id
@@ -7,9 +8,9 @@ START = "{text_a} {trigger:3} {mask}"
 VERBALIZER = {"0": ["bad"], "1": ["good"]}
 
 
-def record(task, label, method, template, data_seed, train_seed, dev, test, found=None):
+def record(task, label, method, template, data_seed, train_seed, dev, test, found=None, k=4):
     settings = {"task": task, "method": method, "label": label, "template": template, "verbalizer": VERBALIZER,
-                "model": "tiny", "k": 4, "data_seed": data_seed, "train_seed": train_seed}
+                "model": "tiny", "k": k, "data_seed": data_seed, "train_seed": train_seed}
     describe = {"method": method, "template": template, "verbalizer": VERBALIZER}
     if found is not None:
         describe.update(iterations=5, trigger_tokens=found.split(), found_template=found)
@@ -97,3 +98,34 @@ def test_every_row_gets_a_test_sample_interval_even_a_deterministic_zero_shot_ru
     assert pet[column] == "–"
     summary = (store.directory / "summary.csv").read_text().splitlines()
     assert summary[0].endswith("test_ci_low,test_ci_high")
+
+
+def test_a_fixed_split_reports_the_spread_across_training_seeds_not_a_zero_across_data_seeds(tmp_path):
+    """FewGLUE: one fixed split (k is None), three training seeds per method. A std across data seeds
+    would be 0.0 and every gap "larger than the spread"; the report says what the spread is."""
+    fixed = [record("cb", "soft prompt", "soft", "{text_a} {soft:2} {mask}", 0, seed, dev, test, k=None)
+             for seed, dev, test in ((1, 0.75, 0.625), (2, 0.78, 37 / 56), (3, 0.70, 0.589))]
+    fixed += [record("cb", "PET", "manual", "{text_a} It was {mask}.", 0, seed, dev, test, k=None)
+              for seed, dev, test in ((1, 0.69, 0.600), (2, 0.75, 36 / 56), (3, 0.69, 0.571))]
+    store = ResultsStore(tmp_path / "runs")
+    gold = [0, 1] * 28
+    for r in fixed:
+        r.update(n_train=32, n_dev=32)
+        store.append(r)
+        correct = round(r["test"]["accuracy"] * 56)
+        predicted = [g if i < correct else 1 - g for i, g in enumerate(gold)]
+        store.save_predictions(r["run_id"], {"dev": [], "test": [[0.0, 1.0] if p else [1.0, 0.0] for p in predicted],
+                                             "dev_gold": [], "test_gold": gold})
+    write_report(store.directory, plots=False)
+    report = (store.directory / "report.md").read_text()
+    assert "fixed split of 32 training and 32 dev examples (FewGLUE)" in report and "K = None" not in report
+    rows = [cells(line) for line in report.splitlines() if line.startswith(("| soft prompt", "| PET"))]
+    table, stability = rows[:2], rows[2:]
+    assert [row[5] for row in table] == ["66.1", "64.3"], "one split: the selected run's score, no '± 0.0'"
+    assert [row[7] for row in table] == ["62.5 ± 3.6", "60.5 ± 3.6"]  # all runs: the training seeds' spread
+    assert [row[2:4] for row in stability] == [["–", "3.6"], ["–", "3.6"]]
+    low, high = (float(x) for x in table[0][6].split("–"))
+    assert low < 64.3 < high  # 56 test examples: the runner-up is well inside the best's interval
+    assert ("Best: **soft prompt** (`{text_a} {soft:2} {mask}`) at 66.1; 1.8 points above PET (64.3), "
+            "within the spread across training seeds (one data split) (std 3.6); the runner-up is inside "
+            f"the best's 95% test-sample interval ({low:.1f}–{high:.1f}).") in report
