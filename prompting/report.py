@@ -24,6 +24,9 @@ def short(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+
+
 def _verbalizer(v) -> str:
     if isinstance(v, dict):
         return " / ".join(",".join(ws) for ws in v.values())
@@ -147,6 +150,19 @@ def _winner(rows: Sequence[dict]) -> str:
     return text + "."
 
 
+def _other_metrics(rows: Sequence[dict], metric: str) -> list[str]:
+    """A line per metric other than the table's: each row's dev-selected test mean, in the table's order."""
+    lines = []
+    for other in [m for m in rows[0].get("test_selected_metrics", {}) if m != metric]:
+        means = [(r["label"], r["test_selected_metrics"].get(other)) for r in rows]
+        labels = [label for label, _ in means]
+        cells = [f"{label} (`{short(r['template'], 24)}`)" if labels.count(label) > 1 else label
+                 for (label, _), r in zip(means, rows)]
+        lines += [f"Test {METRIC_NAMES.get(other, other)} of the dev-selected runs: "
+                  + "; ".join(f"{cell} {_pct(value)}" for cell, (_, value) in zip(cells, means)) + ".", ""]
+    return lines
+
+
 def _setting_name(r: dict) -> str:
     template = r["template"].replace("\n", "\\n")
     template = template if len(template) <= 44 else template[:43] + "…"
@@ -261,6 +277,7 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
                   summary_table(rows), ""]
         if len(rows) > 1:
             lines += [_winner(rows), ""]
+        lines += _other_metrics(rows, metric)
         lines += ["### Stability", "", _stability_table(rows), ""]
         found = found_prompts_table(recs, metric)
         if found:
@@ -276,13 +293,15 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
         w.writerow(["task", "method", "label", "template", "verbalizer", "model", "k", "trainable_params",
                     "runs", "dev_selected", "test_selected_mean", "test_selected_std", "test_all_mean",
                     "test_all_std", "test_min", "test_max", "std_data_seeds", "std_train_seeds",
-                    "selection_gain", "collapsed", "seconds", "test_ci_low", "test_ci_high"])
+                    "selection_gain", "collapsed", "seconds", "test_ci_low", "test_ci_high",
+                    "test_selected_macro_f1"])
         for r in summary:
             w.writerow([r["task"], r["method"], r["label"], r["template"], _verbalizer(r["verbalizer"]), r["model"],
                         r["k"], r["trainable_params"], r["runs"], r["dev_selected"], r["test_selected"]["mean"],
                         r["test_selected"]["std"], r["test_all"]["mean"], r["test_all"]["std"], r["test_all"]["min"],
                         r["test_all"]["max"], r["std_data_seeds"], r["std_train_seeds"], r["selection_gain"],
-                        r["collapsed"], r["seconds"], *(r["test_interval"] or (None, None))])
+                        r["collapsed"], r["seconds"], *(r["test_interval"] or (None, None)),
+                        r["test_selected_metrics"].get("macro_f1")])
     selected = select_runs(records, metric)
     with open(out["runs"], "w", newline="") as f:
         w = csv.writer(f)

@@ -206,6 +206,10 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
             "dev_selected": statistics.fmean(r["dev"].get(metric, math.nan) for r in chosen),
             "selected_run_ids": sorted(r["run_id"] for r in chosen),
             "test_selected": _spread(test_sel),
+            # every metric the selected runs carry, beside the selection metric (CB is read by both
+            # accuracy and macro-F1; a run that predicts one class shows in macro-F1, not accuracy)
+            "test_selected_metrics": {m: statistics.fmean(r["test"][m] for r in chosen)
+                                      for m in chosen[0]["test"] if all(m in r["test"] for r in chosen)},
             "test_all": _spread(test_all),
             "std_data_seeds": _spread(test_sel)["std"],
             "std_train_seeds": statistics.fmean(within) if within else 0.0,

@@ -97,7 +97,7 @@ def test_every_row_gets_a_test_sample_interval_even_a_deterministic_zero_shot_ru
     pet = cells(next(line for line in report.split("## other")[1].splitlines() if line.startswith("| PET")))
     assert pet[column] == "–"
     summary = (store.directory / "summary.csv").read_text().splitlines()
-    assert summary[0].endswith("test_ci_low,test_ci_high")
+    assert "test_ci_low,test_ci_high" in summary[0]
 
 
 def test_a_fixed_split_reports_the_spread_across_training_seeds_not_a_zero_across_data_seeds(tmp_path):
@@ -129,3 +129,19 @@ def test_a_fixed_split_reports_the_spread_across_training_seeds_not_a_zero_acros
     assert ("Best: **soft prompt** (`{text_a} {soft:2} {mask}`) at 66.1; 1.8 points above PET (64.3), "
             "within the spread across training seeds (one data split) (std 3.6); the runner-up is inside "
             f"the best's 95% test-sample interval ({low:.1f}–{high:.1f}).") in report
+
+
+def test_the_report_gives_the_selected_runs_macro_f1_beside_accuracy(tmp_path):
+    """CB is read by accuracy and macro-F1: a run that predicts the majority class scores well on one only."""
+    runs = [record("cb", "soft prompt", "soft", "{text_a} {soft:2} {mask}", 0, 1, 0.7, 0.6, k=None),
+            record("cb", "soft prompt", "soft", "{text_a} {soft:2} {mask}", 0, 2, 0.8, 0.5, k=None),
+            record("cb", "PET", "manual", "{text_a} It was {mask}.", 0, 1, 0.6, 0.55, k=None),
+            record("cb", "PET", "manual", "Premise: {text_a} {mask}", 0, 1, 0.6, 0.52, k=None)]
+    runs[1]["test"]["macro_f1"] = 0.25  # selected by dev: accuracy 50.0, macro-F1 25.0
+    runs[2]["test"]["macro_f1"] = 0.4
+    report = write(tmp_path, runs)
+    assert ("Test macro-F1 of the dev-selected runs: PET (`{text_a} It was {mask}.`) 40.0; "
+            "PET (`Premise: {text_a} {mask}`) 52.0; soft prompt 25.0.") in report
+    summary = (tmp_path / "runs" / "summary.csv").read_text().splitlines()
+    assert summary[0].endswith(",test_selected_macro_f1")
+    assert [line.rsplit(",", 1)[1] for line in summary[1:]] == ["0.4", "0.52", "0.25"]
