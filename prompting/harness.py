@@ -222,7 +222,10 @@ class Experiment:
             config.lr if config else 1.0, tune_lm=bool(config and config.tune_lm)) for p in g["params"]) \
             if run.spec.train else 0
         batch = self.protocol.eval_batch_size
-        dev_scores = method.predict_scores(dev, batch)
+        if result is not None and result.dev_scores is not None and config.eval_batch_size == batch:
+            dev_scores = result.dev_scores  # training scored dev under the state it kept: the same numbers
+        else:
+            dev_scores = method.predict_scores(dev, batch)
         if run.spec.train:
             test_scores = method.predict_scores(method.encode(self._test), batch, progress="test" if progress else False)
         else:

@@ -78,6 +78,9 @@ class TrainResult:
     best_dev: dict[str, float]
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    # the dev examples' label scores under the returned state (scored with the config's
+    # eval_batch_size), so the caller need not score dev again; None when that state was never scored
+    dev_scores: torch.Tensor | None = None
 
 
 def evaluate(method: PromptMethod, data: EncodedExamples, batch_size: int = 32,
@@ -102,15 +105,15 @@ def gold_cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> float | No
 
 
 def _dev_score(method: PromptMethod, data: EncodedExamples, batch_size: int, metric: str
-               ) -> tuple[dict[str, float], float, tuple[float, float]]:
-    """Dev metrics, the gold labels' mean cross-entropy, and the selection key: the metric, ties
-    broken by the lower cross-entropy (with 32 dev examples accuracy moves in steps of 3%, and a
-    tie must not keep the untrained state just because it came first)."""
+               ) -> tuple[dict[str, float], float, tuple[float, float], torch.Tensor]:
+    """Dev metrics, the gold labels' mean cross-entropy, the selection key (the metric, ties
+    broken by the lower cross-entropy: with 32 dev examples accuracy moves in steps of 3%, and a
+    tie must not keep the untrained state just because it came first) and the label scores."""
     scores = method.predict_scores(data, batch_size)
     metrics, _ = _metrics(method, data, scores)
     loss = gold_cross_entropy(scores, data.labels)
     loss = 0.0 if loss is None else loss
-    return metrics, loss, (metrics[metric], -loss)
+    return metrics, loss, (metrics[metric], -loss), scores
 
 
 def _trainable_state(method: PromptMethod, tune_lm: bool) -> dict[str, torch.Tensor]:
@@ -161,9 +164,10 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
     eval_every = config.eval_every or per_epoch
     params = [p for g in groups for p in g["params"]]
 
-    best_key, best_step, best_dev, best_state = (-math.inf, -math.inf), 0, {}, None
+    best_key, best_step, best_dev, best_state, best_scores = (-math.inf, -math.inf), 0, {}, None, None
     if config.select_untrained and dev_data is not None and len(dev_data):
-        best_dev, _, best_key = _dev_score(method, dev_data, config.eval_batch_size, config.select_metric)
+        best_dev, _, best_key, best_scores = _dev_score(method, dev_data, config.eval_batch_size,
+                                                        config.select_metric)
         best_state = _trainable_state(method, config.tune_lm)
     history, stale, step = [], 0, 0
     bar = tqdm(total=total, desc=f"train {method.name}", disable=not progress, leave=False)
@@ -186,12 +190,13 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
             record = {"step": step, "loss": round(loss.item(), 6)}
             bar.update(1)
             if dev_data is not None and len(dev_data) and (step % eval_every == 0 or step == total):
-                dev, dev_loss, key = _dev_score(method, dev_data, config.eval_batch_size, config.select_metric)
+                dev, dev_loss, key, scores = _dev_score(method, dev_data, config.eval_batch_size,
+                                                        config.select_metric)
                 record["dev"], record["dev_loss"] = dev, round(dev_loss, 6)
                 method.train()
                 method.lm.model.train(config.tune_lm)
                 if key > best_key:
-                    best_key, best_step, best_dev = key, step, dev
+                    best_key, best_step, best_dev, best_scores = key, step, dev, scores
                     best_state = _trainable_state(method, config.tune_lm)
                     stale = 0
                 else:
@@ -207,6 +212,8 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
     method.lm.model.eval()
     for p in method.lm.model.parameters():
         p.requires_grad_(False)
-    if best_state is not None:
+    if best_state is None:  # no dev set: the last state stands, and it was not scored on dev
+        best_scores = None
+    else:
         _restore(method, best_state)
-    return TrainResult(step, best_step, best_dev, history, time.perf_counter() - started)
+    return TrainResult(step, best_step, best_dev, history, time.perf_counter() - started, best_scores)

@@ -147,11 +147,12 @@ def test_train_delegates_to_fit_and_keeps_the_best_trigger_on_dev(tiny_causal_lm
     method = build_method("autoprompt", tiny_causal_lm, TEMPLATE, SINGLE, labels=["0", "1"], iterations=5,
                           num_candidates=5)
     dev = method.encode(EXAMPLES[8:])
-    initial, _ = method._dev_key(dev, TrainConfig())
+    initial, _, _ = method._dev_key(dev, TrainConfig())
     result = train(method, method.encode(EXAMPLES[:8]), dev, TrainConfig(batch_size=4), progress=False)
     assert isinstance(result, TrainResult) and len(result.history) == 5 and result.steps == 5
-    final, _ = method._dev_key(dev, TrainConfig())
+    final, _, final_scores = method._dev_key(dev, TrainConfig())
     assert final >= initial  # the kept trigger is the best seen on dev
+    assert torch.equal(result.dev_scores, final_scores)  # handed back: the harness does not score dev again
     assert torch.equal(method.state_dict()["trigger_ids"], method.trigger_ids)
     assert not any(p.requires_grad for p in tiny_causal_lm.model.parameters())  # the LM stayed frozen
 

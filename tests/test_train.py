@@ -91,7 +91,7 @@ def scripted_dev(monkeypatch):
         entry = script[len(snapshots) - 1]
         accuracy, loss = entry if isinstance(entry, tuple) else (entry, 0.0)
         metrics = {"accuracy": accuracy, "macro_f1": accuracy}
-        return metrics, loss, (metrics[metric], -loss)
+        return metrics, loss, (metrics[metric], -loss), None
 
     monkeypatch.setattr("prompting.train._dev_score", fake_dev_score)
     return script, snapshots
@@ -222,11 +222,12 @@ def test_the_real_dev_score_is_the_gold_cross_entropy_of_the_label_scores(make_t
 
     method = manual(make_tiny_lm("llama"))
     data = method.encode(TRAIN)
-    metrics, loss, key = _dev_score(method, data, 8, "accuracy")
+    metrics, loss, key, scores_seen = _dev_score(method, data, 8, "accuracy")
     scores = method.predict_scores(data)
     expected = -scores.log_softmax(-1).gather(1, data.labels.unsqueeze(1)).mean().item()
     assert loss == pytest.approx(expected, rel=1e-5)
     assert metrics == evaluate(method, data)[0] and key == (metrics["accuracy"], -loss)
+    assert torch.equal(scores_seen, scores)
 
 
 def test_the_own_parameters_are_restored_too(make_tiny_lm, scripted_dev):
@@ -358,3 +359,16 @@ def test_training_needs_labelled_examples(make_tiny_lm):
 def test_train_config_rejects_bad_values_by_name(bad, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**bad)
+
+
+def test_the_dev_scores_handed_back_are_those_of_the_restored_state(make_tiny_lm):
+    """The harness records these instead of scoring dev again: they must be what scoring gives now,
+    after the best state is restored, not the last evaluation's."""
+    lm = make_tiny_lm("llama")
+    method = manual(lm)
+    train_data, dev = method.encode(TRAIN), method.encode(FLIPPED)  # fitting train unlearns dev
+    config = TrainConfig(lr=3e-3, tune_lm=True, max_steps=12, eval_every=3)
+    result = train(method, train_data, dev, config, progress=False)
+    assert result.best_step < result.steps  # the last evaluation is not the kept state
+    assert torch.equal(result.dev_scores, method.predict_scores(dev, config.eval_batch_size))
+    assert train(method, train_data, None, config, progress=False).dev_scores is None  # never scored

@@ -209,14 +209,15 @@ class AutoPrompt(PromptMethod):
         return (total / len(data)).float()
 
     # ------------------------------------------------------------------ the search
-    def _dev_key(self, dev_data: EncodedExamples, config) -> tuple[tuple[float, float], dict]:
-        """A key that breaks ties of the dev metric by the gold-label log-likelihood, and dev metrics."""
+    def _dev_key(self, dev_data: EncodedExamples, config) -> tuple[tuple[float, float], dict, torch.Tensor]:
+        """A key that breaks ties of the dev metric by the gold-label log-likelihood, dev metrics, and
+        the dev label scores."""
         scores = self.predict_scores(dev_data, config.eval_batch_size)
         predicted = [self.labels[i] for i in scores.argmax(1).tolist()]
         gold = [self.labels[i] for i in dev_data.labels.tolist()]
         dev = compute_metrics(gold, predicted, self.labels)
         likelihood = scores.log_softmax(-1).gather(1, dev_data.labels.unsqueeze(1)).mean().item()
-        return (dev[config.select_metric], likelihood), dev
+        return (dev[config.select_metric], likelihood), dev, scores
 
     def fit(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
         """Search the triggers for ``iterations`` iterations; keep the best on dev (or on training scores).
@@ -240,7 +241,7 @@ class AutoPrompt(PromptMethod):
         embedding_matrix = self.lm.embeddings.weight.detach()
         n, size = len(train_data), min(config.batch_size, len(train_data))
         use_dev = dev_data is not None and len(dev_data) > 0
-        best_key, best_dev = (self._dev_key(dev_data, config) if use_dev else (None, {}))
+        best_key, best_dev, best_scores = self._dev_key(dev_data, config) if use_dev else (None, {}, None)
         best_ids, best_step, history = self.trigger_ids.clone(), 0, []
         order, cursor = torch.randperm(n, generator=generator).tolist(), 0
         bar = tqdm(range(1, self.iterations + 1), desc=f"{self.name} search", disable=not progress, leave=False)
@@ -270,10 +271,11 @@ class AutoPrompt(PromptMethod):
                 self.trigger_ids[position] = candidates[best, position]
             record["trigger"] = self.trigger_tokens()
             if use_dev and swapped:
-                key, dev = self._dev_key(dev_data, config)
+                key, dev, scores = self._dev_key(dev_data, config)
                 record["dev"] = dev
                 if key > best_key:
                     best_key, best_dev, best_ids, best_step = key, dev, self.trigger_ids.clone(), step
+                    best_scores = scores
             elif swapped:  # no dev set: keep the latest accepted swap
                 best_ids, best_step = self.trigger_ids.clone(), step
             history.append(record)
@@ -282,4 +284,5 @@ class AutoPrompt(PromptMethod):
         self.trigger_ids.copy_(best_ids)
         if progress:
             print(f"autoprompt: {self.found_template().text!r}")
-        return TrainResult(self.iterations, best_step, best_dev, history, time.perf_counter() - started)
+        return TrainResult(self.iterations, best_step, best_dev, history, time.perf_counter() - started,
+                           best_scores)
