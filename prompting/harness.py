@@ -13,6 +13,7 @@ only name repetitions. The harness never knows which method it runs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import resource
@@ -104,7 +105,9 @@ class Experiment:
         self.name = name
         self.max_length = max_length
         self._test = self._test_examples()
-        self._cache: dict[tuple, torch.Tensor] = {}  # untrained prompts score the same test set once
+        # test scores by prompt and learned state: a prompt scores the test set once, whichever runs
+        # reach it (zero-shot for every data seed; a learned prompt whose runs all kept its start)
+        self._cache: dict[tuple, torch.Tensor] = {}
         self._lm_snapshot: dict[str, torch.Tensor] | None = None
         for template, verbalizer in self._all_prompts():
             Template(template).check_fields(task.text_fields)
@@ -227,7 +230,7 @@ class Experiment:
         else:
             dev_scores = method.predict_scores(dev, batch)
         if run.spec.train:
-            test_scores = method.predict_scores(method.encode(self._test), batch, progress="test" if progress else False)
+            test_scores = self._trained_test_scores(run, method, config, progress)
         else:
             test_scores = self._untrained_test_scores(run, method, progress)
         if config is not None and config.tune_lm:
@@ -266,14 +269,32 @@ class Experiment:
         return {f"{split}_gold": [index.get(e.label, -1) for e in examples]
                 for split, examples in (("dev", dev_examples), ("test", self._test))}
 
+    @staticmethod
+    def _prompt_key(run: PlannedRun, verbalizer: dict) -> tuple:
+        return (run.spec.name, json.dumps(run.spec.params, sort_keys=True), run.template,
+                json.dumps(verbalizer, sort_keys=True))
+
+    def _trained_test_scores(self, run: PlannedRun, method, config: TrainConfig, progress: bool) -> torch.Tensor:
+        """Test scores of a trained prompt, computed once per learned state: runs that kept the same
+        state (every run of a prompt that kept its deterministic start) share them. A tuned LM is not
+        part of the key, so those runs are always scored."""
+        def score():
+            return method.predict_scores(method.encode(self._test), self.protocol.eval_batch_size,
+                                         progress="test" if progress else False)
+        if config.tune_lm:
+            return score()
+        key = self._prompt_key(run, run.verbalizer) + (_state_fingerprint(method),)
+        if key not in self._cache:
+            self._cache[key] = score()
+        return self._cache[key]
+
     def _untrained_test_scores(self, run: PlannedRun, method, progress: bool) -> torch.Tensor:
         """Test scores of a prompt that is not trained: the same for every data seed, so computed once.
 
         A manual prompt's verbalizers that share its template are scored in one pass: one
         verbalizer over all their words gives every label word's log-probability at once.
         """
-        key = lambda verbalizer: (run.spec.name, json.dumps(run.spec.params, sort_keys=True),
-                                  run.template, json.dumps(verbalizer, sort_keys=True))
+        key = lambda verbalizer: self._prompt_key(run, verbalizer)
         if key(run.verbalizer) not in self._cache:
             desc = "test" if progress else False
             siblings = [v for t, v in self._prompts_for(run.spec) if t == run.template]
@@ -345,6 +366,16 @@ class Experiment:
 def _cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
     loss = gold_cross_entropy(scores, labels)
     return None if loss is None else round(loss, 6)
+
+
+def _state_fingerprint(method) -> str:
+    """A digest of everything a method has learned (its parameters and buffers, e.g. trigger ids)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(method.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _peak_memory_mb() -> float:

@@ -330,3 +330,34 @@ def test_a_search_method_records_its_dev_curve_without_a_dev_loss(make_tiny_lm, 
                          Protocol(k=4, data_seeds=(13,), train_seeds=(1,)), output_dir=tmp_path).run(progress=False)
     assert len(records) == 1 and all(len(point) == 3 for point in records[0]["dev_curve"])
     assert ResultsStore(tmp_path).records()[0]["run_id"] == records[0]["run_id"]
+
+
+def test_a_learned_state_is_scored_on_test_once_however_many_runs_keep_it(make_tiny_lm, tmp_path, monkeypatch):
+    """AutoPrompt with no iterations keeps its start in every run: one test pass serves all four.
+    Runs that tune the LM are always scored (the LM is not part of the key)."""
+    from prompting.methods import PromptMethod, build_method
+    from prompting.verbalizer import Verbalizer
+
+    lm = make_tiny_lm("llama")
+    test_passes = []
+    original = PromptMethod.predict_scores
+
+    def counting(self, data, *args, **kwargs):
+        if len(data) == len(TEST):
+            test_passes.append(self.name)
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(PromptMethod, "predict_scores", counting)
+    start = "{trigger:2} {text_a} It was {mask}."
+    experiment = Experiment(lm, toy_task(), [MethodSpec("autoprompt", train=True, template=start, params={"iterations": 0}),
+                                             MethodSpec("manual", train=True, **TRAINED)],
+                            [(PATTERNS[0], VERBALIZER)], Protocol(k=4, data_seeds=(13, 21), train_seeds=(1, 2)),
+                            output_dir=tmp_path)
+    records = experiment.run(progress=False)
+    assert test_passes.count("autoprompt") == 1 and test_passes.count("manual") == 4
+    store = ResultsStore(tmp_path)
+    saved = [store.load_predictions(r["run_id"])["test"] for r in records if r["method"] == "autoprompt"]
+    assert len(saved) == 4 and all(s == saved[0] for s in saved)
+    fresh = build_method("autoprompt", lm, start, Verbalizer(VERBALIZER), labels=("0", "1"))
+    direct = original(fresh, fresh.encode(TEST), 32)
+    assert torch.allclose(torch.tensor(saved[0]), direct, atol=1e-6)
