@@ -198,7 +198,9 @@ class Experiment:
         if self.store:
             self._ensembles(planned)
             ids = {r.run_id for r in planned}
-            return [r for r in self.store.records() if r["run_id"] in ids or r.get("ensemble_of")]
+            # this experiment's runs and the ensembles of them, not those of another experiment sharing the folder
+            return [r for r in self.store.records()
+                    if r["run_id"] in ids or (r.get("ensemble_of") and set(r["ensemble_of"]) <= ids)]
         return fresh
 
     def _execute(self, run: PlannedRun, train_examples, dev_examples, progress: bool) -> dict:

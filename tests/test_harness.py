@@ -27,8 +27,8 @@ TRAINED = dict(train_config={"lr": 1e-3, "max_steps": 2, "batch_size": 4})
 VOLATILE = ("seconds", "peak_memory_mb")  # timing and memory differ from run to run
 
 
-def toy_task(**kwargs):
-    return Task("toy", ("0", "1"), ("text_a",), list(TRAIN), list(TEST), **kwargs)
+def toy_task(name="toy", **kwargs):
+    return Task(name, ("0", "1"), ("text_a",), list(TRAIN), list(TEST), **kwargs)
 
 
 @pytest.fixture
@@ -180,6 +180,14 @@ def test_pet_ensembles_equal_a_hand_computation_from_the_saved_predictions(make_
     # ensembles are not appended twice when the experiment runs again
     exp.run(progress=False)
     assert len(store.records()) == 4
+    # a second experiment in the same folder (another task, as a multi-document config writes) hands
+    # back its own runs and ensembles only, so the printed table counts each run once
+    other = Experiment(exp.lm, toy_task(name="toy2"), methods, [(p, VERBALIZER) for p in PATTERNS],
+                       Protocol(k=4, data_seeds=(13,), train_seeds=(1,)), output_dir=tmp_path)
+    other_records = other.run(progress=False)
+    assert len(store.records()) == 8 and len(other_records) == 4
+    assert {r["task"] for r in other_records} == {"toy2"}
+    assert {r["task"] for r in exp.run(progress=False)} == {"toy"}
 
 
 def test_wmean_weights_patterns_by_dev_accuracy_unlike_mean(tiny_causal_lm, tmp_path):
