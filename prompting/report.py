@@ -169,6 +169,22 @@ def _setting_name(r: dict) -> str:
     return f"{r['label']}  ·  {template}  ·  {_verbalizer(r['verbalizer'])}"
 
 
+def bar_errors(rows: Sequence[dict]) -> tuple[list[float], tuple[list[float], list[float]], list[str], str]:
+    """What the by-method plot draws (in %): each row's mean, its error bars below and above, their
+    labels, and what the bars are. Over several data splits the bars are the std across them; with
+    one data split (FewGLUE's fixed set) that std is 0 by construction, so the bars are the 95%
+    test-sample interval instead, when every row has one."""
+    means = [100 * r["test_selected"]["mean"] for r in rows]
+    intervals = [r.get("test_interval") for r in rows]
+    if all(r.get("data_seeds") == 1 for r in rows) and all(intervals):
+        below = [max(0.0, m - 100 * lo) for m, (lo, _) in zip(means, intervals)]
+        above = [max(0.0, 100 * hi - m) for m, (_, hi) in zip(means, intervals)]
+        labels = [f"{m:.1f} [{100 * lo:.1f}–{100 * hi:.1f}]" for m, (lo, hi) in zip(means, intervals)]
+        return means, (below, above), labels, "bars: 95% test-sample interval (one data split)"
+    stds = [100 * r["test_selected"]["std"] for r in rows]
+    return means, (stds, stds), [f"{m:.1f} ± {sd:.1f}" for m, sd in zip(means, stds)], "mean ± std over data seeds"
+
+
 def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metric: str) -> list[Path]:
     import matplotlib
 
@@ -198,14 +214,12 @@ def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metri
         plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(10, height))
-    means = [100 * r["test_selected"]["mean"] for r in rows]
-    stds = [100 * r["test_selected"]["std"] for r in rows]
-    ax.barh(range(len(rows)), means, xerr=stds, capsize=3, color="#4c72b0", height=0.6)
-    for i, (m, sd) in enumerate(zip(means, stds)):
-        ax.text(m + sd + 0.5, i, f"{m:.1f} ± {sd:.1f}", va="center", fontsize=7)
+    means, (below, above), labels, spread = bar_errors(rows)
+    ax.barh(range(len(rows)), means, xerr=[below, above], capsize=3, color="#4c72b0", height=0.6)
+    for i, (m, up, text) in enumerate(zip(means, above, labels)):
+        ax.text(m + up + 0.5, i, text, va="center", fontsize=7)
     ax.set_xlim(0, 105)
-    finish(fig, ax, f"{task}: test {metric} of the dev-selected run, mean ± std over data seeds",
-           f"test {metric} (%)", "by_method")
+    finish(fig, ax, f"{task}: test {metric} of the dev-selected run, {spread}", f"test {metric} (%)", "by_method")
 
     fig, ax = plt.subplots(figsize=(10, height))
     for rec in records:

@@ -76,6 +76,27 @@ def test_report_writes_markdown_csv_and_png_plots(tmp_path, capsys):
         RECORDS[i]["run_id"] for i in (0, 2, 4, 5, 6))
 
 
+def test_by_method_error_bars_are_the_test_interval_on_one_split_and_the_std_over_several():
+    from prompting.report import bar_errors
+
+    def row(mean, std, splits, interval):
+        return {"test_selected": {"mean": mean, "std": std}, "data_seeds": splits, "test_interval": interval}
+
+    # FewGLUE: one fixed split, so the std over data splits is 0 and says nothing; the bars are the
+    # asymmetric 95% test-sample interval
+    means, (below, above), labels, what = bar_errors([row(0.556, 0.0, 1, (0.495, 0.614)),
+                                                      row(0.5, 0.0, 1, (0.40, 0.62))])
+    assert means == pytest.approx([55.6, 50.0])
+    assert below == pytest.approx([6.1, 10.0]) and above == pytest.approx([5.8, 12.0])
+    assert labels == ["55.6 [49.5–61.4]", "50.0 [40.0–62.0]"] and "interval" in what
+    # several data splits: the std across them, symmetric
+    means, (below, above), labels, what = bar_errors([row(0.8, 0.03, 5, (0.77, 0.83)), row(0.7, 0.0, 5, None)])
+    assert below == above == pytest.approx([3.0, 0.0])
+    assert labels == ["80.0 ± 3.0", "70.0 ± 0.0"] and "std over data seeds" in what
+    # one split but a row without saved predictions (no interval): falls back to the std
+    assert bar_errors([row(0.6, 0.0, 1, None)])[2] == ["60.0 ± 0.0"]
+
+
 def test_report_without_plots_and_on_an_empty_directory(tmp_path, capsys):
     directory = results_dir(tmp_path)
     assert main(["report", str(directory), "--no-plots", "--metric", "macro_f1"]) == 0
