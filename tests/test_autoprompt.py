@@ -169,3 +169,94 @@ def test_bad_settings_name_the_problem(tiny_causal_lm):
         method.fit(method.encode(EXAMPLES[:4]), None, TrainConfig(tune_lm=True))
     with pytest.raises(ValueError, match="no parameter"):
         build_method("autoprompt", tiny_causal_lm, TEMPLATE, SINGLE, trigger_count=3)
+
+
+def _plant_trigger(lm, token: int, label_word: int, other_word: int) -> None:
+    """Make ``token`` a trigger that makes the label obvious: its input embedding becomes a long
+    vector along the direction that, through the final norm, raises ``label_word`` over ``other_word``.
+    Placed just before the prediction it dominates the residual stream there."""
+    with torch.no_grad():
+        out = lm.model.get_output_embeddings().weight
+        direction = lm.model.model.norm.weight * (out[label_word] - out[other_word])
+        embeddings = lm.embeddings.weight
+        embeddings[token] = 50 * embeddings.norm(dim=1).mean() * direction / direction.norm()
+
+
+def test_the_search_finds_a_planted_trigger(make_tiny_lm):
+    lm = make_tiny_lm("llama")  # a private copy: its embeddings are changed
+    method = make(lm, iterations=12, num_candidates=8)
+    planted = lm.tokenizer(" story", add_special_tokens=False)["input_ids"][0]
+    assert method.allowed[planted]
+    bad, good = (w[0] for w in method.words.word_ids)
+    _plant_trigger(lm, planted, label_word=bad, other_word=good)
+    data = method.encode([Example(ex.fields, "0") for ex in EXAMPLES])  # every label 'bad'
+    start_loss = -method.score_triggers(method.trigger_ids[None], data).item()
+    assert start_loss > 3  # the random LM says 'good': the start is far from the label
+    result = method.fit(data, None, TrainConfig(batch_size=4, seed=1), progress=False)
+    assert method.trigger_ids[-1].item() == planted  # next to the prediction, where it decides
+    assert "story" in method.found_template().text
+    assert result.history[-1]["train_loss"] < 1e-3
+    assert all(p == "0" for p in method.predict(EXAMPLES))
+
+
+def _fake_scores(seed: int):
+    """A score_triggers stand-in: random scores, the same for a candidate on every call."""
+    def scores(candidates, data, rows_per_forward=None):
+        values = [torch.Generator().manual_seed(seed * 7919 + hash(tuple(c.tolist())) % 100003) for c in candidates]
+        return torch.stack([-torch.rand((), generator=g) for g in values])
+    return scores
+
+
+@pytest.mark.parametrize("positions", ["cycle", "random", "all"])
+def test_the_accept_rule_never_takes_a_worse_candidate(tiny_causal_lm, positions):
+    method = make(tiny_causal_lm, iterations=15, num_candidates=6, positions=positions)
+    method.score_triggers = _fake_scores(seed=3)
+    result = method.fit(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
+    previous = None
+    for record in result.history:
+        if record["swapped"]:
+            assert record["best_candidate_score"] > record["current_score"]
+        else:
+            assert record["best_candidate_score"] <= record["current_score"]
+            assert previous is None or record["trigger"] == previous
+        previous = record["trigger"]
+    assert any(r["swapped"] for r in result.history)
+
+
+def test_judged_on_every_training_example_the_training_loss_never_rises(lm):
+    method = make(lm, iterations=8, num_candidates=6, score_examples=100, gradient_examples=100)
+    result = method.fit(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4),
+                        progress=False)
+    losses = [record["train_loss"] for record in result.history]
+    start = -result.history[0]["current_score"]
+    assert all(b <= a for a, b in zip([start] + losses, losses))
+    assert losses[-1] < start  # and it did fall
+
+
+def test_the_search_is_deterministic_for_a_seed(lm):
+    def search():
+        method = make(lm, iterations=6, num_candidates=5, score_examples=4, gradient_examples=4)
+        result = method.fit(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]),
+                            TrainConfig(batch_size=4, seed=5), progress=False)
+        strip = ("seconds", "gradient_seconds")
+        return method.trigger_ids.tolist(), [{k: v for k, v in r.items() if k not in strip} for r in result.history]
+
+    assert search() == search()
+
+
+def test_word_vocabulary_is_printable_words_that_tokenise_back(lm):
+    method = make(lm)
+    ids = method.allowed.nonzero().squeeze(1).tolist()
+    assert ids and make(lm, vocabulary="tokens").allowed[ids].all()
+    for token, text in zip(ids, method.trigger_tokens(torch.tensor(ids))):
+        assert text.isalpha()
+        assert lm.tokenizer(" " + text, add_special_tokens=False)["input_ids"] == [token]
+
+
+def test_bad_search_choices_name_the_setting_and_the_choices(tiny_causal_lm):
+    with pytest.raises(ValueError, match=r"positions='diagonal'.*'cycle', 'random', 'all'"):
+        make(tiny_causal_lm, positions="diagonal")
+    with pytest.raises(ValueError, match=r"select='best'.*'dev', 'last'"):
+        make(tiny_causal_lm, select="best")
+    with pytest.raises(ValueError, match="gradient_examples"):
+        make(tiny_causal_lm, gradient_examples=0)

@@ -2,16 +2,23 @@
 
 The template has ``{trigger:N}`` slots. Each iteration:
 
-1. the gradient of the loss w.r.t. the trigger token embeddings, averaged over a training batch;
-2. for one trigger position, the ``num_candidates`` tokens whose embedding has the largest dot
-   product with minus that gradient (HotFlip: a first-order guess at which swap lowers the loss);
-3. the current trigger and every one-token swap are scored exactly on *other* training examples,
-   several candidate triggers per forward pass (the examples are stacked once per candidate);
-4. the best swap is kept only if it scores better than the current trigger.
+1. the gradient of the label loss w.r.t. the trigger token embeddings, over ``gradient_examples``
+   training examples (all of a K-shot set by default);
+2. for one trigger position (``positions="cycle"``: each position in turn, in a seeded order; or
+   every position at once, ``"all"``), the ``num_candidates`` tokens whose embedding has the
+   largest dot product with minus that gradient (HotFlip: a first-order guess at which swap lowers
+   the loss), from printable whole words (``vocabulary="words"``);
+3. the current trigger and every one-token swap are scored exactly on ``score_examples`` training
+   examples (all of them when there are no more: the search then lowers the training loss itself,
+   never raises it), several candidate triggers per forward pass;
+4. the best swap is kept only if it scores strictly better than the current trigger on the same
+   examples.
 
-The trigger that scores best on dev over all iterations is kept. The LM stays frozen and nothing is
-learned by gradient descent, so the method brings its own :meth:`AutoPrompt.fit`, which
-:func:`prompting.train.train` calls instead of its optimiser loop.
+The search stops early when every position has been tried without a better swap (the same
+candidates would come back). ``select="dev"`` keeps the trigger that scores best on dev among the
+start and the accepted swaps; ``select="last"`` keeps the search's final trigger. The LM stays
+frozen and nothing is learned by gradient descent, so the method brings its own
+:meth:`AutoPrompt.fit`, which :func:`prompting.train.train` calls instead of its optimiser loop.
 
 >>> method = AutoPrompt(lm, "{text_a} {trigger:5} {mask}", Verbalizer({0: "negative", 1: "positive"}),
 ...                     labels=task.labels, iterations=20)                  # doctest: +SKIP
@@ -93,47 +100,90 @@ def _subset(data: EncodedExamples, rows: Sequence[int]) -> EncodedExamples:
                            data.labels[list(rows)])
 
 
+def _by_length(data: EncodedExamples, rows: Sequence[int]) -> list[int]:
+    """``rows`` shortest first: chunks of similar length need little padding."""
+    lengths = data.encodings[min(data.encodings)]
+    return sorted(rows, key=lambda i: len(lengths[i].input_ids))
+
+
+def whole_word_tokens(tokenizer, allowed: torch.Tensor) -> torch.Tensor:
+    """``allowed`` narrowed to alphabetic whole words that the tokenizer gives back as that one token.
+
+    A trigger written into a template is tokenised again when the template is loaded; a token that
+    does not come back as itself from its own text would make the saved prompt differ from the one
+    that was searched. Punctuation, digits and code (``'+``, ``(``, ``3D``) are left out as well, so the
+    found prompt reads as words; word-start pieces that are not words (``affili``) can remain.
+    """
+    ids = allowed.nonzero().squeeze(1).tolist()
+    texts = token_strings(tokenizer, ids)
+    keep = [(i, t) for i, t in zip(ids, texts) if t.isalpha()]
+    encoded = tokenizer([" " + t for _, t in keep], add_special_tokens=False)["input_ids"]
+    words = torch.zeros_like(allowed)
+    words[[i for (i, _), e in zip(keep, encoded) if e == [i]]] = True
+    return words
+
+
 class AutoPrompt(PromptMethod):
     """Discrete trigger tokens in ``{trigger:N}`` slots, searched with HotFlip candidates.
 
     ``init`` is the word every trigger starts as (``"mask"``: the mask token of a masked LM, as in
     the paper; ``"random"``: random allowed tokens drawn with ``seed``). ``score_examples`` training
-    examples, outside the gradient batch, score the candidates; ``score_rows`` caps the rows of one
-    forward pass during scoring (candidates x examples). ``exclude_*`` keep special tokens, pieces
-    that do not start a word, and the label words out of the candidates.
+    examples score the candidates (all of them when the training set is no larger; otherwise a new
+    batch each iteration); ``gradient_examples`` training examples give the gradient;
+    ``score_rows`` caps the rows of one forward pass during scoring (candidates x examples).
+    ``positions``: ``"cycle"`` (one position per iteration, each in turn), ``"random"`` (one drawn
+    per iteration) or ``"all"`` (candidates at every position, the best swap of all is taken).
+    ``vocabulary``: ``"words"`` (alphabetic whole words that tokenise back to themselves) or
+    ``"tokens"`` (any token that starts a word). ``select``: ``"dev"`` (the start or an accepted
+    trigger, best on dev) or ``"last"`` (the search's final trigger). ``exclude_*`` keep special
+    tokens, pieces that do not start a word, and the label words out of the candidates.
     """
 
     name = "autoprompt"
     method_params = {"iterations": 20, "num_candidates": 10, "init": "the", "score_examples": 32,
+                     "gradient_examples": 32, "positions": "cycle", "vocabulary": "words", "select": "dev",
                      "score_rows": 256, "exclude_special": True, "exclude_subwords": True,
                      "exclude_label_words": True, "seed": 0}
+    choices = {"positions": ("cycle", "random", "all"), "vocabulary": ("words", "tokens"),
+               "select": ("dev", "last")}
     train_defaults = {"tune_lm": False, "batch_size": 16}
     search_space = {"iterations": {"low": 5, "high": 40, "step": 5}, "num_candidates": {"choices": [5, 10, 20]},
                     "trigger_length": {"low": 1, "high": 8}, "batch_size": {"choices": [8, 16, 32]}}
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None, iterations: int = 20,
-                 num_candidates: int = 10, init: str = "the", score_examples: int = 32, score_rows: int = 256,
-                 exclude_special: bool = True, exclude_subwords: bool = True,
-                 exclude_label_words: bool = True, seed: int = 0):
+                 num_candidates: int = 10, init: str = "the", score_examples: int = 32,
+                 gradient_examples: int = 32, positions: str = "cycle", vocabulary: str = "words",
+                 select: str = "dev", score_rows: int = 256, exclude_special: bool = True,
+                 exclude_subwords: bool = True, exclude_label_words: bool = True, seed: int = 0):
         super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
         if self.template.n_trigger == 0:
             raise ValueError(f"method 'autoprompt' needs {{trigger:N}} slots in its template; "
                              f"{self.template.text!r} has none, e.g. \"{{text_a}} {{trigger:5}} {{mask}}\"")
         for name, value, least in (("iterations", iterations, 0), ("num_candidates", num_candidates, 1),
-                                   ("score_examples", score_examples, 1), ("score_rows", score_rows, 1)):
+                                   ("score_examples", score_examples, 1), ("score_rows", score_rows, 1),
+                                   ("gradient_examples", gradient_examples, 1)):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"autoprompt: {name}={value!r} is not valid; it must be an integer >= {least}")
+        for name, value in (("positions", positions), ("vocabulary", vocabulary), ("select", select)):
+            if value not in self.choices[name]:
+                raise ValueError(f"autoprompt: {name}={value!r} is not valid; choose one of "
+                                 f"{', '.join(map(repr, self.choices[name]))}")
         self.iterations, self.num_candidates = iterations, num_candidates
         self.score_examples, self.score_rows, self.seed = score_examples, score_rows, seed
+        self.gradient_examples, self.positions, self.vocabulary, self.select = (
+            gradient_examples, positions, vocabulary, select)
         self.init = init
         excluded = label_word_token_ids(lm.tokenizer, [w for ws in self.verbalizer.label_words.values()
                                                        for w in ws]) if exclude_label_words else set()
         self.exclude = {"special": exclude_special, "subwords": exclude_subwords, "label_words": exclude_label_words}
         self.allowed = token_mask(lm.tokenizer, lm.embeddings.num_embeddings, exclude_special=exclude_special,
                                   exclude_subwords=exclude_subwords, exclude_ids=excluded)
+        if vocabulary == "words":
+            self.allowed = whole_word_tokens(lm.tokenizer, self.allowed)
         if not self.allowed.any():
-            raise ValueError("autoprompt: every token of the vocabulary is excluded; relax exclude_*")
+            raise ValueError(f"autoprompt: every token of the vocabulary is excluded (vocabulary={vocabulary!r}); "
+                             "relax exclude_* or use vocabulary='tokens'")
         del self.trigger_ids  # a buffer, so it is saved with state_dict and restored with the best state
         self.register_buffer("trigger_ids", self._initial_triggers(init, seed))
 
@@ -171,6 +221,8 @@ class AutoPrompt(PromptMethod):
 
     def extra_config(self) -> dict:
         return {"iterations": self.iterations, "num_candidates": self.num_candidates, "init": self.init,
+                "score_examples": self.score_examples, "gradient_examples": self.gradient_examples,
+                "positions": self.positions, "vocabulary": self.vocabulary, "select": self.select,
                 "trigger_ids": self.trigger_ids.tolist(), "trigger_tokens": self.trigger_tokens(),
                 "found_template": self.found_template().text}
 
@@ -219,12 +271,65 @@ class AutoPrompt(PromptMethod):
         likelihood = scores.log_softmax(-1).gather(1, dev_data.labels.unsqueeze(1)).mean().item()
         return (dev[config.select_metric], likelihood), dev, scores
 
-    def fit(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
-        """Search the triggers for ``iterations`` iterations; keep the best on dev (or on training scores).
+    def _judge(self, candidates: torch.Tensor, data: EncodedExamples, rows: Sequence[int]) -> torch.Tensor:
+        """:meth:`score_triggers` on ``rows`` in length-sorted chunks, each one forward pass for all
+        candidates: one chunk of every length pads the short sentences to the longest."""
+        rows = _by_length(data, rows)
+        chunk = max(1, self.score_rows // len(candidates))
+        total = torch.zeros(len(candidates))
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            total += self.score_triggers(candidates, _subset(data, part)) * len(part)
+        return total / len(rows)
 
-        Uses ``config.batch_size`` (gradient batch), ``config.seed``, ``config.select_metric``;
-        the LM stays frozen. Returns a :class:`prompting.train.TrainResult` whose ``history`` has
-        one record per iteration.
+    def _gradient(self, data: EncodedExamples, rows: Sequence[int], chunk: int) -> tuple[torch.Tensor, float]:
+        """:meth:`trigger_gradient` of the mean loss over ``rows``, in length-sorted chunks."""
+        rows = _by_length(data, rows)
+        grad, loss = 0.0, 0.0
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            g, l = self.trigger_gradient(next(self.batches(_subset(data, part), len(part))))
+            grad, loss = grad + g * len(part), loss + l * len(part)
+        return grad / len(rows), loss / len(rows)
+
+    def _rows(self, n: int, generator: torch.Generator) -> tuple[list[int], list[int]]:
+        """The training rows of this iteration's gradient and of its judging: all ``n`` where the
+        setting covers them, else a new random batch, the judged one apart from the gradient's
+        when there are enough examples (the paper's fresh batch)."""
+        everything = list(range(n))
+        if self.gradient_examples >= n and self.score_examples >= n:
+            return everything, everything
+        order = torch.randperm(n, generator=generator).tolist()
+        grad_rows = everything if self.gradient_examples >= n else order[:self.gradient_examples]
+        if self.score_examples >= n:
+            return grad_rows, everything
+        rest = order[len(grad_rows):] if len(grad_rows) < n else order
+        judge_rows = rest[:self.score_examples]
+        if len(judge_rows) < self.score_examples:  # not enough unseen examples: top up from the rest
+            judge_rows += [i for i in order if i not in judge_rows][:self.score_examples - len(judge_rows)]
+        return grad_rows, judge_rows
+
+    def _proposals(self, grad: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        """``[1 + C, T]``: the current trigger, then each HotFlip one-token swap at ``positions``."""
+        matrix = self.lm.embeddings.weight.detach()
+        rows = [self.trigger_ids.clone()]
+        for position in positions:
+            for token in hotflip_candidates(grad[position], matrix, self.num_candidates, allowed=self.allowed).tolist():
+                if token != self.trigger_ids[position]:
+                    row = self.trigger_ids.clone()
+                    row[position] = token
+                    rows.append(row)
+        return torch.stack(rows)
+
+    def fit(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
+        """Search the triggers for up to ``iterations`` iterations; keep the one ``select`` says.
+
+        Uses ``config.batch_size`` (examples per gradient pass), ``config.seed``,
+        ``config.select_metric``; the LM stays frozen. Returns a :class:`prompting.train.TrainResult`
+        whose ``history`` has one record per iteration: the position(s), the candidates, the judged
+        log-likelihood of the current and the best candidate, whether it was swapped, the training
+        loss after the step (``train_loss``: minus the judged log-likelihood of the kept trigger) and
+        the step's seconds.
         """
         from tqdm.auto import tqdm
 
@@ -238,51 +343,64 @@ class AutoPrompt(PromptMethod):
         self.eval()
         self.lm.model.eval()
         generator = torch.Generator().manual_seed(config.seed)
-        embedding_matrix = self.lm.embeddings.weight.detach()
-        n, size = len(train_data), min(config.batch_size, len(train_data))
+        n, n_trigger = len(train_data), len(self.trigger_ids)
+        judge_all, grad_all = self.score_examples >= n, self.gradient_examples >= n
         use_dev = dev_data is not None and len(dev_data) > 0
         best_key, best_dev, best_scores = self._dev_key(dev_data, config) if use_dev else (None, {}, None)
         best_ids, best_step, history = self.trigger_ids.clone(), 0, []
-        order, cursor = torch.randperm(n, generator=generator).tolist(), 0
+        cycle: list[int] = []
+        cached = None  # (trigger, gradient): a fixed gradient set gives the same gradient until a swap
+        tried_without_swap = 0  # positions tried since the last swap; all of them: a local optimum
         bar = tqdm(range(1, self.iterations + 1), desc=f"{self.name} search", disable=not progress, leave=False)
         for step in bar:
-            if cursor + size > n:
-                order, cursor = torch.randperm(n, generator=generator).tolist(), 0
-            grad_rows = order[cursor:cursor + size]
-            # candidates are scored on the examples that follow, which the gradient did not see
-            rest = order[cursor + size:] + order[:cursor]
-            score_rows = rest[:self.score_examples] or grad_rows
-            cursor += size
-            batch = next(self.batches(_subset(train_data, grad_rows), size))
-            grad, loss = self.trigger_gradient(batch)
-            position = int(torch.randint(len(self.trigger_ids), (1,), generator=generator))
-            tokens = hotflip_candidates(grad[position], embedding_matrix, self.num_candidates,
-                                        allowed=self.allowed)
-            tokens = tokens[tokens != self.trigger_ids[position]]
-            candidates = self.trigger_ids.repeat(len(tokens) + 1, 1)
-            candidates[1:, position] = tokens  # row 0 is the current trigger
-            scores = self.score_triggers(candidates, _subset(train_data, score_rows))
-            best = int(scores[1:].argmax()) + 1 if len(tokens) else 0
-            swapped = len(tokens) > 0 and bool(scores[best] > scores[0])
-            record = {"step": step, "loss": round(loss, 6), "position": position,
-                      "candidates": tokens.tolist(), "current_score": round(scores[0].item(), 6),
+            step_started = time.perf_counter()
+            if self.positions == "all":
+                positions = list(range(n_trigger))
+            elif self.positions == "random":
+                positions = [int(torch.randint(n_trigger, (1,), generator=generator))]
+            else:
+                if not cycle:
+                    cycle = torch.randperm(n_trigger, generator=generator).tolist()
+                positions = [cycle.pop(0)]
+            grad_rows, judge_rows = self._rows(n, generator)
+            if cached is not None and grad_all and torch.equal(cached[0], self.trigger_ids):
+                grad, loss = cached[1], cached[2]
+            else:
+                grad, loss = self._gradient(train_data, grad_rows, config.batch_size)
+                cached = (self.trigger_ids.clone(), grad, loss)
+            grad_seconds = time.perf_counter() - step_started
+            candidates = self._proposals(grad, positions)
+            scores = self._judge(candidates, train_data, judge_rows)
+            best = int(scores[1:].argmax()) + 1 if len(candidates) > 1 else 0
+            # strictly better on the same examples, or nothing changes
+            swapped = best > 0 and bool(scores[best] > scores[0])
+            changed = [p for p in range(n_trigger) if candidates[best, p] != self.trigger_ids[p]]
+            record = {"step": step, "loss": round(loss, 6), "position": changed[0] if swapped else positions[0],
+                      "candidates": candidates[1:][candidates[1:] != candidates[0]].tolist(),
+                      "current_score": round(scores[0].item(), 6),
                       "best_candidate_score": round(scores[best].item(), 6), "swapped": swapped}
             if swapped:
-                self.trigger_ids[position] = candidates[best, position]
+                self.trigger_ids.copy_(candidates[best])
+            record["train_loss"] = round(-max(scores[0].item(), scores[best].item()), 6)
             record["trigger"] = self.trigger_tokens()
+            tried_without_swap = 0 if swapped else tried_without_swap + len(positions)
             if use_dev and swapped:
-                key, dev, scores = self._dev_key(dev_data, config)
+                key, dev, dev_scores = self._dev_key(dev_data, config)
                 record["dev"] = dev
-                if key > best_key:
+                if self.select == "last" or key > best_key:
                     best_key, best_dev, best_ids, best_step = key, dev, self.trigger_ids.clone(), step
-                    best_scores = scores
+                    best_scores = dev_scores
             elif swapped:  # no dev set: keep the latest accepted swap
                 best_ids, best_step = self.trigger_ids.clone(), step
+            record["gradient_seconds"] = round(grad_seconds, 3)
+            record["seconds"] = round(time.perf_counter() - step_started, 3)
             history.append(record)
-            bar.set_postfix(loss=f"{loss:.3f}", trigger=" ".join(record["trigger"])[:40])
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", trigger=" ".join(record["trigger"])[:40])
+            if judge_all and grad_all and self.positions != "random" and tried_without_swap >= n_trigger:
+                break  # every position tried from this trigger: the same candidates would come back
         bar.close()
         self.trigger_ids.copy_(best_ids)
         if progress:
             print(f"autoprompt: {self.found_template().text!r}")
-        return TrainResult(self.iterations, best_step, best_dev, history, time.perf_counter() - started,
+        return TrainResult(len(history), best_step, best_dev, history, time.perf_counter() - started,
                            best_scores)
