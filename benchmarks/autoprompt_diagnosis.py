@@ -188,8 +188,13 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=10, help="random allowed tokens per position")
     parser.add_argument("--draws", type=int, default=200, help="replays of one search step")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the saved .json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.render_only:
+        result = json.loads((args.out / "autoprompt_diagnosis.json").read_text())
+        (args.out / "autoprompt_diagnosis.md").write_text(render(result, args))
+        return
 
     verbalizer = Verbalizer({0: ["negative"], 1: ["positive"]})
     lm = LanguageModel.load(args.model, device="cpu")
@@ -200,7 +205,8 @@ def main() -> None:
     print(json.dumps(result["recorded"]), flush=True)
 
     # parts 2 and 3: the trigger after the input, positions first / middle / last
-    method = AutoPrompt(lm, AFTER, verbalizer, labels=task.labels)
+    # vocabulary="tokens": the candidates of the recorded searches (any token that starts a word)
+    method = AutoPrompt(lm, AFTER, verbalizer, labels=task.labels, vocabulary="tokens")
     positions = [0, 2, 4]
     after = swap_landscape(method, train, dev, positions, args.hotflip, args.random, args.seed)
     result["after"] = summarise_swaps(method, after, positions)
@@ -222,7 +228,7 @@ def main() -> None:
                       "scoring_forwards_per_second": round(after["forwards_per_second"], 2)}
 
     # part 4: the trigger before the input; its last position is next to the input
-    before_method = AutoPrompt(lm, BEFORE, verbalizer, labels=task.labels)
+    before_method = AutoPrompt(lm, BEFORE, verbalizer, labels=task.labels, vocabulary="tokens")
     before = swap_landscape(before_method, train, dev, [4], args.hotflip, args.random, args.seed)
     result["before"] = summarise_swaps(before_method, before, [4])
     print(json.dumps(result["before"]), flush=True)
@@ -231,6 +237,16 @@ def main() -> None:
     (args.out / "autoprompt_diagnosis.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "autoprompt_diagnosis.md").write_text(render(result, args))
     print(render(result, args))
+
+
+def swap_rows(part: dict) -> list[str]:
+    rows = []
+    for position, entry in part["by_position"].items():
+        for kind, e in entry.items():
+            ranks = ", ".join(map(str, e["improving_ranks"])) if e["improving_ranks"] else ""
+            rows.append(f"| {position} | {kind} | {e['improving']}/{e['count']} | {e['best_gain']:+.3f} | "
+                        f"{e['median_gain']:+.3f} | {ranks} | {e['printable_words']}/{e['count']} | `{e['best_token']}` |")
+    return rows
 
 
 def render(result: dict, args) -> str:
@@ -251,19 +267,43 @@ def render(result: dict, args) -> str:
                f"- dev kept the start (iteration 0) in {rec['dev_kept_the_start']} of {rec['runs']} runs; the found trigger "
                f"is within one word of the start in {rec['found_within_one_word_of_start']} of {rec['runs']};",
                f"- test: found {rec['found_test_mean']:.3f}, start {rec['start_test_mean']:.3f}.", ""]
+    after, before = result["after"]["by_position"], result["before"]["by_position"]
+    share = (lambda kind: sum(e[kind]["improving"] for e in after.values()) / sum(e[kind]["count"] for e in after.values()))
+    replay = {(r["top_k"], r["examples"]): r for r in result["replay_last_position"]}
+    md += ["## Findings", "",
+           f"- **The old search judged swaps on noise.** One batch of 16 decides: the unchanged trigger's score moves by "
+           f"{rec.get('median_batch_to_batch_change_of_unchanged_trigger', float('nan')):.3f} from one batch to the next, "
+           f"more than the median gain of an accepted swap ({rec.get('median_gain_of_accepted_swap', float('nan')):.3f}). "
+           f"Replayed from exact per-example scores (section 3), the best of the HotFlip top 10 judged on 16 examples is "
+           f"worse on the other 16 in {replay[(10, 16)]['accepted_but_worse_on_others']} of "
+           f"{replay[(10, 16)]['accepted']} accepted steps and lowers the dev log-likelihood (median "
+           f"{replay[(10, 16)]['median_dev_gain']:+.3f}); judged on all 32 it is never worse on them and raises dev "
+           f"({replay[(10, 32)]['median_dev_gain']:+.3f}).",
+           f"- **HotFlip's list is useful but flat.** From the whole training set's gradient, {share('hotflip'):.0%} of "
+           f"the top 30 swaps lower the training loss against {share('random'):.0%} of random tokens, but the improving "
+           "ones are spread over ranks 2-30, not at the top: the best gain grows with the candidates per position "
+           "(top 5 / 10 / 20 / 30 in section 2), so more candidates judged exactly beat a sharper first-order guess.",
+           "- **There is room to move.** Every position has one-token swaps that lower the exact training loss "
+           f"(best gains {', '.join(format(e['hotflip']['best_gain'], '+.3f') for e in after.values())} in log-likelihood "
+           f"from {result['after']['start_train_loglik']:.3f}); a search that judges exactly can walk downhill.",
+           "- **Before the input the landscape is flat.** With the trigger in front of the sentence "
+           f"(`{{trigger:5}} {{text_a}} {{mask}}`), {before['4']['hotflip']['improving']} of "
+           f"{before['4']['hotflip']['count']} HotFlip swaps next to the sentence improve (best "
+           f"{before['4']['hotflip']['best_gain']:+.3f}): a causal LM reads a leading trigger only through attention "
+           "from the far end of the sentence. After the input it sits next to the prediction.",
+           f"- **Some candidates are not words.** Of the top 30 per position, "
+           f"{', '.join(str(e['hotflip']['printable_words']) for e in after.values())} are alphabetic words that "
+           "tokenise back to themselves; the rest are code and punctuation (`'+`, `:=`, `(`, `=`). Alphabetic "
+           "code words (`noqa`, `torchvision` in the recorded seed 13) pass that test: it keeps the found "
+           "template readable and exact, not English.", ""]
     md += ["## 2. One-token swaps from the start (`{text_a} {trigger:5} {mask}`), judged on all 32 training examples", "",
            f"Start log-likelihood {result['after']['start_train_loglik']}. HotFlip: top {args.hotflip} from the "
            f"gradient over all 32 examples; random: {args.random} allowed tokens.", "",
            "| position | kind | improving | best gain | median gain | HotFlip ranks that improve | printable words | best token |",
            "|---|---|---|---|---|---|---|---|"]
-    for label, part in (("after", result["after"]), ("before", result["before"])):
-        for position, entry in part["by_position"].items():
-            for kind, e in entry.items():
-                ranks = ", ".join(map(str, e["improving_ranks"])) if e["improving_ranks"] else ""
-                md.append(f"| {position}{' (before input)' if label == 'before' else ''} | {kind} | "
-                          f"{e['improving']}/{e['count']} | {e['best_gain']:+.3f} | {e['median_gain']:+.3f} | "
-                          f"{ranks} | {e['printable_words']}/{e['count']} | `{e['best_token']}` |")
-    md += ["", "HotFlip's first 10 candidates per position (after the input): "]
+    md += swap_rows(result["after"])
+    md += ["", "HotFlip's first 10 candidates per position (after the input; any token that starts a word, as the "
+           "recorded searches drew them): "]
     for position, entry in result["after"]["by_position"].items():
         md.append(f"- {position}: {' '.join(entry['hotflip']['first_10'])}; best gain within the top 5/10/20: "
                   + " / ".join(f"{v:+.3f}" for v in list(entry['hotflip']['best_gain_in_top'].values())[:3]))
@@ -279,6 +319,10 @@ def render(result: dict, args) -> str:
     for row in result["replay_last_position"]:
         md.append(f"| {row['top_k']} | {row['examples']} | {row['accepted']}/{row['draws']} | {fmt(row['median_gain_on_judged'])} | "
                   f"{fmt(row['median_gain_on_others'])} | {row['accepted_but_worse_on_others']} | {fmt(row['median_dev_gain'])} |")
+    md += ["", "## 4. The trigger before the input (`{trigger:5} {text_a} {mask}`), its last position (next to the sentence)",
+           "", f"Start log-likelihood {result['before']['start_train_loglik']}.", "",
+           "| position | kind | improving | best gain | median gain | HotFlip ranks that improve | printable words | best token |",
+           "|---|---|---|---|---|---|---|---|"] + swap_rows(result["before"])
     cost = result["cost"]
     md += ["", "## 5. Cost", "",
            f"Gradient over 32 examples: {cost['gradient_seconds_32_examples']} s; candidate scoring: "
