@@ -382,7 +382,7 @@ class AutoPrompt(PromptMethod):
             if swapped:
                 self.trigger_ids.copy_(candidates[best])
             record["train_loss"] = round(-max(scores[0].item(), scores[best].item()), 6)
-            record["trigger"] = self.trigger_tokens()
+            record["trigger"], record["trigger_ids"] = self.trigger_tokens(), self.trigger_ids.tolist()
             tried_without_swap = 0 if swapped else tried_without_swap + len(positions)
             if use_dev and swapped:
                 key, dev, dev_scores = self._dev_key(dev_data, config)
