@@ -49,7 +49,7 @@ def run_seed(lm, task, args, verbalizer, seed: int, test_examples, start_cache: 
         start_cache[key] = evaluate(method, test_data, 32, progress="test (start)")[0]
     started = time.perf_counter()
     result = train(method, method.encode(train_examples), method.encode(dev_examples),
-                   TrainConfig(batch_size=args.batch_size, seed=seed), progress=False)
+                   TrainConfig(batch_size=args.batch_size, seed=seed), progress=True)
     search_seconds = time.perf_counter() - started
     found = evaluate(method, test_data, 32, progress="test (found)")[0]
     history = result.history

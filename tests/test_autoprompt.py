@@ -99,6 +99,7 @@ def test_a_swap_is_kept_only_when_it_improves(tiny_causal_lm, better):
         return scores
 
     method.score_triggers = fake_scores
+    method._score_after_shared_text = lambda candidates, data: None  # the search then asks score_triggers
     result = method.fit(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
     record = result.history[0]
     assert record["swapped"] is (better is not None)
@@ -211,6 +212,7 @@ def _fake_scores(seed: int):
 def test_the_accept_rule_never_takes_a_worse_candidate(tiny_causal_lm, positions):
     method = make(tiny_causal_lm, iterations=15, num_candidates=6, positions=positions)
     method.score_triggers = _fake_scores(seed=3)
+    method._score_after_shared_text = lambda candidates, data: None  # the search then asks score_triggers
     result = method.fit(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
     previous = None
     for record in result.history:
@@ -260,3 +262,28 @@ def test_bad_search_choices_name_the_setting_and_the_choices(tiny_causal_lm):
         make(tiny_causal_lm, select="best")
     with pytest.raises(ValueError, match="gradient_examples"):
         make(tiny_causal_lm, gradient_examples=0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("template", ["{text_a} {trigger:3} {mask}", "{text_a} It was {trigger:2} {mask}.",
+                                      "{text_a} {trigger:2} so {mask}"])
+def test_scoring_with_the_text_computed_once_equals_plain_scoring(make_tiny_lm, kind, template):
+    method = make(make_tiny_lm(kind), template=template)
+    data = method.encode(EXAMPLES[:6])
+    pool = method.allowed.nonzero().squeeze(1)
+    candidates = pool[torch.randint(len(pool), (7, method.template.n_trigger), generator=torch.Generator().manual_seed(0))]
+    shared = method._score_after_shared_text(candidates, data)
+    assert shared is not None  # a causal LM, one-token label words, the trigger after the text
+    torch.testing.assert_close(shared, method.score_triggers(candidates, data), rtol=1e-4, atol=1e-5)
+    assert make(make_tiny_lm(kind), MULTI, template=template)._score_after_shared_text(candidates, data) is None
+
+
+@pytest.mark.parametrize("template", ["{text_a} {trigger:3} {mask}", "{text_a} It was {trigger:2} {mask}."])
+def test_gradient_with_the_text_computed_once_equals_the_plain_gradient(make_tiny_lm, template):
+    method = make(make_tiny_lm("llama"), template=template, init="random", seed=2)
+    batch = next(method.batches(method.encode(EXAMPLES[:6]), 6))
+    shared = method._gradient_after_shared_text(batch)
+    assert shared is not None
+    grad, loss = method.trigger_gradient(batch)
+    torch.testing.assert_close(shared[0], grad, rtol=1e-4, atol=1e-6)
+    assert shared[1] == pytest.approx(loss, rel=1e-5)

@@ -278,9 +278,85 @@ class AutoPrompt(PromptMethod):
         chunk = max(1, self.score_rows // len(candidates))
         total = torch.zeros(len(candidates))
         for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            total += self.score_triggers(candidates, _subset(data, part)) * len(part)
+            part = _subset(data, rows[start:start + chunk])
+            scores = self._score_after_shared_text(candidates, part)
+            if scores is None:
+                scores = self.score_triggers(candidates, part)
+            total += scores * len(part)
         return total / len(rows)
+
+    def _shared_text(self, batch: Batch):
+        """The text before the trigger as keys and values computed once, or None.
+
+        On a causal LM the tokens before the first trigger do not depend on the trigger: their keys
+        and values are computed once and every candidate row attends to them (as prefix-tuning's
+        prefix, numbered where they stand). Only the trigger and what follows it run per candidate:
+        for ``{text_a} {trigger:5} {mask}`` 5 tokens instead of the whole sentence. None when that does
+        not apply (masked LM, multi-token label words, a trigger that is not in the same column in
+        every left-padded row, nothing before it): the caller then runs the whole input.
+        Returns ``(prompt, first trigger column, keys, values)``.
+        """
+        if not self.lm.causal or any(len(w) != 1 for w in self.words.word_ids):
+            return None
+        prompt = batch.prompts[min(batch.prompts)]
+        columns = prompt.trigger_positions
+        if not bool((columns == columns[:1]).all()) or int(columns[0].min()) == 0:
+            return None
+        first = int(columns[0].min())
+        with torch.no_grad():
+            out = self.lm.model(inputs_embeds=self.lm.embed(prompt.input_ids[:, :first]),
+                                attention_mask=prompt.attention_mask[:, :first],
+                                position_ids=prompt.position_ids[:, :first], use_cache=True)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        keys = torch.stack([layer.keys for layer in cache.layers])  # [layers, B, kv_heads, first, head_dim]
+        values = torch.stack([layer.values for layer in cache.layers])
+        return prompt, first, keys, values
+
+    def _label_logprobs_after(self, shared, tail_embeds: torch.Tensor, copies: int) -> torch.Tensor:
+        """``[copies x B, n_labels]`` label log-probabilities of the rows ``tail_embeds`` (the trigger
+        and what follows it), each ``copies`` block of rows attending to the shared text."""
+        prompt, first, keys, values = shared
+        logits = self.lm.forward(tail_embeds, prompt.attention_mask.new_ones(tail_embeds.shape[:2]),
+                                 prompt.position_ids[:, first:].repeat(copies, 1), 1,
+                                 prefix=(keys.repeat(1, copies, 1, 1, 1), values.repeat(1, copies, 1, 1, 1)),
+                                 prefix_mask=prompt.attention_mask[:, :first].repeat(copies, 1))
+        words = logits[:, -1].float().log_softmax(-1)[:, [w[0] for w in self.words.word_ids]]
+        return self.words.aggregate_scores(words).log_softmax(-1)
+
+    @torch.no_grad()
+    def _score_after_shared_text(self, candidates: torch.Tensor, data: EncodedExamples) -> torch.Tensor | None:
+        """:meth:`score_triggers` with the text before the trigger computed once (see
+        :meth:`_shared_text`); None where that does not apply."""
+        batch = next(self.batches(data, len(data)))
+        shared = self._shared_text(batch)
+        if shared is None:
+            return None
+        prompt, first = shared[0], shared[1]
+        size, count = len(batch), len(candidates)
+        tail = prompt.input_ids[:, first:].repeat(count, 1)  # row = candidate x size + example
+        tail[:, prompt.trigger_positions[0] - first] = candidates.to(tail.device).repeat_interleave(size, 0)
+        labels = self._label_logprobs_after(shared, self.lm.embed(tail), count)
+        return labels.gather(1, batch.labels.repeat(count).unsqueeze(1)).view(count, size).mean(1).cpu()
+
+    def _gradient_after_shared_text(self, batch: Batch) -> tuple[torch.Tensor, float] | None:
+        """:meth:`trigger_gradient` back-propagating through the trigger and what follows it only
+        (the text before it does not depend on the trigger); None where that does not apply (also
+        for trigger slots apart from each other)."""
+        columns = batch.prompts[min(batch.prompts)].trigger_positions[0]
+        if not bool((columns.diff() == 1).all()):
+            return None
+        shared = self._shared_text(batch)
+        if shared is None:
+            return None
+        prompt, first = shared[0], shared[1]
+        start, end = int(columns[0]) - first, int(columns[-1]) + 1 - first
+        embeds = self.lm.embeddings.weight[self.trigger_ids].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            tail = self.lm.embed(prompt.input_ids[:, first:]).detach()
+            tail = torch.cat([tail[:, :start], embeds.to(tail.dtype).expand(len(batch), -1, -1), tail[:, end:]], 1)
+            loss = F.nll_loss(self._label_logprobs_after(shared, tail, 1), batch.labels)
+            grad, = torch.autograd.grad(loss, embeds)
+        return grad, loss.item()
 
     def _gradient(self, data: EncodedExamples, rows: Sequence[int], chunk: int) -> tuple[torch.Tensor, float]:
         """:meth:`trigger_gradient` of the mean loss over ``rows``, in length-sorted chunks."""
@@ -288,7 +364,8 @@ class AutoPrompt(PromptMethod):
         grad, loss = 0.0, 0.0
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
-            g, l = self.trigger_gradient(next(self.batches(_subset(data, part), len(part))))
+            batch = next(self.batches(_subset(data, part), len(part)))
+            g, l = self._gradient_after_shared_text(batch) or self.trigger_gradient(batch)
             grad, loss = grad + g * len(part), loss + l * len(part)
         return grad / len(rows), loss / len(rows)
 
