@@ -287,3 +287,19 @@ def test_gradient_with_the_text_computed_once_equals_the_plain_gradient(make_tin
     grad, loss = method.trigger_gradient(batch)
     torch.testing.assert_close(shared[0], grad, rtol=1e-4, atol=1e-6)
     assert shared[1] == pytest.approx(loss, rel=1e-5)
+
+
+def test_a_saved_search_is_a_prompt_file_of_the_found_template(tiny_causal_lm, tmp_path):
+    from prompting.config import load_prompt_file
+    from prompting.methods import load_prompt
+
+    method = make(tiny_causal_lm, iterations=4)
+    train(method, method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4), progress=False)
+    method.save(tmp_path / "found")
+    patterns, verbalizers = load_prompt_file(tmp_path / "found" / "template.yaml")  # what `prompting eval` reads
+    assert patterns == [method.found_template().text] and verbalizers == [SINGLE.to_dict()]
+    manual = PromptMethod(tiny_causal_lm, patterns[0], Verbalizer(verbalizers[0]), labels=["0", "1"])
+    loaded = load_prompt(tmp_path / "found", tiny_causal_lm)
+    scores = method.predict_scores(method.encode(EXAMPLES))
+    torch.testing.assert_close(manual.predict_scores(manual.encode(EXAMPLES)), scores, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(loaded.predict_scores(loaded.encode(EXAMPLES)), scores)

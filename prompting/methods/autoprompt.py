@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -43,7 +44,9 @@ from ..verbalizer import Verbalizer
 from ..vocab import label_word_token_ids, token_mask, token_strings
 from .base import Batch, EncodedExamples, PromptMethod
 
-__all__ = ["AutoPrompt", "hotflip_candidates"]
+__all__ = ["AutoPrompt", "hotflip_candidates", "whole_word_tokens", "TEMPLATE_FILE"]
+
+TEMPLATE_FILE = "template.yaml"  # the found template as a prompt file, beside a saved AutoPrompt
 
 
 def hotflip_candidates(averaged_grad: torch.Tensor, embedding_matrix: torch.Tensor, num_candidates: int,
@@ -214,6 +217,17 @@ class AutoPrompt(PromptMethod):
     def found_template(self) -> Template:
         """The template with the current triggers written in: an ordinary manual template."""
         return self.template.with_triggers(self.trigger_tokens())
+
+    def save(self, directory) -> None:
+        """Save as every learned prompt (``prompt.json``, ``prompt.safetensors``) and, beside them, the
+        found template as a prompt file, ``template.yaml``, which ``prompting eval --templates`` scores
+        as an ordinary manual prompt."""
+        import yaml
+
+        super().save(directory)
+        prompt_file = {"patterns": [self.found_template().text], "verbalizers": [self.verbalizer.to_dict()]}
+        (Path(directory) / TEMPLATE_FILE).write_text(yaml.safe_dump(prompt_file, sort_keys=False, allow_unicode=True),
+                                                     encoding="utf-8")
 
     def set_random_triggers(self, seed: int) -> None:
         """Replace the triggers by random allowed tokens (the baseline AutoPrompt must beat)."""
