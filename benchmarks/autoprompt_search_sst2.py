@@ -41,7 +41,8 @@ def run_seed(lm, task, args, verbalizer, seed: int, test_examples, start_cache: 
     method = AutoPrompt(lm, args.template, verbalizer, labels=task.labels, iterations=args.iterations,
                         num_candidates=args.candidates, init=args.init, score_examples=args.score_examples,
                         gradient_examples=args.gradient_examples, positions=args.positions,
-                        vocabulary=args.vocabulary, select=args.select, seed=seed)
+                        vocabulary=args.vocabulary, select=args.select, max_candidates=args.max_candidates,
+                        seed=seed)
     test_data = method.encode(test_examples)
     start_tokens = method.trigger_tokens()
     key = " ".join(start_tokens)
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--candidates", type=int, default=10)
+    parser.add_argument("--max-candidates", type=int, default=None, help="widen to this HotFlip rank")
     parser.add_argument("--score-examples", type=int, default=32)
     parser.add_argument("--gradient-examples", type=int, default=32)
     parser.add_argument("--positions", default="cycle")
@@ -149,7 +151,8 @@ def write_outputs(args, rows, bare, no_trigger, verbalizer, stem) -> None:
     md = [f"# AutoPrompt search on SST-2 (`{args.tag}`): start vs found trigger (SmolLM2-135M-Instruct, frozen)", "",
           f"Template `{args.template}`, trigger start `{args.init}`, verbalizer negative / positive; K={s['k']} per "
           f"class (train) + {s['k']} per class (dev); up to {s['iterations']} iterations, {s['candidates']} HotFlip "
-          f"candidates per position, positions `{s['positions']}`, vocabulary `{s['vocabulary']}`, gradient over "
+          f"candidates per position (widened down to rank {s.get('max_candidates') or s['candidates']} when a pass "
+          f"finds no better swap), positions `{s['positions']}`, vocabulary `{s['vocabulary']}`, gradient over "
           f"{s['gradient_examples']} and candidates judged on {s['score_examples']} training examples (all 32 when "
           f">= 32), kept trigger: `{s['select']}`; test = first {s['test_limit']} SST-2 test sentences; "
           f"{s['torch_threads']} torch thread. Script: `benchmarks/autoprompt_search_sst2.py`.", "",

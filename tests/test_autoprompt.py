@@ -303,3 +303,20 @@ def test_a_saved_search_is_a_prompt_file_of_the_found_template(tiny_causal_lm, t
     scores = method.predict_scores(method.encode(EXAMPLES))
     torch.testing.assert_close(manual.predict_scores(manual.encode(EXAMPLES)), scores, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(loaded.predict_scores(loaded.encode(EXAMPLES)), scores)
+
+
+def test_a_pass_without_a_better_swap_widens_to_the_next_ranks_then_stops(tiny_causal_lm):
+    method = make(tiny_causal_lm, iterations=50, num_candidates=4, max_candidates=12)
+
+    def current_always_wins(candidates, data, rows_per_forward=None):
+        return torch.cat([torch.zeros(1), -torch.ones(len(candidates) - 1)])
+
+    method.score_triggers = current_always_wins
+    method._score_after_shared_text = lambda candidates, data: None
+    result = method.fit(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
+    # 3 positions x ranks 1-4, then 5-8, then 9-12; then nothing new to try
+    assert [r["ranks"] for r in result.history] == [[1, 4]] * 3 + [[5, 8]] * 3 + [[9, 12]] * 3
+    proposed = [set(r["candidates"]) for r in result.history]
+    assert not proposed[0] & proposed[3]  # a wider pass brings new tokens
+    with pytest.raises(ValueError, match="max_candidates=2"):
+        make(tiny_causal_lm, num_candidates=4, max_candidates=2)

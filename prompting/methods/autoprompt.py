@@ -14,7 +14,8 @@ The template has ``{trigger:N}`` slots. Each iteration:
 4. the best swap is kept only if it scores strictly better than the current trigger on the same
    examples.
 
-The search stops early when every position has been tried without a better swap (the same
+When every position has been tried without a better swap, the next pass tries the next
+``num_candidates`` HotFlip ranks, down to ``max_candidates``; then the search stops (the same
 candidates would come back). ``select="dev"`` keeps the trigger that scores best on dev among the
 start and the accepted swaps; ``select="last"`` keeps the search's final trigger. The LM stays
 frozen and nothing is learned by gradient descent, so the method brings its own
@@ -136,6 +137,9 @@ class AutoPrompt(PromptMethod):
     ``score_rows`` caps the rows of one forward pass during scoring (candidates x examples).
     ``positions``: ``"cycle"`` (one position per iteration, each in turn), ``"random"`` (one drawn
     per iteration) or ``"all"`` (candidates at every position, the best swap of all is taken).
+    ``max_candidates``: when no position has a better swap among its ``num_candidates``, the next
+    pass over the positions tries the next ``num_candidates`` HotFlip ranks, down to this rank
+    (None: stop at once).
     ``vocabulary``: ``"words"`` (alphabetic whole words that tokenise back to themselves) or
     ``"tokens"`` (any token that starts a word). ``select``: ``"dev"`` (the start or an accepted
     trigger, best on dev) or ``"last"`` (the search's final trigger). ``exclude_*`` keep special
@@ -145,6 +149,7 @@ class AutoPrompt(PromptMethod):
     name = "autoprompt"
     method_params = {"iterations": 20, "num_candidates": 10, "init": "the", "score_examples": 32,
                      "gradient_examples": 32, "positions": "cycle", "vocabulary": "words", "select": "dev",
+                     "max_candidates": None,
                      "score_rows": 256, "exclude_special": True, "exclude_subwords": True,
                      "exclude_label_words": True, "seed": 0}
     choices = {"positions": ("cycle", "random", "all"), "vocabulary": ("words", "tokens"),
@@ -157,7 +162,8 @@ class AutoPrompt(PromptMethod):
                  labels: Sequence[str] | None = None, max_length: int | None = None, iterations: int = 20,
                  num_candidates: int = 10, init: str = "the", score_examples: int = 32,
                  gradient_examples: int = 32, positions: str = "cycle", vocabulary: str = "words",
-                 select: str = "dev", score_rows: int = 256, exclude_special: bool = True,
+                 select: str = "dev", max_candidates: int | None = None, score_rows: int = 256,
+                 exclude_special: bool = True,
                  exclude_subwords: bool = True, exclude_label_words: bool = True, seed: int = 0):
         super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
         if self.template.n_trigger == 0:
@@ -168,6 +174,10 @@ class AutoPrompt(PromptMethod):
                                    ("gradient_examples", gradient_examples, 1)):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"autoprompt: {name}={value!r} is not valid; it must be an integer >= {least}")
+        if max_candidates is not None and (not isinstance(max_candidates, int) or max_candidates < num_candidates):
+            raise ValueError(f"autoprompt: max_candidates={max_candidates!r} is not valid; give an integer >= "
+                             f"num_candidates ({num_candidates}), or None (no widening)")
+        self.max_candidates = max_candidates or num_candidates
         for name, value in (("positions", positions), ("vocabulary", vocabulary), ("select", select)):
             if value not in self.choices[name]:
                 raise ValueError(f"autoprompt: {name}={value!r} is not valid; choose one of "
@@ -237,6 +247,7 @@ class AutoPrompt(PromptMethod):
         return {"iterations": self.iterations, "num_candidates": self.num_candidates, "init": self.init,
                 "score_examples": self.score_examples, "gradient_examples": self.gradient_examples,
                 "positions": self.positions, "vocabulary": self.vocabulary, "select": self.select,
+                "max_candidates": self.max_candidates,
                 "trigger_ids": self.trigger_ids.tolist(), "trigger_tokens": self.trigger_tokens(),
                 "found_template": self.found_template().text}
 
@@ -400,12 +411,14 @@ class AutoPrompt(PromptMethod):
             judge_rows += [i for i in order if i not in judge_rows][:self.score_examples - len(judge_rows)]
         return grad_rows, judge_rows
 
-    def _proposals(self, grad: torch.Tensor, positions: list[int]) -> torch.Tensor:
-        """``[1 + C, T]``: the current trigger, then each HotFlip one-token swap at ``positions``."""
+    def _proposals(self, grad: torch.Tensor, positions: list[int], skip: int = 0) -> torch.Tensor:
+        """``[1 + C, T]``: the current trigger, then each HotFlip one-token swap at ``positions``
+        (HotFlip ranks ``skip + 1`` to ``skip + num_candidates``)."""
         matrix = self.lm.embeddings.weight.detach()
         rows = [self.trigger_ids.clone()]
         for position in positions:
-            for token in hotflip_candidates(grad[position], matrix, self.num_candidates, allowed=self.allowed).tolist():
+            ranked = hotflip_candidates(grad[position], matrix, skip + self.num_candidates, allowed=self.allowed)
+            for token in ranked[skip:].tolist():
                 if token != self.trigger_ids[position]:
                     row = self.trigger_ids.clone()
                     row[position] = token
@@ -441,7 +454,8 @@ class AutoPrompt(PromptMethod):
         best_ids, best_step, history = self.trigger_ids.clone(), 0, []
         cycle: list[int] = []
         cached = None  # (trigger, gradient): a fixed gradient set gives the same gradient until a swap
-        tried_without_swap = 0  # positions tried since the last swap; all of them: a local optimum
+        tried_without_swap = 0  # positions tried since the last swap at these ranks; all: a local optimum
+        skip = 0  # HotFlip ranks passed over: widened after a pass without a swap (max_candidates)
         bar = tqdm(range(1, self.iterations + 1), desc=f"{self.name} search", disable=not progress, leave=False)
         for step in bar:
             step_started = time.perf_counter()
@@ -460,13 +474,14 @@ class AutoPrompt(PromptMethod):
                 grad, loss = self._gradient(train_data, grad_rows, config.batch_size)
                 cached = (self.trigger_ids.clone(), grad, loss)
             grad_seconds = time.perf_counter() - step_started
-            candidates = self._proposals(grad, positions)
+            candidates = self._proposals(grad, positions, skip)
             scores = self._judge(candidates, train_data, judge_rows)
             best = int(scores[1:].argmax()) + 1 if len(candidates) > 1 else 0
             # strictly better on the same examples, or nothing changes
             swapped = best > 0 and bool(scores[best] > scores[0])
             changed = [p for p in range(n_trigger) if candidates[best, p] != self.trigger_ids[p]]
             record = {"step": step, "loss": round(loss, 6), "position": changed[0] if swapped else positions[0],
+                      "ranks": [skip + 1, skip + self.num_candidates],
                       "candidates": candidates[1:][candidates[1:] != candidates[0]].tolist(),
                       "current_score": round(scores[0].item(), 6),
                       "best_candidate_score": round(scores[best].item(), 6), "swapped": swapped}
@@ -475,6 +490,13 @@ class AutoPrompt(PromptMethod):
             record["train_loss"] = round(-max(scores[0].item(), scores[best].item()), 6)
             record["trigger"], record["trigger_ids"] = self.trigger_tokens(), self.trigger_ids.tolist()
             tried_without_swap = 0 if swapped else tried_without_swap + len(positions)
+            if swapped:
+                skip = 0
+            elif self.positions != "random" and tried_without_swap >= n_trigger and judge_all and grad_all:
+                # no position has a better swap among these ranks: try the next ones, or stop
+                skip, tried_without_swap = skip + self.num_candidates, 0
+                if skip + self.num_candidates > self.max_candidates:
+                    skip = None
             if use_dev and swapped:
                 key, dev, dev_scores = self._dev_key(dev_data, config)
                 record["dev"] = dev
@@ -487,7 +509,7 @@ class AutoPrompt(PromptMethod):
             record["seconds"] = round(time.perf_counter() - step_started, 3)
             history.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", trigger=" ".join(record["trigger"])[:40])
-            if judge_all and grad_all and self.positions != "random" and tried_without_swap >= n_trigger:
+            if skip is None:
                 break  # every position tried from this trigger: the same candidates would come back
         bar.close()
         self.trigger_ids.copy_(best_ids)
