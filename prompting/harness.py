@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import resource
 import sys
@@ -90,6 +91,10 @@ class PlannedRun:
 
 def _jsonable_verbalizer(verbalizer: dict) -> dict:
     return {str(k): ([v] if isinstance(v, str) else list(v)) for k, v in verbalizer.items()}
+
+
+def _describe(run: PlannedRun) -> str:
+    return f"{run.spec.label} seed {run.data_seed}/{run.train_seed}"
 
 
 class Experiment:
@@ -171,6 +176,11 @@ class Experiment:
         ``on_split_done(data_seed, records)``, if given, is called as each data split's runs are all
         recorded (finished now or before), in plan order; an exception it raises (a sweep pruning a
         hopeless trial) stops the experiment there.
+
+        Several processes may run experiments into one ``output_dir`` at once: each run is claimed
+        before it starts, a run another live process has claimed is left to it, and this process
+        then waits (saying so) until that run is recorded, taking it over if its process died.
+        Every run is thus computed and recorded once.
         """
         from tqdm.auto import tqdm
 
@@ -184,24 +194,78 @@ class Experiment:
         fresh = []
         by_id = {r["run_id"]: r for r in self.store.records()} if self.store and on_split_done else {}
         last_of_split = {r.data_seed: r.run_id for r in unique}
+
+        def attempt(run: PlannedRun) -> dict | None:
+            """The run's record, run here; None while another live process has claimed it."""
+            if self.store is None:
+                return execute(run)
+            if not self.store.claims.claim(run.run_id, what=_describe(run)):
+                return None
+            try:
+                # another process may have recorded it since this one read the store
+                return self.store.record(run.run_id) or execute(run)
+            finally:
+                self.store.claims.release(run.run_id)
+
+        def execute(run: PlannedRun) -> dict:
+            if run.data_seed not in splits:
+                splits.clear()
+                splits[run.data_seed] = self.split(run.data_seed)
+            record = self._execute(run, *splits[run.data_seed], progress=progress)
+            fresh.append(record)
+            return record
+
+        elsewhere: list[PlannedRun] = []  # claimed by other processes when this one came to them
         for run in unique:
             if run.run_id not in done:
-                bar.set_postfix_str(f"{run.spec.label} seed {run.data_seed}/{run.train_seed}")
-                if run.data_seed not in splits:
-                    splits = {run.data_seed: self.split(run.data_seed)}
-                by_id[run.run_id] = self._execute(run, *splits[run.data_seed], progress=progress)
-                fresh.append(by_id[run.run_id])
-                bar.update(1)
+                bar.set_postfix_str(_describe(run))
+                record = attempt(run)
+                if record is None:
+                    elsewhere.append(run)
+                else:
+                    by_id[run.run_id] = record
+                    bar.update(1)
             if on_split_done is not None and last_of_split[run.data_seed] == run.run_id:
+                mine = [r for r in elsewhere if r.data_seed == run.data_seed]
+                elsewhere = [r for r in elsewhere if r.data_seed != run.data_seed]
+                self._await(mine, attempt, by_id, bar)
                 on_split_done(run.data_seed, [by_id[r.run_id] for r in unique if r.data_seed == run.data_seed])
+        self._await(elsewhere, attempt, by_id, bar)
         bar.close()
         if self.store:
-            self._ensembles(planned)
+            # one process at a time: each then sees the ensembles the others recorded and adds none twice
+            with self.store.claims.hold("ensembles"):
+                self._ensembles(planned)
             ids = {r.run_id for r in planned}
             # this experiment's runs and the ensembles of them, not those of another experiment sharing the folder
             return [r for r in self.store.records()
                     if r["run_id"] in ids or (r.get("ensemble_of") and set(r["ensemble_of"]) <= ids)]
         return fresh
+
+    def _await(self, runs: list[PlannedRun], attempt, by_id: dict, bar, poll: float = 0.2) -> None:
+        """Wait until other processes have recorded ``runs``; a run whose process died (or gave it
+        up unrecorded) is run here. Says every minute what it waits for."""
+        pending, told, delay = list(runs), -math.inf, poll
+        while pending:
+            for run in list(pending):
+                record = self.store.record(run.run_id) or attempt(run)
+                if record is not None:
+                    by_id[run.run_id] = record
+                    pending.remove(run)
+                    bar.update(1)
+                    delay = poll
+            if not pending:
+                return
+            if time.monotonic() - told >= 60:
+                told = time.monotonic()
+                holders = [self.store.claims.holder(r.run_id) for r in pending]
+                who = sorted({f"pid {h['pid']} on {h['host']}" for h in holders if h})
+                print(f"{self.name}: waiting for {len(pending)} run{'s' if len(pending) > 1 else ''} that "
+                      f"{'another process is' if len(who) < 2 else 'other processes are'} running "
+                      f"({', '.join(who) or 'finishing'}): {', '.join(_describe(r) for r in pending[:3])}"
+                      f"{', …' if len(pending) > 3 else ''}", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
 
     def _execute(self, run: PlannedRun, train_examples, dev_examples, progress: bool) -> dict:
         started = time.perf_counter()
