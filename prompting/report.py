@@ -14,7 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .results import ResultsStore, aggregate, bootstrap_interval, select_runs
+from .paths import atomic_path, atomic_write, inside, slug
+from .results import ResultsStore, aggregate, bootstrap_interval, score, select_runs
 
 __all__ = ["summary_table", "zero_shot_table", "found_prompts_table", "write_report", "short"]
 
@@ -31,6 +32,11 @@ def _verbalizer(v) -> str:
     if isinstance(v, dict):
         return " / ".join(",".join(ws) for ws in v.values())
     return str(v)
+
+
+def _cell(x: float):
+    """A CSV cell: empty for a missing (NaN) score."""
+    return None if isinstance(x, float) and math.isnan(x) else x
 
 
 def _pct(x: float) -> str:
@@ -71,7 +77,7 @@ def summary_table(rows: Sequence[dict]) -> str:
 def zero_shot_table(records: Sequence[dict]) -> str:
     """Markdown: every pattern x verbalizer, sorted by test accuracy (one data split)."""
     seen, rows = set(), []
-    for r in sorted(records, key=lambda r: -r["test"]["accuracy"]):
+    for r in sorted(records, key=lambda r: (math.isnan(score(r, "test", "accuracy")), -score(r, "test", "accuracy"))):
         key = (r["template"], str(r["verbalizer"]))
         if key not in seen:
             seen.add(key)
@@ -79,7 +85,7 @@ def zero_shot_table(records: Sequence[dict]) -> str:
     lines = ["| # | template | verbalizer | accuracy | macro-F1 |", "|---:|---|---|---:|---:|"]
     for i, r in enumerate(rows, 1):
         lines.append(f"| {i} | `{short(r['template'], 70)}` | {_verbalizer(r['verbalizer'])} | "
-                     f"{_pct(r['test']['accuracy'])} | {_pct(r['test'].get('macro_f1'))} |")
+                     f"{_pct(score(r, 'test', 'accuracy'))} | {_pct(score(r, 'test', 'macro_f1'))} |")
     return "\n".join(lines)
 
 
@@ -90,7 +96,7 @@ def _stability_table(rows: Sequence[dict]) -> str:
         across_splits = _pct(r["std_data_seeds"]) if r["data_seeds"] > 1 else "–"
         lines.append(f"| {r['label']} | `{short(r['template'])}` | {across_splits} | "
                      f"{_pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
-                     f"{100 * r['selection_gain']:+.1f} |")
+                     f"{'–' if math.isnan(r['selection_gain']) else format(100 * r['selection_gain'], '+.1f')} |")
     return "\n".join(lines)
 
 
@@ -125,13 +131,13 @@ def found_prompts_table(records: Sequence[dict], metric: str = "accuracy") -> st
              "|---|---:|---:|---|---:|---:|:---:|"]
     for r in runs:
         lines.append(f"| {r['label']} | {r['data_seed']} | {'–' if r['train_seed'] is None else r['train_seed']} | "
-                     f"{_code(found_template(r))} | {_pct((r['dev'] or {}).get(metric))} | "
-                     f"{_pct(r['test'].get(metric))} | {'✓' if r['run_id'] in selected else ''} |")
+                     f"{_code(found_template(r))} | {_pct(score(r, 'dev', metric))} | "
+                     f"{_pct(score(r, 'test', metric))} | {'✓' if r['run_id'] in selected else ''} |")
     return "\n".join(lines)
 
 
 def _winner(rows: Sequence[dict]) -> str:
-    if len(rows) < 2:
+    if len(rows) < 2 or any(math.isnan(r["test_selected"]["mean"]) for r in rows[:2]):
         return ""
     best, second = rows[0], rows[1]
     gap = best["test_selected"]["mean"] - second["test_selected"]["mean"]
@@ -200,6 +206,14 @@ def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metri
     chance = 100 / max(1, len(rows[0]["verbalizer"])) if isinstance(rows[0]["verbalizer"], dict) else None
     paths = []
 
+    def save(fig, name) -> Path:
+        # the task name is user text: "../x" must not put a plot outside the folder
+        path = inside(folder, f"{slug(task)}_{name}.png")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+        return path
+
     def finish(fig, ax, title, xlabel, name):
         ax.set_yticks(range(len(rows)), names, fontsize=8)
         ax.invert_yaxis()  # best on top
@@ -209,9 +223,7 @@ def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metri
         fig.suptitle(title, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
-        paths.append(folder / f"{task}_{name}.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(save(fig, name))
 
     fig, ax = plt.subplots(figsize=(10, height))
     means, (below, above), labels, spread = bar_errors(rows)
@@ -228,7 +240,7 @@ def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metri
             continue
         jitter = ((int(rec["run_id"][:6], 16) % 1000) / 1000 - 0.5) * 0.35
         chosen = rec["run_id"] in selected
-        ax.scatter(100 * rec["test"][metric], i + jitter, s=30 if chosen else 14,
+        ax.scatter(100 * score(rec, "test", metric), i + jitter, s=30 if chosen else 14,
                    color="#dd8452" if chosen else "#4c72b0", alpha=0.9 if chosen else 0.5,
                    edgecolors="black" if chosen else "none", linewidths=0.5, zorder=3)
     finish(fig, ax, f"{task}: every run (orange: selected by dev in its data split)", f"test {metric} (%)", "runs")
@@ -236,7 +248,7 @@ def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metri
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     cmap = plt.get_cmap("tab10")
     for i, r in enumerate(rows):
-        pts = [(100 * rec["dev"].get(metric, math.nan), 100 * rec["test"][metric])
+        pts = [(100 * score(rec, "dev", metric), 100 * score(rec, "test", metric))
                for rec in records if key(rec) == key(r) and rec["dev"]]
         if pts:
             ax.scatter(*zip(*pts), s=18, color=cmap(i % 10), label=short(names[i], 60), alpha=0.8)
@@ -248,9 +260,7 @@ def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metri
     ax.set_title(f"{task}: dev vs test of every run", fontsize=10)
     ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
-    paths.append(folder / f"{task}_dev_vs_test.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save(fig, "dev_vs_test"))
     return paths
 
 
@@ -301,8 +311,10 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
             for p in _plots(recs, rows, task, directory / "plots", metric):
                 out[p.stem] = p
                 lines += [f"![{p.stem}](plots/{p.name})", ""]
-    out["report"].write_text("\n".join(lines))
-    with open(out["summary"], "w", newline="") as f:
+    # each file replaced whole: a process writing the same report at the same time, or a reader, never
+    # meets half a file
+    atomic_write(out["report"], "\n".join(lines))
+    with atomic_path(out["summary"]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["task", "method", "label", "template", "verbalizer", "model", "k", "trainable_params",
                     "runs", "dev_selected", "test_selected_mean", "test_selected_std", "test_all_mean",
@@ -317,12 +329,13 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
                         r["collapsed"], r["seconds"], *(r["test_interval"] or (None, None)),
                         r["test_selected_metrics"].get("macro_f1")])
     selected = select_runs(records, metric)
-    with open(out["runs"], "w", newline="") as f:
+    with atomic_path(out["runs"]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run_id", "task", "label", "template", "verbalizer", "data_seed", "train_seed", "selected",
                     "dev_accuracy", "test_accuracy", "test_macro_f1", "collapsed", "seconds"])
         for r in records:
             w.writerow([r["run_id"], r["task"], r["label"], r["template"], _verbalizer(r["verbalizer"]),
-                        r["data_seed"], r["train_seed"], r["run_id"] in selected, r["dev"].get("accuracy"),
-                        r["test"]["accuracy"], r["test"].get("macro_f1"), r.get("collapsed"), r.get("seconds")])
+                        r["data_seed"], r["train_seed"], r["run_id"] in selected, _cell(score(r, "dev", "accuracy")),
+                        _cell(score(r, "test", "accuracy")), _cell(score(r, "test", "macro_f1")), r.get("collapsed"),
+                        r.get("seconds")])
     return out

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 __all__ = ["ResultsFileError", "ResultsStore", "run_id", "select_runs", "aggregate", "bootstrap_interval",
-           "GROUP_KEYS"]
+           "score", "GROUP_KEYS"]
 
 
 class ResultsFileError(ValueError):
@@ -39,6 +39,14 @@ REQUIRED = ("run_id", "task", "method", "label", "template", "verbalizer", "mode
 # a "setting": one method with its parameters, training settings, template and verbalizer;
 # its runs differ only by data and training seeds
 GROUP_KEYS = ("task", "label", "method", "params", "train_config", "template", "verbalizer", "model", "k")
+
+
+def score(record: dict, split: str, metric: str) -> float:
+    """A record's ``split`` (dev or test) ``metric``, NaN when the record has none (a run scored on no
+    test examples records ``"test": {}``); tables show NaN as "–"."""
+    scores = record.get(split)
+    value = scores.get(metric) if isinstance(scores, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def run_id(settings: dict) -> str:
@@ -206,7 +214,7 @@ def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     chosen = set()
     for runs in splits.values():
         runs = sorted(runs, key=lambda r: (r["train_seed"] is None, r["train_seed"] or 0))
-        best = max(runs, key=lambda r: (r["dev"].get(metric, -math.inf) if r["dev"] else -math.inf,
+        best = max(runs, key=lambda r: (r["dev"].get(metric, -math.inf) if isinstance(r["dev"], dict) else -math.inf,
                                         -r.get("dev_loss", 0.0) if r.get("dev_loss") is not None else 0.0))
         chosen.add(best["run_id"])
     return chosen
@@ -256,6 +264,8 @@ def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str 
 
 
 def _spread(values: list[float]) -> dict[str, float]:
+    if any(math.isnan(v) for v in values):  # a run without this score: no statistic pretends otherwise
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": len(values)}
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values), "n": len(values)}
 
@@ -274,11 +284,11 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
     for runs in groups.values():
         first = runs[0]
         chosen = [r for r in runs if r["run_id"] in selected]
-        test_sel = [r["test"][metric] for r in chosen]
-        test_all = [r["test"][metric] for r in runs]
+        test_sel = [score(r, "test", metric) for r in chosen]
+        test_all = [score(r, "test", metric) for r in runs]
         by_split: dict[object, list[float]] = defaultdict(list)
         for r in runs:
-            by_split[r["data_seed"]].append(r["test"][metric])
+            by_split[r["data_seed"]].append(score(r, "test", metric))
         within = [statistics.stdev(v) for v in by_split.values() if len(v) > 1]
         row = {k: first.get(k) for k in GROUP_KEYS}
         row.update({
@@ -286,13 +296,14 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
             "trainable_params": first.get("trainable_params"),
             "runs": len(runs),
             "data_seeds": len(by_split),
-            "dev_selected": statistics.fmean(r["dev"].get(metric, math.nan) for r in chosen),
+            "dev_selected": statistics.fmean(score(r, "dev", metric) for r in chosen),
             "selected_run_ids": sorted(r["run_id"] for r in chosen),
             "test_selected": _spread(test_sel),
             # every metric the selected runs carry, beside the selection metric (CB is read by both
             # accuracy and macro-F1; a run that predicts one class shows in macro-F1, not accuracy)
-            "test_selected_metrics": {m: statistics.fmean(r["test"][m] for r in chosen)
-                                      for m in chosen[0]["test"] if all(m in r["test"] for r in chosen)},
+            "test_selected_metrics": {m: statistics.fmean(score(r, "test", m) for r in chosen)
+                                      for m in (chosen[0]["test"] or {})
+                                      if all(m in (r["test"] or {}) for r in chosen)},
             "test_all": _spread(test_all),
             "std_data_seeds": _spread(test_sel)["std"],
             "std_train_seeds": statistics.fmean(within) if within else 0.0,
@@ -302,5 +313,6 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
             "metric": metric,
         })
         rows.append(row)
-    rows.sort(key=lambda row: -row["test_selected"]["mean"])
+    # best first; a setting without test scores (NaN) last
+    rows.sort(key=lambda row: (math.isnan(row["test_selected"]["mean"]), -row["test_selected"]["mean"]))
     return rows

@@ -166,3 +166,77 @@ def test_two_and_three_run_processes_on_one_folder_record_every_run_once_and_com
         assert len({line.split()[0] for line in log.read_text().splitlines()}) > 1
         assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(f"{rid}.json" for rid in ids)
         assert not list((out / ".claims").glob("*.claim"))  # every claim given back
+
+
+# --------------------------------------------------------------------------------- the results store
+def test_a_run_after_a_record_without_its_final_newline_keeps_both_records(tmp_path, model_dir):
+    config = with_model(write_task(tmp_path), model_dir)
+    out = tmp_path / "out"
+    out.mkdir()
+    old = record()
+    # a record cut after its closing brace: whole, but the file does not end with a newline
+    (out / "results.jsonl").write_text(json.dumps(old))
+    assert main(["run", str(config), "--output-dir", str(out), "-q"]) == 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == old  # the old record is intact, not joined with the new one
+    records = ResultsStore(out).records()
+    assert len(records) == 2 and records[0] == old and records[1]["task"] == "toy"
+
+
+def test_a_garbage_line_in_the_middle_is_reported_as_damage_not_as_a_killed_run(tmp_path, capsys):
+    store = ResultsStore(tmp_path)
+    store.append(record(train_seed=1))
+    with open(store.path, "a") as f:
+        f.write("this is not json\n")
+    store.append(record(train_seed=2))
+    assert main(["report", str(tmp_path)]) == 2
+    err = one_error_line(capsys, "report")
+    assert f"{store.path}: line 2 is not a JSON record" in err and "damaged or edited" in err
+    assert "cut off" not in err and "killed" in err  # says only the last line can be a killed run's
+
+
+def test_two_writers_saving_predictions_at_once_never_collide(tmp_path):
+    # the temporary file of each write has a name of its own: no writer renames another's away
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        failures = list(pool.map(_save_predictions_many, [tmp_path] * 2, [0, 1]))
+    assert failures == [0, 0]
+    assert json.loads((tmp_path / "predictions" / "abc.json").read_text())["test"] in ([[0.0]], [[1.0]])
+    assert [p.name for p in (tmp_path / "predictions").iterdir()] == ["abc.json"]
+
+
+def _save_predictions_many(folder, value, n=200):
+    store, failures = ResultsStore(folder), 0
+    for _ in range(n):
+        try:
+            store.save_predictions("abc", {"test": [[float(value)]]})
+        except OSError:
+            failures += 1
+    return failures
+
+
+# ---------------------------------------------------------------------------------------- the report
+def test_report_on_a_record_without_test_scores_shows_a_dash(tmp_path, capsys):
+    store = ResultsStore(tmp_path)
+    store.append(record(train_seed=1))
+    store.append(record(label="no test set", train_seed=1, test={}))
+    assert main(["report", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| no test set |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[5:9] == ["–", "–", "– ± –", "–––"]  # test (sel.), its interval, test (all), min–max
+    pet = next(line for line in report.splitlines() if line.startswith("| PET |"))
+    assert "70.0" in pet  # the run with scores is reported as before
+    assert report.index("| PET |") < report.index("| no test set |")  # a row without scores goes last
+
+
+def test_report_keeps_plots_of_a_task_named_like_a_path_inside_the_output_folder(tmp_path, capsys):
+    out = tmp_path / "a" / "b" / "c" / "runs"
+    store = ResultsStore(out)
+    store.append(record(task="../../../escape", train_seed=1))
+    store.append(record(task="../../../escape", train_seed=2))
+    assert main(["report", str(out)]) == 0
+    pngs = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    assert pngs == [f"a/b/c/runs/plots/escape_{name}.png" for name in ("by_method", "dev_vs_test", "runs")]
+    assert "](plots/escape_by_method.png)" in (out / "report.md").read_text()
