@@ -49,10 +49,27 @@ def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
         print("plots: " + ", ".join(plots))
 
 
+def check_count(option: str, value: int | None, what: str) -> None:
+    """Refuse an integer option below 1 (``--test-limit 0`` would score nothing, -5 fail later)."""
+    if value is not None and value < 1:
+        raise ValueError(f"{option} {value} is not valid; give an integer >= 1, the number of {what}")
+
+
+def check_config_file(path) -> Path:
+    """Check a YAML file given on the command line before anything else is done with it."""
+    from .paths import check_text_file
+
+    return check_text_file(path, "config file")
+
+
 def cmd_eval(args) -> int:
     from .config import load_prompt_file, parse_config
+    from .paths import check_output_dir, check_text_file, slug
     from .report import zero_shot_table
 
+    check_count("--limit", args.limit, "test examples to score (leave it out for the whole test set)")
+    if args.templates:
+        check_text_file(args.templates, "--templates")
     patterns, verbalizers = load_prompt_file(args.templates or args.task)
     data = {"name": f"{args.task}-zero-shot", "model": args.model, "device": args.device,
             "task": {"name": args.task, **({"data_dir": args.data_dir} if args.data_dir else {})},
@@ -63,7 +80,7 @@ def cmd_eval(args) -> int:
     if args.max_length:
         data["max_length"] = args.max_length
     cfg = parse_config(data)
-    output = Path(args.output_dir or f"runs/{args.task}-zero-shot")
+    output = check_output_dir(args.output_dir or Path("runs") / f"{slug(args.task)}-zero-shot")
     started = time.perf_counter()
     records = _experiment(cfg, output, allow_download=args.allow_download).run(progress=not args.quiet)
     n = records[0]["n_test"] if records else 0
@@ -76,9 +93,11 @@ def cmd_eval(args) -> int:
 
 def cmd_run(args) -> int:
     from .config import load_configs
+    from .paths import check_output_dir, slug
 
-    configs = load_configs(args.config)
-    output = Path(args.output_dir or Path("runs") / Path(args.config).stem)
+    check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
+    configs = load_configs(check_config_file(args.config))
+    output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
     started = time.perf_counter()
     records, lm = [], None
     for cfg in configs:
@@ -95,8 +114,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .paths import check_output_dir
     from .report import write_report
 
+    if Path(args.directory, "results.jsonl").is_file():  # else write_report says there is nothing to report
+        check_output_dir(args.directory, "report folder")
     paths = write_report(args.directory, args.metric, plots=not args.no_plots)
     print(Path(paths["report"]).read_text())
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
@@ -171,6 +193,15 @@ def cmd_search_labels(args) -> int:
     if args.k is not None and args.limit is not None:
         raise ValueError(f"--limit {args.limit} is not valid together with --k {args.k}; give one of them "
                          "(--k: K per class as the harness samples it; --limit: a random subset of train)")
+    if args.write:  # a file the result cannot be added to is refused now, not after the search
+        from .labelsearch import read_templates_file
+        from .paths import check_output_dir
+
+        try:
+            read_templates_file(args.write, args.task)
+        except ValueError as err:
+            raise ValueError(f"--write: {err}") from None
+        check_output_dir(Path(args.write).parent, "--write folder")
     text = _search_template(args)
     try:
         template = Template(text)
@@ -291,17 +322,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = "interrupted: finished runs are in results.jsonl; run the same command again to resume"
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0, 2 for a clear error, 130 when interrupted)."""
+    command = None
+    try:
+        # Ctrl-C can come at any moment, the imports included (torch and transformers take seconds)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
+        return _main(args)
+    except KeyboardInterrupt:
+        print(f"\n{INTERRUPTED}" if command in ("run", "eval", "sweep") else "\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
     from .backbone import ModelNotAvailableError
     from .config import ConfigError
     from .data import DataError
+    from .paths import os_error_message
     from .results import ResultsFileError
     from .sweep import SweepError
     from .template import TemplateError
     from .train import TrainingError
     from .verbalizer import VerbalizerError
 
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:
         warnings.filterwarnings("ignore", module="transformers")
@@ -313,12 +361,23 @@ def main(argv=None) -> int:
         return args.func(args)
     except (ConfigError, DataError, TemplateError, VerbalizerError, ModelNotAvailableError,
             ResultsFileError, TrainingError, SweepError, FileNotFoundError, ValueError) as err:
-        print(f"prompting {args.command}: error: {err}", file=sys.stderr)
+        print(f"prompting {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished runs are in results.jsonl; run the same command again to resume",
-              file=sys.stderr)
-        return 130
+    except OSError as err:  # a file-system failure the checks before the work could not foresee
+        print(f"prompting {args.command}: error: {os_error_message(err)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: Exception) -> str:
+    """An error's message; a file that is not UTF-8 is named (Python's own message leaves it out)."""
+    if isinstance(err, UnicodeDecodeError):
+        return (f"a file this command reads is not UTF-8 text ({err.reason} byte "
+                f"{err.object[err.start:err.start + 1]!r}); save the config, templates and data files as UTF-8")
+    if isinstance(err, FileNotFoundError) and err.filename is not None:
+        from .paths import os_error_message
+
+        return os_error_message(err)
+    return str(err)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,12 @@ def load_examples(path: str | Path, fields: Mapping[str, str] | Sequence[str] | 
     if not isinstance(fields, Mapping):
         fields = {name: name for name in fields}
     examples = []
-    for n, row in enumerate(_rows(path, fmt)):
+    try:
+        rows = list(_rows(path, fmt))
+    except UnicodeDecodeError as err:
+        raise DataError(f"data file {str(path)!r} is not UTF-8 text ({err.reason} byte "
+                        f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
+    for n, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DataError(f"{path}: row {n} is {row!r}, not an object with named columns")
         for column in list(fields.values()) + ([label_column] if label_column else []):

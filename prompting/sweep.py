@@ -28,7 +28,6 @@ import dataclasses
 import importlib.util
 import math
 import os
-import re
 import socket
 import statistics
 import warnings
@@ -39,6 +38,7 @@ import yaml
 
 from .config import ConfigError, ExperimentConfig, method_space, parse_config, select_method
 from .harness import Experiment, MethodSpec
+from .paths import check_output_dir, slug
 from .searchspace import SLOT_PARAMS, apply_params, resize_slots
 from .template import Template
 from .train import TrainingError
@@ -55,13 +55,21 @@ class SweepError(RuntimeError):
 
 # ------------------------------------------------------------------------------------ storage
 def shown_url(url: str) -> str:
-    """A storage URL without its password."""
+    """A storage URL without its password (``***`` in its place), also when it does not parse."""
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        if "@" not in (parsed.host or ""):  # an "@" left in the host: the password had one, unescaped
+            return parsed.render_as_string(hide_password=True)
     except Exception:
-        return repr(url)
+        pass
+    # whatever stands before the last "@" may hold a password: never print it
+    text = str(url)
+    if "@" not in text:
+        return text
+    scheme, sep, rest = text.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}" if sep else f"***@{text.rpartition('@')[2]}"
 
 
 def default_storage(output_dir: str | Path) -> str:
@@ -77,17 +85,24 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
 
     valid = "sqlite:///PATH/sweep.db (one machine) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (many)"
     if not isinstance(url, str) or "://" not in url:
-        raise SweepError(f"storage {url!r} is not a database URL; use {valid}")
+        raise SweepError(f"storage {shown_url(url)!r} is not a database URL; use {valid}")
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as err:
-        raise SweepError(f"storage {url!r} is not a valid database URL ({err}); use {valid}") from None
-    shown = parsed.render_as_string(hide_password=True)
+        why = str(err).replace(url, shown_url(url))  # the parser's message may quote the URL, password and all
+        raise SweepError(f"storage {shown_url(url)!r} is not a valid database URL ({why}); use {valid}") from None
+    shown = shown_url(url)
     dialect = parsed.get_backend_name()
     if dialect == "postgres":
         raise SweepError(f"storage {shown!r}: write postgresql://, not postgres://")
     if dialect not in ("sqlite", "postgresql", "mysql"):
         raise SweepError(f"storage {shown!r}: {dialect!r} is not a supported database; use {valid}")
+    if dialect == "sqlite" and _in_memory(parsed):
+        # each connection (every worker, and each heartbeat thread) would get its own empty database,
+        # and the study would vanish when the process ends
+        raise SweepError(f"storage {shown!r} is an in-memory SQLite database, which no other worker or thread "
+                         "can see and which is gone at exit; give a file: sqlite:///PATH/sweep.db "
+                         "(or leave --storage out for OUTPUT_DIR/sweep.db)")
     engine_kwargs: dict[str, Any] = {}
     if dialect == "postgresql":
         # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; ours is psycopg2 (the postgres extra)
@@ -111,6 +126,12 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
     except Exception as err:  # sqlalchemy/driver errors: no server, wrong password, no such database...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SweepError(f"cannot open storage {shown!r}: {first}") from None
+
+
+def _in_memory(parsed) -> bool:
+    database = parsed.database or ""
+    return database in ("", ":memory:") or database.startswith("file::memory:") or \
+        parsed.query.get("mode") == "memory"
 
 
 def _retry(study, trial, max_retry: int) -> None:
@@ -177,9 +198,7 @@ class Sweep:
         mode = "seeds" if self.seed_sweep else "params"
         # the method's name, or its label where several entries share the name
         same = sum(m.name == self.base.name for m in self.cfg.methods) > 1
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.cfg.name}-{self.base.label if same else self.base.name}")
-        slug = slug.strip("-")
-        self.study_name = self.study_name or f"{slug}-{mode}"
+        self.study_name = self.study_name or f"{slug(f'{self.cfg.name}-{self.base.label if same else self.base.name}')}-{mode}"
         self.storage = self.storage or default_storage(self.output_dir)
         self.mode = mode
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -419,7 +438,10 @@ def cmd_sweep(args) -> int:
 
     from .config import load_configs
 
-    configs = load_configs(args.config)
+    from .cli import check_config_file, check_count
+
+    check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
+    configs = load_configs(check_config_file(args.config))
     if len(configs) != 1:
         raise ConfigError(f"{args.config}: holds {len(configs)} experiments; a sweep needs one")
     cfg = configs[0]
@@ -428,7 +450,7 @@ def cmd_sweep(args) -> int:
     n_trials = args.n_trials if args.n_trials is not None else (cfg.sweep.n_trials if cfg.sweep else None)
     if n_trials is None or n_trials < 0:
         raise ConfigError(f"give --n-trials N (N >= 0) or sweep.n_trials in {args.config}")
-    output = Path(args.output_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
+    output = check_output_dir(args.output_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
     sweep = Sweep(cfg, output, storage=args.storage, study_name=args.study, method=args.method,
                   objective=args.objective, stability_lambda=args.stability_lambda, seed_sweep=args.seed_sweep,
                   n_trials=n_trials, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import statistics
 import warnings
 from pathlib import Path
+
+from .paths import atomic_path, atomic_write, inside
+from .paths import slug as safe_slug
 
 __all__ = ["write_sweep_report"]
 
@@ -29,8 +31,10 @@ def _pct(value) -> str:
 
 
 def _save(fig, path: Path) -> Path:
+    path = inside(path.parent, path.name)  # the study name in it is user text
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -114,10 +118,11 @@ def write_sweep_report(study, directory: str | Path, name: str | None = None,
     folder = directory / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     name = name or study.study_name
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+    slug = safe_slug(name)
     trials = study.get_trials(deepcopy=False)
     attrs = study.user_attrs
-    out = {"sweep_report": directory / f"sweep_{slug}.md", "sweep_trials": directory / f"sweep_{slug}_trials.csv"}
+    out = {"sweep_report": inside(directory, f"sweep_{slug}.md"),
+           "sweep_trials": inside(directory, f"sweep_{slug}_trials.csv")}
     plots, notes = _optuna_plots(study, folder, slug, seed_param)
     seeds = _seeds_plot(trials, folder, slug, seed_param) if attrs.get("mode") == "seeds" else None
     if seeds:
@@ -155,9 +160,9 @@ def write_sweep_report(study, directory: str | Path, name: str | None = None,
     for key, path in plots.items():
         out[f"sweep_{key}"] = path
         lines += [f"![{key}](plots/{path.name})", ""]
-    out["sweep_report"].write_text("\n".join(lines))
+    atomic_write(out["sweep_report"], "\n".join(lines))
     params = sorted({k for t in trials for k in t.params})
-    with open(out["sweep_trials"], "w", newline="") as f:
+    with atomic_path(out["sweep_trials"]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["trial", "state", "value", "test_mean", "retry_of", "worker", *params])
         for t in trials:
