@@ -63,7 +63,7 @@ class Claims:
         holds it. A stale claim (its owner died) is taken over."""
         if key in self._held:
             return True
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         path, token = self.path(key), uuid.uuid4().hex
         if not self._create(path, token, what):
             with self._guard():
@@ -128,6 +128,12 @@ class Claims:
             os.close(fd)
         return True
 
+    def _make_folder(self) -> None:
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # claims are bookkeeping of running processes, never results to commit
+            (self.folder / ".gitignore").write_text("*\n")
+
     def _stale(self, path: Path) -> bool:
         try:
             age = time.time() - path.stat().st_mtime
@@ -145,7 +151,7 @@ class Claims:
         if fcntl is None:  # pragma: no cover
             yield
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         fd = os.open(self.folder / ".guard", os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

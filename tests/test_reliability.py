@@ -240,3 +240,191 @@ def test_report_keeps_plots_of_a_task_named_like_a_path_inside_the_output_folder
     pngs = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
     assert pngs == [f"a/b/c/runs/plots/escape_{name}.png" for name in ("by_method", "dev_vs_test", "runs")]
     assert "](plots/escape_by_method.png)" in (out / "report.md").read_text()
+
+
+# ------------------------------------------------------------------------- file-system failures, up front
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make a folder read-only, as a read-only mount is: chmod, and for root (whom permissions do not
+    stop) every file-system call that would create or change something inside it fails with EROFS."""
+    import builtins
+
+    folders = []
+
+    def refuse(path):
+        path = os.path.abspath(os.fspath(path)) if isinstance(path, (str, bytes, os.PathLike)) else None
+        if path and any(path == f or path.startswith(f + os.sep) for f in folders):
+            raise OSError(errno.EROFS, "Read-only file system", path)
+
+    def guard(function, writes):
+        def guarded(path, *args, **kwargs):
+            if writes(args, kwargs):
+                refuse(path)
+            return function(path, *args, **kwargs)
+        return guarded
+
+    if os.geteuid() == 0:
+        flags = lambda args, kwargs: bool((args[0] if args else kwargs.get("flags", 0))
+                                          & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        mode = lambda args, kwargs: any(c in (args[0] if args else kwargs.get("mode", "r")) for c in "wax+")
+        monkeypatch.setattr(os, "open", guard(os.open, flags))
+        monkeypatch.setattr(builtins, "open", guard(builtins.open, mode))
+        monkeypatch.setattr(os, "mkdir", guard(os.mkdir, lambda a, k: True))
+        monkeypatch.setattr(os, "replace", guard(os.replace, lambda a, k: True))
+
+    def make(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        folders.append(os.path.abspath(folder))
+        folder.chmod(0o555)
+        return folder
+
+    yield make
+    for folder in folders:
+        os.chmod(folder, 0o755)
+
+
+def test_run_into_a_read_only_folder_is_refused_before_the_model_loads(tmp_path, read_only, capsys):
+    config = write_task(tmp_path / "cfg")
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n" + config.read_text())
+    out = read_only(tmp_path / "out")
+    assert main(["run", str(config), "--output-dir", str(out), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    # the folder is named, with what to do; the (missing) model was never reached
+    assert f"--output-dir '{out}' is not writable" in err and "give a folder you can write to" in err
+
+
+def test_run_with_an_output_dir_that_is_a_file_is_refused_before_the_model_loads(tmp_path, capsys):
+    config = write_task(tmp_path / "cfg")
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n" + config.read_text())
+    out = tmp_path / "out.txt"
+    out.write_text("notes\n")
+    assert main(["run", str(config), "--output-dir", str(out), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert f"--output-dir '{out}' is a file, not a folder" in err
+    assert out.read_text() == "notes\n"
+
+
+def test_eval_into_a_folder_below_a_file_is_refused_before_the_model_loads(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "out"
+    assert main(["eval", "--task", "mr", "--model", str(tmp_path / "no-such-model"), "--output-dir", str(out),
+                 "-q"]) == 2
+    err = one_error_line(capsys, "eval")
+    assert f"'{out}' cannot be created: '{tmp_path / 'file'}' is a file, not a folder" in err
+
+
+def test_report_on_a_read_only_folder_says_so_in_one_line(tmp_path, read_only, capsys):
+    store = ResultsStore(tmp_path / "runs")
+    store.append(record())
+    read_only(store.directory)
+    assert main(["report", str(store.directory)]) == 2
+    err = one_error_line(capsys, "report")
+    assert f"report folder '{store.directory}' is not writable" in err
+
+
+def test_a_config_path_that_is_a_folder_is_named(tmp_path, capsys):
+    assert main(["run", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 2
+    err = one_error_line(capsys, "run")
+    assert f"config file '{tmp_path}' is a folder; give the path of a YAML file" in err
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_bytes("name: caf\u00e9\ntask: sst2\n".encode("latin-1"))
+    assert main(["sweep", str(config), "--n-trials", "1", "--output-dir", str(tmp_path / "out")]) == 2
+    err = one_error_line(capsys, "sweep")
+    assert f"config file '{config}' is not UTF-8 text" in err and "save it as UTF-8" in err
+
+
+def test_a_data_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    config = write_task(tmp_path / "cfg")
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n" + config.read_text())
+    train = tmp_path / "cfg" / "train.tsv"
+    train.write_bytes(train.read_bytes() + "the caf\u00e9 was good .\t1\n".encode("latin-1"))
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert f"data file '{train}' is not UTF-8 text" in err
+
+
+def test_search_labels_with_a_write_file_it_cannot_add_to_stops_before_the_search(tmp_path, capsys):
+    templates = tmp_path / "mine.yaml"
+    templates.write_bytes(b"task: mr\npatterns: ['\xff {text_a} {mask}']\n")
+    assert main(["search-labels", "--task", "mr", "--model", str(tmp_path / "no-such-model"), "--k", "2",
+                 "--write", str(templates), "-q"]) == 2
+    err = one_error_line(capsys, "search-labels")
+    assert f"--write: {templates} is not UTF-8 text" in err
+    assert main(["search-labels", "--task", "mr", "--model", str(tmp_path / "no-such-model"), "--k", "2",
+                 "--write", str(tmp_path), "-q"]) == 2
+    assert f"'{tmp_path}' is a folder; give the path of a templates YAML file" in one_error_line(capsys, "search-labels")
+
+
+# ----------------------------------------------------------------------------------------- interrupts
+INTERRUPT_ON_IMPORT = """
+import sys
+
+
+class Interrupt:
+    # Ctrl-C arriving while torch is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+
+
+sys.meta_path.insert(0, Interrupt())
+"""
+
+
+def test_ctrl_c_during_the_imports_prints_the_interrupted_line(tmp_path):
+    # as the installed `prompting` command starts: the entry point imports prompting.cli, then calls main
+    (tmp_path / "sitecustomize.py").write_text(INTERRUPT_ON_IMPORT)
+    config = write_task(tmp_path / "cfg")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", "import sys; from prompting.cli import main; sys.exit(main())",
+                           "run", str(config), "--output-dir", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().startswith("interrupted") and "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------------------------------- options
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_a_test_limit_below_one_is_refused_naming_the_option(tmp_path, limit, capsys):
+    config = write_task(tmp_path / "cfg")
+    for command in (["run", str(config), "--test-limit", limit], ["sweep", str(config), "--n-trials", "1",
+                                                                   "--test-limit", limit]):
+        assert main([*command, "--output-dir", str(tmp_path / "out")]) == 2
+        err = one_error_line(capsys, command[0])
+        assert f"--test-limit {limit} is not valid; give an integer >= 1" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_in_memory_sqlite_storage_is_refused_before_the_sweep_starts(tmp_path, capsys):
+    config = write_task(tmp_path / "cfg")
+    config.write_text(config.read_text() + "  - {name: soft, train: true}\nsweep: {method: soft}\n")
+    assert main(["sweep", str(config), "--storage", "sqlite://", "--n-trials", "1",
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    err = one_error_line(capsys, "sweep")
+    assert "storage 'sqlite://' is an in-memory SQLite database" in err and "sqlite:///PATH/sweep.db" in err
+
+
+@pytest.mark.parametrize("url", ["postgresql://me:s3cret@db:port/sweeps", "postgresql://me:s3c@ret@db/sweeps",
+                                 "me:s3cret@db/sweeps"])
+def test_a_storage_url_is_never_shown_with_its_password(url):
+    from prompting.sweep import SweepError, open_storage, shown_url
+
+    assert "s3c" not in shown_url(url) and "ret" not in shown_url(url).split("@")[0]
+    with pytest.raises(SweepError) as err:
+        open_storage(url)
+    assert "s3c" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------ label search
+def test_a_verbalizer_that_would_not_read_back_is_refused_by_name(tmp_path, monkeypatch):
+    import prompting.labelsearch as labelsearch
+
+    # a writer that quotes nothing: the word "null" would read back as no word at all
+    monkeypatch.setattr(labelsearch, "_flow", str)
+    path = tmp_path / "mine.yaml"
+    with pytest.raises(ValueError, match=r"the verbalizer \{'0': \['null'\], '1': \['good'\]\} would read back"):
+        labelsearch.write_verbalizer(path, {0: ["null"], 1: ["good"]}, task="sst2")
+    assert not path.exists()
