@@ -168,6 +168,68 @@ def test_two_and_three_run_processes_on_one_folder_record_every_run_once_and_com
         assert not list((out / ".claims").glob("*.claim"))  # every claim given back
 
 
+def toy_experiment(lm, out):
+    from prompting.data import Example, Task
+    from prompting.harness import Experiment, MethodSpec, Protocol
+
+    train = [Example({"text_a": f"{s} was {w}."}, label) for s in SUBJECTS[:6]
+             for w, label in ((POSITIVE[0], "1"), (NEGATIVE[0], "0"))]
+    task = Task("toy", ("0", "1"), ("text_a",), train, train[:4])
+    return Experiment(lm, task, [MethodSpec("manual", train=False)],
+                      [("{text_a} It was {mask}.", {0: ["bad"], 1: ["good"]}),
+                       ("Review: {text_a} {mask}", {0: ["bad"], 1: ["good"]})],
+                      Protocol(k=2, data_seeds=(13,)), output_dir=out)
+
+
+def test_a_run_claimed_by_a_live_process_is_waited_for_and_taken_over_when_that_process_dies(
+        tiny_causal_lm, tmp_path, capsys):
+    import socket
+    import threading
+
+    experiment = toy_experiment(tiny_causal_lm, tmp_path)
+    first = experiment.plan()[0]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    claim = experiment.store.claims.path(first.run_id)
+    claim.parent.mkdir(parents=True)
+    claim.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": time.time(),
+                                 "token": "theirs", "what": "manual seed 13/None"}))
+
+    def die():  # the holder dies without recording its run (killed), and is reaped
+        holder.kill()
+        holder.wait()
+
+    threading.Timer(1.5, die).start()
+    started = time.monotonic()
+    records = experiment.run(progress=False)
+    assert time.monotonic() - started >= 1.5  # it waited for the live holder...
+    # ...said so, naming the process...
+    err = capsys.readouterr().err
+    assert f"waiting for 1 run that another process is running (pid {holder.pid} on {socket.gethostname()})" in err
+    # ...and ran the run itself once its holder was gone: every run recorded once
+    assert sorted(r["run_id"] for r in records) == sorted(r.run_id for r in experiment.plan())
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and not claim.exists()
+
+
+def test_a_claim_left_by_another_host_goes_stale_only_without_heartbeat(tmp_path):
+    from prompting.claims import Claims
+
+    claims = Claims(tmp_path, stale_after=600, heartbeat=60)
+    assert claims.claim("run-a", what="PET seed 13/1")
+    path = claims.path("run-a")
+    theirs = {"pid": 1, "host": "another-machine", "started": time.time(), "token": "t", "what": "x"}
+    path.write_text(json.dumps(theirs))
+    other = Claims(tmp_path, stale_after=600, heartbeat=60)
+    assert not other.claim("run-a")  # refreshed lately: its owner on the other machine is alive
+    assert other.holder("run-a")["host"] == "another-machine"
+    os.utime(path, (time.time() - 601, time.time() - 601))  # ten minutes without a heartbeat
+    assert other.holder("run-a") is None and other.claim("run-a")
+    claims.release("run-a")  # the old owner giving back late does not remove the new owner's claim
+    assert path.exists() and other.holder("run-a")["pid"] == os.getpid()
+    other.release("run-a")
+    assert not path.exists()
+
+
 # --------------------------------------------------------------------------------- the results store
 def test_a_run_after_a_record_without_its_final_newline_keeps_both_records(tmp_path, model_dir):
     config = with_model(write_task(tmp_path), model_dir)
