@@ -20,18 +20,6 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 
-def _experiment(cfg, output_dir, lm=None, allow_download: bool = False):
-    from .backbone import LanguageModel
-    from .config import load_task_spec
-    from .harness import Experiment
-
-    task = load_task_spec(cfg.task, cfg.base)
-    lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
-                                  allow_download=allow_download)
-    return Experiment(lm, task, cfg.methods, cfg.prompts, cfg.protocol, output_dir=output_dir,
-                      name=cfg.name, max_length=cfg.max_length)
-
-
 def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
     from .report import summary_rows, summary_table, write_report
     from .results import ResultsStore
@@ -51,6 +39,7 @@ def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
 
 def cmd_eval(args) -> int:
     from .config import load_prompt_file, parse_config
+    from .harness import build_experiment
     from .report import zero_shot_table
 
     patterns, verbalizers = load_prompt_file(args.templates or args.task)
@@ -65,7 +54,7 @@ def cmd_eval(args) -> int:
     cfg = parse_config(data)
     output = Path(args.output_dir or f"runs/{args.task}-zero-shot")
     started = time.perf_counter()
-    records = _experiment(cfg, output, allow_download=args.allow_download).run(progress=not args.quiet)
+    records = build_experiment(cfg, output, allow_download=args.allow_download).run(progress=not args.quiet)
     n = records[0]["n_test"] if records else 0
     print(f"\nzero-shot on {args.task} ({n} test examples, model {args.model}), "
           f"{time.perf_counter() - started:.0f} s\n")
@@ -76,6 +65,7 @@ def cmd_eval(args) -> int:
 
 def cmd_run(args) -> int:
     from .config import load_configs
+    from .harness import build_experiment
 
     configs = load_configs(args.config)
     output = Path(args.output_dir or Path("runs") / Path(args.config).stem)
@@ -84,8 +74,8 @@ def cmd_run(args) -> int:
     for cfg in configs:
         if args.test_limit is not None:
             cfg.protocol.test_limit = args.test_limit
-        experiment = _experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None,
-                                 allow_download=args.allow_download)
+        experiment = build_experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None,
+                                      allow_download=args.allow_download)
         lm = experiment.lm
         records += experiment.run(progress=not args.quiet)
     print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "

@@ -21,21 +21,19 @@ from __future__ import annotations
 import importlib.resources
 import itertools
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .data import DATA_SEEDS, TASKS, Task, load_examples, load_task
-from .harness import ENSEMBLES, MethodSpec, Protocol
-from .methods import METHODS
-from .train import TrainConfig
+from .methods import METHODS, method_config
+from .settings import ENSEMBLES, TRAIN_KEYS, MethodSpec, Protocol, SettingsError, TrainConfig
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "parse_config", "load_prompt_file",
            "builtin_templates", "load_task_spec"]
 
-TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "select_metric"))
 METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble")
 TOP_KEYS = ("name", "model", "device", "max_length", "task", "fewshot", "templates", "seeds", "methods", "sweep")
 TASK_KEYS = ("name", "data_dir", "train", "dev", "test", "fields", "label_column", "labels", "label_map", "format")
@@ -282,7 +280,7 @@ def method_space(spec: MethodSpec, prompts: list[tuple[str, dict]], overrides: d
     fixed = list(spec.params) + list(spec.train_config) + (["template"] if spec.template else [])
     templates = [spec.template] if spec.template else list(dict.fromkeys(t for t, _ in prompts))
     try:
-        return build_space(where, METHODS[spec.name], fixed, overrides, templates, trained=spec.train)
+        return build_space(where, METHODS.config(spec.name), fixed, overrides, templates, trained=spec.train)
     except (SearchSpaceError, ValueError) as err:
         raise ConfigError(str(err)) from None
 
@@ -319,23 +317,25 @@ def _method(i: int, entry: Any) -> MethodSpec:
     name = entry["name"]
     if name not in METHODS:
         raise ConfigError(f"{where}: method {name!r} is not known; known methods: {', '.join(sorted(METHODS))}")
-    own = tuple(METHODS[name].method_params)
+    own = METHODS.config(name).keys()
     _check_keys(f"{where} ({name})", entry, METHOD_KEYS + TRAIN_KEYS + own)
     train = entry.get("train", True)
     if not isinstance(train, bool):
         raise ConfigError(f"{where}: train={train!r} is not valid; use true or false")
     train_config = {k: entry[k] for k in TRAIN_KEYS if k in entry}
+    params = {k: entry[k] for k in own if k in entry}
     try:
-        TrainConfig(**train_config)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where} ({name}): {err}") from None
+        method_config(name, params)
+        TrainConfig(**{**METHODS.config(name).train_defaults, **train_config})
+    except SettingsError as err:
+        raise ConfigError(f"{where} ({name}): {err.detail}") from None
     if entry.get("ensemble") is not None and entry["ensemble"] not in ENSEMBLES:
         raise ConfigError(f"{where}: ensemble={entry['ensemble']!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
     verbalizer = entry.get("verbalizer")
     return MethodSpec(
         name=name, train=train, label=entry.get("label"), template=entry.get("template"),
         verbalizer=normalise_verbalizer(f"{where}.verbalizer", verbalizer) if verbalizer is not None else None,
-        params={k: entry[k] for k in own if k in entry}, train_config=train_config,
+        params=params, train_config=train_config,
         ensemble=entry.get("ensemble"))
 
 

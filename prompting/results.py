@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["ResultsFileError", "ResultsStore", "run_id", "select_runs", "aggregate", "bootstrap_interval",
+__all__ = ["ResultsFileError", "ResultsStore", "run_id", "dev_key", "select_runs", "aggregate", "bootstrap_interval",
            "GROUP_KEYS"]
 
 
@@ -113,6 +113,13 @@ def _key(record: dict, keys: Sequence[str]) -> tuple:
     return tuple(json.dumps(record.get(k), sort_keys=True) for k in keys)
 
 
+def dev_key(dev: dict | None, dev_loss: float | None, metric: str = "accuracy") -> tuple[float, float]:
+    """The one dev-selection rule, for training steps, AutoPrompt's search and the seed search: the dev
+    metric, a tie going to the lower dev cross-entropy (32 dev examples move accuracy in steps of 3%,
+    and a tie must not keep the untrained state just because it came first)."""
+    return (dev.get(metric, -math.inf) if dev else -math.inf, -dev_loss if dev_loss is not None else 0.0)
+
+
 def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     """Seed search: per setting and data seed, the run with the best dev score. A tie goes to the lower
     dev cross-entropy (``dev_loss``, as the training loop breaks its ties: 32 dev examples move
@@ -123,8 +130,7 @@ def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     chosen = set()
     for runs in splits.values():
         runs = sorted(runs, key=lambda r: (r["train_seed"] is None, r["train_seed"] or 0))
-        best = max(runs, key=lambda r: (r["dev"].get(metric, -math.inf) if r["dev"] else -math.inf,
-                                        -r.get("dev_loss", 0.0) if r.get("dev_loss") is not None else 0.0))
+        best = max(runs, key=lambda r: dev_key(r["dev"], r.get("dev_loss"), metric))
         chosen.add(best["run_id"])
     return chosen
 

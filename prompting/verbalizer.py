@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: checking a verbalizer needs none
+    import torch
 
 __all__ = ["VerbalizerError", "Verbalizer", "LabelWordIds", "AGGREGATIONS"]
 
@@ -94,6 +95,8 @@ class Verbalizer:
 
     def tokenize(self, tokenizer, leading_space: bool) -> "LabelWordIds":
         """Token ids of every label word as the model sees it after the prompt."""
+        import torch
+
         ids, owner = [], []
         unk = getattr(tokenizer, "unk_token_id", None)
         for index, (label, ws) in enumerate(self.label_words.items()):
@@ -124,6 +127,8 @@ class LabelWordIds:
 
     def aggregate_scores(self, word_logprobs: torch.Tensor) -> torch.Tensor:
         """[B, n_words] log-probabilities of whole words -> [B, n_labels] label scores."""
+        import torch
+
         owner = self.word_label.to(word_logprobs.device)
         columns = []
         for label in range(self.n_labels):
