@@ -6,12 +6,14 @@
     prompting search-labels --task sst2 --data-dir ../shared/data/sst2 --k 16 --write my_sst2.yaml
     prompting sweep experiments/sst2_sweep.yaml --n-trials 10 --export-best runs/sst2_best.yaml
     prompting models
+    prompting methods                                     # every method's settings, as a table
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
@@ -65,9 +67,10 @@ def cmd_eval(args) -> int:
 
 def cmd_run(args) -> int:
     from .config import load_configs
-    from .harness import build_experiment
 
     configs = load_configs(args.config)
+    from .harness import build_experiment
+
     output = Path(args.output_dir or Path("runs") / Path(args.config).stem)
     started = time.perf_counter()
     records, lm = [], None
@@ -201,7 +204,7 @@ def cmd_search_labels(args) -> int:
 def cmd_models(args) -> int:
     import importlib.util
 
-    from .backbone import ALIASES
+    from .models import ALIASES
 
     print(f"{'alias':<14} {'installed':<44} description")
     for alias, entry in ALIASES.items():
@@ -211,8 +214,16 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_methods(args) -> int:
+    from .methods import METHODS
+    from .settings import settings_table
+
+    print(settings_table([METHODS.config(name) for name in METHODS]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .backbone import DEFAULT_MODEL
+    from .models import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="prompting", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and cached")
@@ -278,27 +289,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the models that work offline")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("methods", help="every method's settings: defaults, allowed values, sweep ranges")
+    p.set_defaults(func=cmd_methods)
     return parser
 
 
+def _quiet_transformers() -> None:
+    """Only errors from transformers, and no download bars. Set through the environment when it is
+    not imported yet: importing it takes seconds that a config error or --help should not wait for."""
+    warnings.filterwarnings("ignore", module="transformers")
+    if "transformers" not in sys.modules:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def main(argv=None) -> int:
-    from .backbone import ModelNotAvailableError
+    from .models import ModelNotAvailableError
     from .config import ConfigError
     from .data import DataError
     from .results import ResultsFileError
     from .sweep import SweepError
     from .template import TemplateError
-    from .train import TrainingError
+    from .settings import TrainingError
     from .verbalizer import VerbalizerError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:
-        warnings.filterwarnings("ignore", module="transformers")
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        _quiet_transformers()
     try:
         return args.func(args)
     except (ConfigError, DataError, TemplateError, VerbalizerError, ModelNotAvailableError,

@@ -66,7 +66,19 @@ def _int_list(where: str, value: Any) -> list[int]:
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """Safe YAML that also reads ``1e-5`` (no dot) as a number, not as the text "1e-5"."""
+    """Safe YAML that also reads ``1e-5`` (no dot) as a number, not as the text "1e-5", and refuses a
+    key given twice in one mapping (YAML would keep the last one silently: a second ``methods:``
+    would replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping; keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -144,7 +156,16 @@ def normalise_verbalizer(where: str, value: Any) -> dict[str, list[str]]:
         if any(isinstance(w, bool) for w in words):
             raise ConfigError(f"{where}: label {label!r} has the word {words!r}, which YAML read as a "
                               f"boolean; write it as a list ([Yes]) or quote it (\"Yes\")")
+        if any(w is None for w in words):
+            raise ConfigError(f"{where}: label {_label_key(label)!r} has an empty word ({words!r}; YAML reads null or "
+                              "nothing as no word); write the word, quoted if needed")
         out[_label_key(label)] = [str(w) for w in words]
+    owners: dict[str, str] = {}
+    for label, words in out.items():
+        for word in words:
+            if owners.setdefault(word.strip(), label) != label:
+                raise ConfigError(f"{where}: the word {word!r} stands for both label {owners[word.strip()]!r} and "
+                                  f"label {label!r}; give each label its own words")
     return out
 
 
@@ -339,6 +360,19 @@ def _method(i: int, entry: Any) -> MethodSpec:
         ensemble=entry.get("ensemble"))
 
 
+def _check_templates(prompts: list[tuple[str, dict]], specs: list[MethodSpec]) -> None:
+    """Every template parses (one {mask}, known slots), before any data or model is loaded."""
+    from .template import Template, TemplateError
+
+    where = [("templates", t) for t, _ in prompts] + \
+        [(f"methods[{i}].template", s.template) for i, s in enumerate(specs) if s.template]
+    for place, text in where:
+        try:
+            Template(text)
+        except TemplateError as err:
+            raise ConfigError(f"{place}: {err}") from None
+
+
 def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     """Validate a config mapping (already read from YAML)."""
     _check_keys("config", data, TOP_KEYS)
@@ -377,6 +411,7 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     specs = [_method(i, m) for i, m in enumerate(methods)]
     templates = data.get("templates", task["name"])
     prompts = _templates(templates, base)
+    _check_templates(prompts, specs)
     model = data.get("model", "smollm2-135m")
     if not isinstance(model, str):
         raise ConfigError(f"model: {model!r} is not valid; give an alias, hub id or local path")

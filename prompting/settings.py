@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 from .data import DATA_SEEDS
 
-__all__ = ["SettingsError", "setting", "Settings", "MethodConfig", "TrainConfig", "TRAIN_KEYS", "Protocol",
+__all__ = ["SettingsError", "setting", "Settings", "MethodConfig", "TrainConfig", "TrainingError", "TRAIN_KEYS", "Protocol",
            "MethodSpec", "ENSEMBLES", "DATA_SEEDS", "settings_table"]
 
 ENSEMBLES = ("mean", "wmean")
@@ -171,6 +171,10 @@ class MethodConfig(Settings):
         return cls(**{k: v for k, v in values.items() if k in cls.keys()})
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss became NaN or infinite)."""
+
+
 @dataclass
 class TrainConfig(Settings):
     """How to train. ``max_steps`` wins over ``epochs`` when both are given."""
@@ -261,18 +265,29 @@ def _cell(value) -> str:
     return "`" + str(value).lower() + "`" if isinstance(value, bool) else f"`{value}`"
 
 
+def _rows(cls: type[Settings], first: str, keys: Sequence[str] | None = None) -> list[str]:
+    space = cls.search_space() if issubclass(cls, MethodConfig) else {}
+    rows = []
+    for f, kinds, nullable in cls.field_info():
+        if keys is not None and f.name not in keys:
+            continue
+        allowed = _expected(kinds, nullable, f.metadata).replace(" (or null)", ", or null")
+        rows.append(f"| {first} | `{f.name}` | {_cell(f.default)} | {allowed} | {_cell(space.get(f.name))} | "
+                    f"{f.metadata['help']} |")
+    return rows
+
+
 def settings_table(config_classes: Sequence[type[MethodConfig]]) -> str:
-    """A markdown table of every method's settings: name, default, allowed values, sweep range, meaning;
-    then each method's training defaults (the README's settings table is this text)."""
+    """Markdown tables of every method's settings (name, default, allowed values, sweep range, meaning,
+    and the training settings the method runs with and sweeps), then of the training settings.
+    ``prompting methods`` prints it; the README's tables are this text."""
     lines = ["| method | setting | default | allowed | sweep range | what it does |", "|---|---|---|---|---|---|"]
     for cls in config_classes:
-        space = cls.search_space()
-        for f, kinds, nullable in cls.field_info():
-            meta = f.metadata
-            allowed = _expected(kinds, nullable, meta).replace(" (or null)", ", or null")
-            lines.append(f"| `{cls.method}` | `{f.name}` | {_cell(f.default)} | {allowed} | "
-                         f"{_cell(space.get(f.name))} | {meta['help']} |")
         train = ", ".join(f"`{k}: {_cell(v).strip('`')}`" for k, v in cls.train_defaults.items()) or "–"
         swept = ", ".join(f"`{k}` {_cell(v)}" for k, v in cls.train_space.items()) or "–"
         lines.append(f"| `{cls.method}` | *training* | {train} | | {swept} | {cls.summary} |")
+        lines += _rows(cls, f"`{cls.method}`")
+    lines += ["", "Training settings (any trained method's entry; the method's own defaults above come first):", "",
+              "| | setting | default | allowed | | what it does |", "|---|---|---|---|---|---|"]
+    lines += _rows(TrainConfig, "", TRAIN_KEYS)
     return "\n".join(lines)

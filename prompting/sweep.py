@@ -38,10 +38,9 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, ExperimentConfig, method_space, parse_config, select_method
-from .harness import Experiment, MethodSpec, build_experiment
 from .report import fmt
 from .searchspace import SLOT_PARAMS, apply_params, resize_slots
-from .train import TrainingError
+from .settings import MethodSpec, TrainingError
 
 __all__ = ["SweepError", "Sweep", "open_storage", "default_storage", "add_sweep_parser"]
 
@@ -179,7 +178,7 @@ class Sweep:
         self.storage = self.storage or default_storage(self.output_dir)
         self.mode = mode
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._experiment: Experiment | None = None
+        self._experiment = None  # the harness's Experiment, built when the first trial runs
         self._current: int | None = None
 
     # -------------------------------------------------------------------------- study
@@ -276,7 +275,9 @@ class Sweep:
             return None
         return next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
 
-    def _make_experiment(self, lm) -> Experiment:
+    def _make_experiment(self, lm):
+        from .harness import build_experiment
+
         # one experiment per worker: its test set and LM snapshot serve every trial
         choices = self.space["template"].choices if "template" in self.space else ()
         return build_experiment(self.cfg, self.output_dir, lm, methods=[self.base], templates=choices)

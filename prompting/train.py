@@ -17,13 +17,9 @@ import torch
 from .data import compute_metrics
 from .methods.base import EncodedExamples, PromptMethod, SearchMethod
 from .results import dev_key
-from .settings import TrainConfig
+from .settings import TrainConfig, TrainingError
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate", "dev_score", "gold_cross_entropy"]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (the loss became NaN or infinite)."""
 
 
 @dataclass

@@ -42,11 +42,13 @@ class Verbalizer:
             items = [value] if isinstance(value, str) else [] if value is None else value
             is_list = isinstance(items, (list, tuple))
             booleans = isinstance(value, bool) or (is_list and any(isinstance(w, bool) for w in items))
-            if not is_list or booleans:
+            if not is_list or booleans or (is_list and any(w is None for w in items)):
                 # YAML reads unquoted yes / no as booleans: say so instead of scoring the word "True"
                 raise VerbalizerError(
                     f"label {label!r}: label words must be a string or a list of strings, got {value!r}"
-                    + ("; quote yes / no in YAML" if booleans else ""))
+                    + ("; quote yes / no in YAML" if booleans else "")
+                    + ("; YAML reads an empty entry or null as nothing, not as a word" if is_list and None in items
+                       else ""))
             items = [str(w).strip() for w in items]
             if not items or not all(items):
                 raise VerbalizerError(f"label {label!r} has no label words ({value!r}); give at least one")
@@ -75,7 +77,7 @@ class Verbalizer:
         return " | ".join(f"{label}: {', '.join(ws)}" for label, ws in self.label_words.items())
 
     def check_labels(self, labels: Sequence[str]) -> None:
-        """Raise if the task's labels and the verbalizer's labels differ."""
+        """Raise if the task's labels and the verbalizer's labels differ, or two labels share a word."""
         labels = [str(label) for label in labels]
         missing = [label for label in labels if label not in self.label_words]
         if missing:
@@ -87,6 +89,13 @@ class Verbalizer:
             raise VerbalizerError(
                 f"the verbalizer has words for label {extra[0]!r}, which the task does not have; "
                 f"task labels: {', '.join(map(repr, labels))}")
+        owners: dict[str, str] = {}
+        for label, words in self.label_words.items():
+            for word in words:
+                if owners.setdefault(word, label) != label:
+                    raise VerbalizerError(
+                        f"label word {word!r} stands for both label {owners[word]!r} and label {label!r}; "
+                        "the two labels would always score the same: give each label its own words")
 
     def ordered(self, labels: Sequence[str]) -> "Verbalizer":
         """The same verbalizer with its labels in the task's order."""

@@ -8,13 +8,14 @@ A method is a :class:`PromptMethod` subclass with a typed config class (see
         method: ClassVar[str] = "scaled"
         temperature: float = setting(1.0, "divides the label scores", positive=True)
 
+    @register
     class Scaled(PromptMethod):
         name, config_class = "scaled", ScaledConfig
 
         def forward(self, batch):
             return super().forward(batch) / self.config.temperature
 
-    register(Scaled)
+(the README's "Adding a method" has one that learns).
 
 The built-in methods are registered by name and module, so that this package, and with it a YAML
 config's check, loads without torch; their classes are imported when first used.
@@ -26,8 +27,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Iterator
 
-from .configs import (AutoPromptConfig, ManualConfig, MethodConfig, PrefixConfig, PTuningConfig,
-                      SoftConfig)
+from .configs import BUILTIN_CONFIGS, MethodConfig
 
 if TYPE_CHECKING:
     from .base import PromptMethod
@@ -73,6 +73,9 @@ class Registry(Mapping):
             cls = self._classes[name] = getattr(importlib.import_module(module), attr)
         return cls
 
+    def __contains__(self, name) -> bool:  # without importing the class
+        return name in self._configs
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._configs)
 
@@ -92,10 +95,10 @@ def register(cls: type[PromptMethod]) -> type[PromptMethod]:
     return cls
 
 
-for _config, _path in ((ManualConfig, "base:ManualPrompt"), (AutoPromptConfig, "autoprompt:AutoPrompt"),
-                       (PTuningConfig, "ptuning:PTuning"), (PrefixConfig, "prefix:PrefixTuning"),
-                       (SoftConfig, "soft:SoftPrompt")):
-    METHODS.add(_config, f"{__name__}.{_path}")
+_BUILTIN_CLASSES = {"manual": "base:ManualPrompt", "soft": "soft:SoftPrompt", "ptuning": "ptuning:PTuning",
+                    "prefix": "prefix:PrefixTuning", "autoprompt": "autoprompt:AutoPrompt"}
+for _config in BUILTIN_CONFIGS:
+    METHODS.add(_config, f"{__name__}.{_BUILTIN_CLASSES[_config.method]}")
 
 
 def method_config(name: str, params: dict | None = None, where: str | None = None) -> MethodConfig:

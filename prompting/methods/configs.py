@@ -1,7 +1,7 @@
 """The settings of every built-in method: one typed config class each (see :mod:`prompting.settings`).
 
 Kept apart from the method modules, which need torch, so that a YAML config is checked without
-loading it. ``python -m prompting.methods.configs`` prints the README's settings table.
+loading it. ``prompting methods`` prints every method's settings as the README's table.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import MethodConfig, setting, settings_table
+from ..settings import MethodConfig, setting
 
 __all__ = ["MethodConfig", "ManualConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
            "BUILTIN_CONFIGS", "SOFT_INITS", "ENCODERS", "PREFIX_INITS"]
@@ -108,6 +108,3 @@ class AutoPromptConfig(MethodConfig):
 
 
 BUILTIN_CONFIGS = (ManualConfig, SoftConfig, PTuningConfig, PrefixConfig, AutoPromptConfig)
-
-if __name__ == "__main__":
-    print(settings_table(BUILTIN_CONFIGS))
