@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from ..backbone import LanguageModel
 from ..template import PromptBatch, Template
-from ..verbalizer import Verbalizer
 from ..vocab import label_word_token_ids, token_mask, token_strings
 from .base import Batch, EncodedExamples, PromptMethod, SearchMethod
 from .configs import AutoPromptConfig
@@ -106,14 +105,14 @@ class AutoPrompt(PromptMethod, SearchMethod):
     name = "autoprompt"
     config_class = AutoPromptConfig
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None,
-                 config: AutoPromptConfig | None = None, **params):
-        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length, config=config, **params)
-        if self.template.n_trigger == 0:
+    def adapt(self, template: Template, config: AutoPromptConfig) -> tuple[Template, AutoPromptConfig]:
+        if template.n_trigger == 0:
             raise ValueError(f"method 'autoprompt' needs {{trigger:N}} slots in its template; "
-                             f"{self.template.text!r} has none, e.g. \"{{text_a}} {{trigger:5}} {{mask}}\"")
-        config = self.config
+                             f"{template.text!r} has none, e.g. \"{{text_a}} {{trigger:5}} {{mask}}\"")
+        return template, config
+
+    def setup(self) -> None:
+        config, lm = self.config, self.lm
         words = [w for ws in self.verbalizer.label_words.values() for w in ws]
         excluded = label_word_token_ids(lm.tokenizer, words) if config.exclude_label_words else set()
         self.allowed = token_mask(lm.tokenizer, lm.embeddings.num_embeddings, exclude_special=config.exclude_special,

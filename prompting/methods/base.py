@@ -2,8 +2,10 @@
 
 A method is a ``torch.nn.Module`` that holds a template, a verbalizer, a LanguageModel and its typed
 settings (``config``, an instance of its ``config_class``), and turns a batch of examples into label
-scores. Subclasses change only two things:
+scores. Subclasses change only these:
 
+- ``adapt``: the template and settings the method runs with (a soft prompt adds its slots);
+- ``setup``: what the method learns (a soft prompt's vectors, P-tuning's encoder, a prefix);
 - ``embed``: the input embeddings (soft prompts, P-tuning's encoder, AutoPrompt's triggers);
 - ``forward_lm``: the LM call (prefix-tuning's per-layer keys/values).
 
@@ -64,15 +66,26 @@ class PromptMethod(torch.nn.Module):
                  labels: Sequence[str] | None = None, max_length: int | None = None,
                  config: MethodConfig | None = None, **params):
         super().__init__()
-        self.config = self.configure(config, params)
+        template = template if isinstance(template, Template) else Template(template)
+        self.template, self.config = self.adapt(template, self.configure(config, params))
         self.lm = lm
-        self.template = template if isinstance(template, Template) else Template(template)
         self.verbalizer = verbalizer.ordered(labels) if labels is not None else verbalizer
         self.labels = self.verbalizer.labels
         self.encoder = self.template.encoder(lm.tokenizer, lm.causal, max_length or lm.max_length)
         self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
         if lm.causal:  # the label word is appended after a causal context: keep room for it
             self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
+        self.setup()
+
+    # ----------------------------------------------------------------- what a subclass changes
+    def adapt(self, template: Template, config: MethodConfig) -> tuple[Template, MethodConfig]:
+        """The template and settings the method runs with (a soft prompt puts its slots in front of a
+        template that has none); raise when the template does not suit the method."""
+        return template, config
+
+    def setup(self) -> None:
+        """Create what the method learns; called at the end of ``__init__`` (template, LM and
+        ``config`` are set)."""
 
     @classmethod
     def configure(cls, config: MethodConfig | None = None, params: dict | None = None) -> MethodConfig:
@@ -86,7 +99,6 @@ class PromptMethod(torch.nn.Module):
                              f"{type(config).__name__}")
         return config
 
-    # ----------------------------------------------------------------- what a subclass changes
     def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
         return lm.embed(input_ids)
 

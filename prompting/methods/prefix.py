@@ -33,14 +33,11 @@ prefix_hidden_size``). Which words:
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..backbone import LanguageModel
-from ..template import Template
-from ..verbalizer import Verbalizer
 from .base import PromptMethod
 from .configs import PREFIX_INITS, PrefixConfig
 from .soft import common_token_ids, template_words
@@ -67,11 +64,8 @@ class PrefixTuning(PromptMethod):
     name = "prefix"
     config_class = PrefixConfig
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None,
-                 config: PrefixConfig | None = None, **params):
-        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length, config=config, **params)
-        config = self.config
+    def setup(self) -> None:
+        config, lm = self.config, self.lm
         # the ids moved out of the input into the prefix (init 'text' from the template's leading words)
         self.moved_ids = self._move_leading_words() if config.init == "text" and config.init_text is None else None
         self.config = dataclasses.replace(config, prefix_length=self._prefix_length(config.prefix_length))

@@ -22,14 +22,12 @@ A saved prompt keeps only the encoder's output (see :mod:`prompting.methods.savi
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..backbone import LanguageModel
 from ..template import PromptBatch, Template, TemplateError
-from ..verbalizer import Verbalizer
 from .base import PromptMethod
 from .configs import ENCODERS, PTuningConfig
 from .soft import place_soft, soft_slot_counts
@@ -75,20 +73,19 @@ class PTuning(PromptMethod):
     name = "ptuning"
     config_class = PTuningConfig
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None,
-                 config: PTuningConfig | None = None, **params):
-        template = template if isinstance(template, Template) else Template(template)
+    def adapt(self, template: Template, config: PTuningConfig) -> tuple[Template, PTuningConfig]:
         if not template.has_soft:
             raise TemplateError(
                 f"template {template.text!r} has no {{soft}} slot for P-tuning to fill; add some, "
                 "e.g. \"{soft:3} {text_a} {soft:3} It was {mask}\" or '{soft:\"It was\"} {mask}'")
-        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length, config=config, **params)
-        hidden_size = self.config.hidden_size or lm.embeddings.embedding_dim
+        return template, config
+
+    def setup(self) -> None:
+        hidden_size = self.config.hidden_size or self.lm.embeddings.embedding_dim
         self.config = dataclasses.replace(self.config, hidden_size=hidden_size)  # a saved prompt says which
         self.prompt_encoder: PromptEncoder | None = PromptEncoder(self._encoder_inputs(), hidden_size,
                                                                   self.config.encoder, self.config.residual)
-        self.prompt_encoder.to(lm.device)
+        self.prompt_encoder.to(self.lm.device)
         self.register_parameter("folded", None)  # the encoder's output, once loaded from a saved prompt
 
     def _encoder_inputs(self) -> torch.Tensor:

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
 
 import torch
 
 from ..backbone import LanguageModel
 from ..template import PromptBatch, Template, TemplateEncoder, TemplateError, Text
-from ..verbalizer import Verbalizer
 from .base import PromptMethod
 from .configs import SOFT_INITS, SoftConfig
 
@@ -107,23 +105,21 @@ class SoftPrompt(PromptMethod):
     name = "soft"
     config_class = SoftConfig
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None,
-                 config: SoftConfig | None = None, **params):
-        config = self.configure(config, params)
-        template = template if isinstance(template, Template) else Template(template)
+    def adapt(self, template: Template, config: SoftConfig) -> tuple[Template, SoftConfig]:
         if template.has_soft:
             if config.prompt_tokens is not None:
                 raise TemplateError(
                     f"template {template.text!r} already places its soft tokens with {{soft}} slots; "
                     f"drop prompt_tokens={config.prompt_tokens!r} or the slots")
-        else:
-            # no space: the template's first word keeps the tokenisation it has in the manual prompt
-            template = Template("{soft:%d}" % (config.prompt_tokens or 8) + template.text)
-            # the template now says how many soft tokens there are and where
-            config = dataclasses.replace(config, prompt_tokens=None)
-        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length, config=config)
-        self.soft_prompt = torch.nn.Parameter(initial_embeddings(lm, self.encoder, config.init, config.init_text))
+            return template, config
+        # no space: the template's first word keeps the tokenisation it has in the manual prompt;
+        # the template then says how many soft tokens there are and where
+        return (Template("{soft:%d}" % (config.prompt_tokens or 8) + template.text),
+                dataclasses.replace(config, prompt_tokens=None))
+
+    def setup(self) -> None:
+        self.soft_prompt = torch.nn.Parameter(
+            initial_embeddings(self.lm, self.encoder, self.config.init, self.config.init_text))
 
     def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
         return place_soft(super().embed(lm, input_ids, batch), batch.soft_positions, self.soft_prompt)
