@@ -1,34 +1,26 @@
-"""prompting: which way of prompting a language model works best with a handful of examples."""
+"""prompting: which way of prompting a language model works best with a handful of examples.
+
+The names below load on first use, so that ``prompting --help`` or a config check does not wait
+for torch and transformers to import.
+"""
+
+from __future__ import annotations
 
 import importlib
 
 __version__ = "0.1.0"
 
-# Names are imported on first use: ``import prompting.cli`` (the command line's entry point) then
-# loads no torch, so the command can answer Ctrl-C, and --help, before the heavy imports start.
-_EXPORTS = {
-    "LanguageModel": "backbone", "ModelNotAvailableError": "backbone",
-    "DataError": "data", "Example": "data", "Task": "data", "compute_metrics": "data",
-    "load_examples": "data", "load_task": "data", "sample_kshot": "data",
-    "PromptMethod": "methods",
-    "Template": "template", "TemplateError": "template",
-    "Verbalizer": "verbalizer", "VerbalizerError": "verbalizer",
+_LAZY = {
+    "LanguageModel": "backbone", "ModelNotAvailableError": "backbone", "Example": "data", "Task": "data",
+    "DataError": "data", "load_task": "data", "load_examples": "data", "sample_kshot": "data",
+    "compute_metrics": "data", "Template": "template", "TemplateError": "template", "Verbalizer": "verbalizer",
+    "VerbalizerError": "verbalizer", "PromptMethod": "methods", "TrainConfig": "settings",
 }
 
-__all__ = [
-    "LanguageModel", "ModelNotAvailableError", "Example", "Task", "DataError", "load_task",
-    "load_examples", "sample_kshot", "compute_metrics", "Template", "TemplateError", "Verbalizer",
-    "VerbalizerError", "PromptMethod",
-]
+__all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'prompting' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

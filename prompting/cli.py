@@ -6,30 +6,20 @@
     prompting search-labels --task sst2 --data-dir ../shared/data/sst2 --k 16 --write my_sst2.yaml
     prompting sweep experiments/sst2_sweep.yaml --n-trials 10 --export-best runs/sst2_best.yaml
     prompting models
+    prompting methods                                     # every method's settings, as a table
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
-
-
-def _experiment(cfg, output_dir, lm=None, allow_download: bool = False):
-    from .backbone import LanguageModel
-    from .config import load_task_spec
-    from .harness import Experiment
-
-    task = load_task_spec(cfg.task, cfg.base)
-    lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
-                                  allow_download=allow_download)
-    return Experiment(lm, task, cfg.methods, cfg.prompts, cfg.protocol, output_dir=output_dir,
-                      name=cfg.name, max_length=cfg.max_length)
 
 
 def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
@@ -64,6 +54,7 @@ def check_config_file(path) -> Path:
 
 def cmd_eval(args) -> int:
     from .config import load_prompt_file, parse_config
+    from .harness import build_experiment
     from .paths import check_output_dir, check_text_file, slug
     from .report import zero_shot_table
 
@@ -82,7 +73,7 @@ def cmd_eval(args) -> int:
     cfg = parse_config(data)
     output = check_output_dir(args.output_dir or Path("runs") / f"{slug(args.task)}-zero-shot")
     started = time.perf_counter()
-    records = _experiment(cfg, output, allow_download=args.allow_download).run(progress=not args.quiet)
+    records = build_experiment(cfg, output, allow_download=args.allow_download).run(progress=not args.quiet)
     n = records[0]["n_test"] if records else 0
     print(f"\nzero-shot on {args.task} ({n} test examples, model {args.model}), "
           f"{time.perf_counter() - started:.0f} s\n")
@@ -98,13 +89,15 @@ def cmd_run(args) -> int:
     check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
     configs = load_configs(check_config_file(args.config))
     output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
+    from .harness import build_experiment
+
     started = time.perf_counter()
     records, lm = [], None
     for cfg in configs:
         if args.test_limit is not None:
             cfg.protocol.test_limit = args.test_limit
-        experiment = _experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None,
-                                 allow_download=args.allow_download)
+        experiment = build_experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None,
+                                      allow_download=args.allow_download)
         lm = experiment.lm
         records += experiment.run(progress=not args.quiet)
     print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "
@@ -242,7 +235,7 @@ def cmd_search_labels(args) -> int:
 def cmd_models(args) -> int:
     import importlib.util
 
-    from .backbone import ALIASES
+    from .models import ALIASES
 
     print(f"{'alias':<14} {'installed':<44} description")
     for alias, entry in ALIASES.items():
@@ -252,8 +245,16 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_methods(args) -> int:
+    from .methods import METHODS
+    from .settings import settings_table
+
+    print(settings_table([METHODS.config(name) for name in METHODS]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .backbone import DEFAULT_MODEL
+    from .models import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="prompting", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and cached")
@@ -319,7 +320,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the models that work offline")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("methods", help="every method's settings: defaults, allowed values, sweep ranges")
+    p.set_defaults(func=cmd_methods)
     return parser
+
+
+def _quiet_transformers() -> None:
+    """Only errors from transformers, and no download bars. Set through the environment when it is
+    not imported yet: importing it takes seconds that a config error or --help should not wait for."""
+    warnings.filterwarnings("ignore", module="transformers")
+    if "transformers" not in sys.modules:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 INTERRUPTED = "interrupted: finished runs are in results.jsonl; run the same command again to resume"
@@ -340,23 +358,19 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
-    from .backbone import ModelNotAvailableError
+    from .models import ModelNotAvailableError
     from .config import ConfigError
     from .data import DataError
     from .paths import os_error_message
     from .results import ResultsFileError
     from .sweep import SweepError
     from .template import TemplateError
-    from .train import TrainingError
+    from .settings import TrainingError
     from .verbalizer import VerbalizerError
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:
-        warnings.filterwarnings("ignore", module="transformers")
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        _quiet_transformers()
     try:
         return args.func(args)
     except (ConfigError, DataError, TemplateError, VerbalizerError, ModelNotAvailableError,

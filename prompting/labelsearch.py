@@ -276,7 +276,11 @@ def write_verbalizer(path: str | Path, verbalizer: Verbalizer | Mapping, task: s
     # value, such as a bare yes or null, is quoted by _flow; this guards that promise)
     written = (yaml.safe_load(text) or {}).get("verbalizers") or []
     for wanted, got in zip(verbalizers, written + [None] * len(verbalizers)):
-        if got is None or Verbalizer(got) != Verbalizer(wanted):
+        try:
+            same = got is not None and Verbalizer(got) == Verbalizer(wanted)
+        except ValueError:  # it does not even read back as a verbalizer
+            same = False
+        if not same:
             raise ValueError(f"{path}: the verbalizer {Verbalizer(wanted).to_dict()} would read back from the "
                              f"file as {got!r}; nothing was written. Give label words that are plain text")
     path.parent.mkdir(parents=True, exist_ok=True)

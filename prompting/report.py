@@ -39,8 +39,16 @@ def _cell(x: float):
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
-def _pct(x: float) -> str:
+def pct(x: float | None) -> str:
+    """A share as a percentage with one decimal (``0.8125`` -> ``81.2``); ``–`` when missing."""
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def fmt(value) -> str:
+    """A setting's value for a table cell or a log line: floats with 4 significant digits, text on one line."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("\n", "⏎").replace("|", "\\|")
 
 
 def _params(n) -> str:
@@ -54,7 +62,7 @@ def _params(n) -> str:
 
 def _mean_std(spread: dict, splits: int) -> str:
     """``mean ± std`` across data splits; the mean alone for one split (a fixed split has no such spread)."""
-    return _pct(spread["mean"]) if splits < 2 else f"{_pct(spread['mean'])} ± {_pct(spread['std'])}"
+    return pct(spread["mean"]) if splits < 2 else f"{pct(spread['mean'])} ± {pct(spread['std'])}"
 
 
 def summary_table(rows: Sequence[dict]) -> str:
@@ -67,10 +75,10 @@ def summary_table(rows: Sequence[dict]) -> str:
         ci = r.get("test_interval")
         lines.append(
             f"| {r['label']} | `{short(r['template'])}` | {short(_verbalizer(r['verbalizer']), 28)} | "
-            f"{_params(r['trainable_params'])} | {_pct(r['dev_selected'])} | "
-            f"{_mean_std(sel, r['data_seeds'])} | {f'{_pct(ci[0])}–{_pct(ci[1])}' if ci else '–'} | "
-            f"{_pct(alls['mean'])} ± {_pct(alls['std'])} | "
-            f"{_pct(alls['min'])}–{_pct(alls['max'])} | {r['collapsed']} | {r['runs']} | {r['seconds']:.0f} |")
+            f"{_params(r['trainable_params'])} | {pct(r['dev_selected'])} | "
+            f"{_mean_std(sel, r['data_seeds'])} | {f'{pct(ci[0])}–{pct(ci[1])}' if ci else '–'} | "
+            f"{pct(alls['mean'])} ± {pct(alls['std'])} | "
+            f"{pct(alls['min'])}–{pct(alls['max'])} | {r['collapsed']} | {r['runs']} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -85,7 +93,7 @@ def zero_shot_table(records: Sequence[dict]) -> str:
     lines = ["| # | template | verbalizer | accuracy | macro-F1 |", "|---:|---|---|---:|---:|"]
     for i, r in enumerate(rows, 1):
         lines.append(f"| {i} | `{short(r['template'], 70)}` | {_verbalizer(r['verbalizer'])} | "
-                     f"{_pct(score(r, 'test', 'accuracy'))} | {_pct(score(r, 'test', 'macro_f1'))} |")
+                     f"{pct(score(r, 'test', 'accuracy'))} | {pct(score(r, 'test', 'macro_f1'))} |")
     return "\n".join(lines)
 
 
@@ -93,9 +101,9 @@ def _stability_table(rows: Sequence[dict]) -> str:
     lines = ["| method | template | std across data seeds | std across train seeds | collapsed runs | "
              "test of dev-selected − mean of all runs |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        across_splits = _pct(r["std_data_seeds"]) if r["data_seeds"] > 1 else "–"
+        across_splits = pct(r["std_data_seeds"]) if r["data_seeds"] > 1 else "–"
         lines.append(f"| {r['label']} | `{short(r['template'])}` | {across_splits} | "
-                     f"{_pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
+                     f"{pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
                      f"{'–' if math.isnan(r['selection_gain']) else format(100 * r['selection_gain'], '+.1f')} |")
     return "\n".join(lines)
 
@@ -131,8 +139,8 @@ def found_prompts_table(records: Sequence[dict], metric: str = "accuracy") -> st
              "|---|---:|---:|---|---:|---:|:---:|"]
     for r in runs:
         lines.append(f"| {r['label']} | {r['data_seed']} | {'–' if r['train_seed'] is None else r['train_seed']} | "
-                     f"{_code(found_template(r))} | {_pct(score(r, 'dev', metric))} | "
-                     f"{_pct(score(r, 'test', metric))} | {'✓' if r['run_id'] in selected else ''} |")
+                     f"{_code(found_template(r))} | {pct(score(r, 'dev', metric))} | "
+                     f"{pct(score(r, 'test', metric))} | {'✓' if r['run_id'] in selected else ''} |")
     return "\n".join(lines)
 
 
@@ -146,13 +154,13 @@ def _winner(rows: Sequence[dict]) -> str:
     else:  # one fixed split: the luck left to measure is the training seed's
         spread, across = max(best["std_train_seeds"], second["std_train_seeds"]), "training seeds (one data split)"
     verdict = ("larger than" if gap > spread else "within") + f" the spread across {across}"
-    text = (f"Best: **{best['label']}** (`{short(best['template'])}`) at {_pct(best['test_selected']['mean'])}; "
-            f"{100 * gap:.1f} points above {second['label']} ({_pct(second['test_selected']['mean'])}), "
-            f"{verdict} (std {_pct(spread)})")
+    text = (f"Best: **{best['label']}** (`{short(best['template'])}`) at {pct(best['test_selected']['mean'])}; "
+            f"{100 * gap:.1f} points above {second['label']} ({pct(second['test_selected']['mean'])}), "
+            f"{verdict} (std {pct(spread)})")
     ci = best.get("test_interval")
     if ci:
         inside = "inside" if ci[0] <= second["test_selected"]["mean"] <= ci[1] else "outside"
-        text += f"; the runner-up is {inside} the best's 95% test-sample interval ({_pct(ci[0])}–{_pct(ci[1])})"
+        text += f"; the runner-up is {inside} the best's 95% test-sample interval ({pct(ci[0])}–{pct(ci[1])})"
     return text + "."
 
 
@@ -165,7 +173,7 @@ def _other_metrics(rows: Sequence[dict], metric: str) -> list[str]:
         cells = [f"{label} (`{short(r['template'], 24)}`)" if labels.count(label) > 1 else label
                  for (label, _), r in zip(means, rows)]
         lines += [f"Test {METRIC_NAMES.get(other, other)} of the dev-selected runs: "
-                  + "; ".join(f"{cell} {_pct(value)}" for cell, (_, value) in zip(cells, means)) + ".", ""]
+                  + "; ".join(f"{cell} {pct(value)}" for cell, (_, value) in zip(cells, means)) + ".", ""]
     return lines
 
 

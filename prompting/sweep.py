@@ -37,11 +37,10 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, ExperimentConfig, method_space, parse_config, select_method
-from .harness import Experiment, MethodSpec
 from .paths import check_output_dir, slug
+from .report import fmt
 from .searchspace import SLOT_PARAMS, apply_params, resize_slots
-from .template import Template
-from .train import TrainingError
+from .settings import MethodSpec, TrainingError
 
 __all__ = ["SweepError", "Sweep", "open_storage", "default_storage", "add_sweep_parser"]
 
@@ -146,10 +145,6 @@ def _retry(study, trial, max_retry: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ the sweep
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def objective_value(per_seed: list[float], objective: str = "mean", stability_lambda: float = 1.0) -> float:
     """Mean over data seeds, or (``stable``) mean - lambda * std (sample std; 0 for one seed)."""
     mean = statistics.fmean(per_seed)
@@ -202,7 +197,7 @@ class Sweep:
         self.storage = self.storage or default_storage(self.output_dir)
         self.mode = mode
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._experiment: Experiment | None = None
+        self._experiment = None  # the harness's Experiment, built when the first trial runs
         self._current: int | None = None
 
     # -------------------------------------------------------------------------- study
@@ -299,18 +294,12 @@ class Sweep:
             return None
         return next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
 
-    def _make_experiment(self, lm) -> Experiment:
-        from .backbone import LanguageModel
-        from .config import load_task_spec
+    def _make_experiment(self, lm):
+        from .harness import build_experiment
 
-        cfg = self.cfg
-        task = load_task_spec(cfg.task, cfg.base)
-        for choice in (self.space.get("template").choices if "template" in self.space else ()):
-            Template(choice).check_fields(task.text_fields)
-        lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512)
         # one experiment per worker: its test set and LM snapshot serve every trial
-        return Experiment(lm, task, [self.base], cfg.prompts, cfg.protocol, output_dir=self.output_dir,
-                          name=cfg.name, max_length=cfg.max_length)
+        choices = self.space["template"].choices if "template" in self.space else ()
+        return build_experiment(self.cfg, self.output_dir, lm, methods=[self.base], templates=choices)
 
     def _trial_spec(self, trial) -> tuple[MethodSpec, Any]:
         protocol = self.cfg.protocol
@@ -318,7 +307,7 @@ class Sweep:
             seed = trial.suggest_int(SEED_PARAM, 1, max(1, self.n_seeds))
             return dataclasses.replace(self.base, ensemble=None), dataclasses.replace(protocol, train_seeds=[seed])
         values = {name: param.suggest(trial) for name, param in self.space.items()}
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items() if k != "template" and k not in SLOT_PARAMS)
+        shown = ", ".join(f"{k}={fmt(v)}" for k, v in values.items() if k != "template" and k not in SLOT_PARAMS)
         label = f"{self.base.label} [{shown}]" if shown else self.base.label
         return apply_params(self.base, values, self.templates, label), protocol
 
@@ -359,7 +348,7 @@ class Sweep:
 
     @staticmethod
     def _line(trial) -> str:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items() if k != "template")
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in trial.params.items() if k != "template")
         value = f"{trial.value:.4f}" if trial.value is not None else "–"
         retry = trial.system_attrs.get("failed_trial")
         again = f" (retry of trial {retry})" if retry is not None else ""

@@ -16,18 +16,9 @@ from pathlib import Path
 
 from .paths import atomic_path, atomic_write, inside
 from .paths import slug as safe_slug
+from .report import fmt, pct
 
 __all__ = ["write_sweep_report"]
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("\n", "⏎").replace("|", "\\|")
-
-
-def _pct(value) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
 def _save(fig, path: Path) -> Path:
@@ -139,21 +130,21 @@ def write_sweep_report(study, directory: str | Path, name: str | None = None,
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
         best = max(complete, key=lambda t: t.value)
-        lines += [f"Best: trial {best.number}, dev objective {_pct(best.value)}, test (mean) "
-                  f"{_pct(best.user_attrs.get('test_mean'))}; params: "
-                  + ", ".join(f"`{k}={_fmt(v)}`" for k, v in best.params.items()), ""]
+        lines += [f"Best: trial {best.number}, dev objective {pct(best.value)}, test (mean) "
+                  f"{pct(best.user_attrs.get('test_mean'))}; params: "
+                  + ", ".join(f"`{k}={fmt(v)}`" for k, v in best.params.items()), ""]
     if attrs.get("mode") == "seeds" and len(complete) > 1:
         # two workers can draw the same seed (optuna's brute-force sampler): count each seed once
         values = list({t.params.get(seed_param): t.value for t in reversed(complete)}.values())
-        lines += [f"Over {len(values)} training seeds the dev objective is {_pct(statistics.fmean(values))} ± "
-                  f"{_pct(statistics.stdev(values))} (min {_pct(min(values))}, max {_pct(max(values))}).", ""]
+        lines += [f"Over {len(values)} training seeds the dev objective is {pct(statistics.fmean(values))} ± "
+                  f"{pct(statistics.stdev(values))} (min {pct(min(values))}, max {pct(max(values))}).", ""]
     lines += ["| trial | state | dev objective | dev by data seed | test (mean) | params | retry of | worker |",
               "|---:|---|---:|---|---:|---|---:|---|"]
     for t in trials:
-        by_seed = ", ".join(f"{s}: {_pct(v)}" for s, v in (t.user_attrs.get("dev_by_seed") or {}).items())
-        lines.append(f"| {t.number} | {t.state.name.lower()} | {_pct(t.value)} | {by_seed} | "
-                     f"{_pct(t.user_attrs.get('test_mean'))} | "
-                     + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+        by_seed = ", ".join(f"{s}: {pct(v)}" for s, v in (t.user_attrs.get("dev_by_seed") or {}).items())
+        lines.append(f"| {t.number} | {t.state.name.lower()} | {pct(t.value)} | {by_seed} | "
+                     f"{pct(t.user_attrs.get('test_mean'))} | "
+                     + ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items())
                      + f" | {t.system_attrs.get('failed_trial', '')} | {t.user_attrs.get('worker', '')} |")
     lines.append("")
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])

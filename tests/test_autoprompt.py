@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from prompting.data import Example
 from prompting.methods import AutoPrompt, PromptMethod, build_method, hotflip_candidates
 from prompting.template import Template
-from prompting.train import TrainConfig, TrainResult, train
+from prompting.train import TrainConfig, TrainResult, dev_score, train
 from prompting.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
@@ -99,7 +99,7 @@ def test_a_swap_is_kept_only_when_it_improves(tiny_causal_lm, better):
         return scores
 
     method.score_triggers = fake_scores
-    result = method.fit(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
+    result = method.search(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
     record = result.history[0]
     assert record["swapped"] is (better is not None)
     if better is None:
@@ -121,7 +121,7 @@ def test_excluded_tokens_never_appear(lm):
         assert all(t.startswith("Ġ") for t in tokens)
     else:  # WordPiece: ## pieces continue a word
         assert not any(t.startswith("##") for t in tokens)
-    result = method.fit(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4),
+    result = method.search(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4),
                         progress=False)
     proposed = {t for record in result.history for t in record["candidates"]}
     assert proposed and all(allowed[t] for t in proposed)
@@ -136,21 +136,21 @@ def test_found_template_reparses_and_scores_like_the_search(lm):
     assert isinstance(found, Template) and found.n_trigger == 0
     assert Template(found.text) == found and found.text.startswith("{text_a} ") and found.text.endswith(" {mask}")
     assert method.describe()["found_template"] == found.text
-    assert method.extra_config()["trigger_tokens"] == method.trigger_tokens()
+    assert method.learned()["trigger_tokens"] == method.trigger_tokens()
     manual = PromptMethod(lm, found, SINGLE, labels=["0", "1"])  # reused as an ordinary manual template
     data = EXAMPLES[:6]
     torch.testing.assert_close(manual.predict_scores(manual.encode(data)),
                                method.predict_scores(method.encode(data)), rtol=1e-4, atol=1e-4)
 
 
-def test_train_delegates_to_fit_and_keeps_the_best_trigger_on_dev(tiny_causal_lm):
+def test_train_delegates_to_search_and_keeps_the_best_trigger_on_dev(tiny_causal_lm):
     method = build_method("autoprompt", tiny_causal_lm, TEMPLATE, SINGLE, labels=["0", "1"], iterations=5,
                           num_candidates=5)
     dev = method.encode(EXAMPLES[8:])
-    initial, _, _ = method._dev_key(dev, TrainConfig())
+    _, _, initial, _ = dev_score(method, dev, 32, "accuracy")
     result = train(method, method.encode(EXAMPLES[:8]), dev, TrainConfig(batch_size=4), progress=False)
     assert isinstance(result, TrainResult) and len(result.history) == 5 and result.steps == 5
-    final, _, final_scores = method._dev_key(dev, TrainConfig())
+    _, _, final, final_scores = dev_score(method, dev, 32, "accuracy")
     assert final >= initial  # the kept trigger is the best seen on dev
     assert torch.equal(result.dev_scores, final_scores)  # handed back: the harness does not score dev again
     assert torch.equal(method.state_dict()["trigger_ids"], method.trigger_ids)
@@ -166,6 +166,6 @@ def test_bad_settings_name_the_problem(tiny_causal_lm):
         make(tiny_causal_lm, init="horrible")
     method = make(tiny_causal_lm)
     with pytest.raises(ValueError, match="frozen"):
-        method.fit(method.encode(EXAMPLES[:4]), None, TrainConfig(tune_lm=True))
+        method.search(method.encode(EXAMPLES[:4]), None, TrainConfig(tune_lm=True))
     with pytest.raises(ValueError, match="no parameter"):
         build_method("autoprompt", tiny_causal_lm, TEMPLATE, SINGLE, trigger_count=3)

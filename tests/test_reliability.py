@@ -16,7 +16,7 @@ import pytest
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS, build_tiny_lm
 from prompting.cli import main
-from prompting.results import ResultsFileError, ResultsStore, run_id
+from prompting.results import ResultsStore, run_id
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -194,15 +194,22 @@ def test_a_run_claimed_by_a_live_process_is_waited_for_and_taken_over_when_that_
     claim.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": time.time(),
                                  "token": "theirs", "what": "manual seed 13/None"}))
 
-    def die():  # the holder dies without recording its run (killed), and is reaped
+    def die():
+        # once the other run is recorded this process can only be waiting for the held one: then the
+        # holder dies without recording its run (killed), and is reaped
+        results = tmp_path / "results.jsonl"
+        deadline = time.monotonic() + 60
+        while not (results.exists() and results.read_text().count("\n") == 1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
         holder.kill()
         holder.wait()
 
-    threading.Timer(1.5, die).start()
-    started = time.monotonic()
+    killer = threading.Thread(target=die)
+    killer.start()
     records = experiment.run(progress=False)
-    assert time.monotonic() - started >= 1.5  # it waited for the live holder...
-    # ...said so, naming the process...
+    killer.join()
+    # it waited for the live holder, saying so and naming the process...
     err = capsys.readouterr().err
     assert f"waiting for 1 run that another process is running (pid {holder.pid} on {socket.gethostname()})" in err
     # ...and ran the run itself once its holder was gone: every run recorded once

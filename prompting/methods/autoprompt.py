@@ -10,8 +10,8 @@ The template has ``{trigger:N}`` slots. Each iteration:
 4. the best swap is kept only if it scores better than the current trigger.
 
 The trigger that scores best on dev over all iterations is kept. The LM stays frozen and nothing is
-learned by gradient descent, so the method brings its own :meth:`AutoPrompt.fit`, which
-:func:`prompting.train.train` calls instead of its optimiser loop.
+learned by gradient descent, so the method is a :class:`~prompting.methods.base.SearchMethod`: its
+:meth:`AutoPrompt.search` is what :func:`prompting.train.train` calls instead of its optimiser loop.
 
 >>> method = AutoPrompt(lm, "{text_a} {trigger:5} {mask}", Verbalizer({0: "negative", 1: "positive"}),
 ...                     labels=task.labels, iterations=20)                  # doctest: +SKIP
@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import LanguageModel
-from ..data import compute_metrics
 from ..template import PromptBatch, Template
-from ..verbalizer import Verbalizer
 from ..vocab import label_word_token_ids, token_mask, token_strings
-from .base import Batch, EncodedExamples, PromptMethod
+from .base import Batch, EncodedExamples, PromptMethod, SearchMethod
+from .configs import AutoPromptConfig
 
 __all__ = ["AutoPrompt", "hotflip_candidates"]
 
@@ -93,7 +92,7 @@ def _subset(data: EncodedExamples, rows: Sequence[int]) -> EncodedExamples:
                            data.labels[list(rows)])
 
 
-class AutoPrompt(PromptMethod):
+class AutoPrompt(PromptMethod, SearchMethod):
     """Discrete trigger tokens in ``{trigger:N}`` slots, searched with HotFlip candidates.
 
     ``init`` is the word every trigger starts as (``"mask"``: the mask token of a masked LM, as in
@@ -104,38 +103,35 @@ class AutoPrompt(PromptMethod):
     """
 
     name = "autoprompt"
-    method_params = {"iterations": 20, "num_candidates": 10, "init": "the", "score_examples": 32,
-                     "score_rows": 256, "exclude_special": True, "exclude_subwords": True,
-                     "exclude_label_words": True, "seed": 0}
-    train_defaults = {"tune_lm": False, "batch_size": 16}
-    search_space = {"iterations": {"low": 5, "high": 40, "step": 5}, "num_candidates": {"choices": [5, 10, 20]},
-                    "trigger_length": {"low": 1, "high": 8}, "batch_size": {"choices": [8, 16, 32]}}
+    config_class = AutoPromptConfig
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None, iterations: int = 20,
-                 num_candidates: int = 10, init: str = "the", score_examples: int = 32, score_rows: int = 256,
-                 exclude_special: bool = True, exclude_subwords: bool = True,
-                 exclude_label_words: bool = True, seed: int = 0):
-        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
-        if self.template.n_trigger == 0:
+    def adapt(self, template: Template, config: AutoPromptConfig) -> tuple[Template, AutoPromptConfig]:
+        if template.n_trigger == 0:
             raise ValueError(f"method 'autoprompt' needs {{trigger:N}} slots in its template; "
-                             f"{self.template.text!r} has none, e.g. \"{{text_a}} {{trigger:5}} {{mask}}\"")
-        for name, value, least in (("iterations", iterations, 0), ("num_candidates", num_candidates, 1),
-                                   ("score_examples", score_examples, 1), ("score_rows", score_rows, 1)):
-            if not isinstance(value, int) or value < least:
-                raise ValueError(f"autoprompt: {name}={value!r} is not valid; it must be an integer >= {least}")
-        self.iterations, self.num_candidates = iterations, num_candidates
-        self.score_examples, self.score_rows, self.seed = score_examples, score_rows, seed
-        self.init = init
-        excluded = label_word_token_ids(lm.tokenizer, [w for ws in self.verbalizer.label_words.values()
-                                                       for w in ws]) if exclude_label_words else set()
-        self.exclude = {"special": exclude_special, "subwords": exclude_subwords, "label_words": exclude_label_words}
-        self.allowed = token_mask(lm.tokenizer, lm.embeddings.num_embeddings, exclude_special=exclude_special,
-                                  exclude_subwords=exclude_subwords, exclude_ids=excluded)
+                             f"{template.text!r} has none, e.g. \"{{text_a}} {{trigger:5}} {{mask}}\"")
+        return template, config
+
+    def setup(self) -> None:
+        config, lm = self.config, self.lm
+        words = [w for ws in self.verbalizer.label_words.values() for w in ws]
+        excluded = label_word_token_ids(lm.tokenizer, words) if config.exclude_label_words else set()
+        self.allowed = token_mask(lm.tokenizer, lm.embeddings.num_embeddings, exclude_special=config.exclude_special,
+                                  exclude_subwords=config.exclude_subwords, exclude_ids=excluded)
         if not self.allowed.any():
             raise ValueError("autoprompt: every token of the vocabulary is excluded; relax exclude_*")
-        del self.trigger_ids  # a buffer, so it is saved with state_dict and restored with the best state
-        self.register_buffer("trigger_ids", self._initial_triggers(init, seed))
+        # a buffer, so it is saved with state_dict and restored with the best state
+        self.register_buffer("trigger_ids", self._initial_triggers(config.init, config.seed))
+
+    @property
+    def iterations(self) -> int:
+        return self.config.iterations
+
+    @property
+    def num_candidates(self) -> int:
+        return self.config.num_candidates
+
+    def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        return _TriggerHooks(rows=self.trigger_ids.expand(len(batch), -1)).embed(lm, input_ids, batch)
 
     def _initial_triggers(self, init: str, seed: int) -> torch.Tensor:
         n, tokenizer = self.template.n_trigger, self.lm.tokenizer
@@ -169,9 +165,8 @@ class AutoPrompt(PromptMethod):
         """Replace the triggers by random allowed tokens (the baseline AutoPrompt must beat)."""
         self.trigger_ids.copy_(self._initial_triggers("random", seed))
 
-    def extra_config(self) -> dict:
-        return {"iterations": self.iterations, "num_candidates": self.num_candidates, "init": self.init,
-                "trigger_ids": self.trigger_ids.tolist(), "trigger_tokens": self.trigger_tokens(),
+    def learned(self) -> dict:
+        return {"trigger_ids": self.trigger_ids.tolist(), "trigger_tokens": self.trigger_tokens(),
                 "found_template": self.found_template().text}
 
     # ------------------------------------------------------------------ the two search steps
@@ -192,7 +187,7 @@ class AutoPrompt(PromptMethod):
         The examples are stacked once per candidate, so one forward pass scores
         ``rows_per_forward // len(examples)`` candidates (at least one).
         """
-        rows_per_forward = rows_per_forward or self.score_rows
+        rows_per_forward = rows_per_forward or self.config.score_rows
         candidates = candidates.to(self.lm.device)
         total = torch.zeros(len(candidates), dtype=torch.float64)
         per_batch = max(1, min(len(data), rows_per_forward))
@@ -209,17 +204,7 @@ class AutoPrompt(PromptMethod):
         return (total / len(data)).float()
 
     # ------------------------------------------------------------------ the search
-    def _dev_key(self, dev_data: EncodedExamples, config) -> tuple[tuple[float, float], dict, torch.Tensor]:
-        """A key that breaks ties of the dev metric by the gold-label log-likelihood, dev metrics, and
-        the dev label scores."""
-        scores = self.predict_scores(dev_data, config.eval_batch_size)
-        predicted = [self.labels[i] for i in scores.argmax(1).tolist()]
-        gold = [self.labels[i] for i in dev_data.labels.tolist()]
-        dev = compute_metrics(gold, predicted, self.labels)
-        likelihood = scores.log_softmax(-1).gather(1, dev_data.labels.unsqueeze(1)).mean().item()
-        return (dev[config.select_metric], likelihood), dev, scores
-
-    def fit(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
+    def search(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
         """Search the triggers for ``iterations`` iterations; keep the best on dev (or on training scores).
 
         Uses ``config.batch_size`` (gradient batch), ``config.seed``, ``config.select_metric``;
@@ -228,7 +213,7 @@ class AutoPrompt(PromptMethod):
         """
         from tqdm.auto import tqdm
 
-        from ..train import TrainResult
+        from ..train import TrainResult, dev_score
 
         if config.tune_lm:
             raise ValueError("method 'autoprompt' keeps the LM frozen; set tune_lm: false")
@@ -241,7 +226,11 @@ class AutoPrompt(PromptMethod):
         embedding_matrix = self.lm.embeddings.weight.detach()
         n, size = len(train_data), min(config.batch_size, len(train_data))
         use_dev = dev_data is not None and len(dev_data) > 0
-        best_key, best_dev, best_scores = self._dev_key(dev_data, config) if use_dev else (None, {}, None)
+        if use_dev:
+            best_dev, _, best_key, best_scores = dev_score(self, dev_data, config.eval_batch_size,
+                                                           config.select_metric)
+        else:
+            best_key, best_dev, best_scores = None, {}, None
         best_ids, best_step, history = self.trigger_ids.clone(), 0, []
         order, cursor = torch.randperm(n, generator=generator).tolist(), 0
         bar = tqdm(range(1, self.iterations + 1), desc=f"{self.name} search", disable=not progress, leave=False)
@@ -251,7 +240,7 @@ class AutoPrompt(PromptMethod):
             grad_rows = order[cursor:cursor + size]
             # candidates are scored on the examples that follow, which the gradient did not see
             rest = order[cursor + size:] + order[:cursor]
-            score_rows = rest[:self.score_examples] or grad_rows
+            score_rows = rest[:self.config.score_examples] or grad_rows
             cursor += size
             batch = next(self.batches(_subset(train_data, grad_rows), size))
             grad, loss = self.trigger_gradient(batch)
@@ -271,7 +260,7 @@ class AutoPrompt(PromptMethod):
                 self.trigger_ids[position] = candidates[best, position]
             record["trigger"] = self.trigger_tokens()
             if use_dev and swapped:
-                key, dev, scores = self._dev_key(dev_data, config)
+                dev, _, key, scores = dev_score(self, dev_data, config.eval_batch_size, config.select_metric)
                 record["dev"] = dev
                 if key > best_key:
                     best_key, best_dev, best_ids, best_step = key, dev, self.trigger_ids.clone(), step
