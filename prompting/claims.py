@@ -14,8 +14,9 @@ A claim is a file ``KEY.claim`` created with ``O_CREAT | O_EXCL`` (so exactly on
 over NFS), holding the owner's pid, host, start time and a random token. It is stale, and the next
 claimer takes it over, when its process is gone (same host) or when it has not been refreshed for
 ``stale_after`` seconds (any host: a background thread of the owner touches its claims every
-``heartbeat`` seconds, so only a dead or hung owner goes stale). Taking over and releasing run under
-an ``flock`` on ``.guard``, so a claim is never removed between another process's look and its move.
+``heartbeat`` seconds, so only a dead owner, or one cut off from the folder, goes stale; a hung one
+keeps its claims until it is stopped). Taking over and releasing run under an ``flock`` on
+``.guard``, so a claim is never removed between another process's look and its move.
 Nothing here knows about runs: a sweep worker can claim trials the same way.
 """
 
