@@ -440,6 +440,10 @@ def cmd_sweep(args) -> int:
     if n_trials is None or n_trials < 0:
         raise ConfigError(f"give --n-trials N (N >= 0) or sweep.n_trials in {args.config}")
     output = check_output_dir(args.output_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
+    if args.export_best:  # written after the sweep: a path it cannot be written to is refused now
+        if Path(args.export_best).is_dir():
+            raise ConfigError(f"--export-best {args.export_best!r} is a folder; give the path of a YAML file to write")
+        check_output_dir(Path(args.export_best).parent, "--export-best folder")
     sweep = Sweep(cfg, output, storage=args.storage, study_name=args.study, method=args.method,
                   objective=args.objective, stability_lambda=args.stability_lambda, seed_sweep=args.seed_sweep,
                   n_trials=n_trials, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,

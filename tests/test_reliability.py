@@ -476,6 +476,16 @@ def test_an_in_memory_sqlite_storage_is_refused_before_the_sweep_starts(tmp_path
     assert "storage 'sqlite://' is an in-memory SQLite database" in err and "sqlite:///PATH/sweep.db" in err
 
 
+def test_a_sweep_export_path_that_is_a_folder_is_refused_before_the_sweep(tmp_path, capsys):
+    config = write_task(tmp_path / "cfg")
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n" + config.read_text()
+                      + "  - {name: soft, train: true}\nsweep: {method: soft}\n")
+    assert main(["sweep", str(config), "--n-trials", "1", "--export-best", str(tmp_path),
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    err = one_error_line(capsys, "sweep")
+    assert f"--export-best '{tmp_path}' is a folder; give the path of a YAML file to write" in err
+
+
 def test_a_storage_url_is_never_shown_with_its_password():
     from prompting.sweep import SweepError, open_storage, shown_url
 
