@@ -28,8 +28,10 @@ import dataclasses
 import importlib.util
 import math
 import os
+import random
 import socket
 import statistics
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from .settings import MethodSpec, TrainingError
 __all__ = ["SweepError", "Sweep", "open_storage", "default_storage", "add_sweep_parser"]
 
 SEED_PARAM = "train_seed"
+SCHEMA_ATTEMPTS = 8  # workers started together race to create a new storage's tables
 MAX_FAILS_IN_A_ROW = 5
 
 
@@ -115,16 +118,30 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
     if dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            callback = {"heartbeat_stale_trial_callback": retry(max_retry=max_retry)} if retry else \
-                {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                              grace_period=grace_period, **callback)
-    except Exception as err:  # sqlalchemy/driver errors: no server, wrong password, no such database...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SweepError(f"cannot open storage {shown!r}: {first}") from None
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = {"heartbeat_stale_trial_callback": retry(max_retry=max_retry)} if retry else \
+            {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=heartbeat_interval,
+                                                  grace_period=grace_period, **callback)
+        except Exception as err:  # sqlalchemy/driver errors: no server, wrong password, no such database...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(first):
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                continue
+            raise SweepError(f"cannot open storage {shown!r}: {first}") from None
+
+
+def _schema_race(message: str) -> bool:
+    """Whether opening a storage failed because another worker was creating its tables at the same
+    moment (optuna creates the schema on first use): then the next try finds them made."""
+    return any(m in message for m in ("already exists", "UNIQUE constraint failed", "database is locked",
+                                      "duplicate key value"))
 
 
 def _in_memory(parsed) -> bool:
