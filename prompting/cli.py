@@ -167,13 +167,11 @@ def search_labels_table(result, labels, n: int) -> str:
     return "\n\n".join(blocks)
 
 
-def cmd_search_labels(args) -> int:
-    from .backbone import LanguageModel
-    from .data import TASKS, load_task
-    from .labelsearch import RANKINGS, search_label_words, write_verbalizer
-    from .template import Template, TemplateError
+def _check_search_options(args) -> None:
+    """Every option of search-labels that can be checked before any data or model is loaded."""
+    from .data import TASKS
+    from .labelsearch import RANKINGS
 
-    # every cheap check before the model is loaded
     if args.task not in TASKS:
         raise ValueError(f"--task {args.task!r} is not a built-in task; choose one of {', '.join(TASKS)}")
     if args.method not in RANKINGS:
@@ -195,7 +193,12 @@ def cmd_search_labels(args) -> int:
         except ValueError as err:
             raise ValueError(f"--write: {err}") from None
         check_output_dir(Path(args.write).parent, "--write folder")
-    text = _search_template(args)
+
+
+def _plain_template(text: str):
+    """The template label search reads: one {mask}, no trigger or soft slots."""
+    from .template import Template, TemplateError
+
     try:
         template = Template(text)
     except TemplateError as err:
@@ -203,6 +206,17 @@ def cmd_search_labels(args) -> int:
     if template.n_trigger or template.has_soft:
         raise ValueError(f"--template {text!r} has trigger or soft slots; label search reads a plain template "
                          "with one {mask} (write AutoPrompt's found trigger words in first)")
+    return template
+
+
+def cmd_search_labels(args) -> int:
+    from .backbone import LanguageModel
+    from .data import load_task
+    from .labelsearch import search_label_words, write_verbalizer
+
+    _check_search_options(args)
+    text = _search_template(args)
+    template = _plain_template(text)
     task = load_task(args.task, data_dir=args.data_dir)
     missing = [f for f in template.fields if f not in task.text_fields]
     if missing:
@@ -254,16 +268,38 @@ def cmd_methods(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import DEFAULT_MODEL
-
     parser = argparse.ArgumentParser(prog="prompting", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and cached")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_eval(sub)
+    _add_run(sub)
+    _add_report(sub)
+    _add_search_labels(sub)
 
-    p = sub.add_parser("eval", help="zero-shot: score every pattern x verbalizer of a task")
+    from .sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+
+    p = sub.add_parser("models", help="list the models that work offline")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("methods", help="every method's settings: defaults, allowed values, sweep ranges")
+    p.set_defaults(func=cmd_methods)
+    return parser
+
+
+def _task_and_model(p) -> None:
+    """The options every command that loads a task and a model shares."""
+    from .models import DEFAULT_MODEL
+
     p.add_argument("--task", default="mr", help="built-in task (mr, sst2, cb, rte, boolq); default mr")
     p.add_argument("--data-dir", help="folder with the task's files (not needed for mr)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id or local path; default {DEFAULT_MODEL}")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="zero-shot: score every pattern x verbalizer of a task")
+    _task_and_model(p)
     p.add_argument("--templates", help="prompt file (default: the built-in one for the task)")
     p.add_argument("--limit", type=int, help="score a fixed random subset of this many test examples")
     p.add_argument("--k", type=int, default=16, help="K per class of the dev set drawn from train")
@@ -276,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run an experiment config (resumes: finished runs are skipped)")
     p.add_argument("config", help="YAML experiment config")
     p.add_argument("--output-dir", help="default runs/CONFIG_NAME")
@@ -284,16 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="tables and plots from a results directory")
     p.add_argument("directory")
     p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1"])
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_report)
 
+
+def _add_search_labels(sub) -> None:
     p = sub.add_parser("search-labels", help="find label words for a task's template from labelled examples")
-    p.add_argument("--task", default="mr", help="built-in task (mr, sst2, cb, rte, boolq); default mr")
-    p.add_argument("--data-dir", help="folder with the task's files (not needed for mr)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id or local path; default {DEFAULT_MODEL}")
+    _task_and_model(p)
     p.add_argument("--template", help="template string with one {mask} (default: --pattern of --templates)")
     p.add_argument("--templates", help="prompt file to take the template from (default: the built-in one)")
     p.add_argument("--pattern", type=int, help="index of the pattern in --templates; default 0")
@@ -313,17 +353,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded (off by default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search_labels)
-
-    from .sweep import add_sweep_parser
-
-    add_sweep_parser(sub)
-
-    p = sub.add_parser("models", help="list the models that work offline")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("methods", help="every method's settings: defaults, allowed values, sweep ranges")
-    p.set_defaults(func=cmd_methods)
-    return parser
 
 
 def _quiet_transformers() -> None:

@@ -173,31 +173,9 @@ class Experiment:
         done = self.store.done() if self.store else set()
         todo = [r for r in unique if r.run_id not in done]
         bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=self.name, disable=not progress)
-        splits: dict[int, tuple] = {}
-        fresh = []
         by_id = {r["run_id"]: r for r in self.store.records()} if self.store and on_split_done else {}
         last_of_split = {r.data_seed: r.run_id for r in unique}
-
-        def attempt(run: PlannedRun) -> dict | None:
-            """The run's record, run here; None while another live process has claimed it."""
-            if self.store is None:
-                return execute(run)
-            if not self.store.claims.claim(run.run_id, what=_describe(run)):
-                return None
-            try:
-                # another process may have recorded it since this one read the store
-                return self.store.record(run.run_id) or execute(run)
-            finally:
-                self.store.claims.release(run.run_id)
-
-        def execute(run: PlannedRun) -> dict:
-            if run.data_seed not in splits:
-                splits.clear()
-                splits[run.data_seed] = self.split(run.data_seed)
-            record = self._execute(run, *splits[run.data_seed], progress=progress)
-            fresh.append(record)
-            return record
-
+        attempt = _Attempt(self, progress)
         elsewhere: list[PlannedRun] = []  # claimed by other processes when this one came to them
         for run in unique:
             if run.run_id not in done:
@@ -215,15 +193,17 @@ class Experiment:
                 on_split_done(run.data_seed, [by_id[r.run_id] for r in unique if r.data_seed == run.data_seed])
         self._await(elsewhere, attempt, by_id, bar)
         bar.close()
-        if self.store:
-            # one process at a time: each then sees the ensembles the others recorded and adds none twice
-            with self.store.claims.hold("ensembles"):
-                self._ensembles(planned)
-            ids = {r.run_id for r in planned}
-            # this experiment's runs and the ensembles of them, not those of another experiment sharing the folder
-            return [r for r in self.store.records()
-                    if r["run_id"] in ids or (r.get("ensemble_of") and set(r["ensemble_of"]) <= ids)]
-        return fresh
+        return self._recorded(planned) if self.store else attempt.fresh
+
+    def _recorded(self, planned: Sequence[PlannedRun]) -> list[dict]:
+        """Ensembles added (one process at a time: each then sees the ensembles the others recorded and
+        adds none twice); this experiment's records and the ensembles of them, not those of another
+        experiment sharing the folder."""
+        with self.store.claims.hold("ensembles"):
+            self._ensembles(planned)
+        ids = {r.run_id for r in planned}
+        return [r for r in self.store.records()
+                if r["run_id"] in ids or (r.get("ensemble_of") and set(r["ensemble_of"]) <= ids)]
 
     def _await(self, runs: list[PlannedRun], attempt, by_id: dict, bar, poll: float = 0.2) -> None:
         """Wait until other processes have recorded ``runs``; a run whose process died (or gave it
@@ -411,6 +391,35 @@ class Experiment:
             "seconds": sum(r.get("seconds", 0.0) for r in records),
             "peak_memory_mb": max(r.get("peak_memory_mb") or 0 for r in records),
         }
+
+
+class _Attempt:
+    """Runs a planned run in this process under its claim; keeps the current data split and what ran."""
+
+    def __init__(self, experiment: "Experiment", progress: bool):
+        self.experiment, self.progress = experiment, progress
+        self.splits: dict[int, tuple] = {}
+        self.fresh: list[dict] = []
+
+    def __call__(self, run: PlannedRun) -> dict | None:
+        """The run's record, run here; None while another live process has claimed it."""
+        store = self.experiment.store
+        if store is None:
+            return self.execute(run)
+        if not store.claims.claim(run.run_id, what=_describe(run)):
+            return None
+        try:
+            # another process may have recorded it since this one read the store
+            return store.record(run.run_id) or self.execute(run)
+        finally:
+            store.claims.release(run.run_id)
+
+    def execute(self, run: PlannedRun) -> dict:
+        if run.data_seed not in self.splits:
+            self.splits = {run.data_seed: self.experiment.split(run.data_seed)}
+        record = self.experiment._execute(run, *self.splits[run.data_seed], progress=self.progress)
+        self.fresh.append(record)
+        return record
 
 
 class ScoreCache:

@@ -220,17 +220,23 @@ def search_label_words(lm: LanguageModel, template: Template | str, examples: Se
     lead = template.encoder(lm.tokenizer, lm.causal, lm.max_length).mask_leading_space
     words, token_ids = {}, {}
     for c, label in enumerate(labels):
-        ranked, ids = [], []
-        for token in scores[c].argsort(descending=True).tolist():
-            if len(ranked) == k or scores[c, token] == float("-inf"):
-                break
-            word = token_strings(lm.tokenizer, [token])[0]
-            if lm.tokenizer((" " if lead else "") + word, add_special_tokens=False)["input_ids"] != [token]:
-                continue  # the verbalizer would see other tokens for this word
-            ranked.append((word, float(scores[c, token])))
-            ids.append(token)
-        words[label], token_ids[label] = ranked, ids
+        words[label], token_ids[label] = _best_words(lm.tokenizer, scores[c], k, lead)
     return LabelSearchResult(ranking, template.text, words, token_ids, len(examples))
+
+
+def _best_words(tokenizer, scores: torch.Tensor, k: int, lead: bool) -> tuple[list[tuple[str, float]], list[int]]:
+    """The ``k`` best-scored tokens that the verbalizer would read back as that very token in this slot
+    (``lead``: after a space), as (word, score) and token ids."""
+    ranked, ids = [], []
+    for token in scores.argsort(descending=True).tolist():
+        if len(ranked) == k or scores[token] == float("-inf"):
+            break
+        word = token_strings(tokenizer, [token])[0]
+        if tokenizer((" " if lead else "") + word, add_special_tokens=False)["input_ids"] != [token]:
+            continue  # the verbalizer would see other tokens for this word
+        ranked.append((word, float(scores[token])))
+        ids.append(token)
+    return ranked, ids
 
 
 # ------------------------------------------------------------------------------ templates/*.yaml

@@ -82,6 +82,32 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
     """An optuna RDB storage with heartbeats: a trial whose worker stops beating for ``grace_period``
     seconds is failed and its parameters are queued again (at most ``max_retry`` times)."""
     import optuna
+
+    shown = shown_url(url)
+    url, engine_kwargs = _engine_url(url)
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = {"heartbeat_stale_trial_callback": retry(max_retry=max_retry)} if retry else \
+            {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=heartbeat_interval,
+                                                  grace_period=grace_period, **callback)
+        except Exception as err:  # sqlalchemy/driver errors: no server, wrong password, no such database...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(first):
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                continue
+            raise SweepError(f"cannot open storage {shown!r}: {first}") from None
+
+
+def _engine_url(url: str) -> tuple[str, dict[str, Any]]:
+    """The URL SQLAlchemy is given (the driver spelled out) and the engine's settings, after checking
+    that it names a database every worker can share."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -117,24 +143,7 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     if dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
-    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = {"heartbeat_stale_trial_callback": retry(max_retry=max_retry)} if retry else \
-            {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
-    for attempt in range(SCHEMA_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=heartbeat_interval,
-                                                  grace_period=grace_period, **callback)
-        except Exception as err:  # sqlalchemy/driver errors: no server, wrong password, no such database...
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(first):
-                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
-                continue
-            raise SweepError(f"cannot open storage {shown!r}: {first}") from None
+    return url, engine_kwargs
 
 
 def _schema_race(message: str) -> bool:

@@ -103,22 +103,38 @@ def _seeds_plot(trials, folder: Path, slug: str, seed_param: str) -> Path | None
 def write_sweep_report(study, directory: str | Path, name: str | None = None,
                        seed_param: str = "train_seed") -> dict[str, Path]:
     """Write the sweep's markdown report, trial CSV and plots into ``directory``; returns their paths."""
-    import optuna
-
     directory = Path(directory)
     folder = directory / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     name = name or study.study_name
     slug = safe_slug(name)
     trials = study.get_trials(deepcopy=False)
-    attrs = study.user_attrs
     out = {"sweep_report": inside(directory, f"sweep_{slug}.md"),
            "sweep_trials": inside(directory, f"sweep_{slug}_trials.csv")}
     plots, notes = _optuna_plots(study, folder, slug, seed_param)
-    seeds = _seeds_plot(trials, folder, slug, seed_param) if attrs.get("mode") == "seeds" else None
+    seeds = _seeds_plot(trials, folder, slug, seed_param) if study.user_attrs.get("mode") == "seeds" else None
     if seeds:
         plots["seeds"] = seeds
-    states = {}
+    lines = _summary_lines(study, name, trials, seed_param) + _trials_table(trials)
+    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+    for key, path in plots.items():
+        out[f"sweep_{key}"] = path
+        lines += [f"![{key}](plots/{path.name})", ""]
+    atomic_write(out["sweep_report"], "\n".join(lines))
+    _write_trials_csv(out["sweep_trials"], trials)
+    if (directory / "results.jsonl").exists():
+        from .report import write_report
+
+        out.update(write_report(directory))
+    return out
+
+
+def _summary_lines(study, name: str, trials, seed_param: str) -> list[str]:
+    """What was swept and how, the trial counts, the best trial, and (seed sweeps) the spread over seeds."""
+    import optuna
+
+    attrs = study.user_attrs
+    states: dict[str, int] = {}
     for t in trials:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     lines = [f"# Sweep {name}", "",
@@ -138,30 +154,27 @@ def write_sweep_report(study, directory: str | Path, name: str | None = None,
         values = list({t.params.get(seed_param): t.value for t in reversed(complete)}.values())
         lines += [f"Over {len(values)} training seeds the dev objective is {pct(statistics.fmean(values))} ± "
                   f"{pct(statistics.stdev(values))} (min {pct(min(values))}, max {pct(max(values))}).", ""]
-    lines += ["| trial | state | dev objective | dev by data seed | test (mean) | params | retry of | worker |",
-              "|---:|---|---:|---|---:|---|---:|---|"]
+    return lines
+
+
+def _trials_table(trials) -> list[str]:
+    lines = ["| trial | state | dev objective | dev by data seed | test (mean) | params | retry of | worker |",
+             "|---:|---|---:|---|---:|---|---:|---|"]
     for t in trials:
         by_seed = ", ".join(f"{s}: {pct(v)}" for s, v in (t.user_attrs.get("dev_by_seed") or {}).items())
         lines.append(f"| {t.number} | {t.state.name.lower()} | {pct(t.value)} | {by_seed} | "
                      f"{pct(t.user_attrs.get('test_mean'))} | "
                      + ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items())
                      + f" | {t.system_attrs.get('failed_trial', '')} | {t.user_attrs.get('worker', '')} |")
-    lines.append("")
-    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
-    for key, path in plots.items():
-        out[f"sweep_{key}"] = path
-        lines += [f"![{key}](plots/{path.name})", ""]
-    atomic_write(out["sweep_report"], "\n".join(lines))
+    return lines + [""]
+
+
+def _write_trials_csv(path: Path, trials) -> None:
     params = sorted({k for t in trials for k in t.params})
-    with atomic_path(out["sweep_trials"]) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["trial", "state", "value", "test_mean", "retry_of", "worker", *params])
         for t in trials:
             w.writerow([t.number, t.state.name, t.value, t.user_attrs.get("test_mean"),
                         t.system_attrs.get("failed_trial"), t.user_attrs.get("worker"),
                         *[t.params.get(k) for k in params]])
-    if (directory / "results.jsonl").exists():
-        from .report import write_report
-
-        out.update(write_report(directory))
-    return out
