@@ -98,7 +98,7 @@ def run_one(lm, task, key: str, seed: int, lr: float, steps: int, eval_every: in
     record = {
         "run": key, "method": name, "init": key.split("/")[1], "settings": RUNS[key][2],
         "template": method.template.text,
-        "params": method.extra_config(), "data_seed": seed, "lr": lr, "steps": steps, "eval_every": eval_every,
+        "params": method.config.saved(), "data_seed": seed, "lr": lr, "steps": steps, "eval_every": eval_every,
         "trainable_params": trainable, "saved_params": saved,
         "trainable_pct_of_model": round(100 * trainable / lm.num_parameters(), 4),
         "dev_accuracy_step0": start_dev["accuracy"], "dev_accuracy_best": result.best_dev.get("accuracy"),

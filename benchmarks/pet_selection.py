@@ -48,7 +48,7 @@ def run(seeds: list[int], out: Path, test_size: int = 200) -> None:
             method = build_method("manual", experiment.lm, template, Verbalizer(verbalizer),
                                   labels=experiment.task.labels)
             test_data = method.encode(test)
-            curve, dev_score = [], train_module._dev_score
+            curve, dev_score = [], train_module.dev_score
 
             def scored(method, data, batch_size, metric):  # dev as train.py scores it, plus test
                 result = dev_score(method, data, batch_size, metric)
@@ -58,14 +58,14 @@ def run(seeds: list[int], out: Path, test_size: int = 200) -> None:
                 return result
 
             snapshot = {k: v.detach().clone() for k, v in experiment.lm.model.state_dict().items()}
-            config = TrainConfig(**{**method.train_defaults, **spec.train_config, "seed": train_seed,
+            config = TrainConfig(**{**method.config_class.train_defaults, **spec.train_config, "seed": train_seed,
                                     "select_untrained": True})  # score the start too
-            train_module._dev_score = scored
+            train_module.dev_score = scored
             try:
                 result = train(method, method.encode(train_examples), method.encode(dev_examples), config,
                                progress=False)
             finally:
-                train_module._dev_score = dev_score
+                train_module.dev_score = dev_score
                 experiment.lm.model.load_state_dict(snapshot)
             with out.open("a") as f:
                 f.write(json.dumps({"data_seed": data_seed, "train_seed": train_seed,

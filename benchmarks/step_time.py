@@ -36,7 +36,7 @@ scores, ``zero_grad``, backward, gradient clipping (1.0), ``AdamW.step``. The va
   Their input is the same examples with the soft slots' ids removed (PEFT puts its virtual tokens
   in front), so the LM sees the same sequence length; same batch, same loss (cross-entropy over the
   log-softmax of the last position's logits at the label words " negative" / " positive"), the same
-  learning rates as ours (``train_defaults``).
+  learning rates as ours (``config_class.train_defaults``).
 - ``peft-ptuning-64``, ``peft-prefix-64``: the same PEFT configs with ``encoder_hidden_size=64``, against
   ``ptuning-64`` and ``prefix-64``. PEFT's prompt encoder has no residual option: ``peft-ptuning-64``
   is the same LSTM + MLP encoder without the skip connection (one addition of a [6, 576] tensor, the
@@ -233,17 +233,17 @@ def build_variants(lm: LanguageModel, examples, labels_names, only: set[str] | N
     own = lambda m: [p for p in m.parameters() if p.requires_grad]  # noqa: E731
     variants = [
         Variant("soft", f"ours, SoftPrompt, {n_soft} soft tokens", ours(soft, slots_batch), own(soft),
-                soft.train_defaults["lr"], L, L, prompt=lambda: soft.soft_prompt.sum()),
+                soft.config_class.train_defaults["lr"], L, L, prompt=lambda: soft.soft_prompt.sum()),
         Variant("ptuning", f"ours, PTuning LSTM, {n_soft} soft tokens", ours(ptuning, slots_batch), own(ptuning),
-                ptuning.train_defaults["lr"], L, L, prompt=lambda: ptuning.prompt_embeddings().sum()),
+                ptuning.config_class.train_defaults["lr"], L, L, prompt=lambda: ptuning.prompt_embeddings().sum()),
         Variant("ptuning-64", f"ours, PTuning LSTM hidden {SMALL_HIDDEN}, residual, {n_soft} soft tokens",
-                ours(ptuning64, slots_batch), own(ptuning64), ptuning64.train_defaults["lr"], L, L,
+                ours(ptuning64, slots_batch), own(ptuning64), ptuning64.config_class.train_defaults["lr"], L, L,
                 prompt=lambda: ptuning64.prompt_embeddings().sum()),
         Variant("prefix", f"ours, PrefixTuning MLP, {PREFIX_LENGTH} positions", ours(prefix, manual_batch),
-                own(prefix), prefix.train_defaults["lr"], Lm, Lm + PREFIX_LENGTH,
+                own(prefix), prefix.config_class.train_defaults["lr"], Lm, Lm + PREFIX_LENGTH,
                 prompt=lambda: sum(t.sum() for t in prefix.prefix_key_values())),
         Variant("prefix-64", f"ours, PrefixTuning MLP hidden {SMALL_HIDDEN}, {PREFIX_LENGTH} positions",
-                ours(prefix64, manual_batch), own(prefix64), prefix64.train_defaults["lr"], Lm, Lm + PREFIX_LENGTH,
+                ours(prefix64, manual_batch), own(prefix64), prefix64.config_class.train_defaults["lr"], Lm, Lm + PREFIX_LENGTH,
                 prompt=lambda: sum(t.sum() for t in prefix64.prefix_key_values())),
         Variant("bare", "model forward+backward, soft/ptuning ids, grad w.r.t. input embeddings", bare(sp), [],
                 0.0, L, L),
@@ -251,27 +251,27 @@ def build_variants(lm: LanguageModel, examples, labels_names, only: set[str] | N
                 bare(mp, frozen_kv), [], 0.0, Lm, Lm + PREFIX_LENGTH),
     ]
     peft_specs = [
-        ("peft-soft", f"PEFT PromptTuning, {n_soft} virtual tokens", soft.train_defaults["lr"],
+        ("peft-soft", f"PEFT PromptTuning, {n_soft} virtual tokens", soft.config_class.train_defaults["lr"],
          lambda: PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_soft),
          plain_ids, plain_mask, {"use_cache": False}, L, L),
-        ("peft-ptuning", f"PEFT PromptEncoder LSTM, {n_soft} virtual tokens", ptuning.train_defaults["lr"],
+        ("peft-ptuning", f"PEFT PromptEncoder LSTM, {n_soft} virtual tokens", ptuning.config_class.train_defaults["lr"],
          lambda: PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_soft,
                                      encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM,
                                      encoder_hidden_size=ptuning.hidden_size),
          plain_ids, plain_mask, {"use_cache": False}, L, L),
         ("peft-ptuning-64", f"PEFT PromptEncoder LSTM hidden {SMALL_HIDDEN} (no residual option), "
-         f"{n_soft} virtual tokens", ptuning64.train_defaults["lr"],
+         f"{n_soft} virtual tokens", ptuning64.config_class.train_defaults["lr"],
          lambda: PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_soft,
                                      encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM,
                                      encoder_hidden_size=SMALL_HIDDEN),
          plain_ids, plain_mask, {"use_cache": False}, L, L),
         ("peft-prefix", f"PEFT PrefixTuning projection, {PREFIX_LENGTH} virtual tokens",
-         prefix.train_defaults["lr"],
+         prefix.config_class.train_defaults["lr"],
          lambda: PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=PREFIX_LENGTH, prefix_projection=True,
                                     encoder_hidden_size=PREFIX_HIDDEN),
          mp.input_ids, mp.attention_mask, {}, Lm, Lm + PREFIX_LENGTH),
         ("peft-prefix-64", f"PEFT PrefixTuning projection hidden {SMALL_HIDDEN}, {PREFIX_LENGTH} virtual tokens",
-         prefix64.train_defaults["lr"],
+         prefix64.config_class.train_defaults["lr"],
          lambda: PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=PREFIX_LENGTH, prefix_projection=True,
                                     encoder_hidden_size=SMALL_HIDDEN),
          mp.input_ids, mp.attention_mask, {}, Lm, Lm + PREFIX_LENGTH),

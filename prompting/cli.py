@@ -6,30 +6,20 @@
     prompting search-labels --task sst2 --data-dir ../shared/data/sst2 --k 16 --write my_sst2.yaml
     prompting sweep experiments/sst2_sweep.yaml --n-trials 10 --export-best runs/sst2_best.yaml
     prompting models
+    prompting methods                                     # every method's settings, as a table
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
-
-
-def _experiment(cfg, output_dir, lm=None, allow_download: bool = False):
-    from .backbone import LanguageModel
-    from .config import load_task_spec
-    from .harness import Experiment
-
-    task = load_task_spec(cfg.task, cfg.base)
-    lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
-                                  allow_download=allow_download)
-    return Experiment(lm, task, cfg.methods, cfg.prompts, cfg.protocol, output_dir=output_dir,
-                      name=cfg.name, max_length=cfg.max_length)
 
 
 def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
@@ -49,10 +39,28 @@ def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
         print("plots: " + ", ".join(plots))
 
 
+def check_count(option: str, value: int | None, what: str) -> None:
+    """Refuse an integer option below 1 (``--test-limit 0`` would score nothing, -5 fail later)."""
+    if value is not None and value < 1:
+        raise ValueError(f"{option} {value} is not valid; give an integer >= 1, the number of {what}")
+
+
+def check_config_file(path) -> Path:
+    """Check a YAML file given on the command line before anything else is done with it."""
+    from .paths import check_text_file
+
+    return check_text_file(path, "config file")
+
+
 def cmd_eval(args) -> int:
     from .config import load_prompt_file, parse_config
+    from .harness import build_experiment
+    from .paths import check_output_dir, check_text_file, slug
     from .report import zero_shot_table
 
+    check_count("--limit", args.limit, "test examples to score (leave it out for the whole test set)")
+    if args.templates:
+        check_text_file(args.templates, "--templates")
     patterns, verbalizers = load_prompt_file(args.templates or args.task)
     data = {"name": f"{args.task}-zero-shot", "model": args.model, "device": args.device,
             "task": {"name": args.task, **({"data_dir": args.data_dir} if args.data_dir else {})},
@@ -63,9 +71,9 @@ def cmd_eval(args) -> int:
     if args.max_length:
         data["max_length"] = args.max_length
     cfg = parse_config(data)
-    output = Path(args.output_dir or f"runs/{args.task}-zero-shot")
+    output = check_output_dir(args.output_dir or Path("runs") / f"{slug(args.task)}-zero-shot")
     started = time.perf_counter()
-    records = _experiment(cfg, output, allow_download=args.allow_download).run(progress=not args.quiet)
+    records = build_experiment(cfg, output, allow_download=args.allow_download).run(progress=not args.quiet)
     n = records[0]["n_test"] if records else 0
     print(f"\nzero-shot on {args.task} ({n} test examples, model {args.model}), "
           f"{time.perf_counter() - started:.0f} s\n")
@@ -76,16 +84,20 @@ def cmd_eval(args) -> int:
 
 def cmd_run(args) -> int:
     from .config import load_configs
+    from .paths import check_output_dir, slug
 
-    configs = load_configs(args.config)
-    output = Path(args.output_dir or Path("runs") / Path(args.config).stem)
+    check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
+    configs = load_configs(check_config_file(args.config))
+    output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
+    from .harness import build_experiment
+
     started = time.perf_counter()
     records, lm = [], None
     for cfg in configs:
         if args.test_limit is not None:
             cfg.protocol.test_limit = args.test_limit
-        experiment = _experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None,
-                                 allow_download=args.allow_download)
+        experiment = build_experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None,
+                                      allow_download=args.allow_download)
         lm = experiment.lm
         records += experiment.run(progress=not args.quiet)
     print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "
@@ -95,8 +107,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .paths import check_output_dir
     from .report import write_report
 
+    if Path(args.directory, "results.jsonl").is_file():  # else write_report says there is nothing to report
+        check_output_dir(args.directory, "report folder")
     paths = write_report(args.directory, args.metric, plots=not args.no_plots)
     print(Path(paths["report"]).read_text())
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
@@ -152,13 +167,11 @@ def search_labels_table(result, labels, n: int) -> str:
     return "\n\n".join(blocks)
 
 
-def cmd_search_labels(args) -> int:
-    from .backbone import LanguageModel
-    from .data import TASKS, load_task
-    from .labelsearch import RANKINGS, search_label_words, write_verbalizer
-    from .template import Template, TemplateError
+def _check_search_options(args) -> None:
+    """Every option of search-labels that can be checked before any data or model is loaded."""
+    from .data import TASKS
+    from .labelsearch import RANKINGS
 
-    # every cheap check before the model is loaded
     if args.task not in TASKS:
         raise ValueError(f"--task {args.task!r} is not a built-in task; choose one of {', '.join(TASKS)}")
     if args.method not in RANKINGS:
@@ -171,7 +184,21 @@ def cmd_search_labels(args) -> int:
     if args.k is not None and args.limit is not None:
         raise ValueError(f"--limit {args.limit} is not valid together with --k {args.k}; give one of them "
                          "(--k: K per class as the harness samples it; --limit: a random subset of train)")
-    text = _search_template(args)
+    if args.write:  # a file the result cannot be added to is refused now, not after the search
+        from .labelsearch import read_templates_file
+        from .paths import check_output_dir
+
+        try:
+            read_templates_file(args.write, args.task)
+        except ValueError as err:
+            raise ValueError(f"--write: {err}") from None
+        check_output_dir(Path(args.write).parent, "--write folder")
+
+
+def _plain_template(text: str):
+    """The template label search reads: one {mask}, no trigger or soft slots."""
+    from .template import Template, TemplateError
+
     try:
         template = Template(text)
     except TemplateError as err:
@@ -179,6 +206,17 @@ def cmd_search_labels(args) -> int:
     if template.n_trigger or template.has_soft:
         raise ValueError(f"--template {text!r} has trigger or soft slots; label search reads a plain template "
                          "with one {mask} (write AutoPrompt's found trigger words in first)")
+    return template
+
+
+def cmd_search_labels(args) -> int:
+    from .backbone import LanguageModel
+    from .data import load_task
+    from .labelsearch import search_label_words, write_verbalizer
+
+    _check_search_options(args)
+    text = _search_template(args)
+    template = _plain_template(text)
     task = load_task(args.task, data_dir=args.data_dir)
     missing = [f for f in template.fields if f not in task.text_fields]
     if missing:
@@ -211,7 +249,7 @@ def cmd_search_labels(args) -> int:
 def cmd_models(args) -> int:
     import importlib.util
 
-    from .backbone import ALIASES
+    from .models import ALIASES
 
     print(f"{'alias':<14} {'installed':<44} description")
     for alias, entry in ALIASES.items():
@@ -221,17 +259,47 @@ def cmd_models(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .backbone import DEFAULT_MODEL
+def cmd_methods(args) -> int:
+    from .methods import METHODS
+    from .settings import settings_table
 
+    print(settings_table([METHODS.config(name) for name in METHODS]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prompting", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and cached")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_eval(sub)
+    _add_run(sub)
+    _add_report(sub)
+    _add_search_labels(sub)
 
-    p = sub.add_parser("eval", help="zero-shot: score every pattern x verbalizer of a task")
+    from .sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+
+    p = sub.add_parser("models", help="list the models that work offline")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("methods", help="every method's settings: defaults, allowed values, sweep ranges")
+    p.set_defaults(func=cmd_methods)
+    return parser
+
+
+def _task_and_model(p) -> None:
+    """The options every command that loads a task and a model shares."""
+    from .models import DEFAULT_MODEL
+
     p.add_argument("--task", default="mr", help="built-in task (mr, sst2, cb, rte, boolq); default mr")
     p.add_argument("--data-dir", help="folder with the task's files (not needed for mr)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id or local path; default {DEFAULT_MODEL}")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="zero-shot: score every pattern x verbalizer of a task")
+    _task_and_model(p)
     p.add_argument("--templates", help="prompt file (default: the built-in one for the task)")
     p.add_argument("--limit", type=int, help="score a fixed random subset of this many test examples")
     p.add_argument("--k", type=int, default=16, help="K per class of the dev set drawn from train")
@@ -244,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run an experiment config (resumes: finished runs are skipped)")
     p.add_argument("config", help="YAML experiment config")
     p.add_argument("--output-dir", help="default runs/CONFIG_NAME")
@@ -252,16 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="tables and plots from a results directory")
     p.add_argument("directory")
     p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1"])
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_report)
 
+
+def _add_search_labels(sub) -> None:
     p = sub.add_parser("search-labels", help="find label words for a task's template from labelled examples")
-    p.add_argument("--task", default="mr", help="built-in task (mr, sst2, cb, rte, boolq); default mr")
-    p.add_argument("--data-dir", help="folder with the task's files (not needed for mr)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id or local path; default {DEFAULT_MODEL}")
+    _task_and_model(p)
     p.add_argument("--template", help="template string with one {mask} (default: --pattern of --templates)")
     p.add_argument("--templates", help="prompt file to take the template from (default: the built-in one)")
     p.add_argument("--pattern", type=int, help="index of the pattern in --templates; default 0")
@@ -282,43 +354,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search_labels)
 
-    from .sweep import add_sweep_parser
 
-    add_sweep_parser(sub)
+def _quiet_transformers() -> None:
+    """Only errors from transformers, and no download bars. Set through the environment when it is
+    not imported yet: importing it takes seconds that a config error or --help should not wait for."""
+    warnings.filterwarnings("ignore", module="transformers")
+    if "transformers" not in sys.modules:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
+    from transformers.utils import logging as hf_logging
 
-    p = sub.add_parser("models", help="list the models that work offline")
-    p.set_defaults(func=cmd_models)
-    return parser
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+INTERRUPTED = "interrupted: finished runs are in results.jsonl; run the same command again to resume"
 
 
 def main(argv=None) -> int:
-    from .backbone import ModelNotAvailableError
+    """Run the command line; returns the exit status (0, 2 for a clear error, 130 when interrupted)."""
+    command = None
+    try:
+        # Ctrl-C can come at any moment, the imports included (torch and transformers take seconds)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
+        return _main(args)
+    except KeyboardInterrupt:
+        print(f"\n{INTERRUPTED}" if command in ("run", "eval", "sweep") else "\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    from .models import ModelNotAvailableError
     from .config import ConfigError
     from .data import DataError
+    from .paths import os_error_message
     from .results import ResultsFileError
     from .sweep import SweepError
     from .template import TemplateError
-    from .train import TrainingError
+    from .settings import TrainingError
     from .verbalizer import VerbalizerError
 
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:
-        warnings.filterwarnings("ignore", module="transformers")
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        _quiet_transformers()
     try:
         return args.func(args)
     except (ConfigError, DataError, TemplateError, VerbalizerError, ModelNotAvailableError,
             ResultsFileError, TrainingError, SweepError, FileNotFoundError, ValueError) as err:
-        print(f"prompting {args.command}: error: {err}", file=sys.stderr)
+        print(f"prompting {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished runs are in results.jsonl; run the same command again to resume",
-              file=sys.stderr)
-        return 130
+    except OSError as err:  # a file-system failure the checks before the work could not foresee
+        print(f"prompting {args.command}: error: {os_error_message(err)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: Exception) -> str:
+    """An error's message; a file that is not UTF-8 is named (Python's own message leaves it out)."""
+    if isinstance(err, UnicodeDecodeError):
+        return (f"a file this command reads is not UTF-8 text ({err.reason} byte "
+                f"{err.object[err.start:err.start + 1]!r}); save the config, templates and data files as UTF-8")
+    if isinstance(err, FileNotFoundError) and err.filename is not None:
+        from .paths import os_error_message
+
+        return os_error_message(err)
+    return str(err)
 
 
 if __name__ == "__main__":

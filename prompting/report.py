@@ -14,7 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .results import ResultsStore, aggregate, bootstrap_interval, select_runs
+from .paths import atomic_path, atomic_write, inside, slug
+from .results import ResultsStore, aggregate, bootstrap_interval, score, select_runs
 
 __all__ = ["summary_table", "zero_shot_table", "found_prompts_table", "write_report", "short"]
 
@@ -33,8 +34,21 @@ def _verbalizer(v) -> str:
     return str(v)
 
 
-def _pct(x: float) -> str:
+def _cell(x: float):
+    """A CSV cell: empty for a missing (NaN) score."""
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def pct(x: float | None) -> str:
+    """A share as a percentage with one decimal (``0.8125`` -> ``81.2``); ``–`` when missing."""
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def fmt(value) -> str:
+    """A setting's value for a table cell or a log line: floats with 4 significant digits, text on one line."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("\n", "⏎").replace("|", "\\|")
 
 
 def _params(n) -> str:
@@ -48,7 +62,7 @@ def _params(n) -> str:
 
 def _mean_std(spread: dict, splits: int) -> str:
     """``mean ± std`` across data splits; the mean alone for one split (a fixed split has no such spread)."""
-    return _pct(spread["mean"]) if splits < 2 else f"{_pct(spread['mean'])} ± {_pct(spread['std'])}"
+    return pct(spread["mean"]) if splits < 2 else f"{pct(spread['mean'])} ± {pct(spread['std'])}"
 
 
 def summary_table(rows: Sequence[dict]) -> str:
@@ -61,17 +75,17 @@ def summary_table(rows: Sequence[dict]) -> str:
         ci = r.get("test_interval")
         lines.append(
             f"| {r['label']} | `{short(r['template'])}` | {short(_verbalizer(r['verbalizer']), 28)} | "
-            f"{_params(r['trainable_params'])} | {_pct(r['dev_selected'])} | "
-            f"{_mean_std(sel, r['data_seeds'])} | {f'{_pct(ci[0])}–{_pct(ci[1])}' if ci else '–'} | "
-            f"{_pct(alls['mean'])} ± {_pct(alls['std'])} | "
-            f"{_pct(alls['min'])}–{_pct(alls['max'])} | {r['collapsed']} | {r['runs']} | {r['seconds']:.0f} |")
+            f"{_params(r['trainable_params'])} | {pct(r['dev_selected'])} | "
+            f"{_mean_std(sel, r['data_seeds'])} | {f'{pct(ci[0])}–{pct(ci[1])}' if ci else '–'} | "
+            f"{pct(alls['mean'])} ± {pct(alls['std'])} | "
+            f"{pct(alls['min'])}–{pct(alls['max'])} | {r['collapsed']} | {r['runs']} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
 def zero_shot_table(records: Sequence[dict]) -> str:
     """Markdown: every pattern x verbalizer, sorted by test accuracy (one data split)."""
     seen, rows = set(), []
-    for r in sorted(records, key=lambda r: -r["test"]["accuracy"]):
+    for r in sorted(records, key=lambda r: (math.isnan(score(r, "test", "accuracy")), -score(r, "test", "accuracy"))):
         key = (r["template"], str(r["verbalizer"]))
         if key not in seen:
             seen.add(key)
@@ -79,7 +93,7 @@ def zero_shot_table(records: Sequence[dict]) -> str:
     lines = ["| # | template | verbalizer | accuracy | macro-F1 |", "|---:|---|---|---:|---:|"]
     for i, r in enumerate(rows, 1):
         lines.append(f"| {i} | `{short(r['template'], 70)}` | {_verbalizer(r['verbalizer'])} | "
-                     f"{_pct(r['test']['accuracy'])} | {_pct(r['test'].get('macro_f1'))} |")
+                     f"{pct(score(r, 'test', 'accuracy'))} | {pct(score(r, 'test', 'macro_f1'))} |")
     return "\n".join(lines)
 
 
@@ -87,10 +101,10 @@ def _stability_table(rows: Sequence[dict]) -> str:
     lines = ["| method | template | std across data seeds | std across train seeds | collapsed runs | "
              "test of dev-selected − mean of all runs |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        across_splits = _pct(r["std_data_seeds"]) if r["data_seeds"] > 1 else "–"
+        across_splits = pct(r["std_data_seeds"]) if r["data_seeds"] > 1 else "–"
         lines.append(f"| {r['label']} | `{short(r['template'])}` | {across_splits} | "
-                     f"{_pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
-                     f"{100 * r['selection_gain']:+.1f} |")
+                     f"{pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
+                     f"{'–' if math.isnan(r['selection_gain']) else format(100 * r['selection_gain'], '+.1f')} |")
     return "\n".join(lines)
 
 
@@ -125,13 +139,13 @@ def found_prompts_table(records: Sequence[dict], metric: str = "accuracy") -> st
              "|---|---:|---:|---|---:|---:|:---:|"]
     for r in runs:
         lines.append(f"| {r['label']} | {r['data_seed']} | {'–' if r['train_seed'] is None else r['train_seed']} | "
-                     f"{_code(found_template(r))} | {_pct((r['dev'] or {}).get(metric))} | "
-                     f"{_pct(r['test'].get(metric))} | {'✓' if r['run_id'] in selected else ''} |")
+                     f"{_code(found_template(r))} | {pct(score(r, 'dev', metric))} | "
+                     f"{pct(score(r, 'test', metric))} | {'✓' if r['run_id'] in selected else ''} |")
     return "\n".join(lines)
 
 
 def _winner(rows: Sequence[dict]) -> str:
-    if len(rows) < 2:
+    if len(rows) < 2 or any(math.isnan(r["test_selected"]["mean"]) for r in rows[:2]):
         return ""
     best, second = rows[0], rows[1]
     gap = best["test_selected"]["mean"] - second["test_selected"]["mean"]
@@ -140,13 +154,13 @@ def _winner(rows: Sequence[dict]) -> str:
     else:  # one fixed split: the luck left to measure is the training seed's
         spread, across = max(best["std_train_seeds"], second["std_train_seeds"]), "training seeds (one data split)"
     verdict = ("larger than" if gap > spread else "within") + f" the spread across {across}"
-    text = (f"Best: **{best['label']}** (`{short(best['template'])}`) at {_pct(best['test_selected']['mean'])}; "
-            f"{100 * gap:.1f} points above {second['label']} ({_pct(second['test_selected']['mean'])}), "
-            f"{verdict} (std {_pct(spread)})")
+    text = (f"Best: **{best['label']}** (`{short(best['template'])}`) at {pct(best['test_selected']['mean'])}; "
+            f"{100 * gap:.1f} points above {second['label']} ({pct(second['test_selected']['mean'])}), "
+            f"{verdict} (std {pct(spread)})")
     ci = best.get("test_interval")
     if ci:
         inside = "inside" if ci[0] <= second["test_selected"]["mean"] <= ci[1] else "outside"
-        text += f"; the runner-up is {inside} the best's 95% test-sample interval ({_pct(ci[0])}–{_pct(ci[1])})"
+        text += f"; the runner-up is {inside} the best's 95% test-sample interval ({pct(ci[0])}–{pct(ci[1])})"
     return text + "."
 
 
@@ -159,7 +173,7 @@ def _other_metrics(rows: Sequence[dict], metric: str) -> list[str]:
         cells = [f"{label} (`{short(r['template'], 24)}`)" if labels.count(label) > 1 else label
                  for (label, _), r in zip(means, rows)]
         lines += [f"Test {METRIC_NAMES.get(other, other)} of the dev-selected runs: "
-                  + "; ".join(f"{cell} {_pct(value)}" for cell, (_, value) in zip(cells, means)) + ".", ""]
+                  + "; ".join(f"{cell} {pct(value)}" for cell, (_, value) in zip(cells, means)) + ".", ""]
     return lines
 
 
@@ -186,72 +200,91 @@ def bar_errors(rows: Sequence[dict]) -> tuple[list[float], tuple[list[float], li
 
 
 def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metric: str) -> list[Path]:
-    import matplotlib
+    """The task's three plots: dev-selected score by method, every run, dev against test."""
+    plots = _TaskPlots(records, rows, task, folder, metric)
+    return [plots.by_method(), plots.runs(), plots.dev_vs_test()]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
-    selected = select_runs(records, metric)
-    key = lambda rec: (rec["label"], rec["template"], str(rec["verbalizer"]))
-    index = {key(r): i for i, r in enumerate(rows)}
-    names = [_setting_name(r) for r in rows]
-    height = max(2.6, 0.42 * len(rows) + 1.4)
-    chance = 100 / max(1, len(rows[0]["verbalizer"])) if isinstance(rows[0]["verbalizer"], dict) else None
-    paths = []
+class _TaskPlots:
+    """One task's plots, sharing its rows (one per setting, best first), names and chance level."""
 
-    def finish(fig, ax, title, xlabel, name):
-        ax.set_yticks(range(len(rows)), names, fontsize=8)
+    def __init__(self, records: list[dict], rows: list[dict], task: str, folder: Path, metric: str):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.plt, self.records, self.rows, self.task, self.folder, self.metric = plt, records, rows, task, folder, metric
+        self.index = {self.key(r): i for i, r in enumerate(rows)}
+        self.names = [_setting_name(r) for r in rows]
+        self.height = max(2.6, 0.42 * len(rows) + 1.4)
+        verbalizer = rows[0]["verbalizer"]
+        self.chance = 100 / max(1, len(verbalizer)) if isinstance(verbalizer, dict) else None
+
+    @staticmethod
+    def key(rec: dict) -> tuple:
+        return rec["label"], rec["template"], str(rec["verbalizer"])
+
+    def save(self, fig, name: str) -> Path:
+        # the task name is user text: "../x" must not put a plot outside the folder
+        path = inside(self.folder, f"{slug(self.task)}_{name}.png")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        self.plt.close(fig)
+        return path
+
+    def finish(self, fig, ax, title: str, name: str) -> Path:
+        ax.set_yticks(range(len(self.rows)), self.names, fontsize=8)
         ax.invert_yaxis()  # best on top
-        if chance:
-            ax.axvline(chance, color="grey", lw=0.8, ls=":", label=f"chance ({chance:.0f}%)")
-        ax.set_xlabel(xlabel)
+        if self.chance:
+            ax.axvline(self.chance, color="grey", lw=0.8, ls=":", label=f"chance ({self.chance:.0f}%)")
+        ax.set_xlabel(f"test {self.metric} (%)")
         fig.suptitle(title, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
-        paths.append(folder / f"{task}_{name}.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        return self.save(fig, name)
 
-    fig, ax = plt.subplots(figsize=(10, height))
-    means, (below, above), labels, spread = bar_errors(rows)
-    ax.barh(range(len(rows)), means, xerr=[below, above], capsize=3, color="#4c72b0", height=0.6)
-    for i, (m, up, text) in enumerate(zip(means, above, labels)):
-        ax.text(m + up + 0.5, i, text, va="center", fontsize=7)
-    ax.set_xlim(0, 105)
-    finish(fig, ax, f"{task}: test {metric} of the dev-selected run, {spread}", f"test {metric} (%)", "by_method")
+    def by_method(self) -> Path:
+        fig, ax = self.plt.subplots(figsize=(10, self.height))
+        means, (below, above), labels, spread = bar_errors(self.rows)
+        ax.barh(range(len(self.rows)), means, xerr=[below, above], capsize=3, color="#4c72b0", height=0.6)
+        for i, (m, up, text) in enumerate(zip(means, above, labels)):
+            ax.text(m + up + 0.5, i, text, va="center", fontsize=7)
+        ax.set_xlim(0, 105)
+        return self.finish(fig, ax, f"{self.task}: test {self.metric} of the dev-selected run, {spread}", "by_method")
 
-    fig, ax = plt.subplots(figsize=(10, height))
-    for rec in records:
-        i = index.get(key(rec))
-        if i is None:
-            continue
-        jitter = ((int(rec["run_id"][:6], 16) % 1000) / 1000 - 0.5) * 0.35
-        chosen = rec["run_id"] in selected
-        ax.scatter(100 * rec["test"][metric], i + jitter, s=30 if chosen else 14,
-                   color="#dd8452" if chosen else "#4c72b0", alpha=0.9 if chosen else 0.5,
-                   edgecolors="black" if chosen else "none", linewidths=0.5, zorder=3)
-    finish(fig, ax, f"{task}: every run (orange: selected by dev in its data split)", f"test {metric} (%)", "runs")
+    def runs(self) -> Path:
+        fig, ax = self.plt.subplots(figsize=(10, self.height))
+        selected = select_runs(self.records, self.metric)
+        for rec in self.records:
+            i = self.index.get(self.key(rec))
+            if i is None:
+                continue
+            jitter = ((int(rec["run_id"][:6], 16) % 1000) / 1000 - 0.5) * 0.35
+            chosen = rec["run_id"] in selected
+            ax.scatter(100 * score(rec, "test", self.metric), i + jitter, s=30 if chosen else 14,
+                       color="#dd8452" if chosen else "#4c72b0", alpha=0.9 if chosen else 0.5,
+                       edgecolors="black" if chosen else "none", linewidths=0.5, zorder=3)
+        return self.finish(fig, ax, f"{self.task}: every run (orange: selected by dev in its data split)", "runs")
 
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    cmap = plt.get_cmap("tab10")
-    for i, r in enumerate(rows):
-        pts = [(100 * rec["dev"].get(metric, math.nan), 100 * rec["test"][metric])
-               for rec in records if key(rec) == key(r) and rec["dev"]]
-        if pts:
-            ax.scatter(*zip(*pts), s=18, color=cmap(i % 10), label=short(names[i], 60), alpha=0.8)
-    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
-    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
-    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="dev = test")
-    ax.set_xlabel(f"dev {metric} (%)")
-    ax.set_ylabel(f"test {metric} (%)")
-    ax.set_title(f"{task}: dev vs test of every run", fontsize=10)
-    ax.legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    paths.append(folder / f"{task}_dev_vs_test.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+    def dev_vs_test(self) -> Path:
+        fig, ax = self.plt.subplots(figsize=(6.5, 5.5))
+        cmap = self.plt.get_cmap("tab10")
+        for i, r in enumerate(self.rows):
+            pts = [(100 * score(rec, "dev", self.metric), 100 * score(rec, "test", self.metric))
+                   for rec in self.records if self.key(rec) == self.key(r) and rec["dev"]]
+            if pts:
+                ax.scatter(*zip(*pts), s=18, color=cmap(i % 10), label=short(self.names[i], 60), alpha=0.8)
+        lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
+        hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="dev = test")
+        ax.set_xlabel(f"dev {self.metric} (%)")
+        ax.set_ylabel(f"test {self.metric} (%)")
+        ax.set_title(f"{self.task}: dev vs test of every run", fontsize=10)
+        ax.legend(fontsize=6, loc="best")
+        fig.tight_layout()
+        return self.save(fig, "dev_vs_test")
 
 
 def summary_rows(store: ResultsStore, records: list[dict], metric: str = "accuracy") -> list[dict]:
@@ -265,7 +298,8 @@ def summary_rows(store: ResultsStore, records: list[dict], metric: str = "accura
 def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = True) -> dict[str, Path]:
     """Write report.md, summary.csv, runs.csv and plots for the records in ``directory``."""
     directory = Path(directory)
-    records = ResultsStore(directory).records()
+    store = ResultsStore(directory)
+    records = store.records()
     if not records:
         raise FileNotFoundError(f"no run records in {directory / 'results.jsonl'}; run an experiment first")
     by_task: dict[str, list[dict]] = defaultdict(list)
@@ -274,35 +308,48 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
     out = {"report": directory / "report.md", "summary": directory / "summary.csv", "runs": directory / "runs.csv"}
     lines = [f"# Results: {directory.name}", ""]
     summary = []
-    store = ResultsStore(directory)
     for task, recs in by_task.items():
         rows = summary_rows(store, recs, metric)
         summary += rows
-        models = sorted({r["model"] for r in recs})
-        splits = len({r["data_seed"] for r in recs})
-        k = recs[0].get("k")
-        protocol = (f"K = {k} per class; {splits} data seed{'s' if splits > 1 else ''}" if k is not None else
-                    f"fixed split of {recs[0].get('n_train', '?')} training and {recs[0].get('n_dev', '?')} "
-                    "dev examples (FewGLUE), so the spread is across training seeds")
-        lines += [f"## {task}", "", f"Model: {', '.join(models)}; {protocol}; metric: {metric}. "
-                  "\"sel.\" = the run selected by dev in each data split; \"all\" = every run; "
-                  "95% CI: the mean of the selected runs when the test examples are drawn again "
-                  "(bootstrap, 1,000 draws), the part of a score that is the luck of the test sample.", "",
-                  summary_table(rows), ""]
-        if len(rows) > 1:
-            lines += [_winner(rows), ""]
-        lines += _other_metrics(rows, metric)
-        lines += ["### Stability", "", _stability_table(rows), ""]
-        found = found_prompts_table(recs, metric)
-        if found:
-            lines += ["### Found prompts", "", "The prompt each run found, its triggers written into the "
-                      "template; ✓ = the run selected by dev in its data split.", "", found, ""]
+        lines += _task_section(task, recs, rows, metric)
         if plots:
             for p in _plots(recs, rows, task, directory / "plots", metric):
                 out[p.stem] = p
                 lines += [f"![{p.stem}](plots/{p.name})", ""]
-    out["report"].write_text("\n".join(lines))
-    with open(out["summary"], "w", newline="") as f:
+    # each file replaced whole: a process writing the same report at the same time, or a reader, never
+    # meets half a file
+    atomic_write(out["report"], "\n".join(lines))
+    _write_summary_csv(out["summary"], summary)
+    _write_runs_csv(out["runs"], records, select_runs(records, metric))
+    return out
+
+
+def _task_section(task: str, recs: list[dict], rows: list[dict], metric: str) -> list[str]:
+    """One task's part of report.md: protocol, table, winner, other metric, stability, found prompts."""
+    models = sorted({r["model"] for r in recs})
+    splits = len({r["data_seed"] for r in recs})
+    k = recs[0].get("k")
+    protocol = (f"K = {k} per class; {splits} data seed{'s' if splits > 1 else ''}" if k is not None else
+                f"fixed split of {recs[0].get('n_train', '?')} training and {recs[0].get('n_dev', '?')} "
+                "dev examples (FewGLUE), so the spread is across training seeds")
+    lines = [f"## {task}", "", f"Model: {', '.join(models)}; {protocol}; metric: {metric}. "
+             "\"sel.\" = the run selected by dev in each data split; \"all\" = every run; "
+             "95% CI: the mean of the selected runs when the test examples are drawn again "
+             "(bootstrap, 1,000 draws), the part of a score that is the luck of the test sample.", "",
+             summary_table(rows), ""]
+    if len(rows) > 1:
+        lines += [_winner(rows), ""]
+    lines += _other_metrics(rows, metric)
+    lines += ["### Stability", "", _stability_table(rows), ""]
+    found = found_prompts_table(recs, metric)
+    if found:
+        lines += ["### Found prompts", "", "The prompt each run found, its triggers written into the "
+                  "template; ✓ = the run selected by dev in its data split.", "", found, ""]
+    return lines
+
+
+def _write_summary_csv(path: Path, summary: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["task", "method", "label", "template", "verbalizer", "model", "k", "trainable_params",
                     "runs", "dev_selected", "test_selected_mean", "test_selected_std", "test_all_mean",
@@ -316,13 +363,15 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
                         r["test_all"]["max"], r["std_data_seeds"], r["std_train_seeds"], r["selection_gain"],
                         r["collapsed"], r["seconds"], *(r["test_interval"] or (None, None)),
                         r["test_selected_metrics"].get("macro_f1")])
-    selected = select_runs(records, metric)
-    with open(out["runs"], "w", newline="") as f:
+
+
+def _write_runs_csv(path: Path, records: list[dict], selected: set[str]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run_id", "task", "label", "template", "verbalizer", "data_seed", "train_seed", "selected",
                     "dev_accuracy", "test_accuracy", "test_macro_f1", "collapsed", "seconds"])
         for r in records:
             w.writerow([r["run_id"], r["task"], r["label"], r["template"], _verbalizer(r["verbalizer"]),
-                        r["data_seed"], r["train_seed"], r["run_id"] in selected, r["dev"].get("accuracy"),
-                        r["test"]["accuracy"], r["test"].get("macro_f1"), r.get("collapsed"), r.get("seconds")])
-    return out
+                        r["data_seed"], r["train_seed"], r["run_id"] in selected, _cell(score(r, "dev", "accuracy")),
+                        _cell(score(r, "test", "accuracy")), _cell(score(r, "test", "macro_f1")), r.get("collapsed"),
+                        r.get("seconds")])

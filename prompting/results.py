@@ -2,7 +2,7 @@
 
 Every finished run is one line of ``results.jsonl``, written (and flushed to disk) as soon as
 the run ends; a run whose id is already in the file is skipped when the experiment is started
-again. Which run the seed search selects is derived from the records when they are read
+again, and a run that another process is running is left to it (see :class:`prompting.claims.Claims`). Which run the seed search selects is derived from the records when they are read
 (the best dev score of a data split), so the file never needs rewriting.
 """
 
@@ -14,11 +14,20 @@ import math
 import os
 import statistics
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["ResultsFileError", "ResultsStore", "run_id", "select_runs", "aggregate", "bootstrap_interval",
-           "GROUP_KEYS"]
+from .claims import Claims
+from .paths import atomic_write, slug
+
+try:  # POSIX; elsewhere appends rely on O_APPEND alone
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+__all__ = ["ResultsFileError", "ResultsStore", "run_id", "dev_key", "select_runs", "aggregate", "bootstrap_interval",
+           "score", "GROUP_KEYS"]
 
 
 class ResultsFileError(ValueError):
@@ -32,6 +41,14 @@ REQUIRED = ("run_id", "task", "method", "label", "template", "verbalizer", "mode
 GROUP_KEYS = ("task", "label", "method", "params", "train_config", "template", "verbalizer", "model", "k")
 
 
+def score(record: dict, split: str, metric: str) -> float:
+    """A record's ``split`` (dev or test) ``metric``, NaN when the record has none (a run scored on no
+    test examples records ``"test": {}``); tables show NaN as "–"."""
+    scores = record.get(split)
+    value = scores.get(metric) if isinstance(scores, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
 def run_id(settings: dict) -> str:
     """A stable id for a run's settings (anything that changes the result changes the id)."""
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
@@ -39,66 +56,140 @@ def run_id(settings: dict) -> str:
 
 
 class ResultsStore:
-    """``results.jsonl`` in a directory, plus ``predictions/RUN_ID.json`` label scores."""
+    """``results.jsonl`` in a directory, plus ``predictions/RUN_ID.json`` label scores.
+
+    Several processes may share one directory: appends and reads take an ``flock`` on the file (a
+    reader never sees half a line being written), predictions are written under a unique temporary
+    name and renamed into place, and :attr:`claims` lets each run be run by one process at a time.
+    """
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.path = self.directory / "results.jsonl"
+        self._claims: Claims | None = None
+
+    @property
+    def claims(self) -> Claims:
+        """Per-run claims (``.claims/RUN_ID.claim``) shared by every process using this directory."""
+        if self._claims is None:
+            self._claims = Claims(self.directory / ".claims")
+        return self._claims
+
+    def _lines(self) -> tuple[list[bytes], bool]:
+        """The file's lines (without their newlines) and whether its last line ends with one."""
+        if not self.path.exists():
+            return [], True
+        with open(self.path, "rb") as f:
+            with _locked(f, shared=True):
+                data = f.read()
+        return data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"), data.endswith(b"\n")
 
     def records(self) -> list[dict]:
         """Every run record, in file order. A run id recorded twice (two processes ran the same
         experiment into one directory at once) counts once: the first record is kept."""
-        if not self.path.exists():
-            return []
+        lines, terminated = self._lines()
         out, seen = [], set()
-        with open(self.path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ResultsFileError(
-                        f"{self.path}: line {n} is not a complete JSON record ({err.msg} at column "
-                        f"{err.colno}); it was probably cut off when a run was killed. Delete that line "
-                        "to re-run that one run; every other line is kept") from None
-                if not isinstance(record, dict) or any(k not in record for k in REQUIRED):
-                    missing = [k for k in REQUIRED if not isinstance(record, dict) or k not in record]
-                    raise ResultsFileError(
-                        f"{self.path}: line {n} is not a run record (missing {', '.join(missing)}); "
-                        f"each line needs {', '.join(REQUIRED)}")
-                if record["run_id"] not in seen:
-                    seen.add(record["run_id"])
-                    out.append(record)
+        for n, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            record = self._parse(raw, n, last=n == len(lines) and not terminated)
+            if record["run_id"] not in seen:
+                seen.add(record["run_id"])
+                out.append(record)
         return out
 
+    def _parse(self, raw: bytes, n: int, last: bool) -> dict:
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            why = (f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError)
+                   else f"not UTF-8 text at byte {err.start}")
+            if last:  # only the end of the file can be a write that a killed process left unfinished
+                raise ResultsFileError(
+                    f"{self.path}: line {n} is not a complete JSON record ({why}); it is the last line and "
+                    "does not end the file with a newline, so it was probably cut off when a run was killed. Delete that line to re-run that one run; every other "
+                    "line is kept") from None
+            raise ResultsFileError(
+                f"{self.path}: line {n} is not a JSON record ({why}); the file was damaged or edited by hand "
+                "(a killed run only ever cuts the last line). Restore that line from a copy, or delete it "
+                "to re-run that one run") from None
+        if not isinstance(record, dict) or any(k not in record for k in REQUIRED):
+            missing = [k for k in REQUIRED if not isinstance(record, dict) or k not in record]
+            raise ResultsFileError(
+                f"{self.path}: line {n} is not a run record (missing {', '.join(missing)}); "
+                f"each line needs {', '.join(REQUIRED)}")
+        return record
+
     def done(self) -> set[str]:
+        """The ids of the recorded runs."""
         return {r["run_id"] for r in self.records()}
 
+    def record(self, rid: str) -> dict | None:
+        """The record of run ``rid`` (its first), or None if it is not recorded. Only the lines that
+        mention the id are parsed, so asking after every run stays cheap in a long file."""
+        needle = json.dumps(rid).encode()
+        lines, terminated = self._lines()
+        for n, raw in enumerate(lines, 1):
+            if needle in raw:
+                record = self._parse(raw, n, last=n == len(lines) and not terminated)
+                if record["run_id"] == rid:
+                    return record
+        return None
+
     def append(self, record: dict) -> None:
+        """Add one record as one line, flushed to disk."""
         missing = [k for k in REQUIRED if k not in record]
         if missing:
             raise ValueError(f"run record lacks {', '.join(missing)}")
         self.directory.mkdir(parents=True, exist_ok=True)
         line = json.dumps(record, sort_keys=True, default=_jsonable) + "\n"
         # one write of the whole line, then fsync: a killed process leaves whole lines behind
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
+            with _locked(fd):
+                size = os.fstat(fd).st_size
+                # a file that does not end with a newline (a record cut after its closing brace, or an
+                # edit) would have this record joined onto its last line: start a line of our own
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = "\n" + line
+                os.write(fd, line.encode("utf-8"))
+                os.fsync(fd)
         finally:
             os.close(fd)
 
+    def _predictions_path(self, rid: str) -> Path:
+        if not isinstance(rid, str) or slug(rid) != rid:  # run ids are hex digests; never a path
+            raise ValueError(f"run id {rid!r} is not valid; a run id is letters, digits, '_', '.' and '-'")
+        return self.directory / "predictions" / f"{rid}.json"
+
     def save_predictions(self, rid: str, scores: dict[str, list]) -> None:
-        folder = self.directory / "predictions"
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{rid}.json.tmp"
-        tmp.write_text(json.dumps(scores))
-        tmp.replace(folder / f"{rid}.json")
+        """Write a run's label scores (a unique temporary file renamed into place: two processes
+        saving at once, or a reader, never meet a half-written file)."""
+        path = self._predictions_path(rid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(scores))
 
     def load_predictions(self, rid: str) -> dict[str, list] | None:
-        path = self.directory / "predictions" / f"{rid}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        """A run's saved label scores, or None if there are none."""
+        try:
+            path = self._predictions_path(rid)
+        except ValueError:
+            return None
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+@contextmanager
+def _locked(file, shared: bool = False):
+    """An advisory ``flock`` on an open file (object or descriptor) for the block; none without fcntl."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = file if isinstance(file, int) else file.fileno()
+    fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _jsonable(value):
@@ -113,6 +204,13 @@ def _key(record: dict, keys: Sequence[str]) -> tuple:
     return tuple(json.dumps(record.get(k), sort_keys=True) for k in keys)
 
 
+def dev_key(dev: dict | None, dev_loss: float | None, metric: str = "accuracy") -> tuple[float, float]:
+    """The one dev-selection rule, for training steps, AutoPrompt's search and the seed search: the dev
+    metric, a tie going to the lower dev cross-entropy (32 dev examples move accuracy in steps of 3%,
+    and a tie must not keep the untrained state just because it came first)."""
+    return (dev.get(metric, -math.inf) if dev else -math.inf, -dev_loss if dev_loss is not None else 0.0)
+
+
 def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     """Seed search: per setting and data seed, the run with the best dev score. A tie goes to the lower
     dev cross-entropy (``dev_loss``, as the training loop breaks its ties: 32 dev examples move
@@ -123,8 +221,7 @@ def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     chosen = set()
     for runs in splits.values():
         runs = sorted(runs, key=lambda r: (r["train_seed"] is None, r["train_seed"] or 0))
-        best = max(runs, key=lambda r: (r["dev"].get(metric, -math.inf) if r["dev"] else -math.inf,
-                                        -r.get("dev_loss", 0.0) if r.get("dev_loss") is not None else 0.0))
+        best = max(runs, key=lambda r: dev_key(r["dev"], r.get("dev_loss"), metric))
         chosen.add(best["run_id"])
     return chosen
 
@@ -173,6 +270,8 @@ def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str 
 
 
 def _spread(values: list[float]) -> dict[str, float]:
+    if any(math.isnan(v) for v in values):  # a run without this score: no statistic pretends otherwise
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": len(values)}
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values), "n": len(values)}
 
@@ -191,11 +290,11 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
     for runs in groups.values():
         first = runs[0]
         chosen = [r for r in runs if r["run_id"] in selected]
-        test_sel = [r["test"][metric] for r in chosen]
-        test_all = [r["test"][metric] for r in runs]
+        test_sel = [score(r, "test", metric) for r in chosen]
+        test_all = [score(r, "test", metric) for r in runs]
         by_split: dict[object, list[float]] = defaultdict(list)
         for r in runs:
-            by_split[r["data_seed"]].append(r["test"][metric])
+            by_split[r["data_seed"]].append(score(r, "test", metric))
         within = [statistics.stdev(v) for v in by_split.values() if len(v) > 1]
         row = {k: first.get(k) for k in GROUP_KEYS}
         row.update({
@@ -203,13 +302,14 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
             "trainable_params": first.get("trainable_params"),
             "runs": len(runs),
             "data_seeds": len(by_split),
-            "dev_selected": statistics.fmean(r["dev"].get(metric, math.nan) for r in chosen),
+            "dev_selected": statistics.fmean(score(r, "dev", metric) for r in chosen),
             "selected_run_ids": sorted(r["run_id"] for r in chosen),
             "test_selected": _spread(test_sel),
             # every metric the selected runs carry, beside the selection metric (CB is read by both
             # accuracy and macro-F1; a run that predicts one class shows in macro-F1, not accuracy)
-            "test_selected_metrics": {m: statistics.fmean(r["test"][m] for r in chosen)
-                                      for m in chosen[0]["test"] if all(m in r["test"] for r in chosen)},
+            "test_selected_metrics": {m: statistics.fmean(score(r, "test", m) for r in chosen)
+                                      for m in (chosen[0]["test"] or {})
+                                      if all(m in (r["test"] or {}) for r in chosen)},
             "test_all": _spread(test_all),
             "std_data_seeds": _spread(test_sel)["std"],
             "std_train_seeds": statistics.fmean(within) if within else 0.0,
@@ -219,5 +319,6 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
             "metric": metric,
         })
         rows.append(row)
-    rows.sort(key=lambda row: -row["test_selected"]["mean"])
+    # best first; a setting without test scores (NaN) last
+    rows.sort(key=lambda row: (math.isnan(row["test_selected"]["mean"]), -row["test_selected"]["mean"]))
     return rows

@@ -1,14 +1,13 @@
-"""Search spaces for sweeps: plain data, declared next to each method, checked with clear errors.
+"""Search spaces for sweeps: plain data, declared in each method's config class, checked with clear errors.
 
-Each method class declares ``search_space``, a mapping from a parameter to a distribution:
+A method's config class (see :mod:`prompting.settings`) gives each of its settings a ``search``
+distribution, and training settings and slot lengths in ``train_space``; a distribution is
 
-    search_space = {
-        "lr": {"low": 1e-4, "high": 1e-2, "log": True},      # float (log scale)
-        "max_steps": {"low": 8, "high": 64, "step": 8},       # int: low and high are integers
-        "encoder": {"choices": ["lstm", "mlp"]},              # categorical (a plain list also works)
-    }
+    {"low": 1e-4, "high": 1e-2, "log": True}      # float (log scale)
+    {"low": 8, "high": 64, "step": 8}             # int: low and high are integers
+    {"choices": ["lstm", "mlp"]}                  # categorical (a plain list also works)
 
-A parameter is one of the method's own ``method_params``, a :class:`~prompting.train.TrainConfig`
+A parameter is one of the method's own settings, a :class:`~prompting.settings.TrainConfig`
 field, ``template`` (choices of template strings), or a template slot length: ``soft_length`` sets
 the N of every ``{soft:N}`` slot, ``trigger_length`` the N of every ``{trigger:N}`` slot.
 
@@ -22,13 +21,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .settings import TRAIN_KEYS, MethodConfig
 from .template import Soft, Template, Trigger, _unparse
-from .train import TrainConfig
 
 __all__ = ["SearchSpaceError", "Param", "parse_param", "sweepable", "build_space", "apply_params",
-           "resize_slots", "TRAIN_PARAMS", "SLOT_PARAMS"]
+           "resize_slots", "SLOT_PARAMS"]
 
-TRAIN_PARAMS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "select_metric"))
 SLOT_PARAMS = {"soft_length": Soft, "trigger_length": Trigger}
 SCALARS = (str, int, float, bool, type(None))
 
@@ -112,9 +110,9 @@ def parse_param(where: str, name: str, spec: Any) -> Param:
     return Param(name, low=low, high=high, log=log, step=step)
 
 
-def sweepable(method_cls) -> tuple[str, ...]:
-    """Every parameter a sweep of ``method_cls`` may sample."""
-    return tuple(method_cls.method_params) + TRAIN_PARAMS + ("template",) + tuple(SLOT_PARAMS)
+def sweepable(config_cls: type[MethodConfig]) -> tuple[str, ...]:
+    """Every parameter a sweep of the method with config class ``config_cls`` may sample."""
+    return config_cls.keys() + TRAIN_KEYS + ("template",) + tuple(SLOT_PARAMS)
 
 
 def _has_slots(templates: Sequence[str], kind: type) -> bool:
@@ -131,7 +129,7 @@ def _applies(name: str, templates: Sequence[str]) -> bool:
     return True
 
 
-def build_space(where: str, method_cls, fixed: Sequence[str], overrides: dict | None,
+def build_space(where: str, config_cls: type[MethodConfig], fixed: Sequence[str], overrides: dict | None,
                 templates: Sequence[str], trained: bool = True) -> dict[str, Param]:
     """The method's declared space, less the keys fixed in the method entry, updated by ``overrides``.
 
@@ -139,22 +137,22 @@ def build_space(where: str, method_cls, fixed: Sequence[str], overrides: dict | 
     slot) is left out; an override that names an unknown or inapplicable parameter is an error.
     An untrained method (``train: false``) has no training parameters to sample.
     """
-    allowed = sweepable(method_cls)
+    allowed = sweepable(config_cls)
     if not trained:
-        allowed = tuple(a for a in allowed if a not in TRAIN_PARAMS)
+        allowed = tuple(a for a in allowed if a not in TRAIN_KEYS)
     space = {}
-    for name, spec in getattr(method_cls, "search_space", {}).items():
-        if name not in sweepable(method_cls):  # a method that declares what it cannot take is a library bug
-            raise SearchSpaceError(f"{method_cls.__name__}.search_space: unknown parameter {name!r}")
+    for name, spec in config_cls.search_space().items():
+        if name not in sweepable(config_cls):  # a method that declares what it cannot take is a library bug
+            raise SearchSpaceError(f"{config_cls.__name__}.train_space: unknown parameter {name!r}")
         if name in allowed and name not in fixed and _applies(name, templates):
-            space[name] = parse_param(f"{method_cls.__name__}.search_space", name, spec)
+            space[name] = parse_param(f"{config_cls.__name__}.search_space", name, spec)
     if overrides is not None and not isinstance(overrides, dict):
         raise SearchSpaceError(f"{where}: {overrides!r} is not valid; give a mapping of parameter -> distribution")
     for name, spec in (overrides or {}).items():
         if name not in allowed:
-            untrained = " (it is not trained: train: false)" if name in TRAIN_PARAMS else ""
+            untrained = " (it is not trained: train: false)" if name in TRAIN_KEYS else ""
             raise SearchSpaceError(
-                f"{where}: unknown parameter {name!r} for method {method_cls.name!r}{untrained}; sweepable "
+                f"{where}: unknown parameter {name!r} for method {config_cls.method!r}{untrained}; sweepable "
                 f"parameters: {', '.join(allowed)}")
         if not _applies(name, templates):
             what = "one template with a {soft:N} slot" if name == "soft_length" else \
@@ -191,7 +189,7 @@ def apply_params(spec, values: dict, templates: Sequence[str], label: str | None
             template = value
         elif name in SLOT_PARAMS:
             continue
-        elif name in TRAIN_PARAMS:
+        elif name in TRAIN_KEYS:
             train_config[name] = value
         else:
             params[name] = value

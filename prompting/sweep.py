@@ -28,9 +28,10 @@ import dataclasses
 import importlib.util
 import math
 import os
-import re
+import random
 import socket
 import statistics
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,15 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, ExperimentConfig, method_space, parse_config, select_method
-from .harness import Experiment, MethodSpec
+from .paths import check_output_dir, slug
+from .report import fmt
 from .searchspace import SLOT_PARAMS, apply_params, resize_slots
-from .template import Template
-from .train import TrainingError
+from .settings import MethodSpec, TrainingError
 
 __all__ = ["SweepError", "Sweep", "open_storage", "default_storage", "add_sweep_parser"]
 
 SEED_PARAM = "train_seed"
+SCHEMA_ATTEMPTS = 8  # workers started together race to create a new storage's tables
 MAX_FAILS_IN_A_ROW = 5
 
 
@@ -55,13 +57,21 @@ class SweepError(RuntimeError):
 
 # ------------------------------------------------------------------------------------ storage
 def shown_url(url: str) -> str:
-    """A storage URL without its password."""
+    """A storage URL without its password (``***`` in its place), also when it does not parse."""
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        if "@" not in (parsed.host or ""):  # an "@" left in the host: the password had one, unescaped
+            return parsed.render_as_string(hide_password=True)
     except Exception:
-        return repr(url)
+        pass
+    # whatever stands before the last "@" may hold a password: never print it
+    text = str(url)
+    if "@" not in text:
+        return text
+    scheme, sep, rest = text.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}" if sep else f"***@{text.rpartition('@')[2]}"
 
 
 def default_storage(output_dir: str | Path) -> str:
@@ -72,22 +82,55 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
     """An optuna RDB storage with heartbeats: a trial whose worker stops beating for ``grace_period``
     seconds is failed and its parameters are queued again (at most ``max_retry`` times)."""
     import optuna
+
+    shown = shown_url(url)
+    url, engine_kwargs = _engine_url(url)
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = {"heartbeat_stale_trial_callback": retry(max_retry=max_retry)} if retry else \
+            {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=heartbeat_interval,
+                                                  grace_period=grace_period, **callback)
+        except Exception as err:  # sqlalchemy/driver errors: no server, wrong password, no such database...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(first):
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                continue
+            raise SweepError(f"cannot open storage {shown!r}: {first}") from None
+
+
+def _engine_url(url: str) -> tuple[str, dict[str, Any]]:
+    """The URL SQLAlchemy is given (the driver spelled out) and the engine's settings, after checking
+    that it names a database every worker can share."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     valid = "sqlite:///PATH/sweep.db (one machine) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (many)"
     if not isinstance(url, str) or "://" not in url:
-        raise SweepError(f"storage {url!r} is not a database URL; use {valid}")
+        raise SweepError(f"storage {shown_url(url)!r} is not a database URL; use {valid}")
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as err:
-        raise SweepError(f"storage {url!r} is not a valid database URL ({err}); use {valid}") from None
-    shown = parsed.render_as_string(hide_password=True)
+        why = str(err).replace(url, shown_url(url))  # the parser's message may quote the URL, password and all
+        raise SweepError(f"storage {shown_url(url)!r} is not a valid database URL ({why}); use {valid}") from None
+    shown = shown_url(url)
     dialect = parsed.get_backend_name()
     if dialect == "postgres":
         raise SweepError(f"storage {shown!r}: write postgresql://, not postgres://")
     if dialect not in ("sqlite", "postgresql", "mysql"):
         raise SweepError(f"storage {shown!r}: {dialect!r} is not a supported database; use {valid}")
+    if dialect == "sqlite" and _in_memory(parsed):
+        # each connection (every worker, and each heartbeat thread) would get its own empty database,
+        # and the study would vanish when the process ends
+        raise SweepError(f"storage {shown!r} is an in-memory SQLite database, which no other worker or thread "
+                         "can see and which is gone at exit; give a file: sqlite:///PATH/sweep.db "
+                         "(or leave --storage out for OUTPUT_DIR/sweep.db)")
     engine_kwargs: dict[str, Any] = {}
     if dialect == "postgresql":
         # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; ours is psycopg2 (the postgres extra)
@@ -100,17 +143,20 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     if dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            callback = {"heartbeat_stale_trial_callback": retry(max_retry=max_retry)} if retry else \
-                {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                              grace_period=grace_period, **callback)
-    except Exception as err:  # sqlalchemy/driver errors: no server, wrong password, no such database...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SweepError(f"cannot open storage {shown!r}: {first}") from None
+    return url, engine_kwargs
+
+
+def _schema_race(message: str) -> bool:
+    """Whether opening a storage failed because another worker was creating its tables at the same
+    moment (optuna creates the schema on first use): then the next try finds them made."""
+    return any(m in message for m in ("already exists", "UNIQUE constraint failed", "database is locked",
+                                      "duplicate key value"))
+
+
+def _in_memory(parsed) -> bool:
+    database = parsed.database or ""
+    return database in ("", ":memory:") or database.startswith("file::memory:") or \
+        parsed.query.get("mode") == "memory"
 
 
 def _retry(study, trial, max_retry: int) -> None:
@@ -125,10 +171,6 @@ def _retry(study, trial, max_retry: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ the sweep
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def objective_value(per_seed: list[float], objective: str = "mean", stability_lambda: float = 1.0) -> float:
     """Mean over data seeds, or (``stable``) mean - lambda * std (sample std; 0 for one seed)."""
     mean = statistics.fmean(per_seed)
@@ -177,13 +219,11 @@ class Sweep:
         mode = "seeds" if self.seed_sweep else "params"
         # the method's name, or its label where several entries share the name
         same = sum(m.name == self.base.name for m in self.cfg.methods) > 1
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.cfg.name}-{self.base.label if same else self.base.name}")
-        slug = slug.strip("-")
-        self.study_name = self.study_name or f"{slug}-{mode}"
+        self.study_name = self.study_name or f"{slug(f'{self.cfg.name}-{self.base.label if same else self.base.name}')}-{mode}"
         self.storage = self.storage or default_storage(self.output_dir)
         self.mode = mode
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._experiment: Experiment | None = None
+        self._experiment = None  # the harness's Experiment, built when the first trial runs
         self._current: int | None = None
 
     # -------------------------------------------------------------------------- study
@@ -280,18 +320,12 @@ class Sweep:
             return None
         return next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
 
-    def _make_experiment(self, lm) -> Experiment:
-        from .backbone import LanguageModel
-        from .config import load_task_spec
+    def _make_experiment(self, lm):
+        from .harness import build_experiment
 
-        cfg = self.cfg
-        task = load_task_spec(cfg.task, cfg.base)
-        for choice in (self.space.get("template").choices if "template" in self.space else ()):
-            Template(choice).check_fields(task.text_fields)
-        lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512)
         # one experiment per worker: its test set and LM snapshot serve every trial
-        return Experiment(lm, task, [self.base], cfg.prompts, cfg.protocol, output_dir=self.output_dir,
-                          name=cfg.name, max_length=cfg.max_length)
+        choices = self.space["template"].choices if "template" in self.space else ()
+        return build_experiment(self.cfg, self.output_dir, lm, methods=[self.base], templates=choices)
 
     def _trial_spec(self, trial) -> tuple[MethodSpec, Any]:
         protocol = self.cfg.protocol
@@ -299,7 +333,7 @@ class Sweep:
             seed = trial.suggest_int(SEED_PARAM, 1, max(1, self.n_seeds))
             return dataclasses.replace(self.base, ensemble=None), dataclasses.replace(protocol, train_seeds=[seed])
         values = {name: param.suggest(trial) for name, param in self.space.items()}
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items() if k != "template" and k not in SLOT_PARAMS)
+        shown = ", ".join(f"{k}={fmt(v)}" for k, v in values.items() if k != "template" and k not in SLOT_PARAMS)
         label = f"{self.base.label} [{shown}]" if shown else self.base.label
         return apply_params(self.base, values, self.templates, label), protocol
 
@@ -340,7 +374,7 @@ class Sweep:
 
     @staticmethod
     def _line(trial) -> str:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items() if k != "template")
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in trial.params.items() if k != "template")
         value = f"{trial.value:.4f}" if trial.value is not None else "–"
         retry = trial.system_attrs.get("failed_trial")
         again = f" (retry of trial {retry})" if retry is not None else ""
@@ -419,7 +453,10 @@ def cmd_sweep(args) -> int:
 
     from .config import load_configs
 
-    configs = load_configs(args.config)
+    from .cli import check_config_file, check_count
+
+    check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
+    configs = load_configs(check_config_file(args.config))
     if len(configs) != 1:
         raise ConfigError(f"{args.config}: holds {len(configs)} experiments; a sweep needs one")
     cfg = configs[0]
@@ -428,7 +465,11 @@ def cmd_sweep(args) -> int:
     n_trials = args.n_trials if args.n_trials is not None else (cfg.sweep.n_trials if cfg.sweep else None)
     if n_trials is None or n_trials < 0:
         raise ConfigError(f"give --n-trials N (N >= 0) or sweep.n_trials in {args.config}")
-    output = Path(args.output_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
+    output = check_output_dir(args.output_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
+    if args.export_best:  # written after the sweep: a path it cannot be written to is refused now
+        if Path(args.export_best).is_dir():
+            raise ConfigError(f"--export-best {args.export_best!r} is a folder; give the path of a YAML file to write")
+        check_output_dir(Path(args.export_best).parent, "--export-best folder")
     sweep = Sweep(cfg, output, storage=args.storage, study_name=args.study, method=args.method,
                   objective=args.objective, stability_lambda=args.stability_lambda, seed_sweep=args.seed_sweep,
                   n_trials=n_trials, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,

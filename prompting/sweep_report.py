@@ -10,27 +10,22 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import statistics
 import warnings
 from pathlib import Path
 
+from .paths import atomic_path, atomic_write, inside
+from .paths import slug as safe_slug
+from .report import fmt, pct
+
 __all__ = ["write_sweep_report"]
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("\n", "⏎").replace("|", "\\|")
-
-
-def _pct(value) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
-
-
 def _save(fig, path: Path) -> Path:
+    path = inside(path.parent, path.name)  # the study name in it is user text
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -108,21 +103,38 @@ def _seeds_plot(trials, folder: Path, slug: str, seed_param: str) -> Path | None
 def write_sweep_report(study, directory: str | Path, name: str | None = None,
                        seed_param: str = "train_seed") -> dict[str, Path]:
     """Write the sweep's markdown report, trial CSV and plots into ``directory``; returns their paths."""
-    import optuna
-
     directory = Path(directory)
     folder = directory / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     name = name or study.study_name
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+    slug = safe_slug(name)
     trials = study.get_trials(deepcopy=False)
-    attrs = study.user_attrs
-    out = {"sweep_report": directory / f"sweep_{slug}.md", "sweep_trials": directory / f"sweep_{slug}_trials.csv"}
+    out = {"sweep_report": inside(directory, f"sweep_{slug}.md"),
+           "sweep_trials": inside(directory, f"sweep_{slug}_trials.csv")}
     plots, notes = _optuna_plots(study, folder, slug, seed_param)
-    seeds = _seeds_plot(trials, folder, slug, seed_param) if attrs.get("mode") == "seeds" else None
+    seeds = _seeds_plot(trials, folder, slug, seed_param) if study.user_attrs.get("mode") == "seeds" else None
     if seeds:
         plots["seeds"] = seeds
-    states = {}
+    lines = _summary_lines(study, name, trials, seed_param) + _trials_table(trials)
+    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+    for key, path in plots.items():
+        out[f"sweep_{key}"] = path
+        lines += [f"![{key}](plots/{path.name})", ""]
+    atomic_write(out["sweep_report"], "\n".join(lines))
+    _write_trials_csv(out["sweep_trials"], trials)
+    if (directory / "results.jsonl").exists():
+        from .report import write_report
+
+        out.update(write_report(directory))
+    return out
+
+
+def _summary_lines(study, name: str, trials, seed_param: str) -> list[str]:
+    """What was swept and how, the trial counts, the best trial, and (seed sweeps) the spread over seeds."""
+    import optuna
+
+    attrs = study.user_attrs
+    states: dict[str, int] = {}
     for t in trials:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     lines = [f"# Sweep {name}", "",
@@ -134,38 +146,35 @@ def write_sweep_report(study, directory: str | Path, name: str | None = None,
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
         best = max(complete, key=lambda t: t.value)
-        lines += [f"Best: trial {best.number}, dev objective {_pct(best.value)}, test (mean) "
-                  f"{_pct(best.user_attrs.get('test_mean'))}; params: "
-                  + ", ".join(f"`{k}={_fmt(v)}`" for k, v in best.params.items()), ""]
+        lines += [f"Best: trial {best.number}, dev objective {pct(best.value)}, test (mean) "
+                  f"{pct(best.user_attrs.get('test_mean'))}; params: "
+                  + ", ".join(f"`{k}={fmt(v)}`" for k, v in best.params.items()), ""]
     if attrs.get("mode") == "seeds" and len(complete) > 1:
         # two workers can draw the same seed (optuna's brute-force sampler): count each seed once
         values = list({t.params.get(seed_param): t.value for t in reversed(complete)}.values())
-        lines += [f"Over {len(values)} training seeds the dev objective is {_pct(statistics.fmean(values))} ± "
-                  f"{_pct(statistics.stdev(values))} (min {_pct(min(values))}, max {_pct(max(values))}).", ""]
-    lines += ["| trial | state | dev objective | dev by data seed | test (mean) | params | retry of | worker |",
-              "|---:|---|---:|---|---:|---|---:|---|"]
+        lines += [f"Over {len(values)} training seeds the dev objective is {pct(statistics.fmean(values))} ± "
+                  f"{pct(statistics.stdev(values))} (min {pct(min(values))}, max {pct(max(values))}).", ""]
+    return lines
+
+
+def _trials_table(trials) -> list[str]:
+    lines = ["| trial | state | dev objective | dev by data seed | test (mean) | params | retry of | worker |",
+             "|---:|---|---:|---|---:|---|---:|---|"]
     for t in trials:
-        by_seed = ", ".join(f"{s}: {_pct(v)}" for s, v in (t.user_attrs.get("dev_by_seed") or {}).items())
-        lines.append(f"| {t.number} | {t.state.name.lower()} | {_pct(t.value)} | {by_seed} | "
-                     f"{_pct(t.user_attrs.get('test_mean'))} | "
-                     + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+        by_seed = ", ".join(f"{s}: {pct(v)}" for s, v in (t.user_attrs.get("dev_by_seed") or {}).items())
+        lines.append(f"| {t.number} | {t.state.name.lower()} | {pct(t.value)} | {by_seed} | "
+                     f"{pct(t.user_attrs.get('test_mean'))} | "
+                     + ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items())
                      + f" | {t.system_attrs.get('failed_trial', '')} | {t.user_attrs.get('worker', '')} |")
-    lines.append("")
-    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
-    for key, path in plots.items():
-        out[f"sweep_{key}"] = path
-        lines += [f"![{key}](plots/{path.name})", ""]
-    out["sweep_report"].write_text("\n".join(lines))
+    return lines + [""]
+
+
+def _write_trials_csv(path: Path, trials) -> None:
     params = sorted({k for t in trials for k in t.params})
-    with open(out["sweep_trials"], "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["trial", "state", "value", "test_mean", "retry_of", "worker", *params])
         for t in trials:
             w.writerow([t.number, t.state.name, t.value, t.user_attrs.get("test_mean"),
                         t.system_attrs.get("failed_trial"), t.user_attrs.get("worker"),
                         *[t.params.get(k) for k in params]])
-    if (directory / "results.jsonl").exists():
-        from .report import write_report
-
-        out.update(write_report(directory))
-    return out

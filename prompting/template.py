@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: parsing a template needs none
+    import torch
 
 __all__ = [
     "TemplateError", "Template", "from_openprompt", "Text", "Field", "Mask", "Soft", "Trigger",
@@ -464,6 +465,8 @@ class PromptBatch:
 
 
 def collate(encodings: Sequence[Encoding], pad_id: int, left: bool) -> PromptBatch:
+    import torch
+
     width = max(len(e.input_ids) for e in encodings)
     ids = torch.full((len(encodings), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(encodings), width), dtype=torch.long)

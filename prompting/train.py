@@ -8,67 +8,18 @@ kept and restored; early stopping; deterministic on CPU for a given seed.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from .data import compute_metrics
-from .methods.base import EncodedExamples, PromptMethod
+from .methods.base import EncodedExamples, PromptMethod, SearchMethod
+from .results import dev_key
+from .settings import TrainConfig, TrainingError
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate"]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (the loss became NaN or infinite)."""
-
-
-@dataclass
-class TrainConfig:
-    """How to train. ``max_steps`` wins over ``epochs`` when both are given."""
-
-    lr: float = 1e-5
-    lm_lr: float | None = None  # the LM's own rate when ``tune_lm`` (P-tuning trains both)
-    tune_lm: bool = False
-    epochs: float = 8
-    max_steps: int | None = None
-    batch_size: int = 8
-    eval_batch_size: int = 32
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_every: int | None = None  # steps between dev evaluations; default once per epoch
-    patience: int | None = None  # stop after this many evaluations without a better dev score
-    select_metric: str = "accuracy"
-    # the state before training is a candidate for the best-on-dev state; false: only trained states
-    # (what PET fine-tuning wants: its untrained state is the zero-shot run, reported on its own)
-    select_untrained: bool = True
-    seed: int = 1
-
-    def __post_init__(self):
-        for name in ("lr", "lm_lr", "epochs", "max_steps", "batch_size", "eval_batch_size", "warmup_ratio",
-                     "weight_decay", "max_grad_norm", "eval_every", "patience", "seed"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"{name}={value!r} is not valid; give a number")
-        for name in ("tune_lm", "select_untrained"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; use true or false")
-        for name in ("lr", "batch_size", "eval_batch_size"):
-            if getattr(self, name) is None or getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must be > 0")
-        if self.max_steps is None and (self.epochs is None or self.epochs <= 0):
-            raise ValueError(f"epochs={self.epochs!r} is not valid; give epochs > 0 or max_steps > 0")
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise ValueError(f"max_steps={self.max_steps!r} is not valid; it must be > 0")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio={self.warmup_ratio!r} is not valid; use 0 <= ratio < 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate", "dev_score", "gold_cross_entropy"]
 
 
 @dataclass
@@ -104,16 +55,15 @@ def gold_cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> float | No
     return torch.nn.functional.cross_entropy(scores[known].float(), labels[known]).item()
 
 
-def _dev_score(method: PromptMethod, data: EncodedExamples, batch_size: int, metric: str
-               ) -> tuple[dict[str, float], float, tuple[float, float], torch.Tensor]:
-    """Dev metrics, the gold labels' mean cross-entropy, the selection key (the metric, ties
-    broken by the lower cross-entropy: with 32 dev examples accuracy moves in steps of 3%, and a
-    tie must not keep the untrained state just because it came first) and the label scores."""
+def dev_score(method: PromptMethod, data: EncodedExamples, batch_size: int, metric: str
+              ) -> tuple[dict[str, float], float, tuple[float, float], torch.Tensor]:
+    """Dev metrics, the gold labels' mean cross-entropy, the selection key (see
+    :func:`prompting.results.dev_key`, the one rule for training, search and seed selection) and the
+    label scores."""
     scores = method.predict_scores(data, batch_size)
     metrics, _ = _metrics(method, data, scores)
     loss = gold_cross_entropy(scores, data.labels)
-    loss = 0.0 if loss is None else loss
-    return metrics, loss, (metrics[metric], -loss), scores
+    return metrics, (0.0 if loss is None else loss), dev_key(metrics, loss, metric), scores
 
 
 def _trainable_state(method: PromptMethod, tune_lm: bool) -> dict[str, torch.Tensor]:
@@ -132,23 +82,8 @@ def _restore(method: PromptMethod, state: dict[str, torch.Tensor]) -> None:
         method.lm.model.load_state_dict(lm)
 
 
-def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedExamples | None,
-          config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train ``method`` in place; on return it holds the best-on-dev state."""
-    from tqdm.auto import tqdm
-
-    if len(train_data) == 0:
-        raise ValueError("no training examples")
-    if (train_data.labels < 0).any():
-        raise ValueError("training examples need labels the verbalizer knows")
-    if callable(getattr(method, "fit", None)):
-        # a method that learns by search, not by gradient descent (AutoPrompt), brings its own loop
-        return method.fit(train_data, dev_data, config, progress=progress)
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    for p in method.lm.model.parameters():
-        p.requires_grad_(config.tune_lm)
+def _optimiser(method: PromptMethod, config: TrainConfig, total: int):
+    """AdamW over the method's parameter groups, and its warm-up then linear-decay schedule."""
     groups = method.parameter_groups(config.lr, config.lm_lr, config.tune_lm)
     if not groups:
         raise ValueError(f"method {method.name!r} has nothing to train (frozen LM and no prompt "
@@ -156,64 +91,99 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
     for group in groups:
         group.setdefault("weight_decay", config.weight_decay)
     optimizer = torch.optim.AdamW(groups)
-    per_epoch = math.ceil(len(train_data) / config.batch_size)
-    total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
     warmup = int(config.warmup_ratio * total)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-    eval_every = config.eval_every or per_epoch
-    params = [p for g in groups for p in g["params"]]
+    return optimizer, schedule, [p for g in groups for p in g["params"]]
 
-    best_key, best_step, best_dev, best_state, best_scores = (-math.inf, -math.inf), 0, {}, None, None
-    if config.select_untrained and dev_data is not None and len(dev_data):
-        best_dev, _, best_key, best_scores = _dev_score(method, dev_data, config.eval_batch_size,
-                                                        config.select_metric)
-        best_state = _trainable_state(method, config.tune_lm)
+
+class _Best:
+    """The best-on-dev state so far: its selection key, step, dev metrics, dev scores and tensors."""
+
+    def __init__(self):
+        self.key, self.step, self.dev, self.state, self.scores = (-math.inf, -math.inf), 0, {}, None, None
+
+    def offer(self, method: PromptMethod, dev_data: EncodedExamples, config: TrainConfig, step: int) -> dict:
+        """Score dev; keep this state if it is better. Returns the history fields of the evaluation."""
+        dev, loss, key, scores = dev_score(method, dev_data, config.eval_batch_size, config.select_metric)
+        self.improved = key > self.key
+        if self.improved:
+            self.key, self.step, self.dev, self.scores = key, step, dev, scores
+            self.state = _trainable_state(method, config.tune_lm)
+        return {"dev": dev, "dev_loss": round(loss, 6)}
+
+
+def _step(method: PromptMethod, batch, optimizer, schedule, params, config: TrainConfig, step: int) -> float:
+    """One optimiser step on a batch; the loss, or an error naming the step where it is not finite."""
+    loss = torch.nn.functional.cross_entropy(method(batch), batch.labels)
+    if not torch.isfinite(loss):
+        raise TrainingError(
+            f"loss became {loss.item()} at step {step} of {method.name} (lr={config.lr}); "
+            "lower the learning rate or check the inputs")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    optimizer.step()
+    schedule.step()
+    return loss.item()
+
+
+def _set_mode(method: PromptMethod, training: bool, tune_lm: bool) -> None:
+    method.train(training)
+    method.lm.model.train(training and tune_lm)  # a frozen LM stays deterministic (no dropout)
+
+
+def _check_data(train_data: EncodedExamples) -> None:
+    if len(train_data) == 0:
+        raise ValueError("no training examples")
+    if (train_data.labels < 0).any():
+        raise ValueError("training examples need labels the verbalizer knows")
+
+
+def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedExamples | None,
+          config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train ``method`` in place; on return it holds the best-on-dev state."""
+    from tqdm.auto import tqdm
+
+    _check_data(train_data)
+    if isinstance(method, SearchMethod):  # learns by search, not by gradient descent (AutoPrompt)
+        return method.search(train_data, dev_data, config, progress=progress)
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    for p in method.lm.model.parameters():
+        p.requires_grad_(config.tune_lm)
+    per_epoch = math.ceil(len(train_data) / config.batch_size)
+    total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+    optimizer, schedule, params = _optimiser(method, config, total)
+    eval_every = config.eval_every or per_epoch
+    use_dev = dev_data is not None and len(dev_data) > 0
+    best = _Best()
+    if config.select_untrained and use_dev:
+        best.offer(method, dev_data, config, 0)
     history, stale, step = [], 0, 0
     bar = tqdm(total=total, desc=f"train {method.name}", disable=not progress, leave=False)
-    method.train()
-    method.lm.model.train(config.tune_lm)  # a frozen LM stays deterministic (no dropout)
-    while step < total:
+    _set_mode(method, True, config.tune_lm)
+    while step < total and (config.patience is None or stale < config.patience):
         for batch in method.batches(train_data, config.batch_size, shuffle=True, generator=generator):
-            loss = torch.nn.functional.cross_entropy(method(batch), batch.labels)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {step} of {method.name} (lr={config.lr}); "
-                    "lower the learning rate or check the inputs")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            schedule.step()
             step += 1
-            record = {"step": step, "loss": round(loss.item(), 6)}
+            record = {"step": step, "loss": round(_step(method, batch, optimizer, schedule, params, config, step - 1), 6)}
             bar.update(1)
-            if dev_data is not None and len(dev_data) and (step % eval_every == 0 or step == total):
-                dev, dev_loss, key, scores = _dev_score(method, dev_data, config.eval_batch_size,
-                                                        config.select_metric)
-                record["dev"], record["dev_loss"] = dev, round(dev_loss, 6)
-                method.train()
-                method.lm.model.train(config.tune_lm)
-                if key > best_key:
-                    best_key, best_step, best_dev, best_scores = key, step, dev, scores
-                    best_state = _trainable_state(method, config.tune_lm)
-                    stale = 0
-                else:
-                    stale += 1
-                bar.set_postfix(loss=f"{loss.item():.3f}", dev=f"{dev[config.select_metric]:.3f}")
+            if use_dev and (step % eval_every == 0 or step == total):
+                record.update(best.offer(method, dev_data, config, step))
+                _set_mode(method, True, config.tune_lm)
+                stale = 0 if best.improved else stale + 1
+                bar.set_postfix(loss=f"{record['loss']:.3f}", dev=f"{record['dev'][config.select_metric]:.3f}")
             history.append(record)
             if step >= total or (config.patience is not None and stale >= config.patience):
                 break
-        if config.patience is not None and stale >= config.patience:
-            break
     bar.close()
-    method.eval()
-    method.lm.model.eval()
+    _set_mode(method, False, config.tune_lm)
     for p in method.lm.model.parameters():
         p.requires_grad_(False)
-    if best_state is None:  # no dev set: the last state stands, and it was not scored on dev
-        best_scores = None
+    if best.state is None:  # no dev set: the last state stands, and it was not scored on dev
+        best.scores = None
     else:
-        _restore(method, best_state)
-    return TrainResult(step, best_step, best_dev, history, time.perf_counter() - started, best_scores)
+        _restore(method, best.state)
+    return TrainResult(step, best.step, best.dev, history, time.perf_counter() - started, best.scores)

@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: checking a verbalizer needs none
+    import torch
 
 __all__ = ["VerbalizerError", "Verbalizer", "LabelWordIds", "AGGREGATIONS"]
 
@@ -41,11 +42,13 @@ class Verbalizer:
             items = [value] if isinstance(value, str) else [] if value is None else value
             is_list = isinstance(items, (list, tuple))
             booleans = isinstance(value, bool) or (is_list and any(isinstance(w, bool) for w in items))
-            if not is_list or booleans:
+            if not is_list or booleans or (is_list and any(w is None for w in items)):
                 # YAML reads unquoted yes / no as booleans: say so instead of scoring the word "True"
                 raise VerbalizerError(
                     f"label {label!r}: label words must be a string or a list of strings, got {value!r}"
-                    + ("; quote yes / no in YAML" if booleans else ""))
+                    + ("; quote yes / no in YAML" if booleans else "")
+                    + ("; YAML reads an empty entry or null as nothing, not as a word" if is_list and None in items
+                       else ""))
             items = [str(w).strip() for w in items]
             if not items or not all(items):
                 raise VerbalizerError(f"label {label!r} has no label words ({value!r}); give at least one")
@@ -74,7 +77,7 @@ class Verbalizer:
         return " | ".join(f"{label}: {', '.join(ws)}" for label, ws in self.label_words.items())
 
     def check_labels(self, labels: Sequence[str]) -> None:
-        """Raise if the task's labels and the verbalizer's labels differ."""
+        """Raise if the task's labels and the verbalizer's labels differ, or two labels share a word."""
         labels = [str(label) for label in labels]
         missing = [label for label in labels if label not in self.label_words]
         if missing:
@@ -86,6 +89,13 @@ class Verbalizer:
             raise VerbalizerError(
                 f"the verbalizer has words for label {extra[0]!r}, which the task does not have; "
                 f"task labels: {', '.join(map(repr, labels))}")
+        owners: dict[str, str] = {}
+        for label, words in self.label_words.items():
+            for word in words:
+                if owners.setdefault(word, label) != label:
+                    raise VerbalizerError(
+                        f"label word {word!r} stands for both label {owners[word]!r} and label {label!r}; "
+                        "the two labels would always score the same: give each label its own words")
 
     def ordered(self, labels: Sequence[str]) -> "Verbalizer":
         """The same verbalizer with its labels in the task's order."""
@@ -94,6 +104,8 @@ class Verbalizer:
 
     def tokenize(self, tokenizer, leading_space: bool) -> "LabelWordIds":
         """Token ids of every label word as the model sees it after the prompt."""
+        import torch
+
         ids, owner = [], []
         unk = getattr(tokenizer, "unk_token_id", None)
         for index, (label, ws) in enumerate(self.label_words.items()):
@@ -124,6 +136,8 @@ class LabelWordIds:
 
     def aggregate_scores(self, word_logprobs: torch.Tensor) -> torch.Tensor:
         """[B, n_words] log-probabilities of whole words -> [B, n_labels] label scores."""
+        import torch
+
         owner = self.word_label.to(word_logprobs.device)
         columns = []
         for label in range(self.n_labels):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from prompting.data import Example
 from prompting.methods import AutoPrompt, PromptMethod, build_method, hotflip_candidates
 from prompting.template import Template
-from prompting.train import TrainConfig, TrainResult, train
+from prompting.train import TrainConfig, TrainResult, dev_score, train
 from prompting.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
@@ -100,7 +100,7 @@ def test_a_swap_is_kept_only_when_it_improves(tiny_causal_lm, better):
 
     method.score_triggers = fake_scores
     method._score_after_shared_text = lambda candidates, data: None  # the search then asks score_triggers
-    result = method.fit(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
+    result = method.search(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
     record = result.history[0]
     assert record["swapped"] is (better is not None)
     if better is None:
@@ -122,7 +122,7 @@ def test_excluded_tokens_never_appear(lm):
         assert all(t.startswith("Ġ") for t in tokens)
     else:  # WordPiece: ## pieces continue a word
         assert not any(t.startswith("##") for t in tokens)
-    result = method.fit(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4),
+    result = method.search(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4),
                         progress=False)
     proposed = {t for record in result.history for t in record["candidates"]}
     assert proposed and all(allowed[t] for t in proposed)
@@ -137,21 +137,21 @@ def test_found_template_reparses_and_scores_like_the_search(lm):
     assert isinstance(found, Template) and found.n_trigger == 0
     assert Template(found.text) == found and found.text.startswith("{text_a} ") and found.text.endswith(" {mask}")
     assert method.describe()["found_template"] == found.text
-    assert method.extra_config()["trigger_tokens"] == method.trigger_tokens()
+    assert method.learned()["trigger_tokens"] == method.trigger_tokens()
     manual = PromptMethod(lm, found, SINGLE, labels=["0", "1"])  # reused as an ordinary manual template
     data = EXAMPLES[:6]
     torch.testing.assert_close(manual.predict_scores(manual.encode(data)),
                                method.predict_scores(method.encode(data)), rtol=1e-4, atol=1e-4)
 
 
-def test_train_delegates_to_fit_and_keeps_the_best_trigger_on_dev(tiny_causal_lm):
+def test_train_delegates_to_search_and_keeps_the_best_trigger_on_dev(tiny_causal_lm):
     method = build_method("autoprompt", tiny_causal_lm, TEMPLATE, SINGLE, labels=["0", "1"], iterations=5,
                           num_candidates=5)
     dev = method.encode(EXAMPLES[8:])
-    initial, _, _ = method._dev_key(dev, TrainConfig())
+    _, _, initial, _ = dev_score(method, dev, 32, "accuracy")
     result = train(method, method.encode(EXAMPLES[:8]), dev, TrainConfig(batch_size=4), progress=False)
     assert isinstance(result, TrainResult) and len(result.history) == 5 and result.steps == 5
-    final, _, final_scores = method._dev_key(dev, TrainConfig())
+    _, _, final, final_scores = dev_score(method, dev, 32, "accuracy")
     assert final >= initial  # the kept trigger is the best seen on dev
     assert torch.equal(result.dev_scores, final_scores)  # handed back: the harness does not score dev again
     assert torch.equal(method.state_dict()["trigger_ids"], method.trigger_ids)
@@ -167,7 +167,7 @@ def test_bad_settings_name_the_problem(tiny_causal_lm):
         make(tiny_causal_lm, init="horrible")
     method = make(tiny_causal_lm)
     with pytest.raises(ValueError, match="frozen"):
-        method.fit(method.encode(EXAMPLES[:4]), None, TrainConfig(tune_lm=True))
+        method.search(method.encode(EXAMPLES[:4]), None, TrainConfig(tune_lm=True))
     with pytest.raises(ValueError, match="no parameter"):
         build_method("autoprompt", tiny_causal_lm, TEMPLATE, SINGLE, trigger_count=3)
 
@@ -193,7 +193,7 @@ def test_the_search_finds_a_planted_trigger(make_tiny_lm):
     data = method.encode([Example(ex.fields, "0") for ex in EXAMPLES])  # every label 'bad'
     start_loss = -method.score_triggers(method.trigger_ids[None], data).item()
     assert start_loss > 3  # the random LM says 'good': the start is far from the label
-    result = method.fit(data, None, TrainConfig(batch_size=4, seed=1), progress=False)
+    result = method.search(data, None, TrainConfig(batch_size=4, seed=1), progress=False)
     assert method.trigger_ids[-1].item() == planted  # next to the prediction, where it decides
     assert "story" in method.found_template().text
     assert result.history[-1]["train_loss"] < 1e-3
@@ -213,7 +213,7 @@ def test_the_accept_rule_never_takes_a_worse_candidate(tiny_causal_lm, positions
     method = make(tiny_causal_lm, iterations=15, num_candidates=6, positions=positions)
     method.score_triggers = _fake_scores(seed=3)
     method._score_after_shared_text = lambda candidates, data: None  # the search then asks score_triggers
-    result = method.fit(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
+    result = method.search(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
     previous = None
     for record in result.history:
         if record["swapped"]:
@@ -227,7 +227,7 @@ def test_the_accept_rule_never_takes_a_worse_candidate(tiny_causal_lm, positions
 
 def test_judged_on_every_training_example_the_training_loss_never_rises(lm):
     method = make(lm, iterations=8, num_candidates=6, score_examples=100, gradient_examples=100)
-    result = method.fit(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4),
+    result = method.search(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]), TrainConfig(batch_size=4),
                         progress=False)
     losses = [record["train_loss"] for record in result.history]
     start = -result.history[0]["current_score"]
@@ -238,7 +238,7 @@ def test_judged_on_every_training_example_the_training_loss_never_rises(lm):
 def test_the_search_is_deterministic_for_a_seed(lm):
     def search():
         method = make(lm, iterations=6, num_candidates=5, score_examples=4, gradient_examples=4)
-        result = method.fit(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]),
+        result = method.search(method.encode(EXAMPLES[:8]), method.encode(EXAMPLES[8:]),
                             TrainConfig(batch_size=4, seed=5), progress=False)
         strip = ("seconds", "gradient_seconds")
         return method.trigger_ids.tolist(), [{k: v for k, v in r.items() if k not in strip} for r in result.history]
@@ -256,9 +256,9 @@ def test_word_vocabulary_is_printable_words_that_tokenise_back(lm):
 
 
 def test_bad_search_choices_name_the_setting_and_the_choices(tiny_causal_lm):
-    with pytest.raises(ValueError, match=r"positions='diagonal'.*'cycle', 'random', 'all'"):
+    with pytest.raises(ValueError, match=r"positions='diagonal' is not valid; give one of cycle, random, all"):
         make(tiny_causal_lm, positions="diagonal")
-    with pytest.raises(ValueError, match=r"select='best'.*'dev', 'last'"):
+    with pytest.raises(ValueError, match=r"select='best' is not valid; give one of dev, last"):
         make(tiny_causal_lm, select="best")
     with pytest.raises(ValueError, match="gradient_examples"):
         make(tiny_causal_lm, gradient_examples=0)
@@ -313,7 +313,7 @@ def test_a_pass_without_a_better_swap_widens_to_the_next_ranks_then_stops(tiny_c
 
     method.score_triggers = current_always_wins
     method._score_after_shared_text = lambda candidates, data: None
-    result = method.fit(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
+    result = method.search(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
     # 3 positions x ranks 1-4, then 5-8, then 9-12; then nothing new to try
     assert [r["ranks"] for r in result.history] == [[1, 4]] * 3 + [[5, 8]] * 3 + [[9, 12]] * 3
     proposed = [set(r["candidates"]) for r in result.history]

@@ -49,10 +49,11 @@ def random_prefix(lm, size, length=3, seed=1):
 
 def test_registered_with_its_parameters():
     assert METHODS["prefix"] is PrefixTuning
-    assert PrefixTuning.method_params["prefix_projection"] is True
-    assert set(PrefixTuning.method_params) == {"prefix_length", "prefix_projection", "prefix_hidden_size",
-                                              "init", "init_text"}
-    assert PrefixTuning.method_params["prefix_length"] is None  # 10, or the moved words' length
+    defaults = PrefixTuning.config_class()
+    assert defaults.prefix_projection is True
+    assert set(PrefixTuning.config_class.keys()) == {"prefix_length", "prefix_projection", "prefix_hidden_size",
+                                                    "init", "init_text"}
+    assert defaults.prefix_length is None  # 10, or the moved words' length
 
 
 @pytest.mark.parametrize("fixture", FAMILIES)

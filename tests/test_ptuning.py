@@ -27,8 +27,8 @@ def first_batch(method):
 
 def test_registered_with_its_parameters():
     assert METHODS["ptuning"] is PTuning
-    assert set(PTuning.method_params) == {"encoder", "hidden_size", "residual", "input_lr"}
-    assert PTuning.method_params["encoder"] == "lstm"
+    assert set(PTuning.config_class.keys()) == {"encoder", "hidden_size", "residual", "input_lr"}
+    assert PTuning.config_class().encoder == "lstm"
 
 
 @pytest.mark.parametrize("fixture", FAMILIES)
@@ -97,7 +97,7 @@ def test_bad_settings_name_the_field(tiny_causal_lm):
         PTuning(lm, TEMPLATE, VERBALIZER, hidden_size=0)
     with pytest.raises(ValueError, match="residual='no'"):
         PTuning(lm, TEMPLATE, VERBALIZER, residual="no")
-    with pytest.raises(ValueError, match="input_lr=0 is not valid; give a learning rate > 0"):
+    with pytest.raises(ValueError, match="input_lr=0 is not valid; give a number > 0"):
         PTuning(lm, TEMPLATE, VERBALIZER, input_lr=0)
     with pytest.raises(ValueError, match="has no parameter 'prompt_tokens'"):
         build_method("ptuning", lm, TEMPLATE, VERBALIZER, prompt_tokens=3)

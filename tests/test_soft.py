@@ -26,8 +26,8 @@ def embedded(method, examples=EXAMPLES):
 
 def test_registered_with_its_parameters():
     assert METHODS["soft"] is SoftPrompt
-    assert set(SoftPrompt.method_params) == {"prompt_tokens", "init", "init_text"}
-    assert SoftPrompt.train_defaults["tune_lm"] is False
+    assert set(SoftPrompt.config_class.keys()) == {"prompt_tokens", "init", "init_text"}
+    assert SoftPrompt.config_class.train_defaults["tune_lm"] is False
 
 
 @pytest.mark.parametrize("fixture", FAMILIES)

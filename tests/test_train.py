@@ -93,7 +93,7 @@ def scripted_dev(monkeypatch):
         metrics = {"accuracy": accuracy, "macro_f1": accuracy}
         return metrics, loss, (metrics[metric], -loss), None
 
-    monkeypatch.setattr("prompting.train._dev_score", fake_dev_score)
+    monkeypatch.setattr("prompting.train.dev_score", fake_dev_score)
     return script, snapshots
 
 
@@ -211,18 +211,18 @@ def test_pet_fine_tuning_selects_among_trained_states_and_learned_prompts_may_ke
     lm = make_tiny_lm("llama")
     pet = build_method("manual", lm, TEMPLATE, VERBALIZER, labels=["0", "1"])
     soft = build_method("soft", lm, "{soft:2} " + TEMPLATE, VERBALIZER, labels=["0", "1"])
-    assert TrainConfig(**pet.train_defaults).select_untrained is False
-    assert TrainConfig(**soft.train_defaults).select_untrained is True
+    assert TrainConfig(**pet.config_class.train_defaults).select_untrained is False
+    assert TrainConfig(**soft.config_class.train_defaults).select_untrained is True
     with pytest.raises(ValueError, match="select_untrained='no' is not valid; use true or false"):
         TrainConfig(select_untrained="no")
 
 
 def test_the_real_dev_score_is_the_gold_cross_entropy_of_the_label_scores(make_tiny_lm):
-    from prompting.train import _dev_score
+    from prompting.train import dev_score
 
     method = manual(make_tiny_lm("llama"))
     data = method.encode(TRAIN)
-    metrics, loss, key, scores_seen = _dev_score(method, data, 8, "accuracy")
+    metrics, loss, key, scores_seen = dev_score(method, data, 8, "accuracy")
     scores = method.predict_scores(data)
     expected = -scores.log_softmax(-1).gather(1, data.labels.unsqueeze(1)).mean().item()
     assert loss == pytest.approx(expected, rel=1e-5)

@@ -40,7 +40,7 @@ def test_shared_pass_scores_equal_scoring_each_verbalizer_alone(fixture, request
         alone = PromptMethod(lm, template, Verbalizer(verbalizer), labels=task.labels)
         expected = alone.predict_scores(alone.encode(task.test), batch_size=5)
         key = ("manual", "{}", template, experiment_key(verbalizer))
-        assert torch.allclose(experiment._cache[key], expected, atol=1e-5), (template, verbalizer)
+        assert torch.allclose(experiment._cache.get(key, lambda: pytest.fail(f"{key} was not scored")), expected, atol=1e-5), (template, verbalizer)
 
 
 def experiment_key(verbalizer: dict) -> str:

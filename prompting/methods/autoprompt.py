@@ -18,8 +18,9 @@ When every position has been tried without a better swap, the next pass tries th
 ``num_candidates`` HotFlip ranks, down to ``max_candidates``; then the search stops (the same
 candidates would come back). ``select="dev"`` keeps the trigger that scores best on dev among the
 start and the accepted swaps; ``select="last"`` keeps the search's final trigger. The LM stays
-frozen and nothing is learned by gradient descent, so the method brings its own
-:meth:`AutoPrompt.fit`, which :func:`prompting.train.train` calls instead of its optimiser loop.
+frozen and nothing is learned by gradient descent, so the method is a
+:class:`~prompting.methods.base.SearchMethod`: its :meth:`AutoPrompt.search` is what
+:func:`prompting.train.train` calls instead of its optimiser loop.
 
 >>> method = AutoPrompt(lm, "{text_a} {trigger:5} {mask}", Verbalizer({0: "negative", 1: "positive"}),
 ...                     labels=task.labels, iterations=20)                  # doctest: +SKIP
@@ -39,11 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import LanguageModel
-from ..data import compute_metrics
 from ..template import PromptBatch, Template
-from ..verbalizer import Verbalizer
 from ..vocab import label_word_token_ids, token_mask, token_strings
-from .base import Batch, EncodedExamples, PromptMethod
+from .base import Batch, EncodedExamples, PromptMethod, SearchMethod
+from .configs import AutoPromptConfig
 
 __all__ = ["AutoPrompt", "hotflip_candidates", "whole_word_tokens", "TEMPLATE_FILE"]
 
@@ -127,7 +127,7 @@ def whole_word_tokens(tokenizer, allowed: torch.Tensor) -> torch.Tensor:
     return words
 
 
-class AutoPrompt(PromptMethod):
+class AutoPrompt(PromptMethod, SearchMethod):
     """Discrete trigger tokens in ``{trigger:N}`` slots, searched with HotFlip candidates.
 
     ``init`` is the word every trigger starts as (``"mask"``: the mask token of a masked LM, as in
@@ -147,58 +147,41 @@ class AutoPrompt(PromptMethod):
     """
 
     name = "autoprompt"
-    method_params = {"iterations": 20, "num_candidates": 10, "init": "the", "score_examples": 32,
-                     "gradient_examples": 32, "positions": "cycle", "vocabulary": "words", "select": "dev",
-                     "max_candidates": None,
-                     "score_rows": 256, "exclude_special": True, "exclude_subwords": True,
-                     "exclude_label_words": True, "seed": 0}
-    choices = {"positions": ("cycle", "random", "all"), "vocabulary": ("words", "tokens"),
-               "select": ("dev", "last")}
-    train_defaults = {"tune_lm": False, "batch_size": 16}
-    search_space = {"iterations": {"low": 5, "high": 40, "step": 5}, "num_candidates": {"choices": [5, 10, 20]},
-                    "trigger_length": {"low": 1, "high": 8}, "batch_size": {"choices": [8, 16, 32]}}
+    config_class = AutoPromptConfig
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None, iterations: int = 20,
-                 num_candidates: int = 10, init: str = "the", score_examples: int = 32,
-                 gradient_examples: int = 32, positions: str = "cycle", vocabulary: str = "words",
-                 select: str = "dev", max_candidates: int | None = None, score_rows: int = 256,
-                 exclude_special: bool = True,
-                 exclude_subwords: bool = True, exclude_label_words: bool = True, seed: int = 0):
-        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
-        if self.template.n_trigger == 0:
+    def adapt(self, template: Template, config: AutoPromptConfig) -> tuple[Template, AutoPromptConfig]:
+        if template.n_trigger == 0:
             raise ValueError(f"method 'autoprompt' needs {{trigger:N}} slots in its template; "
-                             f"{self.template.text!r} has none, e.g. \"{{text_a}} {{trigger:5}} {{mask}}\"")
-        for name, value, least in (("iterations", iterations, 0), ("num_candidates", num_candidates, 1),
-                                   ("score_examples", score_examples, 1), ("score_rows", score_rows, 1),
-                                   ("gradient_examples", gradient_examples, 1)):
-            if not isinstance(value, int) or value < least:
-                raise ValueError(f"autoprompt: {name}={value!r} is not valid; it must be an integer >= {least}")
-        if max_candidates is not None and (not isinstance(max_candidates, int) or max_candidates < num_candidates):
-            raise ValueError(f"autoprompt: max_candidates={max_candidates!r} is not valid; give an integer >= "
-                             f"num_candidates ({num_candidates}), or None (no widening)")
-        self.max_candidates = max_candidates or num_candidates
-        for name, value in (("positions", positions), ("vocabulary", vocabulary), ("select", select)):
-            if value not in self.choices[name]:
-                raise ValueError(f"autoprompt: {name}={value!r} is not valid; choose one of "
-                                 f"{', '.join(map(repr, self.choices[name]))}")
-        self.iterations, self.num_candidates = iterations, num_candidates
-        self.score_examples, self.score_rows, self.seed = score_examples, score_rows, seed
-        self.gradient_examples, self.positions, self.vocabulary, self.select = (
-            gradient_examples, positions, vocabulary, select)
-        self.init = init
-        excluded = label_word_token_ids(lm.tokenizer, [w for ws in self.verbalizer.label_words.values()
-                                                       for w in ws]) if exclude_label_words else set()
-        self.exclude = {"special": exclude_special, "subwords": exclude_subwords, "label_words": exclude_label_words}
-        self.allowed = token_mask(lm.tokenizer, lm.embeddings.num_embeddings, exclude_special=exclude_special,
-                                  exclude_subwords=exclude_subwords, exclude_ids=excluded)
-        if vocabulary == "words":
+                             f"{template.text!r} has none, e.g. \"{{text_a}} {{trigger:5}} {{mask}}\"")
+        if config.max_candidates is not None and config.max_candidates < config.num_candidates:
+            raise ValueError(f"autoprompt: max_candidates={config.max_candidates!r} is not valid; give an integer "
+                             f">= num_candidates ({config.num_candidates}), or None (no widening)")
+        return template, config
+
+    def setup(self) -> None:
+        config, lm = self.config, self.lm
+        words = [w for ws in self.verbalizer.label_words.values() for w in ws]
+        excluded = label_word_token_ids(lm.tokenizer, words) if config.exclude_label_words else set()
+        self.allowed = token_mask(lm.tokenizer, lm.embeddings.num_embeddings, exclude_special=config.exclude_special,
+                                  exclude_subwords=config.exclude_subwords, exclude_ids=excluded)
+        if config.vocabulary == "words":
             self.allowed = whole_word_tokens(lm.tokenizer, self.allowed)
         if not self.allowed.any():
-            raise ValueError(f"autoprompt: every token of the vocabulary is excluded (vocabulary={vocabulary!r}); "
-                             "relax exclude_* or use vocabulary='tokens'")
-        del self.trigger_ids  # a buffer, so it is saved with state_dict and restored with the best state
-        self.register_buffer("trigger_ids", self._initial_triggers(init, seed))
+            raise ValueError(f"autoprompt: every token of the vocabulary is excluded (vocabulary={config.vocabulary!r}); "
+                             "relax exclude_* or use vocabulary: tokens")
+        # a buffer, so it is saved with state_dict and restored with the best state
+        self.register_buffer("trigger_ids", self._initial_triggers(config.init, config.seed))
+
+    @property
+    def iterations(self) -> int:
+        return self.config.iterations
+
+    @property
+    def num_candidates(self) -> int:
+        return self.config.num_candidates
+
+    def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+        return _TriggerHooks(rows=self.trigger_ids.expand(len(batch), -1)).embed(lm, input_ids, batch)
 
     def _initial_triggers(self, init: str, seed: int) -> torch.Tensor:
         n, tokenizer = self.template.n_trigger, self.lm.tokenizer
@@ -243,12 +226,8 @@ class AutoPrompt(PromptMethod):
         """Replace the triggers by random allowed tokens (the baseline AutoPrompt must beat)."""
         self.trigger_ids.copy_(self._initial_triggers("random", seed))
 
-    def extra_config(self) -> dict:
-        return {"iterations": self.iterations, "num_candidates": self.num_candidates, "init": self.init,
-                "score_examples": self.score_examples, "gradient_examples": self.gradient_examples,
-                "positions": self.positions, "vocabulary": self.vocabulary, "select": self.select,
-                "max_candidates": self.max_candidates,
-                "trigger_ids": self.trigger_ids.tolist(), "trigger_tokens": self.trigger_tokens(),
+    def learned(self) -> dict:
+        return {"trigger_ids": self.trigger_ids.tolist(), "trigger_tokens": self.trigger_tokens(),
                 "found_template": self.found_template().text}
 
     # ------------------------------------------------------------------ the two search steps
@@ -269,7 +248,7 @@ class AutoPrompt(PromptMethod):
         The examples are stacked once per candidate, so one forward pass scores
         ``rows_per_forward // len(examples)`` candidates (at least one).
         """
-        rows_per_forward = rows_per_forward or self.score_rows
+        rows_per_forward = rows_per_forward or self.config.score_rows
         candidates = candidates.to(self.lm.device)
         total = torch.zeros(len(candidates), dtype=torch.float64)
         per_batch = max(1, min(len(data), rows_per_forward))
@@ -286,21 +265,11 @@ class AutoPrompt(PromptMethod):
         return (total / len(data)).float()
 
     # ------------------------------------------------------------------ the search
-    def _dev_key(self, dev_data: EncodedExamples, config) -> tuple[tuple[float, float], dict, torch.Tensor]:
-        """A key that breaks ties of the dev metric by the gold-label log-likelihood, dev metrics, and
-        the dev label scores."""
-        scores = self.predict_scores(dev_data, config.eval_batch_size)
-        predicted = [self.labels[i] for i in scores.argmax(1).tolist()]
-        gold = [self.labels[i] for i in dev_data.labels.tolist()]
-        dev = compute_metrics(gold, predicted, self.labels)
-        likelihood = scores.log_softmax(-1).gather(1, dev_data.labels.unsqueeze(1)).mean().item()
-        return (dev[config.select_metric], likelihood), dev, scores
-
     def _judge(self, candidates: torch.Tensor, data: EncodedExamples, rows: Sequence[int]) -> torch.Tensor:
         """:meth:`score_triggers` on ``rows`` in length-sorted chunks, each one forward pass for all
         candidates: one chunk of every length pads the short sentences to the longest."""
         rows = _by_length(data, rows)
-        chunk = max(1, self.score_rows // len(candidates))
+        chunk = max(1, self.config.score_rows // len(candidates))
         total = torch.zeros(len(candidates))
         for start in range(0, len(rows), chunk):
             part = _subset(data, rows[start:start + chunk])
@@ -399,16 +368,16 @@ class AutoPrompt(PromptMethod):
         setting covers them, else a new random batch, the judged one apart from the gradient's
         when there are enough examples (the paper's fresh batch)."""
         everything = list(range(n))
-        if self.gradient_examples >= n and self.score_examples >= n:
+        if self.config.gradient_examples >= n and self.config.score_examples >= n:
             return everything, everything
         order = torch.randperm(n, generator=generator).tolist()
-        grad_rows = everything if self.gradient_examples >= n else order[:self.gradient_examples]
-        if self.score_examples >= n:
+        grad_rows = everything if self.config.gradient_examples >= n else order[:self.config.gradient_examples]
+        if self.config.score_examples >= n:
             return grad_rows, everything
         rest = order[len(grad_rows):] if len(grad_rows) < n else order
-        judge_rows = rest[:self.score_examples]
-        if len(judge_rows) < self.score_examples:  # not enough unseen examples: top up from the rest
-            judge_rows += [i for i in order if i not in judge_rows][:self.score_examples - len(judge_rows)]
+        judge_rows = rest[:self.config.score_examples]
+        if len(judge_rows) < self.config.score_examples:  # not enough unseen examples: top up from the rest
+            judge_rows += [i for i in order if i not in judge_rows][:self.config.score_examples - len(judge_rows)]
         return grad_rows, judge_rows
 
     def _proposals(self, grad: torch.Tensor, positions: list[int], skip: int = 0) -> torch.Tensor:
@@ -425,7 +394,7 @@ class AutoPrompt(PromptMethod):
                     rows.append(row)
         return torch.stack(rows)
 
-    def fit(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
+    def search(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
         """Search the triggers for up to ``iterations`` iterations; keep the one ``select`` says.
 
         Uses ``config.batch_size`` (examples per gradient pass), ``config.seed``,
@@ -437,7 +406,7 @@ class AutoPrompt(PromptMethod):
         """
         from tqdm.auto import tqdm
 
-        from ..train import TrainResult
+        from ..train import TrainResult, dev_score
 
         if config.tune_lm:
             raise ValueError("method 'autoprompt' keeps the LM frozen; set tune_lm: false")
@@ -448,9 +417,13 @@ class AutoPrompt(PromptMethod):
         self.lm.model.eval()
         generator = torch.Generator().manual_seed(config.seed)
         n, n_trigger = len(train_data), len(self.trigger_ids)
-        judge_all, grad_all = self.score_examples >= n, self.gradient_examples >= n
+        judge_all, grad_all = self.config.score_examples >= n, self.config.gradient_examples >= n
         use_dev = dev_data is not None and len(dev_data) > 0
-        best_key, best_dev, best_scores = self._dev_key(dev_data, config) if use_dev else (None, {}, None)
+        if use_dev:
+            best_dev, _, best_key, best_scores = dev_score(self, dev_data, config.eval_batch_size,
+                                                           config.select_metric)
+        else:
+            best_key, best_dev, best_scores = None, {}, None
         best_ids, best_step, history = self.trigger_ids.clone(), 0, []
         cycle: list[int] = []
         cached = None  # (trigger, gradient): a fixed gradient set gives the same gradient until a swap
@@ -459,9 +432,9 @@ class AutoPrompt(PromptMethod):
         bar = tqdm(range(1, self.iterations + 1), desc=f"{self.name} search", disable=not progress, leave=False)
         for step in bar:
             step_started = time.perf_counter()
-            if self.positions == "all":
+            if self.config.positions == "all":
                 positions = list(range(n_trigger))
-            elif self.positions == "random":
+            elif self.config.positions == "random":
                 positions = [int(torch.randint(n_trigger, (1,), generator=generator))]
             else:
                 if not cycle:
@@ -492,15 +465,15 @@ class AutoPrompt(PromptMethod):
             tried_without_swap = 0 if swapped else tried_without_swap + len(positions)
             if swapped:
                 skip = 0
-            elif self.positions != "random" and tried_without_swap >= n_trigger and judge_all and grad_all:
+            elif self.config.positions != "random" and tried_without_swap >= n_trigger and judge_all and grad_all:
                 # no position has a better swap among these ranks: try the next ones, or stop
                 skip, tried_without_swap = skip + self.num_candidates, 0
-                if skip + self.num_candidates > self.max_candidates:
+                if skip + self.num_candidates > (self.config.max_candidates or self.num_candidates):
                     skip = None
             if use_dev and swapped:
-                key, dev, dev_scores = self._dev_key(dev_data, config)
+                dev, _, key, dev_scores = dev_score(self, dev_data, config.eval_batch_size, config.select_metric)
                 record["dev"] = dev
-                if self.select == "last" or key > best_key:
+                if self.config.select == "last" or key > best_key:
                     best_key, best_dev, best_ids, best_step = key, dev, self.trigger_ids.clone(), step
                     best_scores = dev_scores
             elif swapped:  # no dev set: keep the latest accepted swap

@@ -1,18 +1,23 @@
-"""The interface every prompt method implements, and the manual (PET) prompt it starts from.
+"""The interface every prompt method implements, and the manual (PET) prompt.
 
-A method is a ``torch.nn.Module`` that holds a template, a verbalizer and a LanguageModel and
-turns a batch of examples into label scores. Subclasses change only two things:
+A method is a ``torch.nn.Module`` that holds a template, a verbalizer, a LanguageModel and its typed
+settings (``config``, an instance of its ``config_class``), and turns a batch of examples into label
+scores. Subclasses change only these:
 
+- ``adapt``: the template and settings the method runs with (a soft prompt adds its slots);
+- ``setup``: what the method learns (a soft prompt's vectors, P-tuning's encoder, a prefix);
 - ``embed``: the input embeddings (soft prompts, P-tuning's encoder, AutoPrompt's triggers);
 - ``forward_lm``: the LM call (prefix-tuning's per-layer keys/values).
 
 Everything else (tokenisation, padding, exact multi-token label-word scores, batching) is shared.
+A method that learns by search instead of gradient descent (AutoPrompt) also implements
+:class:`SearchMethod`, whose ``search`` the training loop calls instead of its optimiser steps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import torch
 
@@ -20,8 +25,9 @@ from ..backbone import LanguageModel
 from ..data import Example
 from ..template import Encoding, PromptBatch, Template, collate
 from ..verbalizer import Verbalizer
+from .configs import ManualConfig, MethodConfig
 
-__all__ = ["PromptMethod", "EncodedExamples", "Batch"]
+__all__ = ["PromptMethod", "ManualPrompt", "SearchMethod", "EncodedExamples", "Batch"]
 
 
 @dataclass
@@ -51,37 +57,49 @@ class PromptMethod(torch.nn.Module):
     method learns; ``parameter_groups`` says what the training loop updates.
     """
 
-    name = "manual"
-    #: the method's own constructor parameters and their defaults (configs are checked against it)
-    method_params: dict[str, object] = {}
-    #: training settings that suit the method when a config does not give them; PET fine-tuning
-    #: keeps the best *trained* state (its untrained state is the zero-shot run: with 32 dev
-    #: examples the zero-shot state can win on dev and lose on test, see the README)
-    train_defaults: dict[str, object] = {"lr": 1e-5, "tune_lm": True, "select_untrained": False}
-    #: what a sweep samples by default (see :mod:`prompting.searchspace`; a config's ``sweep.params`` overrides)
-    search_space: dict[str, object] = {"lr": {"low": 1e-6, "high": 1e-4, "log": True},
-                                       "max_steps": {"low": 8, "high": 64, "step": 8},
-                                       "batch_size": {"choices": [4, 8, 16]}}
+    name: ClassVar[str] = "base"
+    #: the method's settings: fields with types, defaults, allowed values and sweep ranges, and the
+    #: training settings that suit the method (see :mod:`prompting.settings`)
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None):
+                 labels: Sequence[str] | None = None, max_length: int | None = None,
+                 config: MethodConfig | None = None, **params):
         super().__init__()
+        template = template if isinstance(template, Template) else Template(template)
+        self.template, self.config = self.adapt(template, self.configure(config, params))
         self.lm = lm
-        self.template = template if isinstance(template, Template) else Template(template)
         self.verbalizer = verbalizer.ordered(labels) if labels is not None else verbalizer
         self.labels = self.verbalizer.labels
         self.encoder = self.template.encoder(lm.tokenizer, lm.causal, max_length or lm.max_length)
         self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
         if lm.causal:  # the label word is appended after a causal context: keep room for it
             self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
-        self.trigger_ids: torch.Tensor | None = None  # AutoPrompt fills these
+        self.setup()
 
     # ----------------------------------------------------------------- what a subclass changes
+    def adapt(self, template: Template, config: MethodConfig) -> tuple[Template, MethodConfig]:
+        """The template and settings the method runs with (a soft prompt puts its slots in front of a
+        template that has none); raise when the template does not suit the method."""
+        return template, config
+
+    def setup(self) -> None:
+        """Create what the method learns; called at the end of ``__init__`` (template, LM and
+        ``config`` are set)."""
+
+    @classmethod
+    def configure(cls, config: MethodConfig | None = None, params: dict | None = None) -> MethodConfig:
+        """The method's settings: ``config`` as given, or built (and checked) from keyword ``params``."""
+        if config is not None and params:
+            raise ValueError(f"method {cls.name!r}: give its settings as config or as keywords, not both")
+        if config is None:
+            return cls.config_class.from_mapping(params or {})
+        if not isinstance(config, cls.config_class):
+            raise ValueError(f"method {cls.name!r} takes a {cls.config_class.__name__}, not a "
+                             f"{type(config).__name__}")
+        return config
+
     def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
-        if self.trigger_ids is not None and batch.trigger_positions.shape[1]:
-            input_ids = input_ids.clone()
-            rows = torch.arange(len(batch), device=input_ids.device).unsqueeze(1)
-            input_ids[rows, batch.trigger_positions] = self.trigger_ids.to(input_ids.device)
         return lm.embed(input_ids)
 
     def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
@@ -97,24 +115,18 @@ class PromptMethod(torch.nn.Module):
             groups.append({"params": [p for p in self.lm.model.parameters()], "lr": lm_lr or lr, "name": "lm"})
         return groups
 
-    def extra_config(self) -> dict:
-        """Method settings that a saved prompt must remember."""
+    def learned(self) -> dict:
+        """What the method found, in words, for records and reports (AutoPrompt: its triggers)."""
         return {}
 
     def prompt_state(self) -> dict[str, torch.Tensor]:
         """What a saved prompt stores: the learned tensors, with any reparameterisation (an LSTM or
         MLP encoder) folded into its output, so that loading needs no encoder."""
-        state = {k: v.detach() for k, v in self.state_dict().items()}
-        if self.trigger_ids is not None and "trigger_ids" not in state:
-            state["trigger_ids"] = self.trigger_ids.detach()
-        return state
+        return {k: v.detach() for k, v in self.state_dict().items()}
 
     def load_prompt_state(self, state: dict[str, torch.Tensor]) -> None:
         """Take back what :meth:`prompt_state` gave (the method then predicts as it did)."""
-        state = dict(state)
-        if "trigger_ids" in state and "trigger_ids" not in self.state_dict():
-            self.trigger_ids = state.pop("trigger_ids").to(self.lm.device)
-        self.load_state_dict(state)
+        self.load_state_dict(dict(state))
 
     def save(self, directory) -> None:
         """Save the learned prompt (see :func:`prompting.methods.saving.save_prompt`)."""
@@ -186,6 +198,24 @@ class PromptMethod(torch.nn.Module):
         return [self.labels[i] for i in scores.argmax(1).tolist()]
 
     def describe(self) -> dict:
+        """The method as a record shows it: name, template, verbalizer, settings and what it learned."""
         return {"method": self.name, "template": self.template.text,
-                "verbalizer": self.verbalizer.to_dict(), **self.extra_config()}
+                "verbalizer": self.verbalizer.to_dict(), **self.config.saved(), **self.learned()}
+
+
+class ManualPrompt(PromptMethod):
+    """PET: the template and verbalizer as written. Zero-shot untrained; fine-tuning trains the LM."""
+
+    name = "manual"
+    config_class = ManualConfig
+
+
+class SearchMethod:
+    """A method that learns by search, not by gradient descent: the training loop hands it the data."""
+
+    def search(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config,
+               progress: bool = True):
+        """Search with the training settings ``config``; leave the method in its best state and
+        return a :class:`prompting.train.TrainResult`."""
+        raise NotImplementedError
 

@@ -32,73 +32,73 @@ prefix_hidden_size``). Which words:
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
 
 import torch
 from torch import nn
 
 from ..backbone import LanguageModel
-from ..template import Template
-from ..verbalizer import Verbalizer
 from .base import PromptMethod
-from .soft import check_choice, common_token_ids, template_words
+from .configs import PREFIX_INITS, PrefixConfig
+from .soft import common_token_ids, template_words
 
-__all__ = ["PrefixTuning", "PREFIX_INITS"]
+__all__ = ["PrefixTuning", "PREFIX_INITS", "flat_key_values", "split_key_values"]
 
-PREFIX_INITS = ("random", "vocab", "text")
+
+def flat_key_values(keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Keys and values [layers, kv_heads, P, head_dim] -> [P, layers * 2 * kv_heads * head_dim], the
+    layout of one prefix position's vector (PEFT's prefix-tuning layout too)."""
+    return torch.stack([keys, values]).permute(3, 1, 0, 2, 4).reshape(keys.shape[2], -1)
+
+
+def split_key_values(flat: torch.Tensor, kv_shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of :func:`flat_key_values`: keys and values, each [layers, kv_heads, P, head_dim]."""
+    layers, heads, head_dim = kv_shape
+    both = flat.view(flat.shape[0], layers, 2, heads, head_dim).permute(2, 1, 3, 0, 4)
+    return both[0], both[1]
 
 
 class PrefixTuning(PromptMethod):
     """Li & Liang's prefix-tuning: key/value vectors at every layer, via an MLP while training."""
 
     name = "prefix"
-    method_params = {"prefix_length": None, "prefix_projection": True, "prefix_hidden_size": 512,
-                     "init": "random", "init_text": None}
-    # tuned on SST-2 K=16 (benchmarks/learning_check.py): Adam moves every weight of the wide MLP
-    # output layer at once, and from 3e-4 up the loss jumped in the first steps
-    train_defaults = {"lr": 1e-4, "tune_lm": False}
-    search_space = {**PromptMethod.search_space, "lr": {"low": 3e-5, "high": 3e-3, "log": True},
-                    "prefix_length": {"low": 2, "high": 32, "log": True},
-                    "prefix_hidden_size": {"choices": [128, 256, 512]}}
+    config_class = PrefixConfig
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None,
-                 prefix_length: int | None = None, prefix_projection: bool = True, prefix_hidden_size: int = 512,
-                 init: str = "random", init_text: str | None = None):
-        for name, value in (("prefix_length", prefix_length), ("prefix_hidden_size", prefix_hidden_size)):
-            if (value is not None or name != "prefix_length") and (
-                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 1")
-        if not isinstance(prefix_projection, bool):
-            raise ValueError(f"prefix_projection={prefix_projection!r} is not valid; use true or false")
-        check_choice("init", init, PREFIX_INITS)
-        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
+    def setup(self) -> None:
+        config, lm = self.config, self.lm
         # the ids moved out of the input into the prefix (init 'text' from the template's leading words)
-        self.moved_ids = self._move_leading_words() if init == "text" and init_text is None else None
-        if prefix_length is None:
-            prefix_length = len(self.moved_ids) if self.moved_ids is not None else 10
-        elif self.moved_ids is not None and prefix_length < len(self.moved_ids):
-            raise ValueError(
-                f"prefix_length={prefix_length} is too short for the template's leading words "
-                f"{self.template.split_leading_text()[0]!r} ({len(self.moved_ids)} tokens with the start-of-text "
-                f"tokens) that init 'text' moves into the prefix; give at least {len(self.moved_ids)}, leave "
-                "prefix_length out, or give init_text")
-        self.prefix_length, self.prefix_projection = prefix_length, prefix_projection
-        self.prefix_hidden_size, self.init, self.init_text = prefix_hidden_size, init, init_text
+        self.moved_ids = self._move_leading_words() if config.init == "text" and config.init_text is None else None
+        self.config = dataclasses.replace(config, prefix_length=self._prefix_length(config.prefix_length))
         layers, heads, head_dim = lm.kv_shape
         width = layers * 2 * heads * head_dim  # keys and values of every layer, for one prefix position
-        hidden = lm.embeddings.embedding_dim
-        target = self._text_key_values() if init in ("text", "vocab") else None
-        if prefix_projection:
-            self.prefix_inputs = nn.Parameter(torch.randn(prefix_length, hidden).to(lm.device))
-            self.prefix_mlp = nn.Sequential(nn.Linear(hidden, prefix_hidden_size), nn.Tanh(),
-                                            nn.Linear(prefix_hidden_size, width)).to(lm.device)
+        target = self._text_key_values() if config.init in ("text", "vocab") else None
+        if config.prefix_projection:
+            hidden = lm.embeddings.embedding_dim
+            self.prefix_inputs = nn.Parameter(torch.randn(self.prefix_length, hidden).to(lm.device))
+            self.prefix_mlp = nn.Sequential(nn.Linear(hidden, config.prefix_hidden_size), nn.Tanh(),
+                                            nn.Linear(config.prefix_hidden_size, width)).to(lm.device)
             if target is not None:
                 self._solve_output_layer(target)
             self.register_parameter("prefix", None)
         else:
-            start = target if target is not None else torch.randn(prefix_length, width, device=lm.device)
+            start = target if target is not None else torch.randn(self.prefix_length, width, device=lm.device)
             self.prefix = nn.Parameter(start)
+
+    @property
+    def prefix_length(self) -> int:
+        return self.config.prefix_length
+
+    def _prefix_length(self, given: int | None) -> int:
+        """The prefix length: as given, else the moved words' length (init 'text') or 10."""
+        if given is None:
+            return len(self.moved_ids) if self.moved_ids is not None else 10
+        if self.moved_ids is not None and given < len(self.moved_ids):
+            raise ValueError(
+                f"prefix_length={given} is too short for the template's leading words "
+                f"{self.template.split_leading_text()[0]!r} ({len(self.moved_ids)} tokens with the start-of-text "
+                f"tokens) that init 'text' moves into the prefix; give at least {len(self.moved_ids)}, leave "
+                "prefix_length out, or give init_text")
+        return given
 
     # ------------------------------------------------------------------ the prefix
     def prefix_vectors(self) -> torch.Tensor:
@@ -109,9 +109,7 @@ class PrefixTuning(PromptMethod):
 
     def prefix_key_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values, each [layers, kv_heads, prefix_length, head_dim]."""
-        layers, heads, head_dim = self.lm.kv_shape
-        both = self.prefix_vectors().view(self.prefix_length, layers, 2, heads, head_dim).permute(2, 1, 3, 0, 4)
-        return both[0], both[1]
+        return split_key_values(self.prefix_vectors(), self.lm.kv_shape)
 
     def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
         size = inputs_embeds.shape[0]
@@ -141,9 +139,9 @@ class PrefixTuning(PromptMethod):
             specials, words = self.moved_ids[:self.moved_specials], self.moved_ids[self.moved_specials:]
             extra = [words[i % len(words)] for i in range(self.prefix_length - len(self.moved_ids))]
             return torch.tensor(specials + extra + words, device=self.lm.device)
-        if self.init == "vocab":
+        if self.config.init == "vocab":
             return common_token_ids(self.lm, self.prefix_length).to(self.lm.device)
-        text = self.init_text if self.init_text is not None else template_words(self.template)
+        text = self.config.init_text if self.config.init_text is not None else template_words(self.template)
         ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"] if text.strip() else []
         if not ids:
             raise ValueError(f"init 'text' needs words: template {self.template.text!r} has none and "
@@ -155,10 +153,10 @@ class PrefixTuning(PromptMethod):
         (moved words and random tokens: numbered just before the input, which is numbered from 0,
         where the model's positions are relative)."""
         ids = self._init_ids().unsqueeze(0)
-        before = self.moved_ids is not None or (self.init == "vocab" and self.lm.relative_positions)
+        before = self.moved_ids is not None or (self.config.init == "vocab" and self.lm.relative_positions)
         start = -ids.shape[1] if before else 0
         keys, values = self.lm.key_values(ids, start=start)  # [layers, heads, P, head_dim]
-        return torch.stack([keys, values]).permute(3, 1, 0, 2, 4).reshape(self.prefix_length, -1).float()
+        return flat_key_values(keys, values).float()
 
     @torch.no_grad()
     def _solve_output_layer(self, target: torch.Tensor) -> None:
@@ -178,11 +176,7 @@ class PrefixTuning(PromptMethod):
         for name in ("prefix_keys", "prefix_values"):
             if tuple(state[name].shape) != expected:
                 raise ValueError(f"saved {name} has shape {tuple(state[name].shape)}; this model needs {expected}")
-        flat = torch.stack([state["prefix_keys"], state["prefix_values"]]).permute(3, 1, 0, 2, 4)
+        flat = flat_key_values(state["prefix_keys"], state["prefix_values"])
         if self.prefix is None:  # folded: the MLP's output is all a loaded prompt needs
             del self.prefix_mlp, self.prefix_inputs
-        self.prefix = nn.Parameter(flat.reshape(self.prefix_length, -1).float().to(self.lm.device))
-
-    def extra_config(self) -> dict:
-        return {"prefix_length": self.prefix_length, "prefix_projection": self.prefix_projection,
-                "prefix_hidden_size": self.prefix_hidden_size, "init": self.init, "init_text": self.init_text}
+        self.prefix = nn.Parameter(flat.float().to(self.lm.device))

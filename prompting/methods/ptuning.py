@@ -21,20 +21,18 @@ A saved prompt keeps only the encoder's output (see :mod:`prompting.methods.savi
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
 
 import torch
 from torch import nn
 
 from ..backbone import LanguageModel
 from ..template import PromptBatch, Template, TemplateError
-from ..verbalizer import Verbalizer
 from .base import PromptMethod
-from .soft import check_choice, place_soft, soft_slot_counts
+from .configs import ENCODERS, PTuningConfig
+from .soft import place_soft, soft_slot_counts
 
 __all__ = ["PTuning", "PromptEncoder", "ENCODERS"]
-
-ENCODERS = ("lstm", "mlp")
 
 
 class PromptEncoder(nn.Module):
@@ -46,7 +44,8 @@ class PromptEncoder(nn.Module):
 
     def __init__(self, inputs: torch.Tensor, hidden_size: int, kind: str = "lstm", residual: bool = False):
         super().__init__()
-        check_choice("encoder", kind, ENCODERS)
+        if kind not in ENCODERS:
+            raise ValueError(f"encoder={kind!r} is not valid; choose one of {', '.join(ENCODERS)}")
         dim = inputs.shape[1]
         self.kind, self.residual = kind, residual
         self.inputs = nn.Parameter(inputs)
@@ -72,44 +71,27 @@ class PTuning(PromptMethod):
     """P-tuning: the ``{soft}`` slots are filled by a prompt encoder (LSTM or MLP)."""
 
     name = "ptuning"
-    method_params = {"encoder": "lstm", "hidden_size": None, "residual": False, "input_lr": None}
-    train_defaults = {"lr": 1e-3, "tune_lm": False, "lm_lr": 1e-5}
-    search_space = {**PromptMethod.search_space, "lr": {"low": 1e-4, "high": 3e-2, "log": True},
-                    "encoder": {"choices": list(ENCODERS)}, "hidden_size": {"choices": [64, 128, 256]},
-                    "soft_length": {"low": 1, "high": 8}, "input_lr": {"low": 1e-3, "high": 1e-1, "log": True}}
+    config_class = PTuningConfig
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None,
-                 encoder: str = "lstm", hidden_size: int | None = None, residual: bool = False,
-                 input_lr: float | None = None):
-        template = template if isinstance(template, Template) else Template(template)
+    def adapt(self, template: Template, config: PTuningConfig) -> tuple[Template, PTuningConfig]:
         if not template.has_soft:
             raise TemplateError(
                 f"template {template.text!r} has no {{soft}} slot for P-tuning to fill; add some, "
                 "e.g. \"{soft:3} {text_a} {soft:3} It was {mask}\" or '{soft:\"It was\"} {mask}'")
-        check_choice("encoder", encoder, ENCODERS)
-        dim = lm.embeddings.embedding_dim
-        hidden_size = dim if hidden_size is None else hidden_size
-        if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
-            raise ValueError(f"hidden_size={hidden_size!r} is not valid; it must be an integer >= 1")
-        if not isinstance(residual, bool):
-            raise ValueError(f"residual={residual!r} is not valid; use true or false")
-        if input_lr is not None and (isinstance(input_lr, bool) or not isinstance(input_lr, (int, float))
-                                     or input_lr <= 0):
-            raise ValueError(f"input_lr={input_lr!r} is not valid; give a learning rate > 0, or leave it out "
-                             "to train the inputs at the training rate")
-        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
-        self.encoder_kind, self.hidden_size, self.residual = encoder, hidden_size, residual
-        self.input_lr = input_lr
-        self.prompt_encoder: PromptEncoder | None = PromptEncoder(self._encoder_inputs(), hidden_size, encoder,
-                                                                  residual)
-        self.prompt_encoder.to(lm.device)
+        return template, config
+
+    def setup(self) -> None:
+        hidden_size = self.config.hidden_size or self.lm.embeddings.embedding_dim
+        self.config = dataclasses.replace(self.config, hidden_size=hidden_size)  # a saved prompt says which
+        self.prompt_encoder: PromptEncoder | None = PromptEncoder(self._encoder_inputs(), hidden_size,
+                                                                  self.config.encoder, self.config.residual)
+        self.prompt_encoder.to(self.lm.device)
         self.register_parameter("folded", None)  # the encoder's output, once loaded from a saved prompt
 
     def _encoder_inputs(self) -> torch.Tensor:
         weight = self.lm.embeddings.weight.detach()
         # residual: the inputs are the prompt at step 0, so random ones take the vocabulary's spread
-        scale = weight.float().std().item() if self.residual else 1.0
+        scale = weight.float().std().item() if self.config.residual else 1.0
         vectors = []
         for own, count in zip(self.encoder.soft_init_ids, soft_slot_counts(self.encoder)):
             if own is not None:
@@ -120,12 +102,12 @@ class PTuning(PromptMethod):
 
     def parameter_groups(self, lr: float, lm_lr: float | None = None, tune_lm: bool = False) -> list[dict]:
         groups = super().parameter_groups(lr, lm_lr, tune_lm)
-        if self.input_lr is None or self.prompt_encoder is None:
+        if self.config.input_lr is None or self.prompt_encoder is None:
             return groups
         inputs = self.prompt_encoder.inputs
         own = groups[0]  # the method's parameters come first
         own["params"] = [p for p in own["params"] if p is not inputs]
-        return [{"params": [inputs], "lr": self.input_lr, "name": f"{self.name}.inputs"}, *groups]
+        return [{"params": [inputs], "lr": self.config.input_lr, "name": f"{self.name}.inputs"}, *groups]
 
     def prompt_embeddings(self) -> torch.Tensor:
         """[n_soft, H]: the vectors that fill the soft slots."""
@@ -145,7 +127,3 @@ class PTuning(PromptMethod):
             raise ValueError(f"saved soft_prompt has shape {tuple(prompt.shape)}; this template and model need {expected}")
         self.prompt_encoder = None  # folded: the encoder's output is all a loaded prompt needs
         self.folded = nn.Parameter(prompt.float().to(self.lm.device))
-
-    def extra_config(self) -> dict:
-        # input_lr is a training setting: a saved (folded) prompt has no inputs left to train
-        return {"encoder": self.encoder_kind, "hidden_size": self.hidden_size, "residual": self.residual}

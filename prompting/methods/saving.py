@@ -59,7 +59,8 @@ def save_prompt(method: PromptMethod, directory: str | Path) -> Path:
     meta = {
         "format": FORMAT_VERSION,
         "method": method.name,
-        "params": method.extra_config(),
+        "params": method.config.saved(),
+        "learned": method.learned(),
         "template": method.template.text,
         "verbalizer": method.verbalizer.to_dict(),
         "aggregate": method.verbalizer.aggregate,
@@ -110,11 +111,11 @@ def load_prompt(directory: str | Path, lm: LanguageModel, strict: bool = True) -
         raise PromptLoadError(f"the prompt was saved by method {meta['method']!r}, which is not known here; "
                               f"known methods: {', '.join(sorted(METHODS))}")
     cls = METHODS[meta["method"]]
-    params = {k: v for k, v in (meta.get("params") or {}).items() if k in cls.method_params}
+    config = cls.config_class.from_saved(meta.get("params") or {})
     verbalizer = Verbalizer(meta["verbalizer"], aggregate=meta.get("aggregate", "mean"))
     with torch.random.fork_rng(devices=[]):  # a random init that is overwritten must not move the global RNG
         method = cls(lm, meta["template"], verbalizer, labels=meta["labels"], max_length=meta.get("max_length"),
-                     **params)
+                     config=config)
     method.load_prompt_state(load_file(str(directory / TENSORS_FILE), device=str(lm.device)))
     method.eval()
     checksum = saved.get("weights_checksum")

@@ -20,20 +20,19 @@ encoder produces the vectors that fill the same slots.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence
 
 import torch
 
 from ..backbone import LanguageModel
 from ..template import PromptBatch, Template, TemplateEncoder, TemplateError, Text
-from ..verbalizer import Verbalizer
 from .base import PromptMethod
+from .configs import SOFT_INITS, SoftConfig
 
 __all__ = ["SoftPrompt", "place_soft", "soft_init_ids", "soft_slot_counts", "template_words",
            "SOFT_INITS"]
 
-SOFT_INITS = ("text", "vocab", "uniform")
 COMMON_VOCAB = 5000
 
 
@@ -100,44 +99,27 @@ def initial_embeddings(lm: LanguageModel, encoder: TemplateEncoder, init: str, i
     return torch.empty(n, weight.shape[1], device=weight.device).uniform_(-bound, bound)
 
 
-def check_choice(name: str, value, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
-
-
 class SoftPrompt(PromptMethod):
     """Lester et al.'s prompt tuning: ``n`` trainable input vectors, the LM frozen."""
 
     name = "soft"
-    method_params = {"prompt_tokens": None, "init": "text", "init_text": None}
-    train_defaults = {"lr": 3e-2, "tune_lm": False}
-    search_space = {**PromptMethod.search_space, "lr": {"low": 1e-3, "high": 3e-1, "log": True},
-                    "prompt_tokens": {"low": 2, "high": 32, "log": True}, "soft_length": {"low": 1, "high": 16},
-                    "init": {"choices": ["text", "vocab"]}}
+    config_class = SoftConfig
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
-                 labels: Sequence[str] | None = None, max_length: int | None = None,
-                 prompt_tokens: int | None = None, init: str = "text", init_text: str | None = None):
-        template = template if isinstance(template, Template) else Template(template)
+    def adapt(self, template: Template, config: SoftConfig) -> tuple[Template, SoftConfig]:
         if template.has_soft:
-            if prompt_tokens is not None:
+            if config.prompt_tokens is not None:
                 raise TemplateError(
                     f"template {template.text!r} already places its soft tokens with {{soft}} slots; "
-                    f"drop prompt_tokens={prompt_tokens!r} or the slots")
-        else:
-            prompt_tokens = 8 if prompt_tokens is None else prompt_tokens
-            if not isinstance(prompt_tokens, int) or isinstance(prompt_tokens, bool) or prompt_tokens < 1:
-                raise ValueError(f"prompt_tokens={prompt_tokens!r} is not valid; it must be an integer >= 1")
-            # no space: the template's first word keeps the tokenisation it has in the manual prompt
-            template = Template("{soft:%d}" % prompt_tokens + template.text)
-        check_choice("init", init, SOFT_INITS)
-        super().__init__(lm, template, verbalizer, labels=labels, max_length=max_length)
-        self.init, self.init_text = init, init_text
-        self.soft_prompt = torch.nn.Parameter(initial_embeddings(lm, self.encoder, init, init_text))
+                    f"drop prompt_tokens={config.prompt_tokens!r} or the slots")
+            return template, config
+        # no space: the template's first word keeps the tokenisation it has in the manual prompt;
+        # the template then says how many soft tokens there are and where
+        return (Template("{soft:%d}" % (config.prompt_tokens or 8) + template.text),
+                dataclasses.replace(config, prompt_tokens=None))
+
+    def setup(self) -> None:
+        self.soft_prompt = torch.nn.Parameter(
+            initial_embeddings(self.lm, self.encoder, self.config.init, self.config.init_text))
 
     def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
         return place_soft(super().embed(lm, input_ids, batch), batch.soft_positions, self.soft_prompt)
-
-    def extra_config(self) -> dict:
-        # the template already says how many soft tokens there are and where
-        return {"init": self.init, "init_text": self.init_text}

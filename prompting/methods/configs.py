@@ -1,0 +1,128 @@
+"""The settings of every built-in method: one typed config class each (see :mod:`prompting.settings`).
+
+Kept apart from the method modules, which need torch, so that a YAML config is checked without
+loading it. ``prompting methods`` prints every method's settings as the README's table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..settings import MethodConfig, setting
+
+__all__ = ["MethodConfig", "ManualConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
+           "BUILTIN_CONFIGS", "SOFT_INITS", "ENCODERS", "PREFIX_INITS"]
+
+SOFT_INITS = ("text", "vocab", "uniform")
+ENCODERS = ("lstm", "mlp")
+PREFIX_INITS = ("random", "vocab", "text")
+AUTOPROMPT_POSITIONS = ("cycle", "random", "all")
+AUTOPROMPT_VOCABULARIES = ("words", "tokens")
+AUTOPROMPT_SELECT = ("dev", "last")
+
+#: what a sweep of a trained method samples unless the method says otherwise
+TRAIN_SPACE = {"lr": {"low": 1e-6, "high": 1e-4, "log": True}, "max_steps": {"low": 8, "high": 64, "step": 8},
+               "batch_size": {"choices": [4, 8, 16]}}
+
+
+@dataclass
+class ManualConfig(MethodConfig):
+    method: ClassVar[str] = "manual"
+    summary: ClassVar[str] = ("PET: the template and verbalizer as written; `train: false` is zero-shot, "
+                              "`train: true` fine-tunes the LM")
+    # PET fine-tuning keeps the best *trained* state: its untrained state is the zero-shot run, and with
+    # 32 dev examples the zero-shot state can win on dev and lose on test (see the README)
+    train_defaults: ClassVar[dict] = {"lr": 1e-5, "tune_lm": True, "select_untrained": False}
+    train_space: ClassVar[dict] = TRAIN_SPACE
+
+
+@dataclass
+class SoftConfig(MethodConfig):
+    method: ClassVar[str] = "soft"
+    summary: ClassVar[str] = "soft prompt tuning (Lester et al.): trainable input vectors, the LM frozen"
+    train_defaults: ClassVar[dict] = {"lr": 3e-2, "tune_lm": False}
+    train_space: ClassVar[dict] = {**TRAIN_SPACE, "lr": {"low": 1e-3, "high": 3e-1, "log": True},
+                                   "soft_length": {"low": 1, "high": 16}}
+
+    prompt_tokens: int | None = setting(None, "vectors put in front of a template without `{soft}` slots "
+                                              "(8 when not given)", minimum=1,
+                                        search={"low": 2, "high": 32, "log": True})
+    init: str = setting("text", "start: the template's words (`text`), frequent tokens (`vocab`) or noise "
+                                "(`uniform`)", choices=SOFT_INITS, search={"choices": ["text", "vocab"]})
+    init_text: str | None = setting(None, "words to start `init: text` from instead of the template's")
+
+
+@dataclass
+class PTuningConfig(MethodConfig):
+    method: ClassVar[str] = "ptuning"
+    summary: ClassVar[str] = "P-tuning (Liu et al.): the `{soft}` slots filled by an LSTM or MLP prompt encoder"
+    train_defaults: ClassVar[dict] = {"lr": 1e-3, "tune_lm": False, "lm_lr": 1e-5}
+    train_space: ClassVar[dict] = {**TRAIN_SPACE, "lr": {"low": 1e-4, "high": 3e-2, "log": True},
+                                   "soft_length": {"low": 1, "high": 8}}
+
+    encoder: str = setting("lstm", "the prompt encoder", choices=ENCODERS, search={"choices": list(ENCODERS)})
+    hidden_size: int | None = setting(None, "the encoder's width (the LM's embedding size when not given)",
+                                      minimum=1, search={"choices": [64, 128, 256]})
+    residual: bool = setting(False, "the encoder's output is added to its inputs (which then start as the prompt)")
+    input_lr: float | None = setting(None, "learning rate of the encoder's input vectors (the training rate "
+                                           "when not given)", positive=True,
+                                     search={"low": 1e-3, "high": 1e-1, "log": True}, saved=False)
+
+
+@dataclass
+class PrefixConfig(MethodConfig):
+    method: ClassVar[str] = "prefix"
+    summary: ClassVar[str] = "prefix-tuning (Li & Liang): trainable keys and values at every layer, the LM frozen"
+    # tuned on SST-2 K=16 (benchmarks/learning_check.py): Adam moves every weight of the wide MLP
+    # output layer at once, and from 3e-4 up the loss jumped in the first steps
+    train_defaults: ClassVar[dict] = {"lr": 1e-4, "tune_lm": False}
+    train_space: ClassVar[dict] = {**TRAIN_SPACE, "lr": {"low": 3e-5, "high": 3e-3, "log": True}}
+
+    prefix_length: int | None = setting(None, "prefix positions (10, or the moved words' length with "
+                                              "`init: text`)", minimum=1, search={"low": 2, "high": 32, "log": True})
+    prefix_projection: bool = setting(True, "train through an MLP (the paper's reparameterisation)")
+    prefix_hidden_size: int = setting(512, "the MLP's hidden width", minimum=1, search={"choices": [128, 256, 512]})
+    init: str = setting("random", "start: random vectors, the LM's keys/values of frequent tokens (`vocab`) or "
+                                  "of real words (`text`)", choices=PREFIX_INITS)
+    init_text: str | None = setting(None, "words to start `init: text` from instead of the template's")
+
+
+@dataclass
+class AutoPromptConfig(MethodConfig):
+    method: ClassVar[str] = "autoprompt"
+    summary: ClassVar[str] = "AutoPrompt (Shin et al.): `{trigger:N}` tokens found by gradient-guided search"
+    train_defaults: ClassVar[dict] = {"tune_lm": False, "batch_size": 16}
+    train_space: ClassVar[dict] = {"trigger_length": {"low": 1, "high": 8}, "batch_size": {"choices": [8, 16, 32]}}
+
+    iterations: int = setting(20, "search iterations at most (one position tried per iteration, or every "
+                                  "position with `positions: all`); the search stops earlier when no position "
+                                  "has a better swap", minimum=0, search={"low": 5, "high": 40, "step": 5})
+    num_candidates: int = setting(10, "HotFlip candidates tried per position and iteration", minimum=1,
+                                  search={"choices": [5, 10, 20]})
+    max_candidates: int | None = setting(None, "after a pass over the positions without a better swap, try the "
+                                               "next `num_candidates` HotFlip ranks, down to this rank (none: stop)",
+                                         minimum=1)
+    init: str = setting("the", "what every trigger starts as: a one-token word, `mask` or `random`")
+    score_examples: int = setting(32, "training examples that judge the candidates: all of them when there are no "
+                                      "more (the search then never raises the training loss), else a new batch "
+                                      "apart from the gradient's each iteration", minimum=1)
+    gradient_examples: int = setting(32, "training examples whose gradient ranks the HotFlip candidates (all of "
+                                         "them when there are no more)", minimum=1)
+    positions: str = setting("cycle", "which trigger positions an iteration tries: each in turn (`cycle`), one "
+                                      "drawn at random (`random`) or every one (`all`, the best swap of all)",
+                             choices=AUTOPROMPT_POSITIONS)
+    vocabulary: str = setting("words", "trigger tokens: alphabetic whole words that tokenise back to themselves "
+                                       "(`words`) or any token that starts a word (`tokens`)",
+                              choices=AUTOPROMPT_VOCABULARIES)
+    select: str = setting("dev", "the trigger kept: the start or an accepted swap, best on dev (`dev`), or the "
+                                 "search's last (`last`)", choices=AUTOPROMPT_SELECT)
+    score_rows: int = setting(256, "rows of one forward pass while scoring candidates (candidates x examples)",
+                              minimum=1)
+    exclude_special: bool = setting(True, "keep special tokens out of the candidates")
+    exclude_subwords: bool = setting(True, "keep pieces that do not start a word out of the candidates")
+    exclude_label_words: bool = setting(True, "keep the label words out of the candidates")
+    seed: int = setting(0, "seed of `init: random`")
+
+
+BUILTIN_CONFIGS = (ManualConfig, SoftConfig, PTuningConfig, PrefixConfig, AutoPromptConfig)
