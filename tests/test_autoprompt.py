@@ -146,7 +146,7 @@ def test_found_template_reparses_and_scores_like_the_search(lm):
 
 def test_train_delegates_to_search_and_keeps_the_best_trigger_on_dev(tiny_causal_lm):
     method = build_method("autoprompt", tiny_causal_lm, TEMPLATE, SINGLE, labels=["0", "1"], iterations=5,
-                          num_candidates=5)
+                          num_candidates=5, select="dev")
     dev = method.encode(EXAMPLES[8:])
     _, _, initial, _ = dev_score(method, dev, 32, "accuracy")
     result = train(method, method.encode(EXAMPLES[:8]), dev, TrainConfig(batch_size=4), progress=False)
@@ -320,3 +320,14 @@ def test_a_pass_without_a_better_swap_widens_to_the_next_ranks_then_stops(tiny_c
     assert not proposed[0] & proposed[3]  # a wider pass brings new tokens
     with pytest.raises(ValueError, match="max_candidates=2"):
         make(tiny_causal_lm, num_candidates=4, max_candidates=2)
+
+
+def test_select_last_keeps_the_search_s_lowest_training_loss(tiny_causal_lm):
+    method = make(tiny_causal_lm, iterations=6, num_candidates=6)
+    assert method.config.select == "last"  # the default: dev accuracy on 32 examples kept the start (see README)
+    dev = method.encode(EXAMPLES[8:])
+    result = method.search(method.encode(EXAMPLES[:8]), dev, TrainConfig(batch_size=4), progress=False)
+    assert any(r["swapped"] for r in result.history)
+    assert method.trigger_ids.tolist() == result.history[-1]["trigger_ids"]
+    assert result.best_step == max(r["step"] for r in result.history if r["swapped"])
+    torch.testing.assert_close(result.dev_scores, method.predict_scores(dev))

@@ -115,8 +115,8 @@ class AutoPromptConfig(MethodConfig):
     vocabulary: str = setting("words", "trigger tokens: alphabetic whole words that tokenise back to themselves "
                                        "(`words`) or any token that starts a word (`tokens`)",
                               choices=AUTOPROMPT_VOCABULARIES)
-    select: str = setting("dev", "the trigger kept: the start or an accepted swap, best on dev (`dev`), or the "
-                                 "search's last (`last`)", choices=AUTOPROMPT_SELECT)
+    select: str = setting("last", "the trigger kept: the search's last, its lowest training loss (`last`), or "
+                                  "the start or an accepted swap, best on dev (`dev`)", choices=AUTOPROMPT_SELECT)
     score_rows: int = setting(256, "rows of one forward pass while scoring candidates (candidates x examples)",
                               minimum=1)
     exclude_special: bool = setting(True, "keep special tokens out of the candidates")
