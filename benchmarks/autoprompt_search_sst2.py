@@ -93,24 +93,41 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument("--tag", default="nowords")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--reuse", default=None, help="take the no-trigger and start test scores of this tag's "
+                                                     "records (same template, start and test examples)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the tables from the .jsonl records (and the .json's no-trigger score)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    stem = f"autoprompt_search_sst2_{args.tag}"
+    if args.render_only:
+        rows = sorted(map(json.loads, (args.out / f"{stem}.jsonl").read_text().splitlines()), key=lambda r: r["data_seed"])
+        for key in ("template", "init", "k", "iterations", "candidates", "max_candidates", "positions", "vocabulary",
+                    "select", "score_examples", "gradient_examples", "test_limit"):
+            setattr(args, key, rows[0]["settings"].get(key, getattr(args, key)))
+        bare = re.sub(r"\s*\{trigger:\d+\}", "", args.template)
+        no_trigger = json.loads((args.out / f"{stem}.json").read_text())["manual_test"]
+        write_outputs(args, rows, bare, no_trigger, Verbalizer({0: ["negative"], 1: ["positive"]}), stem)
+        return
 
     verbalizer = Verbalizer({0: ["negative"], 1: ["positive"]})
     lm = LanguageModel.load(args.model, device="cpu")
     task = load_task("sst2", data_dir=args.data_dir)
     test_examples = task.test[:args.test_limit]
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"autoprompt_search_sst2_{args.tag}"
     records_path = args.out / f"{stem}.jsonl"
     done = {}
     if records_path.exists():
         done = {r["data_seed"]: r for r in map(json.loads, records_path.read_text().splitlines())}
     start_cache = {" ".join(r["start_trigger"]): r["start_test"] for r in done.values()}
-
     bare = re.sub(r"\s*\{trigger:\d+\}", "", args.template)
-    reference = PromptMethod(lm, bare, verbalizer, labels=task.labels)
-    no_trigger = evaluate(reference, reference.encode(test_examples), 32, progress="test (no trigger)")[0]
+    reused = reuse(args, bare)
+    if reused:
+        no_trigger = reused["manual_test"]
+        start_cache.update({" ".join(r["start_trigger"]): r["start_test"] for r in reused["seeds"]})
+    else:
+        reference = PromptMethod(lm, bare, verbalizer, labels=task.labels)
+        no_trigger = evaluate(reference, reference.encode(test_examples), 32, progress="test (no trigger)")[0]
     print(f"no trigger {bare!r}: test accuracy {no_trigger['accuracy']:.4f}", flush=True)
 
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -128,16 +145,31 @@ def main() -> None:
     write_outputs(args, [done[s] for s in sorted(done)], bare, no_trigger, verbalizer, stem)
 
 
+def reuse(args, bare: str) -> dict | None:
+    """The other tag's summary when ``--reuse`` names one scored on the same template and test set."""
+    if not args.reuse:
+        return None
+    summary = json.loads((args.out / f"autoprompt_search_sst2_{args.reuse}.json").read_text())
+    settings = summary["seeds"][0]["settings"]
+    if (summary["manual_template"], settings["test_limit"], settings["init"]) != (bare, args.test_limit, args.init):
+        raise ValueError(f"--reuse {args.reuse}: its template, start or test examples differ from these")
+    return summary
+
+
 def write_outputs(args, rows, bare, no_trigger, verbalizer, stem) -> None:
     spread = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
     found = [r["found_test"]["accuracy"] for r in rows]
     start = [r["start_test"]["accuracy"] for r in rows]
     beats = sum(f > s for f, s in zip(found, start))
+    # the search's last trigger (lowest training loss): where dev kept an earlier one, it was scored too
+    last = [r.get("last_test", r["found_test"])["accuracy"] for r in rows]
+    last_beats = sum(a > s for a, s in zip(last, start))
     falls = sum(r["train_loss_by_iteration"][-1] < r["train_loss_start"] for r in rows)
     per_iteration = [s for r in rows for s in r["seconds_per_iteration"]]
     summary = {"template": args.template, "manual_template": bare, "manual_test": no_trigger,
                "found_mean": statistics.mean(found), "found_std": spread(found),
                "start_mean": statistics.mean(start), "start_std": spread(start),
+               "last_mean": statistics.mean(last), "last_std": spread(last), "last_beats_start": last_beats,
                "found_beats_start": beats, "train_loss_fell": falls, "runs": len(rows),
                "seconds_per_iteration_median": statistics.median(per_iteration),
                "seconds_per_iteration_range": [min(per_iteration), max(per_iteration)],
@@ -165,8 +197,11 @@ def write_outputs(args, rows, bare, no_trigger, verbalizer, stem) -> None:
                   f"{r['train_loss_start']:.3f} → {r['train_loss_by_iteration'][-1]:.3f} | "
                   f"{r['swaps']} / {r['iterations_run']} | {r['search_seconds']:.0f} |")
     md += [f"| **mean ± std** | | | {summary['start_mean']:.3f} ± {summary['start_std']:.3f} | "
-           f"**{summary['found_mean']:.3f} ± {summary['found_std']:.3f}** | | | | |", "",
-           f"Found beats start on test in {beats} of {len(rows)} seeds; the training loss fell in {falls} of {len(rows)} runs "
+           f"**{summary['found_mean']:.3f} ± {summary['found_std']:.3f}** | "
+           f"**{summary['last_mean']:.3f} ± {summary['last_std']:.3f}** | | | |", "",
+           f"Found (kept by `select: {s['select']}`) beats start on test in {beats} of {len(rows)} seeds; the search's "
+           f"last trigger (its lowest training loss; the same as found where the column says so) in {last_beats} of "
+           f"{len(rows)}. The training loss fell in {falls} of {len(rows)} runs "
            f"(judged on every training example, it cannot rise). The manual prompt without the trigger slot "
            f"(`{bare}`): test accuracy {no_trigger['accuracy']:.3f}. Seconds per iteration: median "
            f"{summary['seconds_per_iteration_median']:.1f}, range {min(per_iteration):.1f}–{max(per_iteration):.1f} "
