@@ -408,7 +408,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
         """
         from tqdm.auto import tqdm
 
-        from ..train import TrainResult, dev_score
+        from ..train import TrainResult
 
         if config.tune_lm:
             raise ValueError("method 'autoprompt' keeps the LM frozen; set tune_lm: false")
@@ -417,78 +417,117 @@ class AutoPrompt(PromptMethod, SearchMethod):
             p.requires_grad_(False)
         self.eval()
         self.lm.model.eval()
-        generator = torch.Generator().manual_seed(config.seed)
-        n, n_trigger = len(train_data), len(self.trigger_ids)
-        judge_all, grad_all = self.config.score_examples >= n, self.config.gradient_examples >= n
-        use_dev = dev_data is not None and len(dev_data) > 0
-        if use_dev:
-            best_dev, _, best_key, best_scores = dev_score(self, dev_data, config.eval_batch_size,
-                                                           config.select_metric)
-        else:
-            best_key, best_dev, best_scores = None, {}, None
-        best_ids, best_step, history = self.trigger_ids.clone(), 0, []
-        cycle: list[int] = []
-        cached = None  # (trigger, gradient): a fixed gradient set gives the same gradient until a swap
-        tried_without_swap = 0  # positions tried since the last swap at these ranks; all: a local optimum
-        skip = 0  # HotFlip ranks passed over: widened after a pass without a swap (max_candidates)
+        state = _SearchState(self, train_data, dev_data, config)
         bar = tqdm(range(1, self.iterations + 1), desc=f"{self.name} search", disable=not progress, leave=False)
         for step in bar:
-            step_started = time.perf_counter()
-            if self.config.positions == "all":
-                positions = list(range(n_trigger))
-            elif self.config.positions == "random":
-                positions = [int(torch.randint(n_trigger, (1,), generator=generator))]
-            else:
-                if not cycle:
-                    cycle = torch.randperm(n_trigger, generator=generator).tolist()
-                positions = [cycle.pop(0)]
-            grad_rows, judge_rows = self._rows(n, generator)
-            if cached is not None and grad_all and torch.equal(cached[0], self.trigger_ids):
-                grad, loss = cached[1], cached[2]
-            else:
-                grad, loss = self._gradient(train_data, grad_rows, config.batch_size)
-                cached = (self.trigger_ids.clone(), grad, loss)
-            grad_seconds = time.perf_counter() - step_started
-            candidates = self._proposals(grad, positions, skip)
-            scores = self._judge(candidates, train_data, judge_rows)
-            best = int(scores[1:].argmax()) + 1 if len(candidates) > 1 else 0
-            # strictly better on the same examples, or nothing changes
-            swapped = best > 0 and bool(scores[best] > scores[0])
-            changed = [p for p in range(n_trigger) if candidates[best, p] != self.trigger_ids[p]]
-            record = {"step": step, "loss": round(loss, 6), "position": changed[0] if swapped else positions[0],
-                      "ranks": [skip + 1, skip + self.num_candidates],
-                      "candidates": candidates[1:][candidates[1:] != candidates[0]].tolist(),
-                      "current_score": round(scores[0].item(), 6),
-                      "best_candidate_score": round(scores[best].item(), 6), "swapped": swapped}
-            if swapped:
-                self.trigger_ids.copy_(candidates[best])
-            record["train_loss"] = round(-max(scores[0].item(), scores[best].item()), 6)
-            record["trigger"], record["trigger_ids"] = self.trigger_tokens(), self.trigger_ids.tolist()
-            tried_without_swap = 0 if swapped else tried_without_swap + len(positions)
-            if swapped:
-                skip = 0
-            elif self.config.positions != "random" and tried_without_swap >= n_trigger and judge_all and grad_all:
-                # no position has a better swap among these ranks: try the next ones, or stop
-                skip, tried_without_swap = skip + self.num_candidates, 0
-                if skip + self.num_candidates > (self.config.max_candidates or self.num_candidates):
-                    skip = None
-            if use_dev and swapped:
-                dev, _, key, dev_scores = dev_score(self, dev_data, config.eval_batch_size, config.select_metric)
-                record["dev"] = dev
-                if self.config.select == "last" or key > best_key:
-                    best_key, best_dev, best_ids, best_step = key, dev, self.trigger_ids.clone(), step
-                    best_scores = dev_scores
-            elif swapped:  # no dev set: keep the latest accepted swap
-                best_ids, best_step = self.trigger_ids.clone(), step
-            record["gradient_seconds"] = round(grad_seconds, 3)
-            record["seconds"] = round(time.perf_counter() - step_started, 3)
-            history.append(record)
+            record = self._search_step(state, step)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", trigger=" ".join(record["trigger"])[:40])
-            if skip is None:
+            if state.skip is None:
                 break  # every position tried from this trigger: the same candidates would come back
         bar.close()
-        self.trigger_ids.copy_(best_ids)
+        self.trigger_ids.copy_(state.best_ids)
         if progress:
             print(f"autoprompt: {self.found_template().text!r}")
-        return TrainResult(len(history), best_step, best_dev, history, time.perf_counter() - started,
-                           best_scores)
+        return TrainResult(len(state.history), state.best_step, state.best_dev, state.history,
+                           time.perf_counter() - started, state.best_scores)
+
+    def _search_step(self, state: "_SearchState", step: int) -> dict:
+        """One iteration: gradient, HotFlip proposals at the chosen position(s), judged; the best kept
+        only when strictly better on the same examples. Returns (and records) the iteration's record."""
+        step_started = time.perf_counter()
+        positions = state.next_positions()
+        grad_rows, judge_rows = self._rows(state.n, state.generator)
+        grad, loss = state.gradient(grad_rows)
+        grad_seconds = time.perf_counter() - step_started
+        candidates = self._proposals(grad, positions, state.skip)
+        scores = self._judge(candidates, state.train_data, judge_rows)
+        best = int(scores[1:].argmax()) + 1 if len(candidates) > 1 else 0
+        # strictly better on the same examples, or nothing changes
+        swapped = best > 0 and bool(scores[best] > scores[0])
+        changed = [p for p in range(len(self.trigger_ids)) if candidates[best, p] != self.trigger_ids[p]]
+        record = {"step": step, "loss": round(loss, 6), "position": changed[0] if swapped else positions[0],
+                  "ranks": [state.skip + 1, state.skip + self.num_candidates],
+                  "candidates": candidates[1:][candidates[1:] != candidates[0]].tolist(),
+                  "current_score": round(scores[0].item(), 6),
+                  "best_candidate_score": round(scores[best].item(), 6), "swapped": swapped}
+        if swapped:
+            self.trigger_ids.copy_(candidates[best])
+        record["train_loss"] = round(-max(scores[0].item(), scores[best].item()), 6)
+        record["trigger"], record["trigger_ids"] = self.trigger_tokens(), self.trigger_ids.tolist()
+        state.after(swapped, len(positions))
+        if swapped:
+            state.keep(step, record)
+        record["gradient_seconds"] = round(grad_seconds, 3)
+        record["seconds"] = round(time.perf_counter() - step_started, 3)
+        state.history.append(record)
+        return record
+
+
+class _SearchState:
+    """What AutoPrompt's search carries from one iteration to the next: the position cycle, the cached
+    gradient, how far down the HotFlip ranks it looks, and the best trigger so far (on dev, or the
+    last accepted swap)."""
+
+    def __init__(self, method: AutoPrompt, train_data: EncodedExamples, dev_data: EncodedExamples | None, config):
+        from ..train import dev_score
+
+        self.method, self.train_data, self.dev_data, self.config = method, train_data, dev_data, config
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.n = len(train_data)
+        self.judge_all = method.config.score_examples >= self.n
+        self.grad_all = method.config.gradient_examples >= self.n
+        self.use_dev = dev_data is not None and len(dev_data) > 0
+        self.best_key, self.best_dev, self.best_scores = None, {}, None
+        if self.use_dev:
+            self.best_dev, _, self.best_key, self.best_scores = dev_score(method, dev_data, config.eval_batch_size,
+                                                                          config.select_metric)
+        self.best_ids, self.best_step, self.history = method.trigger_ids.clone(), 0, []
+        self.cycle: list[int] = []
+        self.cached = None  # (trigger, gradient, loss): a fixed gradient set gives the same gradient until a swap
+        self.tried_without_swap = 0  # positions tried since the last swap at these ranks; all: a local optimum
+        self.skip: int | None = 0  # HotFlip ranks passed over: widened after a pass without a swap (max_candidates)
+
+    def next_positions(self) -> list[int]:
+        n_trigger, how = len(self.method.trigger_ids), self.method.config.positions
+        if how == "all":
+            return list(range(n_trigger))
+        if how == "random":
+            return [int(torch.randint(n_trigger, (1,), generator=self.generator))]
+        if not self.cycle:
+            self.cycle = torch.randperm(n_trigger, generator=self.generator).tolist()
+        return [self.cycle.pop(0)]
+
+    def gradient(self, grad_rows: list[int]) -> tuple[torch.Tensor, float]:
+        method = self.method
+        if self.cached is not None and self.grad_all and torch.equal(self.cached[0], method.trigger_ids):
+            return self.cached[1], self.cached[2]
+        grad, loss = method._gradient(self.train_data, grad_rows, self.config.batch_size)
+        self.cached = (method.trigger_ids.clone(), grad, loss)
+        return grad, loss
+
+    def after(self, swapped: bool, tried: int) -> None:
+        """Count positions tried without a swap; after a whole pass, look further down the ranks or stop."""
+        method = self.method
+        self.tried_without_swap = 0 if swapped else self.tried_without_swap + tried
+        if swapped:
+            self.skip = 0
+        elif method.config.positions != "random" and self.tried_without_swap >= len(method.trigger_ids) \
+                and self.judge_all and self.grad_all:
+            # no position has a better swap among these ranks: try the next ones, or stop
+            self.skip, self.tried_without_swap = self.skip + method.num_candidates, 0
+            if self.skip + method.num_candidates > (method.config.max_candidates or method.num_candidates):
+                self.skip = None
+
+    def keep(self, step: int, record: dict) -> None:
+        """After a swap: keep it when dev says it is the best so far (or ``select: last``, or no dev)."""
+        from ..train import dev_score
+
+        method, config = self.method, self.config
+        if not self.use_dev:  # no dev set: keep the latest accepted swap
+            self.best_ids, self.best_step = method.trigger_ids.clone(), step
+            return
+        dev, _, key, dev_scores = dev_score(method, self.dev_data, config.eval_batch_size, config.select_metric)
+        record["dev"] = dev
+        if method.config.select == "last" or key > self.best_key:
+            self.best_key, self.best_dev, self.best_ids, self.best_step = key, dev, method.trigger_ids.clone(), step
+            self.best_scores = dev_scores
