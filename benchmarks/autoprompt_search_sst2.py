@@ -19,7 +19,6 @@ One torch thread (``torch.set_num_threads(1)``). Each finished seed is appended 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -32,6 +31,7 @@ import yaml
 from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
 from prompting.methods import AutoPrompt, PromptMethod
 from prompting.train import TrainConfig, evaluate, train
+from sst2_search_args import append_record, sst2_search_parser
 
 ROOT = Path(__file__).resolve().parent
 
@@ -74,15 +74,8 @@ def run_seed(lm, task, args, verbalizer, seed: int, test_examples, start_cache: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parents[1] / "shared" / "data" / "sst2")
-    parser.add_argument("--template", default="{text_a} {trigger:5} {mask}")
+    parser = sst2_search_parser(__doc__.splitlines()[0])
     parser.add_argument("--init", default="the")
-    parser.add_argument("--seeds", default="13,21,42,87,100")
-    parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--iterations", type=int, default=15)
-    parser.add_argument("--candidates", type=int, default=10)
     parser.add_argument("--max-candidates", type=int, default=None, help="widen to this HotFlip rank")
     parser.add_argument("--score-examples", type=int, default=32)
     parser.add_argument("--gradient-examples", type=int, default=32)
@@ -90,9 +83,7 @@ def main() -> None:
     parser.add_argument("--vocabulary", default="words")
     parser.add_argument("--select", default="dev")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per gradient pass")
-    parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument("--tag", default="nowords")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--reuse", default=None, help="take the no-trigger and start test scores of this tag's "
                                                      "records (same template, start and test examples)")
     parser.add_argument("--render-only", action="store_true",
@@ -136,8 +127,7 @@ def main() -> None:
         record = run_seed(lm, task, args, verbalizer, seed, test_examples, start_cache)
         record["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         record["settings"]["torch_threads"] = torch.get_num_threads()
-        with open(records_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(records_path, record)
         done[seed] = record
         print(f"seed {seed}: {record['found_template']!r} test {record['found_test']['accuracy']:.3f} "
               f"(start {record['start_test']['accuracy']:.3f}); train loss {record['train_loss_start']:.3f} -> "

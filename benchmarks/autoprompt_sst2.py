@@ -12,7 +12,6 @@ Each finished seed is appended to ``<out>/autoprompt_sst2.jsonl`` and skipped wh
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -24,24 +23,16 @@ import torch
 from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
 from prompting.methods import AutoPrompt, PromptMethod
 from prompting.train import TrainConfig, evaluate, train
+from sst2_search_args import append_record, sst2_search_parser
 
 ROOT = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parents[1] / "shared" / "data" / "sst2")
-    parser.add_argument("--template", default="{text_a} {trigger:5} {mask}")
-    parser.add_argument("--seeds", default="13,21,42,87,100")
-    parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--iterations", type=int, default=15)
-    parser.add_argument("--candidates", type=int, default=10)
+    parser = sst2_search_parser(__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=16, help="gradient batch; the other examples score")
     parser.add_argument("--score-examples", type=int, default=16)
-    parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument("--tag", default="", help="suffix of the output files (tuning runs)")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
 
     verbalizer = Verbalizer({0: ["negative"], 1: ["positive"]})
@@ -90,8 +81,7 @@ def main() -> None:
                                "candidates": args.candidates, "batch_size": args.batch_size,
                                "score_examples": args.score_examples, "test_limit": args.test_limit,
                                "model": args.model, "torch_threads": torch.get_num_threads()}}
-        with open(records_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(records_path, record)
         done[seed] = record
         print(f"seed {seed}: found {found_template!r} test {found['accuracy']:.4f} | random "
               f"{' '.join(record['random_trigger'])!r} test {random_test['accuracy']:.4f} | "
