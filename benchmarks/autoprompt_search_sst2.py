@@ -20,6 +20,7 @@ One torch thread (``torch.set_num_threads(1)``). Each finished seed is appended 
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import time
@@ -125,7 +126,9 @@ def main() -> None:
         if seed in done:
             continue
         record = run_seed(lm, task, args, verbalizer, seed, test_examples, start_cache)
-        record["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        # paths relative to the repository, so that a record names no machine's folders
+        record["settings"] = {k: (os.path.relpath(v, ROOT.parent) if isinstance(v, Path) else v)
+                              for k, v in vars(args).items()}
         record["settings"]["torch_threads"] = torch.get_num_threads()
         append_record(records_path, record)
         done[seed] = record
