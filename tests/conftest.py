@@ -219,3 +219,14 @@ def make_tiny_lm(bpe_tokenizer, wordpiece_tokenizer):
         tokenizer = wordpiece_tokenizer if kind == "bert" else bpe_tokenizer
         return build_tiny_lm(kind, tokenizer, seed)
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, bpe_tokenizer):
+    """A tiny random Llama saved as a local checkpoint folder, for tests that load a model by path
+    (``model: <folder>`` in a config, as a user would)."""
+    lm = build_tiny_lm("llama", bpe_tokenizer)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import NEGATIVE, POSITIVE, SUBJECTS, build_tiny_lm
+from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.cli import main
 from prompting.results import ResultsStore, run_id
 
@@ -115,13 +115,9 @@ def test_report_on_a_corrupt_results_file_exits_2_naming_the_line(tmp_path, caps
 
 
 # ------------------------------------------------------------------------------------ run and eval
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, bpe_tokenizer):
-    lm = build_tiny_lm("llama", bpe_tokenizer)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    lm.model.save_pretrained(path)
-    lm.tokenizer.save_pretrained(path)
-    return path
+@pytest.fixture
+def tiny_model_dir(tiny_llama_dir):
+    return tiny_llama_dir
 
 
 @pytest.fixture

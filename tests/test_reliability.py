@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NEGATIVE, POSITIVE, SUBJECTS, build_tiny_lm
+from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.cli import main
 from prompting.results import ResultsStore, run_id
 
@@ -36,13 +36,9 @@ def one_error_line(capsys, command):
     return err
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, bpe_tokenizer):
-    lm = build_tiny_lm("llama", bpe_tokenizer)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    lm.model.save_pretrained(path)
-    lm.tokenizer.save_pretrained(path)
-    return path
+@pytest.fixture
+def model_dir(tiny_llama_dir):
+    return tiny_llama_dir
 
 
 def write_task(folder: Path, name="toy", data_seeds=(13,), extra_methods="", patterns=1):
