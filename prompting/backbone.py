@@ -483,23 +483,28 @@ class SpanCache:
 
 #: the default token budget of a scoring batch: rows x padded length (see :func:`token_budget_batches`)
 MAX_BATCH_TOKENS = 2048
+#: the most padded tokens a scoring batch may have per real token (see :func:`token_budget_batches`)
+MAX_PADDING = 1.2
 
 
-def token_budget_batches(lengths: list[int], max_tokens: int = MAX_BATCH_TOKENS, max_rows: int | None = None
-                         ) -> list[list[int]]:
+def token_budget_batches(lengths: list[int], max_tokens: int = MAX_BATCH_TOKENS, max_rows: int | None = None,
+                         max_padding: float = MAX_PADDING) -> list[list[int]]:
     """Consecutive runs of ``lengths`` (sort them first) whose rows x longest row stay within
-    ``max_tokens`` (and ``max_rows``): batches of similar length that cost about the same each.
-    A row longer than the budget is a batch of its own."""
+    ``max_tokens`` tokens, ``max_rows`` rows and ``max_padding`` times the batch's real tokens: batches
+    of similar length that cost about the same each and are little padding (cost is linear in
+    padded tokens). A row longer than the budget is a batch of its own."""
     batches: list[list[int]] = []
     current: list[int] = []
-    longest = 0
+    longest = real = 0
     for i, n in enumerate(lengths):
         wider = max(longest, n)
-        if current and ((len(current) + 1) * wider > max_tokens or (max_rows and len(current) >= max_rows)):
+        size = (len(current) + 1) * wider
+        if current and (size > max_tokens or (max_rows and len(current) >= max_rows)
+                        or size > max_padding * (real + n)):
             batches.append(current)
-            current, wider = [], n
+            current, wider, real = [], n, 0
         current.append(i)
-        longest = wider
+        longest, real = wider, real + n
     if current:
         batches.append(current)
     return batches
