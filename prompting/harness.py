@@ -171,6 +171,9 @@ class Experiment:
         # two method entries that differ only in how they are ensembled plan the same runs: run each once
         unique = list({r.run_id: r for r in planned}.values())
         done = self.store.done() if self.store else set()
+        expect = getattr(self.store.claims, "expect", None) if self.store else None
+        if expect is not None:  # a study of runs shared by workers: queue the plan (once for all of them)
+            expect({r.run_id: _describe(r) for r in unique}, skip=done)
         todo = [r for r in unique if r.run_id not in done]
         bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=self.name, disable=not progress)
         by_id = {r["run_id"]: r for r in self.store.records()} if self.store and on_split_done else {}
@@ -408,11 +411,13 @@ class _Attempt:
             return self.execute(run)
         if not store.claims.claim(run.run_id, what=_describe(run)):
             return None
+        record = None
         try:
             # another process may have recorded it since this one read the store
-            return store.record(run.run_id) or self.execute(run)
+            record = store.record(run.run_id) or self.execute(run)
+            return record
         finally:
-            store.claims.release(run.run_id)
+            store.claims.release(run.run_id, record)
 
     def execute(self, run: PlannedRun) -> dict:
         if run.data_seed not in self.splits:
