@@ -108,8 +108,8 @@ def cmd_run(args) -> int:
                 cfg.protocol.test_limit = args.test_limit
             if args.device is not None:
                 cfg.device = args.device
-            experiment = build_experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None,
-                                          allow_download=args.allow_download)
+            same = lm is not None and (lm.name, str(lm.dtype)) == (cfg.model, f"torch.{cfg.dtype}")
+            experiment = build_experiment(cfg, output, lm if same else None, allow_download=args.allow_download)
             lm = experiment.lm
             if args.storage is not None:
                 _quiet_optuna(args)

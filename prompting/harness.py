@@ -88,7 +88,7 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     methods = list(cfg.methods if methods is None else methods)
     check_prompts(task, methods, cfg.prompts, templates)
     lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
-                                  allow_download=allow_download)
+                                  allow_download=allow_download, dtype=cfg.dtype, device_map=cfg.device_map)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
                       max_length=cfg.max_length)
 
@@ -145,6 +145,9 @@ class Experiment:
                             "train_config": spec.train_config if spec.train else {},
                             "template": template, "verbalizer": verbalizer,
                             "k": None if self.task.fixed_split else self.protocol.k,
+                            # low precision changes the numbers: its runs are others than float32's
+                            **({"dtype": str(self.lm.dtype).replace("torch.", "")}
+                               if self.lm.dtype != torch.float32 else {}),
                             "data_seed": data_seed, "train_seed": train_seed,
                             "test_limit": self.protocol.test_limit, "max_length": self.max_length,
                         }

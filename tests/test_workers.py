@@ -4,7 +4,6 @@ redone by another; ``--workers N`` starts N local workers; ``prompting report --
 runs into a folder that no worker wrote."""
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
