@@ -1,7 +1,7 @@
 """Many workers for ``prompting run``: the planned runs as units of work in an optuna study.
 
-    prompting run CONFIG --output-dir DIR --workers 4                               # SQLite: DIR/runs.db
-    prompting run CONFIG --output-dir DIR --workers 2 --devices cuda:0,cuda:1       # one GPU per worker
+    prompting run CONFIG --output-dir DIR --workers 4                     # SQLite: DIR/.workers/runs.db
+    prompting run CONFIG --output-dir DIR --workers 2 --devices cuda:0,cuda:1   # one GPU per worker
     prompting run CONFIG --output-dir DIR --storage postgresql://USER:PW@HOST:5432/DB   # on each machine
 
 The harness claims every run before it starts it. Without ``--storage`` the claims are files in the
@@ -173,7 +173,7 @@ class StudyClaims:
         if key in self._held:
             return True
         self._fail_stale()
-        mine = self._of(key, fresh=True)
+        mine = self._of(key) or self._of(key, fresh=True)  # the database decides below; the cache only saves reads
         if not mine:
             if self._failed(key):
                 raise RuntimeError(f"run {key} ({what}) was claimed {self.max_retry + 1} times by workers that died "
@@ -256,8 +256,6 @@ class StudyClaims:
         """The record and label scores of run ``key`` if a worker completed it, else None."""
         done = [t for t in self._of(key) if t.state.name == "COMPLETE" and "record" in t.user_attrs]
         if not done:
-            done = [t for t in self._of(key, fresh=True) if t.state.name == "COMPLETE" and "record" in t.user_attrs]
-        if not done:
             return None
         full = self._storage_call("get_trial", done[0]._trial_id)
         return full.user_attrs["record"], full.user_attrs.get("predictions")
@@ -327,7 +325,7 @@ def add_worker_options(p) -> None:
     p.add_argument("--storage", help="database URL of the work queue: sqlite:///PATH/runs.db (one machine) or "
                                      "postgresql://USER:PW@HOST:PORT/DB (many); every worker given it shares the runs")
     p.add_argument("--workers", type=int, help="start this many local worker processes (default storage: "
-                                               "sqlite:///OUTPUT_DIR/runs.db)")
+                                               "sqlite:///OUTPUT_DIR/.workers/runs.db)")
     p.add_argument("--devices", help="comma-separated devices, one per worker in turn (e.g. cuda:0,cuda:1)")
     p.add_argument("--device", help="device for this process (overrides the config's device)")
     p.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a worker's heartbeats")
@@ -350,7 +348,7 @@ def check_worker_options(args, output: Path) -> None:
     if args.devices is not None and args.device is not None:
         raise ValueError("give --devices (one per worker) or --device (every worker), not both")
     if args.workers is not None and args.storage is None:
-        args.storage = "sqlite:///" + str((output / "runs.db").resolve())
+        args.storage = "sqlite:///" + str((output / ".workers" / "runs.db").resolve())
     if args.storage is not None:
         from .sweep import _engine_url
 
