@@ -257,7 +257,7 @@ class Experiment:
         if self.store:
             self.store.save_predictions(run.run_id, {"dev": dev_scores.tolist(), "test": test_scores.tolist(),
                                                      **self._gold(dev_examples)})
-            self.store.append(record)
+            self.store.append(record, once=True)  # a worker whose claim lapsed may have recorded it meanwhile
         return record
 
     def _build(self, run: PlannedRun) -> PromptMethod:

@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 from .claims import Claims
@@ -168,26 +169,27 @@ class StudyClaims:
     def claim(self, key: str, what: str = "") -> bool:
         """Take run ``key``: True if this process now runs it, False while another worker does (or
         once it is recorded: :meth:`stored` then has it)."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         if key in self._held:
             return True
         self._fail_stale()
         mine = self._of(key) or self._of(key, fresh=True)  # the database decides below; the cache only saves reads
-        if not mine:
-            if self._failed(key):
-                raise RuntimeError(f"run {key} ({what}) was claimed {self.max_retry + 1} times by workers that died "
-                                   "before recording it; look at what kills it (memory?), then delete its failed "
-                                   f"trials or give another storage")
-            self._queue(key, what)  # a run no worker planned yet (the plan changed meanwhile)
+        if not mine and self._unqueued(key, what):
+            self._queue(key, what)  # a run no worker planned (the plan changed), or one whose retry was lost
             mine = self._of(key, fresh=True)
         waiting = [t for t in mine if t.state == TrialState.WAITING]
         if not waiting:
             return False
         trial_id = waiting[0]._trial_id
         self._storage_call("record_heartbeat", trial_id)  # a worker that dies right after the next line goes stale
-        if not self._storage_call("set_trial_state_values", trial_id, TrialState.RUNNING):
-            return False
+        try:
+            if not self._storage_call("set_trial_state_values", trial_id, TrialState.RUNNING):
+                return False  # another worker moved it first
+        except UpdateFinishedTrialError:
+            return False  # finished since this worker last read the trials
+
         self._storage_call("set_trial_user_attr", trial_id, "worker", {**self.worker, "what": what,
                                                                        "started": time.time()})
         with self._lock:
@@ -196,11 +198,22 @@ class StudyClaims:
         self._start_heartbeat()
         return True
 
-    def _failed(self, key: str) -> bool:
+    def _unqueued(self, key: str, what: str) -> bool:
+        """Whether run ``key``, which has no live trial, should be queued: never tried, or its last try
+        failed more than a grace period ago and the retry that should follow never came (its worker
+        died in between). Raises once its retries are spent."""
         from optuna.trial import TrialState
 
         trials = self._storage_call("get_all_trials", self.study._study_id, deepcopy=False, states=(TrialState.FAIL,))
-        return any(t.user_attrs.get("run_id") == key for t in trials)
+        failed = [t for t in trials if t.user_attrs.get("run_id") == key]
+        if len(failed) > self.max_retry:
+            raise RuntimeError(f"run {key} ({what}) failed {len(failed)} times (workers that died or stopped with an "
+                               "error before recording it); look at what stops it (memory? the workers' output), "
+                               f"then delete study {self.name!r} or give another storage")
+        if not failed:
+            return True
+        last = max(t.datetime_complete or t.datetime_start for t in failed)
+        return (datetime.now() - last).total_seconds() > self.grace_period
 
     def _fail_stale(self) -> None:
         """Fail the trials of workers that stopped beating and queue their runs again (at most once a second)."""

@@ -100,7 +100,7 @@ def _same_results(ours: dict, theirs: dict) -> None:
         assert my_predictions == predictions, rid
 
 
-def _start(tmp_path, config, storage: str, n: int, victim: int | None = None, grace: int = 3) -> tuple[Path, list]:
+def _start(tmp_path, config, storage: str, n: int, victim: int | None = None, grace: int = 60) -> tuple[Path, list]:
     out = tmp_path / "out"
     args = ["run", str(config), "--output-dir", str(out), "--storage", storage, "-q", "--no-summary",
             "--heartbeat-interval", "1", "--grace-period", str(grace)]
@@ -151,7 +151,7 @@ def test_workers_on_postgresql_record_every_run_once(single, tmp_path, postgres_
 
 def test_a_worker_killed_mid_run_has_that_run_redone_by_another(single, tmp_path):
     config, theirs = single
-    out, codes = _start(tmp_path, config, f"sqlite:///{tmp_path / 'runs.db'}", 3, victim=0, grace=3)
+    out, codes = _start(tmp_path, config, f"sqlite:///{tmp_path / 'runs.db'}", 3, victim=0, grace=8)
     assert codes[0] == -9  # SIGKILLed
     _same_results(_results(out), theirs)
     log = [line.split() for line in (tmp_path / "executed.log").read_text().splitlines()]
