@@ -60,7 +60,7 @@ for i in range(n):
             os.dup2(out.fileno(), 2)
             time.sleep(max(0.0, start - time.time()))
             try:
-                code = main(spec["args"])
+                code = main(spec["args"] + spec.get("own", {}).get(str(i), []))
             except BaseException:
                 traceback.print_exc()
                 code = 99
@@ -100,13 +100,17 @@ def _same_results(ours: dict, theirs: dict) -> None:
         assert my_predictions == predictions, rid
 
 
-def _start(tmp_path, config, storage: str, n: int, victim: int | None = None, grace: int = 60) -> tuple[Path, list]:
+def _start(tmp_path, config, storage: str, n: int, victim: int | None = None, grace: int = 60,
+           folders: bool = False) -> tuple[Path, list]:
+    """``n`` workers on ``storage``, writing ``tmp_path/out`` (or, with ``folders``, each its own
+    ``tmp_path/out-N``, as on machines that share no file system)."""
     out = tmp_path / "out"
-    args = ["run", str(config), "--output-dir", str(out), "--storage", storage, "-q", "--no-summary",
+    args = ["run", str(config), "--storage", storage, "-q", "--no-summary",
             "--heartbeat-interval", "1", "--grace-period", str(grace)]
+    own = {str(i): ["--output-dir", str(tmp_path / f"out-{i}" if folders else out)] for i in range(n)}
     script = tmp_path / "workers.py"
     script.write_text(WORKERS)
-    spec = {"folder": str(tmp_path), "n": n, "victim": victim, "args": args}
+    spec = {"folder": str(tmp_path), "n": n, "victim": victim, "args": args, "own": own}
     done = subprocess.run([sys.executable, str(script), json.dumps(spec)], env=ENV, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -147,6 +151,15 @@ def test_workers_on_postgresql_record_every_run_once(single, tmp_path, postgres_
         {rid: (r["dev"], r["test"]) for rid, (r, _) in theirs.items()}  # ensembles have the same ids too
     executed = _executed(tmp_path)
     assert len(executed) == N_RUNS and set(executed.values()) == {1}, executed
+
+
+def test_workers_that_share_no_folder_each_end_with_every_run_from_the_storage(single, tmp_path):
+    config, theirs = single
+    _start(tmp_path, config, f"sqlite:///{tmp_path / 'runs.db'}", 2, folders=True)
+    executed = _executed(tmp_path)
+    assert len(executed) == N_RUNS and set(executed.values()) == {1}, executed  # none computed twice
+    for i in range(2):  # each folder: its own runs, the other's copied from the study, and the ensembles
+        _same_results(_results(tmp_path / f"out-{i}"), theirs)
 
 
 def test_a_worker_killed_mid_run_has_that_run_redone_by_another(single, tmp_path):
