@@ -34,8 +34,8 @@ from .settings import ENSEMBLES, TRAIN_KEYS, MethodSpec, Protocol, SettingsError
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "parse_config", "load_prompt_file",
            "builtin_templates", "load_task_spec"]
 
-METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble")
-TOP_KEYS = ("name", "model", "device", "dtype", "device_map", "max_length", "task", "fewshot", "templates", "seeds", "methods", "sweep")
+METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble", "train_seeds")
+TOP_KEYS = ("name", "model", "device", "dtype", "device_map", "max_length", "kv_cache_mb", "task", "fewshot", "templates", "seeds", "methods", "sweep")
 TASK_KEYS = ("name", "data_dir", "train", "dev", "test", "fields", "label_column", "labels", "label_map", "format")
 FEWSHOT_KEYS = ("k", "data_seeds", "test_limit", "eval_batch_size")
 SEED_KEYS = ("train_seeds", "select_by", "metric")
@@ -260,6 +260,8 @@ class ExperimentConfig:
     # the LM computes in this dtype; learned prompt parameters and their optimizer state stay float32
     dtype: str = "float32"
     device_map: str | None = None  # "auto": accelerate places the model over every visible device
+    # megabytes of frozen text's keys and values kept per model (prompting.backbone.SpanCache; 0: none)
+    kv_cache_mb: float = 4096
     max_length: int | None = None
     base: Path | None = field(default=None, repr=False)
     sweep: SweepConfig | None = None
@@ -358,11 +360,15 @@ def _method(i: int, entry: Any) -> MethodSpec:
     if entry.get("ensemble") is not None and entry["ensemble"] not in ENSEMBLES:
         raise ConfigError(f"{where}: ensemble={entry['ensemble']!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
     verbalizer = entry.get("verbalizer")
+    seeds = entry.get("train_seeds")
+    if seeds is not None and not train:
+        raise ConfigError(f"{where}: train_seeds={seeds!r} is given but train is false; an untrained prompt has no "
+                          "training seed")
     return MethodSpec(
         name=name, train=train, label=entry.get("label"), template=entry.get("template"),
         verbalizer=normalise_verbalizer(f"{where}.verbalizer", verbalizer) if verbalizer is not None else None,
-        params=params, train_config=train_config,
-        ensemble=entry.get("ensemble"))
+        params=params, train_config=train_config, ensemble=entry.get("ensemble"),
+        train_seeds=None if seeds is None else _int_list(f"{where}.train_seeds", seeds))
 
 
 def _check_templates(prompts: list[tuple[str, dict]], specs: list[MethodSpec]) -> None:
@@ -449,9 +455,13 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
         raise ConfigError(f"model: {model!r} is not valid; give an alias, hub id or local path")
     sweep = _sweep(data["sweep"], specs, prompts) if data.get("sweep") is not None else None
     device, dtype, device_map = _hardware(data, specs)
+    kv_cache_mb = data.get("kv_cache_mb", 4096)
+    if isinstance(kv_cache_mb, bool) or not isinstance(kv_cache_mb, (int, float)) or kv_cache_mb < 0:
+        raise ConfigError(f"kv_cache_mb: {kv_cache_mb!r} is not valid; give megabytes >= 0 (0: no cache of "
+                          "frozen text)")
     return ExperimentConfig(name=str(data.get("name", "experiment")), model=model, task=task,
                             protocol=protocol, prompts=prompts, methods=specs, device=device, dtype=dtype,
-                            device_map=device_map, max_length=max_length, base=base,
+                            device_map=device_map, kv_cache_mb=kv_cache_mb, max_length=max_length, base=base,
                             sweep=sweep, source=data)
 
 

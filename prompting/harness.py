@@ -88,7 +88,8 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     methods = list(cfg.methods if methods is None else methods)
     check_prompts(task, methods, cfg.prompts, templates)
     lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
-                                  allow_download=allow_download, dtype=cfg.dtype, device_map=cfg.device_map)
+                                  allow_download=allow_download, dtype=cfg.dtype, device_map=cfg.device_map,
+                                  kv_cache_mb=cfg.kv_cache_mb)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
                       max_length=cfg.max_length)
 
@@ -111,7 +112,7 @@ class Experiment:
         self.max_length = max_length
         self._test = self._test_examples()
         self._cache = ScoreCache()
-        self._lm_snapshot: dict[str, torch.Tensor] | None = None
+        self._lm_snapshot: tuple[dict[str, torch.Tensor], int] | None = None
         check_prompts(task, self.methods, self.prompts)
 
     def _prompts_for(self, spec: MethodSpec) -> list[tuple[str, dict]]:
@@ -138,7 +139,7 @@ class Experiment:
         for data_seed in data_seeds:
             for spec in self.methods:
                 for template, verbalizer in self._prompts_for(spec):
-                    for train_seed in (self.protocol.train_seeds if spec.train else [None]):
+                    for train_seed in ((spec.train_seeds or self.protocol.train_seeds) if spec.train else [None]):
                         settings = {
                             "task": self.task.name, "model": self.lm.name, "method": spec.name,
                             "label": spec.label, "train": spec.train, "params": spec.params,
@@ -251,7 +252,7 @@ class Experiment:
             test_scores = self._test_scores(run, method, config, progress)
         finally:
             if config is not None and config.tune_lm:  # the next run starts from the same LM, whatever happened
-                self.lm.model.load_state_dict(self._lm_snapshot)
+                self.lm.restore(self._lm_snapshot)
         record = self._record(run, method, config, result, (dev_examples, dev, dev_scores), test_scores,
                               {"seconds": round(time.perf_counter() - started, 3), "n_train": len(train_examples)})
         if self.store:
@@ -272,7 +273,7 @@ class Experiment:
 
     def _fit(self, method: PromptMethod, config: TrainConfig, train_examples, dev, progress: bool) -> TrainResult:
         if config.tune_lm and self._lm_snapshot is None:
-            self._lm_snapshot = {k: v.detach().clone() for k, v in self.lm.model.state_dict().items()}
+            self._lm_snapshot = self.lm.snapshot()
         return train(method, method.encode(train_examples), dev, config, progress=progress)
 
     def _dev_scores(self, method: PromptMethod, dev, result: TrainResult | None, config) -> torch.Tensor:
