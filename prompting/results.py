@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 __all__ = ["ResultsFileError", "ResultsStore", "run_id", "dev_key", "select_runs", "aggregate", "bootstrap_interval",
-           "score", "GROUP_KEYS"]
+           "score", "gold_indices", "GROUP_KEYS"]
 
 
 class ResultsFileError(ValueError):
@@ -226,6 +226,18 @@ def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     return chosen
 
 
+def gold_indices(saved: dict, split: str = "test") -> list[int]:
+    """A predictions file's gold labels of ``split`` as column indices of its scores (-1: unknown).
+    Files store them by name beside ``labels``, the scores' column order; files written before that
+    store the indices themselves."""
+    gold = saved.get(f"{split}_gold") or []
+    labels = saved.get("labels")
+    if labels is None:
+        return [int(g) for g in gold]
+    index = {label: i for i, label in enumerate(labels)}
+    return [index.get(g, -1) for g in gold]
+
+
 def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str = "accuracy",
                        resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """How much of a test score is the luck of the test sample: the percentile interval of the runs'
@@ -247,7 +259,7 @@ def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str 
         if not saved or "test_gold" not in saved or not saved["test"]:
             return None
         scores = np.asarray(saved["test"])
-        runs.append((scores.argmax(1), np.asarray(saved["test_gold"]), scores.shape[1]))
+        runs.append((scores.argmax(1), np.asarray(gold_indices(saved, "test")), scores.shape[1]))
     size = len(runs[0][1])
     if any(len(gold) != size for _, gold, _ in runs):
         return None

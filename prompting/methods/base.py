@@ -22,6 +22,7 @@ from typing import ClassVar, Iterator, Sequence
 import torch
 
 from ..backbone import LanguageModel
+from ..choices import ChoiceScorer, ChoiceVerbalizer
 from ..data import Example
 from ..template import Encoding, PromptBatch, Template, collate
 from ..verbalizer import Verbalizer
@@ -72,9 +73,12 @@ class PromptMethod(torch.nn.Module):
         self.verbalizer = verbalizer.ordered(labels) if labels is not None else verbalizer
         self.labels = self.verbalizer.labels
         self.encoder = self.template.encoder(lm.tokenizer, lm.causal, max_length or lm.max_length)
-        self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
-        if lm.causal:  # the label word is appended after a causal context: keep room for it
-            self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
+        # a multiple-choice verbalizer: each example's choices are its label words (prompting.choices)
+        self.choices = ChoiceScorer(self) if isinstance(self.verbalizer, ChoiceVerbalizer) else None
+        if self.choices is None:
+            self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
+            if lm.causal:  # the label word is appended after a causal context: keep room for it
+                self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
         self.setup()
 
     # ----------------------------------------------------------------- what a subclass changes
@@ -144,6 +148,8 @@ class PromptMethod(torch.nn.Module):
     # ----------------------------------------------------------------- shared machinery
     def encode(self, examples: Sequence[Example]) -> EncodedExamples:
         """Tokenise examples once (one pass per distinct label-word length for a masked LM)."""
+        if self.choices is not None:
+            return self.choices.encode(examples)
         fields = [ex.fields if isinstance(ex, Example) else ex for ex in examples]
         counts = [1] if self.lm.causal else self.words.lengths
         encodings = {n: self.encoder.encode(fields, n_mask=n) for n in counts}
@@ -156,6 +162,9 @@ class PromptMethod(torch.nn.Module):
         if order is None:
             order = (torch.randperm(len(data), generator=generator) if shuffle
                      else torch.arange(len(data))).tolist()
+        if self.choices is not None:
+            yield from self.choices.batches(data, batch_size, order)
+            return
         left = self.lm.causal
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
@@ -165,6 +174,8 @@ class PromptMethod(torch.nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Label scores [B, n_labels]: aggregated log-probabilities of each label's words."""
+        if self.choices is not None:
+            return self.choices.scores(batch)
         word_scores = self.lm.word_logprobs(batch.prompts, self.words, hooks=self)
         return self.words.aggregate_scores(word_scores)
 
