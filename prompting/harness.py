@@ -429,7 +429,8 @@ class Experiment:
         self.store.save_predictions(rid, {**combined, **gold, **self._classes(torch.tensor(combined["test"]))})
         first = records[0]
         return {
-            **{k: first[k] for k in ("task", "model", "method", "k", "data_seed", "train_seed", "test_limit")},
+            **{k: first[k] for k in ("task", "model", "method", "k", "data_seed", "train_seed", "test_limit",
+                                     "choice_score") if k in first},
             "run_id": rid, "experiment": self.name, "label": f"{spec.label} ensemble ({spec.ensemble})",
             "template": f"ensemble of {len(members)} patterns", "verbalizer": first["verbalizer"],
             "ensemble_of": [m.run_id for m in members], "train": True,

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 __all__ = ["ResultsFileError", "ResultsStore", "run_id", "dev_key", "select_runs", "aggregate", "bootstrap_interval",
-           "score", "gold_indices", "GROUP_KEYS"]
+           "score", "gold_indices", "run_classes", "GROUP_KEYS"]
 
 
 class ResultsFileError(ValueError):
@@ -38,7 +38,8 @@ REQUIRED = ("run_id", "task", "method", "label", "template", "verbalizer", "mode
             "train_seed", "dev", "test")
 # a "setting": one method with its parameters, training settings, template and verbalizer;
 # its runs differ only by data and training seeds
-GROUP_KEYS = ("task", "label", "method", "params", "train_config", "template", "verbalizer", "model", "k")
+GROUP_KEYS = ("task", "label", "method", "params", "train_config", "template", "verbalizer", "model", "k",
+              "choice_score")
 
 
 def score(record: dict, split: str, metric: str) -> float:
@@ -236,6 +237,24 @@ def gold_indices(saved: dict, split: str = "test") -> list[int]:
         return [int(g) for g in gold]
     index = {label: i for i, label in enumerate(labels)}
     return [index.get(g, -1) for g in gold]
+
+
+def run_classes(store: ResultsStore, record: dict) -> dict | None:
+    """A run's per-class results (see :func:`prompting.data.class_results`) from its saved test
+    predictions; None when it has none. Files written before the label order was saved beside the
+    scores take it from the record's verbalizer, which the harness wrote in the task's label order."""
+    from .data import class_results
+
+    saved = store.load_predictions(record["run_id"])
+    if not saved or not saved.get("test") or "test_gold" not in saved:
+        return None
+    labels = [str(x) for x in saved.get("labels") or list(record.get("verbalizer") or {})]
+    if len(labels) != len(saved["test"][0]):
+        return None
+    gold = gold_indices({**saved, "labels": saved.get("labels")}, "test")
+    pairs = [(labels[g], labels[max(range(len(row)), key=row.__getitem__)])
+             for g, row in zip(gold, saved["test"]) if 0 <= g < len(labels)]
+    return class_results([g for g, _ in pairs], [p for _, p in pairs], labels) if pairs else None
 
 
 def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str = "accuracy",
