@@ -30,7 +30,7 @@ import yaml
 from .data import DATA_SEEDS, Task
 from .methods import METHODS, method_config
 from .settings import ENSEMBLES, TRAIN_KEYS, MethodSpec, Protocol, SettingsError, TrainConfig
-from .taskspec import TASK_KEYS, TaskSpecError, check_task_spec, default_choice_verbalizer
+from .taskspec import TaskSpecError, check_task_spec, default_choice_verbalizer
 from .taskspec import load_task_spec as _load_task_spec
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "parse_config", "load_prompt_file",

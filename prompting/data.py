@@ -14,7 +14,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 __all__ = [
     "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot",
@@ -361,15 +361,16 @@ def _mr(data_dir=None, **_) -> Task:
                             "seeded split: 2,000 test (1,000 per class), rest train")
 
 
+# the built-in tasks' labels, in the order of their scores' columns
+BUILTIN_LABELS = {"mr": ("0", "1"), "sst2": ("0", "1"), "cb": ("entailment", "contradiction", "neutral"),
+                  "rte": ("entailment", "not_entailment"), "boolq": ("false", "true")}
+
 TASKS: dict[str, Callable[..., Task]] = {
     "mr": _mr,
     "sst2": _sst2,
-    "cb": _fewglue("cb", "CB", {"premise": "premise", "hypothesis": "hypothesis"},
-                   ("entailment", "contradiction", "neutral")),
-    "rte": _fewglue("rte", "RTE", {"premise": "premise", "hypothesis": "hypothesis"},
-                    ("entailment", "not_entailment")),
-    "boolq": _fewglue("boolq", "BoolQ", {"passage": "passage", "question": "question"},
-                      ("false", "true")),
+    "cb": _fewglue("cb", "CB", {"premise": "premise", "hypothesis": "hypothesis"}, BUILTIN_LABELS["cb"]),
+    "rte": _fewglue("rte", "RTE", {"premise": "premise", "hypothesis": "hypothesis"}, BUILTIN_LABELS["rte"]),
+    "boolq": _fewglue("boolq", "BoolQ", {"passage": "passage", "question": "question"}, BUILTIN_LABELS["boolq"]),
 }
 
 

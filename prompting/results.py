@@ -242,19 +242,26 @@ def gold_indices(saved: dict, split: str = "test") -> list[int]:
 def run_classes(store: ResultsStore, record: dict) -> dict | None:
     """A run's per-class results (see :func:`prompting.data.class_results`) from its saved test
     predictions; None when it has none. Files written before the label order was saved beside the
-    scores take it from the record's verbalizer, which the harness wrote in the task's label order."""
-    from .data import class_results
+    scores (their gold labels are column indices) take the built-in task's order, else the record's
+    verbalizer's, and are used only where that order gives the record's own test accuracy."""
+    from .data import BUILTIN_LABELS, class_results
 
     saved = store.load_predictions(record["run_id"])
     if not saved or not saved.get("test") or "test_gold" not in saved:
         return None
-    labels = [str(x) for x in saved.get("labels") or list(record.get("verbalizer") or {})]
+    labels = saved.get("labels") or BUILTIN_LABELS.get(record.get("task")) or list(record.get("verbalizer") or {})
+    labels = [str(x) for x in labels]
     if len(labels) != len(saved["test"][0]):
         return None
     gold = gold_indices({**saved, "labels": saved.get("labels")}, "test")
     pairs = [(labels[g], labels[max(range(len(row)), key=row.__getitem__)])
              for g, row in zip(gold, saved["test"]) if 0 <= g < len(labels)]
-    return class_results([g for g, _ in pairs], [p for _, p in pairs], labels) if pairs else None
+    found = class_results([g for g, _ in pairs], [p for _, p in pairs], labels) if pairs else None
+    accuracy = score(record, "test", "accuracy")
+    if found is None or (not saved.get("labels") and not math.isnan(accuracy) and
+                         abs(sum(g == p for g, p in pairs) / len(pairs) - accuracy) > 1e-9):
+        return None
+    return found
 
 
 def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str = "accuracy",

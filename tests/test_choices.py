@@ -131,3 +131,14 @@ methods:
     saved = ResultsStore(tmp_path / "out").load_predictions(records[0]["run_id"])
     assert saved["test_gold"] == ["1", "0", "0", "1"] and len(saved["test"][0]) == 2
     assert "protocol fixed" in capsys.readouterr().err
+
+
+def test_a_saved_multiple_choice_prompt_loads_with_its_choice_score(make_tiny_lm, tmp_path):
+    from prompting.methods import load_prompt
+
+    lm = make_tiny_lm("llama")
+    method = build_method("soft", lm, TEMPLATE, ChoiceVerbalizer(CHOICES, "mean"), labels=["0", "1"], prompt_tokens=2)
+    method.save(tmp_path / "prompt")
+    loaded = load_prompt(tmp_path / "prompt", lm)
+    assert isinstance(loaded.verbalizer, ChoiceVerbalizer) and loaded.verbalizer.score == "mean"
+    assert torch.allclose(loaded.predict_scores(loaded.encode(EXAMPLES)), method.predict_scores(method.encode(EXAMPLES)))

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import random
 from pathlib import Path
 
 import pytest
