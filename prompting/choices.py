@@ -141,13 +141,14 @@ class ChoiceScorer:
         data.choices = ChoiceRows(rows, targets)
         return data
 
-    def batches(self, data, batch_size: int, order: Sequence[int]) -> Iterator:
+    def batches(self, data, rows: Sequence[Sequence[int]]) -> Iterator:
+        """A batch per chunk of ``rows``: every choice of its examples (one row each)."""
         from .methods.base import Batch
         from .template import collate
 
         lm, n = self.method.lm, len(self.fields)
-        for start in range(0, len(order), batch_size):
-            picked = order[start:start + batch_size]
+        for picked in rows:
+            picked = list(picked)
             flat = [(data.choices.rows[i][c], data.choices.targets[i][c]) for i in picked for c in range(n)]
             groups = {}
             for r, (_, target) in enumerate(flat):  # a masked LM: one batch per choice length
