@@ -249,8 +249,10 @@ def run_classes(store: ResultsStore, record: dict) -> dict | None:
     saved = store.load_predictions(record["run_id"])
     if not saved or not saved.get("test") or "test_gold" not in saved:
         return None
-    labels = saved.get("labels") or BUILTIN_LABELS.get(record.get("task")) or list(record.get("verbalizer") or {})
-    labels = [str(x) for x in labels]
+    width = len(saved["test"][0])
+    known = [x for x in (saved.get("labels"), BUILTIN_LABELS.get(record.get("task")),
+                         list(record.get("verbalizer") or {})) if x and len(x) == width]
+    labels = [str(x) for x in (known[0] if known else [])]
     if len(labels) != len(saved["test"][0]):
         return None
     gold = gold_indices({**saved, "labels": saved.get("labels")}, "test")

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from .data import DATASETS_FORMATS, TASKS, TEXT_FORMATS, DataError, Example, Task, load_examples, load_task
 
 __all__ = ["TaskSpecError", "TASK_KEYS", "PROTOCOLS", "CHOICE_SCORES", "check_task_spec", "load_task_spec",
-           "default_choice_verbalizer"]
+           "default_choice_verbalizer", "task_shape"]
 
 TASK_KEYS = ("name", "data_dir", "train", "dev", "test", "fields", "text_columns", "label_column", "labels",
              "label_map", "format", "header", "split", "protocol", "choices", "choice_score")
@@ -208,6 +208,17 @@ def _fields(spec: dict) -> dict:
     return dict(spec.get("fields") or {"text_a": "text_a"})
 
 
+def task_shape(spec: Mapping) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A custom task's labels and text fields, from its section alone (no file is read)."""
+    spec = check_task_spec(dict(spec))
+    if "train" not in spec:
+        raise TaskSpecError(f"task {spec['name']!r} is built in; its shape comes from its files")
+    names, _ = _labels(spec)
+    fields = tuple(_fields(spec))
+    choices = tuple(f"choice{i}" for i in range(1, _n_choices(spec["choices"]) + 1)) if spec.get("choices") else ()
+    return names, fields + tuple(f for f in choices if f not in fields)
+
+
 def default_choice_verbalizer(spec: Mapping) -> dict[str, list[str]] | None:
     """A multiple-choice task's verbalizer: label i is the text of field ``choice{i+1}``; None for others."""
     if not isinstance(spec, Mapping) or spec.get("choices") is None:
@@ -256,7 +267,7 @@ def load_task_spec(spec: Any, base: Path | None = None) -> Task:
     dev = load("dev") if spec.get("dev") else None
     train, test = _carve(train, spec["split"], str(spec["train"])) if "split" in spec else (train, load("test"))
     choice_fields = tuple(f"choice{i}" for i in range(1, (n_choices or 0) + 1))
-    return Task(spec["name"], names, tuple(fields) + tuple(f for f in choice_fields if f not in fields), train,
+    return Task(spec["name"], names, task_shape(spec)[1], train,
                 test, dev=dev, fixed_split=spec.get("protocol") == "fixed", choices=choice_fields,
                 choice_score=spec.get("choice_score", "sum"),
                 description=f"your files: train {spec['train']}" + (f", dev {spec['dev']}" if dev else "")
