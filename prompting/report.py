@@ -189,7 +189,7 @@ def _other_metrics(rows: Sequence[dict], metric: str) -> list[str]:
 def _setting_name(r: dict) -> str:
     template = r["template"].replace("\n", "\\n")
     template = template if len(template) <= 44 else template[:43] + "…"
-    return f"{r['label']}  ·  {template}  ·  {_verbalizer(r['verbalizer'])}"
+    return f"{r['label']}  ·  {template}  ·  {_row_verbalizer(r)}"
 
 
 def bar_errors(rows: Sequence[dict]) -> tuple[list[float], tuple[list[float], list[float]], list[str], str]:
@@ -317,7 +317,8 @@ class _TaskPlots:
             ax.set_yticks(range(len(labels)), ticks, fontsize=6)
             ax.set_xlabel("predicted", fontsize=7)
             ax.set_ylabel("gold", fontsize=7)
-            ax.set_title(short(name, 44), fontsize=6)
+            label, template, words = name.split("  ·  ", 2)
+            ax.set_title(f"{short(label, 40)}\n{short(template, 40)}\n{short(words, 40)}", fontsize=6)
         fig.suptitle(f"{self.task}: confusion of the dev-selected runs (summed; colour: share of the gold class)",
                      fontsize=8)
         fig.tight_layout()
