@@ -43,6 +43,12 @@ def _row_verbalizer(r: dict) -> str:
     return _verbalizer(r["verbalizer"]) + (f" ({r['choice_score']})" if r.get("choice_score") else "")
 
 
+def _row_label(r: dict) -> str:
+    """The method's label; a multiple-choice task's with how its choices are scored (tables without a
+    verbalizer column)."""
+    return r["label"] + (f" ({r['choice_score']})" if r.get("choice_score") else "")
+
+
 def _cell(x: float):
     """A CSV cell: empty for a missing (NaN) score."""
     return None if isinstance(x, float) and math.isnan(x) else x
@@ -111,7 +117,7 @@ def _stability_table(rows: Sequence[dict]) -> str:
              "test of dev-selected − mean of all runs |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         across_splits = pct(r["std_data_seeds"]) if r["data_seeds"] > 1 else "–"
-        lines.append(f"| {r['label']} | `{short(r['template'])}` | {across_splits} | "
+        lines.append(f"| {_row_label(r)} | `{short(r['template'])}` | {across_splits} | "
                      f"{pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
                      f"{'–' if math.isnan(r['selection_gain']) else format(100 * r['selection_gain'], '+.1f')} |")
     return "\n".join(lines)
@@ -432,7 +438,7 @@ def per_class_table(rows: Sequence[dict], classes: dict) -> str:
                          f"{pct(matrix[i][i] / predicted if predicted else None)}")
         counts = [sum(row[j] for row in matrix) for j in range(len(labels))]
         top = max(range(len(labels)), key=counts.__getitem__)
-        lines.append(f"| {r['label']} | `{short(r['template'])}` | " + " | ".join(cells)
+        lines.append(f"| {_row_label(r)} | `{short(r['template'])}` | " + " | ".join(cells)
                      + f" | {short(str(labels[top]), 20)} ({pct(counts[top] / max(1, sum(counts)))}%) |")
     return "\n".join(lines)
 
