@@ -272,13 +272,20 @@ def test_shipped_yes_no_and_true_false_words_keep_their_spelling():
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
 
 
+def shape_of(cfg, task_shapes):
+    """A config's task's labels and text fields: a built-in task's, or a task section's (no file read)."""
+    from prompting.taskspec import task_shape
+
+    return task_shape(cfg.task) if "train" in cfg.task else task_shapes[cfg.task["name"]]
+
+
 @pytest.mark.skipif(not EXPERIMENTS, reason="no experiments/*.yaml")
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_shipped_experiment_configs_parse_and_fit_their_tasks(path, task_shapes):
     load = getattr(config_module, "load_configs", None)
     configs = load(path) if load else [load_config(path)]
     for cfg in configs:
-        labels, text_fields = task_shapes[cfg.task["name"]]
+        labels, text_fields = shape_of(cfg, task_shapes)
         assert cfg.prompts and cfg.methods
         for pattern, verbalizer in cfg.prompts + [(m.template, m.verbalizer) for m in cfg.methods]:
             if pattern:
@@ -293,14 +300,14 @@ def test_shipped_experiment_methods_build_and_encode(path, task_shapes, tiny_cau
     """Every method of a shipped config builds with its parameters and encodes an example of its task."""
     from prompting.data import Example
     from prompting.methods import build_method
-    from prompting.verbalizer import Verbalizer
+    from prompting.choices import make_verbalizer
 
     for cfg in config_module.load_configs(path):
-        labels, text_fields = task_shapes[cfg.task["name"]]
+        labels, text_fields = shape_of(cfg, task_shapes)
         example = Example({name: "a short text" for name in text_fields}, labels[0])
         for spec in cfg.methods:
             template = spec.template or cfg.prompts[0][0]
-            verbalizer = Verbalizer(spec.verbalizer or cfg.prompts[0][1])
+            verbalizer = make_verbalizer(spec.verbalizer or cfg.prompts[0][1])
             method = build_method(spec.name, tiny_causal_lm, template, verbalizer, labels=labels, **spec.params)
             encoded = method.encode([example])
             assert len(encoded) == 1, (cfg.name, spec.label)
