@@ -29,12 +29,12 @@ import yaml
 
 from .data import DATA_SEEDS, TASKS, Task, load_examples, load_task
 from .methods import METHODS, method_config
-from .settings import ENSEMBLES, TRAIN_KEYS, MethodSpec, Protocol, SettingsError, TrainConfig
+from .settings import CALIBRATIONS, ENSEMBLES, TRAIN_KEYS, MethodSpec, Protocol, SettingsError, TrainConfig
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "parse_config", "load_prompt_file",
            "builtin_templates", "load_task_spec"]
 
-METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble")
+METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble", "calibration")
 TOP_KEYS = ("name", "model", "device", "max_length", "task", "fewshot", "templates", "seeds", "methods", "sweep")
 TASK_KEYS = ("name", "data_dir", "train", "dev", "test", "fields", "label_column", "labels", "label_map", "format")
 FEWSHOT_KEYS = ("k", "data_seeds", "test_limit", "eval_batch_size")
@@ -353,11 +353,19 @@ def _method(i: int, entry: Any) -> MethodSpec:
     if entry.get("ensemble") is not None and entry["ensemble"] not in ENSEMBLES:
         raise ConfigError(f"{where}: ensemble={entry['ensemble']!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
     verbalizer = entry.get("verbalizer")
-    return MethodSpec(
-        name=name, train=train, label=entry.get("label"), template=entry.get("template"),
-        verbalizer=normalise_verbalizer(f"{where}.verbalizer", verbalizer) if verbalizer is not None else None,
-        params=params, train_config=train_config,
-        ensemble=entry.get("ensemble"))
+    calibration = entry.get("calibration") or []
+    if not isinstance(calibration, (str, list)) or not all(isinstance(c, str) for c in (
+            [calibration] if isinstance(calibration, str) else calibration)):
+        raise ConfigError(f"{where}: calibration={calibration!r} is not valid; give one of "
+                          f"{', '.join(CALIBRATIONS)} or a list of them")
+    verbalizer = normalise_verbalizer(f"{where}.verbalizer", verbalizer) if verbalizer is not None else None
+    try:
+        return MethodSpec(
+            name=name, train=train, label=entry.get("label"), template=entry.get("template"), verbalizer=verbalizer,
+            params=params, train_config=train_config,
+            ensemble=entry.get("ensemble"), calibration=calibration)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _check_templates(prompts: list[tuple[str, dict]], specs: list[MethodSpec]) -> None:

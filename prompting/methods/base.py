@@ -23,6 +23,7 @@ import torch
 
 from ..backbone import LanguageModel
 from ..data import Example
+from ..demonstrations import Demonstrations
 from ..template import Encoding, PromptBatch, Template, collate
 from ..verbalizer import Verbalizer
 from .configs import ManualConfig, MethodConfig
@@ -75,6 +76,7 @@ class PromptMethod(torch.nn.Module):
         self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
         if lm.causal:  # the label word is appended after a causal context: keep room for it
             self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
+        self.demonstrations = None  # set by set_demonstration_pool when the settings ask for them
         self.setup()
 
     # ----------------------------------------------------------------- what a subclass changes
@@ -141,12 +143,48 @@ class PromptMethod(torch.nn.Module):
 
         return load_prompt(directory, lm, strict=strict)
 
+    # ----------------------------------------------------------------- demonstrations
+    def demonstration_settings(self):
+        """What the settings ask for (``demonstrations: {k, selection, separator}``), or None."""
+        wanted = getattr(self.config, "demonstration_settings", None)
+        return wanted() if wanted else None
+
+    def set_demonstration_pool(self, examples: Sequence[Example], seed: int = 0) -> None:
+        """The labelled examples demonstrations are drawn from (the run's training split) and the seed
+        that picks them and their order; nothing for a method without demonstrations."""
+        wanted = self.demonstration_settings()
+        if wanted is not None:
+            self.demonstrations = Demonstrations(self.encoder, examples, self.shown_words(), wanted.k,
+                                                 wanted.selection, wanted.separator, seed)
+
+    def demonstration_key(self) -> str:
+        """What the demonstrations depend on (pool, seed, settings): part of a score cache's key."""
+        demos = self.demonstrations
+        if demos is None:
+            return ""
+        return repr((demos.seed, demos.k, demos.selection, demos.sets, demos.separator,
+                     [(sorted(ex.fields.items()), ex.label) for ex in demos.pool]))
+
+    def shown_words(self) -> dict[str, str]:
+        """The word a demonstration shows for each label: its verbalizer's first."""
+        return {label: words[0] for label, words in self.verbalizer.label_words.items()}
+
+    def with_demonstrations(self, encodings: dict[int, list[Encoding]], examples: Sequence[Example]):
+        """Every encoding with its demonstrations in front (as they are without demonstrations)."""
+        if self.demonstrations is None:
+            if self.demonstration_settings() is not None:
+                raise ValueError(f"method {self.name!r} has demonstrations but nothing to draw them from; call "
+                                 "set_demonstration_pool(train_examples, seed) first (the harness does)")
+            return encodings
+        return {n: self.demonstrations.add(encs, examples) for n, encs in encodings.items()}
+
     # ----------------------------------------------------------------- shared machinery
     def encode(self, examples: Sequence[Example]) -> EncodedExamples:
         """Tokenise examples once (one pass per distinct label-word length for a masked LM)."""
-        fields = [ex.fields if isinstance(ex, Example) else ex for ex in examples]
+        examples = [ex if isinstance(ex, Example) else Example(ex) for ex in examples]
+        fields = [ex.fields for ex in examples]
         counts = [1] if self.lm.causal else self.words.lengths
-        encodings = {n: self.encoder.encode(fields, n_mask=n) for n in counts}
+        encodings = self.with_demonstrations({n: self.encoder.encode(fields, n_mask=n) for n in counts}, examples)
         index = {label: i for i, label in enumerate(self.labels)}
         labels = torch.tensor([index.get(getattr(ex, "label", None), -1) for ex in examples], dtype=torch.long)
         return EncodedExamples(encodings, labels)
