@@ -273,6 +273,8 @@ def _cell(value) -> str:
         scale = " log" if value.get("log") else ""
         step = f" step {value['step']}" if value.get("step") else ""
         return f"{value['low']:g}–{value['high']:g}{scale}{step}"
+    if isinstance(value, str):  # a separator's newlines as \n, so that the table row stays one line
+        return "`" + value.encode("unicode_escape").decode() + "`"
     return "`" + str(value).lower() + "`" if isinstance(value, bool) else f"`{value}`"
 
 

@@ -300,5 +300,7 @@ def test_shipped_experiment_methods_build_and_encode(path, task_shapes, tiny_cau
             template = spec.template or cfg.prompts[0][0]
             verbalizer = Verbalizer(spec.verbalizer or cfg.prompts[0][1])
             method = build_method(spec.name, tiny_causal_lm, template, verbalizer, labels=labels, **spec.params)
+            # demonstrations (icl, "+ demos") come from the run's training split
+            method.set_demonstration_pool([Example(example.fields, label) for label in labels], 1)
             encoded = method.encode([example])
             assert len(encoded) == 1, (cfg.name, spec.label)

@@ -57,8 +57,8 @@ class PromptConfig(MethodConfig):
     """Settings every template-based method has: demonstrations in front of each input (LM-BFF)."""
 
     demonstrations: dict | None = setting(None, "training examples put in front of every input, rendered with "
-                                                "the template and their label word: `{k: 1, selection: random "
-                                                "| similarity, separator: ...}` (LM-BFF's \"+ demos\")")
+                                                "the template and their label word: `{k: 1, selection: random}` "
+                                                "(or `similarity`; `separator` as for `icl`), LM-BFF's \"+ demos\"")
 
     def validate(self) -> None:
         super().validate()
