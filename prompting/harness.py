@@ -355,7 +355,7 @@ class Experiment:
                 rid, base = calibrated_id(run.run_id, how), by_run.get(run.run_id)
                 if rid in by_run or base is None:
                     continue
-                saved = self.store.load_predictions(run.run_id)
+                saved = self._with_content_free(run, self.store.load_predictions(run.run_id))
                 if not saved or "content_free" not in saved:
                     print(f"{self.name}: run {run.run_id} ({_describe(run)}) was recorded without content-free "
                           f"scores, so it has no {how}-calibrated record; delete its record to run it again",
@@ -363,6 +363,17 @@ class Experiment:
                     continue
                 by_run[rid] = self._calibrated_record(base, saved, how, rid)
                 self.store.append(by_run[rid])
+
+    def _with_content_free(self, run: PlannedRun, saved: dict | None) -> dict | None:
+        """A run's saved scores with its content-free scores; an untrained run recorded without them (by
+        an older version) has them computed now, as nothing it depends on was learned, and saved."""
+        if not saved or "content_free" in saved or run.spec.train:
+            return saved
+        method = self._build(run)
+        method.set_demonstration_pool(self.split(run.data_seed)[0], run.train_seed or 0)
+        saved["content_free"] = content_free_scores(method, self.protocol.eval_batch_size)
+        self.store.save_predictions(run.run_id, saved)
+        return saved
 
     def _calibrated_record(self, base: dict, saved: dict, how: str, rid: str) -> dict:
         labels = list(self.task.labels)

@@ -107,9 +107,15 @@ def test_calibration_added_later_needs_no_new_run(tiny_causal_lm, tmp_path):
     prompts = [(PATTERNS[0], VERBALIZER)]
     first = Experiment(tiny_causal_lm, task, [MethodSpec("manual", train=False)], prompts,
                        Protocol(k=4, data_seeds=[1], train_seeds=[1]), output_dir=tmp_path).run(progress=False)
+    store = ResultsStore(tmp_path)
+    saved = store.load_predictions(first[0]["run_id"])
+    free = saved.pop("content_free")
+    store.save_predictions(first[0]["run_id"], saved)  # as recorded by a version without content-free scores
     again = Experiment(tiny_causal_lm, task, [MethodSpec("manual", train=False, calibration="contextual")], prompts,
                        Protocol(k=4, data_seeds=[1], train_seeds=[1]), output_dir=tmp_path)
     again._execute = lambda *a, **k: pytest.fail("a recorded run ran again")
     records = again.run(progress=False)
     assert [r["run_id"] for r in records if not r.get("calibration")] == [first[0]["run_id"]]
     assert [r["label"] for r in records if r.get("calibration")] == ["manual zero-shot + contextual calibration"]
+    # the zero-shot prompt learned nothing: its content-free scores are computed then, as they were
+    assert np.allclose(store.load_predictions(first[0]["run_id"])["content_free"]["scores"], free["scores"], atol=1e-5)
