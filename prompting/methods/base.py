@@ -330,7 +330,9 @@ def scores_memo(method: PromptMethod, data: EncodedExamples, compute) -> torch.T
     The key is the method's class, template, label words and settings, a digest of everything it
     learned (parameters and buffers), the LM (and the version of its weights) and a digest of the
     encoded examples: the untrained start that every training seed shares, or a soft prompt that
-    kept its start, is scored on dev once. The last 64 results are kept.
+    kept its start, is scored on dev once. The demonstrations' pool and seed are part of the key too
+    (in-context learning's inputs can be the same while its shared demonstrations differ). The last
+    64 results are kept.
     """
     if not data.encodings or not len(data):
         return compute()
@@ -339,7 +341,7 @@ def scores_memo(method: PromptMethod, data: EncodedExamples, compute) -> torch.T
                                                                       *e.soft_positions, *e.trigger_positions)])])
     key = (type(method).__name__, method.template.text, repr(method.words.word_ids), tuple(method.labels),
            repr(method.config), _digest(method.state_dict().values()), method.lm.serial,
-           method.lm.weights_version(), examples)
+           method.lm.weights_version(), examples, method.demonstration_key())
     if key not in _SCORES:
         _SCORES[key] = compute()
         while len(_SCORES) > _SCORES_KEPT:

@@ -70,9 +70,7 @@ class InContext(PromptMethod, SearchMethod):
         self._shared_next = block is not None and \
             len(block) - start + longest <= self.encoder.max_length - self.encoder.reserve
         if self._shared_next:
-            return {n: [Encoding(e.input_ids[start:], *([p - start for p in ps] for ps in (
-                e.mask_positions, e.soft_positions, e.trigger_positions))) for e in encs]
-                for n, encs in encodings.items()}
+            return {n: [e.after(start) for e in encs] for n, encs in encodings.items()}
         return {n: [e for s in range(self.config.sets) for e in self.demonstrations.add(encs, examples, s)]
                 for n, encs in encodings.items()}
 
@@ -85,29 +83,30 @@ class InContext(PromptMethod, SearchMethod):
         outside = Example({name: "\0" for name in self.template.fields})  # in no pool
         return list(self.encoder.prefix_ids) + [t for i in demos.choose(outside) for t in demos._render_ids(i)]
 
-    def forward_lm(self, lm, inputs_embeds, attention_mask, position_ids, logits_to_keep):
+    def forward_lm(self, lm, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
         if not self._prefix_on:
-            return super().forward_lm(lm, inputs_embeds, attention_mask, position_ids, logits_to_keep)
+            return super().forward_lm(lm, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans)
         ids = self._shared_block()
         if self._block is None or self._block[0] != ids:  # keys and values of the block, numbered before 0
             self._block = (ids, lm.key_values(torch.tensor([ids]), start=-len(ids)))
         return forward_with_prefix(lm, self._block[1], inputs_embeds, attention_mask, position_ids, logits_to_keep)
 
     @torch.no_grad()
-    def predict_scores(self, data: EncodedExamples, batch_size: int = 32, progress: bool | str = False) -> torch.Tensor:
+    def predict_scores(self, data: EncodedExamples, batch_size: int = 32, progress: bool | str = False,
+                       max_tokens: int | None = None) -> torch.Tensor:
         """Label scores, the label probabilities averaged over the demonstration sets (with one set the
         label scores as they are)."""
         sets = self.config.sets
         if getattr(data, "shared", False):
             self._prefix_on = True
             try:
-                return super().predict_scores(data, batch_size, progress)
+                return super().predict_scores(data, batch_size, progress, max_tokens)
             finally:
                 self._prefix_on = False
         if sets == 1:
-            return super().predict_scores(data, batch_size, progress)
+            return super().predict_scores(data, batch_size, progress, max_tokens)
         every = EncodedExamples(data.encodings, data.labels.repeat(sets))
-        scores = super().predict_scores(every, batch_size, progress).view(sets, len(data), -1)
+        scores = super().predict_scores(every, batch_size, progress, max_tokens).view(sets, len(data), -1)
         return scores.log_softmax(-1).exp().mean(0).log()
 
     def search(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
