@@ -124,7 +124,7 @@ def test_several_sets_average_label_probabilities(tiny_causal_lm):
     for s in range(3):
         one = icl(tiny_causal_lm, k=1, seed=4)
         one.demonstrations.sets = 3
-        encoding = one.demonstrations.add(one.encode.__self__.encoder.encode([QUERY.fields]), [QUERY], s)
+        encoding = one.demonstrations.add(one.encoder.encode([QUERY.fields]), [QUERY], s)
         each.append(one.predict_scores(type(data)({1: encoding}, data.labels)).softmax(-1))
     expected = torch.stack(each).mean(0).log()
     assert torch.allclose(method.predict_scores(data), expected, atol=1e-5)
