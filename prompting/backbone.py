@@ -137,8 +137,11 @@ class LanguageModel:
         self.tokenizer = tokenizer
         self.kind = _kind_of(model)
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
-        self.device = resolve_device(device)
-        self.model.to(self.device)
+        if getattr(model, "hf_device_map", None):  # placed by accelerate (device_map): inputs go where it starts
+            self.device = self.embeddings.weight.device
+        else:
+            self.device = resolve_device(device)
+            self.model.to(self.device)
         self.model.eval()
         model_max = getattr(model.config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, model_max)
@@ -161,6 +164,11 @@ class LanguageModel:
         return self.model.get_input_embeddings()
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the LM's weights are held and compute in (learned prompt parameters stay float32)."""
+        return self.embeddings.weight.dtype
+
+    @property
     def frozen(self) -> bool:
         """Whether no weight of the LM would take a gradient now: gradients are off (scoring) or no
         weight asks for one (every prompt method's training but LM tuning)."""
@@ -180,11 +188,14 @@ class LanguageModel:
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, name: str = DEFAULT_MODEL, device="auto", max_length: int = 512,
-             allow_download: bool = False, dtype=torch.float32) -> "LanguageModel":
+             allow_download: bool = False, dtype=torch.float32, device_map: str | None = None) -> "LanguageModel":
         """Load an alias (``smollm2-135m``), a local folder, or a hub id from the local cache.
 
         Nothing is downloaded unless ``allow_download=True``: a hub id that is not cached fails at
-        once with the offline alternatives.
+        once with the offline alternatives. ``dtype`` (a torch dtype or its name: float32, bfloat16,
+        float16) is what the weights are loaded in and compute in; ``device_map="auto"`` lets
+        accelerate place a model too large for one device over every visible one (``device`` is then
+        not used).
         """
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
@@ -202,11 +213,15 @@ class LanguageModel:
                 f"{_offline_alternatives()}\n(cause: {str(err).splitlines()[0]})") from None
         archs = " ".join(getattr(config, "architectures", None) or [])
         auto = AutoModelForMaskedLM if "MaskedLM" in archs else AutoModelForCausalLM
+        options = {"local_files_only": local_only, "dtype": _torch_dtype(dtype),
+                   **({"device_map": _device_map(device_map)} if device_map is not None else {})}
         try:
-            model = auto.from_pretrained(path, local_files_only=local_only, dtype=dtype)
+            model = auto.from_pretrained(path, **options)
         except ValueError:  # e.g. an encoder-only config given to AutoModelForCausalLM
-            model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=local_only, dtype=dtype)
+            model = AutoModelForMaskedLM.from_pretrained(path, **options)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+        if device_map is not None:  # accelerate placed it: the device it starts on takes the inputs
+            device = model.get_input_embeddings().weight.device
         return cls(model, tokenizer, name=name, device=device, max_length=max_length)
 
     # ---------------------------------------------------------------- forward
@@ -360,6 +375,24 @@ class LanguageModel:
         return torch.stack([columns[i] for i in range(len(words.word_ids))], 1)
 
 
+def _torch_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"dtype={dtype!r} is not valid; choose one of {', '.join(names)}")
+    return names[dtype]
+
+
+def _device_map(device_map: str) -> str:
+    if device_map != "auto":
+        raise ValueError(f"device_map={device_map!r} is not valid; use auto (or None for one device)")
+    if importlib.util.find_spec("accelerate") is None:
+        raise ModelNotAvailableError("device_map='auto' needs the accelerate package, which is not installed: "
+                                     "pip install accelerate")
+    return device_map
+
+
 def _last_positions(count: int, length: int, device) -> int | torch.Tensor:
     """``logits_to_keep`` for the last ``count`` of ``length`` positions (0: all), as an index tensor.
 
@@ -483,23 +516,28 @@ class SpanCache:
 
 #: the default token budget of a scoring batch: rows x padded length (see :func:`token_budget_batches`)
 MAX_BATCH_TOKENS = 2048
+#: the most padded tokens a scoring batch may have per real token (see :func:`token_budget_batches`)
+MAX_PADDING = 1.2
 
 
-def token_budget_batches(lengths: list[int], max_tokens: int = MAX_BATCH_TOKENS, max_rows: int | None = None
-                         ) -> list[list[int]]:
+def token_budget_batches(lengths: list[int], max_tokens: int = MAX_BATCH_TOKENS, max_rows: int | None = None,
+                         max_padding: float = MAX_PADDING) -> list[list[int]]:
     """Consecutive runs of ``lengths`` (sort them first) whose rows x longest row stay within
-    ``max_tokens`` (and ``max_rows``): batches of similar length that cost about the same each.
-    A row longer than the budget is a batch of its own."""
+    ``max_tokens`` tokens, ``max_rows`` rows and ``max_padding`` times the batch's real tokens: batches
+    of similar length that cost about the same each and are little padding (cost is linear in
+    padded tokens). A row longer than the budget is a batch of its own."""
     batches: list[list[int]] = []
     current: list[int] = []
-    longest = 0
+    longest = real = 0
     for i, n in enumerate(lengths):
         wider = max(longest, n)
-        if current and ((len(current) + 1) * wider > max_tokens or (max_rows and len(current) >= max_rows)):
+        size = (len(current) + 1) * wider
+        if current and (size > max_tokens or (max_rows and len(current) >= max_rows)
+                        or size > max_padding * (real + n)):
             batches.append(current)
-            current, wider = [], n
+            current, wider, real = [], n, 0
         current.append(i)
-        longest = wider
+        longest, real = wider, real + n
     if current:
         batches.append(current)
     return batches

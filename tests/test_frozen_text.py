@@ -171,11 +171,13 @@ def test_bucketed_scoring_gives_the_scores_of_fixed_batches(make_tiny_lm, kind):
 
 def test_token_budget_batches_keep_order_and_budget():
     lengths = [3, 3, 4, 5, 9, 10, 30, 31]
-    batches = token_budget_batches(lengths, max_tokens=20, max_rows=3)
+    batches = token_budget_batches(lengths, max_tokens=20, max_rows=3, max_padding=10)
     assert [i for b in batches for i in b] == list(range(len(lengths)))
     assert batches == [[0, 1, 2], [3, 4], [5], [6], [7]]
     for rows in batches:
         assert len(rows) == 1 or len(rows) * max(lengths[i] for i in rows) <= 20
+    # padding: 3 rows of 3, 3, 4 pad 2 tokens (12 for 10); 4 with 5 would pad 7 of 22
+    assert token_budget_batches(lengths, max_tokens=1000, max_padding=1.2) == [[0, 1, 2], [3], [4, 5], [6, 7]]
     assert token_budget_batches([], 10) == []
 
 
