@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from prompting.calibration import calibrate
-from prompting.results import ResultsStore
+from prompting.results import ResultsStore, gold_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "experiments" / "results" / "sst2_compare"
@@ -30,7 +30,7 @@ def probabilities(scores) -> np.ndarray:
 
 def check(store: ResultsStore, record: dict) -> list[str]:
     saved = store.load_predictions(record["run_id"])
-    scores, gold, free = np.asarray(saved["test"]), np.asarray(saved["test_gold"]), saved["content_free"]
+    scores, gold, free = np.asarray(saved["test"]), np.asarray(gold_indices(saved, "test")), saved["content_free"]
     template = record["template"].replace("\n", "⏎")
     lines = [f"### `{template}`", "", "Content-free inputs, p(negative) / p(positive): " + "; ".join(
         f"`{text or '(empty)'}` {p[0]:.3f} / {p[1]:.3f}" for text, p in zip(free["inputs"], probabilities(free["scores"])))

@@ -35,9 +35,13 @@ def content_free_texts(mask_token: str | None) -> list[str]:
     return [mask_token or "[MASK]" if text is None else text for text in CONTENT_FREE]
 
 
-def content_free_scores(method, batch_size: int = 32) -> dict:
+def content_free_scores(method, batch_size: int = 32) -> dict | None:
     """A method's label scores of the content-free inputs (every field of its template filled with
-    each), as saved beside a run's scores: ``{"inputs": [...], "scores": [[...], ...]}``."""
+    each), as saved beside a run's scores: ``{"inputs": [...], "scores": [[...], ...]}``. None for a
+    multiple-choice method: its label words are each example's own choices, so no input is without
+    content."""
+    if getattr(method, "choices", None) is not None:
+        return None
     texts = content_free_texts(getattr(method.lm.tokenizer, "mask_token", None))
     examples = [Example({name: text for name in method.template.fields}) for text in texts]
     return {"inputs": texts, "scores": method.predict_scores(method.encode(examples), batch_size).tolist()}

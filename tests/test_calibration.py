@@ -82,7 +82,8 @@ def test_calibrated_scores_are_saved_beside_the_raw_ones(calibrated_experiment):
             assert calibrated["test_gold"] == saved["test_gold"]
             row = store.record(rid)
             assert row["label"] == f"{record['label']} + {how} calibration" and row["calibrated_from"] == record["run_id"]
-            gold = np.asarray(saved["test_gold"])
+            assert calibrated["labels"] == saved["labels"] == ["0", "1"]  # gold by name, in the scores' order
+            gold = np.asarray([saved["labels"].index(g) for g in saved["test_gold"]])
             assert row["test"]["accuracy"] == pytest.approx((np.argmax(calibrated["test"], 1) == gold).mean())
 
 
@@ -110,7 +111,10 @@ def test_calibration_added_later_needs_no_new_run(tiny_causal_lm, tmp_path):
     store = ResultsStore(tmp_path)
     saved = store.load_predictions(first[0]["run_id"])
     free = saved.pop("content_free")
-    store.save_predictions(first[0]["run_id"], saved)  # as recorded by a version without content-free scores
+    names = saved.pop("labels")  # as recorded by a version without content-free scores and label order,
+    for split in ("dev", "test"):  # whose gold labels were column indices
+        saved[f"{split}_gold"] = [names.index(g) for g in saved[f"{split}_gold"]]
+    store.save_predictions(first[0]["run_id"], saved)
     again = Experiment(tiny_causal_lm, task, [MethodSpec("manual", train=False, calibration="contextual")], prompts,
                        Protocol(k=4, data_seeds=[1], train_seeds=[1]), output_dir=tmp_path)
     again._execute = lambda *a, **k: pytest.fail("a recorded run ran again")
@@ -119,3 +123,9 @@ def test_calibration_added_later_needs_no_new_run(tiny_causal_lm, tmp_path):
     assert [r["label"] for r in records if r.get("calibration")] == ["manual zero-shot + contextual calibration"]
     # the zero-shot prompt learned nothing: its content-free scores are computed then, as they were
     assert np.allclose(store.load_predictions(first[0]["run_id"])["content_free"]["scores"], free["scores"], atol=1e-5)
+    calibrated = next(r for r in records if r.get("calibration"))
+    out = store.load_predictions(calibrated["run_id"])
+    assert out["labels"] == ["0", "1"] and out["test_gold"] == [e.label for e in TEST]
+    predicted = [out["labels"][i] for i in np.argmax(out["test"], 1)]
+    assert calibrated["test"]["accuracy"] == pytest.approx(np.mean([p == e.label for p, e in zip(predicted, TEST)]))
+    assert sum(c["predicted"] for c in out["test_per_class"].values()) == len(TEST)

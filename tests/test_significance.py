@@ -50,26 +50,29 @@ def test_variance_split_by_hand():
     assert variance_split([("T", 1, 1, 0.5), ("T", 2, 1, 0.5)]) is None
 
 
-def _runs(store, label, right, seeds=(13, 21), method="manual", train=True):
-    """One run per data seed whose test predictions are right where ``right`` (per seed) says."""
+def _runs(store, label, right, seeds=(13, 21), method="manual", train=True, by_name=True):
+    """One run per data seed whose test predictions are right where ``right`` (per seed) says; gold labels
+    saved by name beside the label order, or (``by_name=False``, as older files) as column indices."""
     gold = [0, 1] * 20
     for seed, hits in zip(seeds, right):
         settings = {"task": "sst2", "method": method, "label": label, "template": "{text_a} It was {mask}.",
                     "verbalizer": VERBALIZER, "model": "tiny", "k": 4, "data_seed": seed, "train_seed": 1 if train else None}
         rid = run_id(settings)
         predicted = [g if h else 1 - g for g, h in zip(gold, hits)]
-        store.save_predictions(rid, {"test": [[0.0, 1.0] if p else [1.0, 0.0] for p in predicted], "test_gold": gold,
+        saved_gold = {"labels": ["0", "1"], "test_gold": [str(g) for g in gold]} if by_name else {"test_gold": gold}
+        store.save_predictions(rid, {"test": [[0.0, 1.0] if p else [1.0, 0.0] for p in predicted], **saved_gold,
                                      "dev": [], "dev_gold": []})
         store.append({**settings, "run_id": rid, "train": train, "dev": {"accuracy": 0.5},
                       "test": {"accuracy": float(np.mean(hits))}, "collapsed": False, "trainable_params": 0,
                       "seconds": 1.0})
 
 
-def test_report_names_a_significant_winner_and_a_tie(tmp_path):
+@pytest.mark.parametrize("old_files", [False, True], ids=["gold by name", "gold as indices"])
+def test_report_names_a_significant_winner_and_a_tie(tmp_path, old_files):
     store = ResultsStore(tmp_path)
     _runs(store, "strong", [[1] * 36 + [0] * 4, [1] * 34 + [0] * 6])
-    _runs(store, "zero-shot", [[1] * 20 + [0] * 20, [0] * 20 + [1] * 20], train=False)
-    _runs(store, "close", [[1] * 35 + [0] * 5, [1] * 34 + [0] * 6])
+    _runs(store, "zero-shot", [[1] * 20 + [0] * 20, [0] * 20 + [1] * 20], train=False, by_name=not old_files)
+    _runs(store, "close", [[1] * 35 + [0] * 5, [1] * 34 + [0] * 6], by_name=not old_files)
     write_report(tmp_path, plots=False)
     report = (tmp_path / "report.md").read_text()
     winner = next(line for line in report.splitlines() if line.startswith("Best:"))
