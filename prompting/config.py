@@ -29,14 +29,14 @@ import yaml
 
 from .data import DATA_SEEDS, Task
 from .methods import METHODS, method_config
-from .settings import ENSEMBLES, TRAIN_KEYS, MethodSpec, Protocol, SettingsError, TrainConfig
+from .settings import CALIBRATIONS, ENSEMBLES, TRAIN_KEYS, MethodSpec, Protocol, SettingsError, TrainConfig
 from .taskspec import TaskSpecError, check_task_spec, default_choice_verbalizer
 from .taskspec import load_task_spec as _load_task_spec
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "parse_config", "load_prompt_file",
            "builtin_templates", "load_task_spec"]
 
-METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble", "train_seeds")
+METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble", "train_seeds", "calibration")
 TOP_KEYS = ("name", "model", "device", "dtype", "device_map", "max_length", "kv_cache_mb", "task", "fewshot", "templates",
             "seeds", "methods", "sweep")
 FEWSHOT_KEYS = ("k", "data_seeds", "test_limit", "eval_batch_size")
@@ -368,11 +368,20 @@ def _method(i: int, entry: Any) -> MethodSpec:
     if seeds is not None and not train:
         raise ConfigError(f"{where}: train_seeds={seeds!r} is given but train is false; an untrained prompt has no "
                           "training seed")
-    return MethodSpec(
-        name=name, train=train, label=entry.get("label"), template=entry.get("template"),
-        verbalizer=normalise_verbalizer(f"{where}.verbalizer", verbalizer) if verbalizer is not None else None,
-        params=params, train_config=train_config, ensemble=entry.get("ensemble"),
-        train_seeds=None if seeds is None else _int_list(f"{where}.train_seeds", seeds))
+    seeds = None if seeds is None else _int_list(f"{where}.train_seeds", seeds)
+    calibration = entry.get("calibration") or []
+    if not isinstance(calibration, (str, list)) or not all(isinstance(c, str) for c in (
+            [calibration] if isinstance(calibration, str) else calibration)):
+        raise ConfigError(f"{where}: calibration={calibration!r} is not valid; give one of "
+                          f"{', '.join(CALIBRATIONS)} or a list of them")
+    verbalizer = normalise_verbalizer(f"{where}.verbalizer", verbalizer) if verbalizer is not None else None
+    try:
+        return MethodSpec(
+            name=name, train=train, label=entry.get("label"), template=entry.get("template"), verbalizer=verbalizer,
+            params=params, train_config=train_config, ensemble=entry.get("ensemble"),
+            train_seeds=seeds, calibration=calibration)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _check_templates(prompts: list[tuple[str, dict]], specs: list[MethodSpec]) -> None:

@@ -26,14 +26,15 @@ from typing import Sequence
 import torch
 
 from .backbone import LanguageModel
+from .calibration import calibrate, content_free_scores
 from .choices import ChoiceVerbalizer, choice_fields, make_verbalizer
 from .data import Example, Task, class_results, compute_metrics, sample_kshot
 from .methods import PromptMethod, build_method
-from .results import ResultsStore, run_id
+from .results import ResultsStore, gold_indices, run_id
 from .settings import ENSEMBLES, MethodSpec, Protocol, TrainConfig
 from .template import Template
 from .train import TrainResult, gold_cross_entropy, train
-from .verbalizer import Verbalizer
+from .verbalizer import Verbalizer, VerbalizerError
 
 __all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "ScoreCache", "build_experiment", "ENSEMBLES"]
 
@@ -71,14 +72,26 @@ def check_prompts(task: Task, methods: Sequence[MethodSpec], prompts: Sequence[t
     exactly the task's labels; checked before any model loads. ``templates``: more to check (a
     sweep's template choices)."""
     prompts = [(t, _jsonable_verbalizer(v)) for t, v in prompts]
-    for template, verbalizer in [p for spec in methods for p in prompts_for(spec, prompts)]:
+    for spec, (template, verbalizer) in [(spec, p) for spec in methods for p in prompts_for(spec, prompts)]:
         Template(template).check_fields(task.text_fields)
         verbalizer = make_verbalizer(verbalizer, task.choice_score)
         verbalizer.check_labels(task.labels)
         if isinstance(verbalizer, ChoiceVerbalizer):
             verbalizer.check_fields(task.text_fields)
+            _check_choice_method(spec)
     for template in templates:
         Template(template).check_fields(task.text_fields)
+
+
+def _check_choice_method(spec: MethodSpec) -> None:
+    """Calibration and demonstrations need label words shared by every input; a multiple-choice
+    verbalizer's words are each example's own choices."""
+    wanted = [f"calibration={list(spec.calibration)!r}"] if spec.calibration else []
+    if spec.name == "icl" or spec.params.get("demonstrations") is not None:
+        wanted.append("demonstrations" if spec.name != "icl" else "the icl method")
+    if wanted:
+        raise VerbalizerError(f"method {spec.label!r}: {' and '.join(wanted)} is not valid with a multiple-choice "
+                              "verbalizer (its words are each example's own choices); leave it out for this task")
 
 
 def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: Sequence[MethodSpec] | None = None,
@@ -241,8 +254,9 @@ class Experiment:
         adds none twice); this experiment's records and the ensembles of them, not those of another
         experiment sharing the folder."""
         with self.store.claims.hold("ensembles"):
+            self._calibrated(planned)
             self._ensembles(planned)
-        ids = {r.run_id for r in planned}
+        ids = {r.run_id for r in planned} | {calibrated_id(r.run_id, how) for r in planned for how in r.spec.calibration}
         return [r for r in self.store.records()
                 if r["run_id"] in ids or (r.get("ensemble_of") and set(r["ensemble_of"]) <= ids)]
 
@@ -278,12 +292,14 @@ class Experiment:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         method = self._build(run)
+        method.set_demonstration_pool(train_examples, run.train_seed or 0)
         dev = method.encode(dev_examples)
         config = self._train_config(run, method) if run.spec.train else None
         try:
             result = self._fit(method, config, train_examples, dev, progress) if config else None
             dev_scores = self._dev_scores(method, dev, result, config)
             test_scores = self._test_scores(run, method, config, progress)
+            free = content_free_scores(method, self.protocol.eval_batch_size)
         finally:
             if config is not None and config.tune_lm:  # the next run starts from the same LM, whatever happened
                 self.lm.restore(self._lm_snapshot)
@@ -291,7 +307,8 @@ class Experiment:
                               {"seconds": round(time.perf_counter() - started, 3), "n_train": len(train_examples)})
         if self.store:
             self.store.save_predictions(run.run_id, {"dev": dev_scores.tolist(), "test": test_scores.tolist(),
-                                                     **self._gold(dev_examples), **self._classes(test_scores)})
+                                                     **self._gold(dev_examples), **self._classes(test_scores),
+                                                     **({"content_free": free} if free is not None else {})})
             self.store.append(record, once=True)  # a worker whose claim lapsed may have recorded it meanwhile
         return record
 
@@ -320,8 +337,8 @@ class Experiment:
         """Test scores, computed once per prompt state (see :class:`ScoreCache`). A tuned LM is not
         part of the key, so runs that tune it are always scored."""
         score = lambda: self._score(method, progress)
-        if config is None:
-            return self._untrained_test_scores(run, method, progress)
+        if config is None:  # the same for every data seed, unless demonstrations come from its split
+            return score() if method.demonstrations else self._untrained_test_scores(run, method, progress)
         if config.tune_lm:
             return score()
         return self._cache.get(ScoreCache.key(run.spec, run.template, run.verbalizer, method), score)
@@ -398,9 +415,64 @@ class Experiment:
         found = class_results([e.label for e in self._test], test_pred, self.task.labels)
         return {"collapsed": found["collapsed"], "test_majority": found["majority"]}
 
+    # ------------------------------------------------------------------------------ calibration
+    def _calibrated(self, planned: Sequence[PlannedRun]) -> None:
+        """A calibrated record beside each run whose method asks for calibration, computed from the
+        run's saved label scores and content-free scores (no second training); runs recorded without
+        content-free scores (by older versions) are named and left out."""
+        by_run = {r["run_id"]: r for r in self.store.records()}
+        for run in planned:
+            for how in run.spec.calibration:
+                rid, base = calibrated_id(run.run_id, how), by_run.get(run.run_id)
+                if rid in by_run or base is None:
+                    continue
+                saved = self._with_content_free(run, self.store.load_predictions(run.run_id))
+                if not saved or "content_free" not in saved:
+                    print(f"{self.name}: run {run.run_id} ({_describe(run)}) was recorded without content-free "
+                          f"scores, so it has no {how}-calibrated record; delete its record to run it again",
+                          file=sys.stderr)
+                    continue
+                by_run[rid] = self._calibrated_record(base, saved, how, rid)
+                self.store.append(by_run[rid], once=True)
+
+    def _with_content_free(self, run: PlannedRun, saved: dict | None) -> dict | None:
+        """A run's saved scores with its content-free scores; an untrained run recorded without them (by
+        an older version) has them computed now, as nothing it depends on was learned, and saved."""
+        if not saved or "content_free" in saved or run.spec.train:
+            return saved
+        method = self._build(run)
+        method.set_demonstration_pool(self.split(run.data_seed)[0], run.train_seed or 0)
+        free = content_free_scores(method, self.protocol.eval_batch_size)
+        if free is not None:
+            saved["content_free"] = free
+            self.store.save_predictions(run.run_id, saved)
+        return saved
+
+    def _calibrated_record(self, base: dict, saved: dict, how: str, rid: str) -> dict:
+        """The record of run ``base`` calibrated by ``how``, and its predictions file, from the run's saved
+        scores; gold labels by name (or, in files written before that, as column indices)."""
+        labels = [str(x) for x in (saved.get("labels") or self.task.labels)]
+        scores = {split: calibrate(how, saved[split], saved["content_free"]) for split in ("dev", "test")}
+        index = {split: gold_indices(saved, split) for split in ("dev", "test")}
+        gold = {split: [labels[i] if i >= 0 else None for i in index[split]] for split in ("dev", "test")}
+        predicted = {split: [labels[i] for i in scores[split].argmax(1).tolist()] if len(gold[split]) else []
+                     for split in ("dev", "test")}
+        found = class_results(gold["test"], predicted["test"], labels)
+        self.store.save_predictions(rid, {"dev": scores["dev"].tolist(), "test": scores["test"].tolist(),
+                                          "labels": labels, "dev_gold": gold["dev"], "test_gold": gold["test"],
+                                          "test_per_class": found["per_class"], "test_confusion": found["confusion"]})
+        metrics = {split: compute_metrics(gold[split], predicted[split], labels) if gold[split] else {}
+                   for split in ("dev", "test")}
+        dev_loss = (_cross_entropy(torch.tensor(scores["dev"]), torch.tensor(index["dev"], dtype=torch.long))
+                    if index["dev"] else None)
+        return {**base, "run_id": rid, "label": f"{base['label']} + {how} calibration", "calibration": how,
+                "calibrated_from": base["run_id"], "dev": metrics["dev"], "dev_loss": dev_loss,
+                "test": metrics["test"], "collapsed": found["collapsed"], "test_majority": found["majority"]}
+
     # ------------------------------------------------------------------------------ ensembles
     def _ensembles(self, planned: Sequence[PlannedRun]) -> None:
-        """PET pattern ensembles: combine label distributions of a method's runs over patterns."""
+        """PET pattern ensembles: combine label distributions of a method's runs over patterns; with
+        calibration, also the ensemble of the calibrated runs."""
         by_run = {r["run_id"]: r for r in self.store.records()}
         for spec in self.methods:
             if not spec.ensemble:
@@ -409,21 +481,30 @@ class Experiment:
             for run in planned:
                 if run.spec is spec:
                     groups.setdefault((run.data_seed, run.train_seed), []).append(run)
-            for (data_seed, train_seed), members in groups.items():
-                records = [by_run.get(m.run_id) for m in members]
-                scores = [self.store.load_predictions(m.run_id) for m in members]
-                if len(members) < 2 or any(r is None for r in records) or any(s is None for s in scores):
-                    continue
-                rid = run_id({"ensemble_of": sorted(m.run_id for m in members), "how": spec.ensemble})
-                if rid in by_run:
-                    continue
-                weights = [r["dev"].get(self.protocol.select_metric, 0.0) if spec.ensemble == "wmean" else 1.0
-                           for r in records]
-                record = self._ensemble_record(spec, members, records, scores, weights, rid)
-                self.store.append(record)
-                by_run[rid] = record
+            for members in groups.values():
+                for how in ("none", *spec.calibration):
+                    ids = [m.run_id if how == "none" else calibrated_id(m.run_id, how) for m in members]
+                    self._ensemble(spec, members, ids, how, by_run)
 
-    def _ensemble_record(self, spec, members, records, scores, weights, rid) -> dict:
+    def _ensemble(self, spec: MethodSpec, members: list[PlannedRun], ids: list[str], how: str, by_run: dict) -> None:
+        """Record the ensemble of the runs ``ids`` (``members``' runs, calibrated by ``how``) unless it is recorded
+        or a member is missing."""
+        records = [by_run.get(i) for i in ids]
+        scores = [self.store.load_predictions(i) for i in ids]
+        if len(members) < 2 or any(r is None for r in records) or any(s is None for s in scores):
+            return
+        rid = run_id({"ensemble_of": sorted(ids), "how": spec.ensemble})
+        if rid in by_run:
+            return
+        weights = [r["dev"].get(self.protocol.select_metric, 0.0) if spec.ensemble == "wmean" else 1.0
+                   for r in records]
+        record = self._ensemble_record(spec, members, ids, records, scores, weights, rid)
+        if how != "none":
+            record.update(label=f"{record['label']} + {how} calibration", calibration=how)
+        self.store.append(record)
+        by_run[rid] = record
+
+    def _ensemble_record(self, spec, members, ids, records, scores, weights, rid) -> dict:
         labels = list(self.task.labels)
         total = sum(weights) or 1.0
         out, combined = {}, {}
@@ -440,7 +521,7 @@ class Experiment:
                                      "choice_score") if k in first},
             "run_id": rid, "experiment": self.name, "label": f"{spec.label} ensemble ({spec.ensemble})",
             "template": f"ensemble of {len(members)} patterns", "verbalizer": first["verbalizer"],
-            "ensemble_of": [m.run_id for m in members], "train": True,
+            "ensemble_of": list(ids), "train": True,
             "dev": compute_metrics([e.label for e in dev_examples], out["dev"], labels),
             "dev_loss": _cross_entropy(torch.tensor(combined["dev"]).reshape(len(dev_examples), -1),
                                        torch.tensor([labels.index(e.label) if e.label in labels else -1
@@ -514,6 +595,11 @@ class ScoreCache:
         self._scores[key] = scores
 
 
+def calibrated_id(rid: str, how: str) -> str:
+    """The id of run ``rid``'s record calibrated by ``how``."""
+    return run_id({"calibrated": rid, "how": how})
+
+
 def _trainable_params(method: PromptMethod, config: TrainConfig | None) -> int:
     if config is None:
         return 0
@@ -532,6 +618,7 @@ def _state_fingerprint(method) -> str:
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(method.demonstration_key().encode())
     return digest.hexdigest()
 
 

@@ -393,6 +393,10 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
             "collapsed": sum(bool(r.get("collapsed")) for r in runs),
             "seconds": sum(r.get("seconds", 0.0) for r in runs),
             "metric": metric,
+            # what kind of row: a zero-shot prompt, a calibrated copy, an ensemble (the report's tests ask)
+            "train": first.get("train"), "calibration": first.get("calibration"),
+            "ensemble": bool(first.get("ensemble_of")),
+            "selected_by_seed": {r["data_seed"]: r["run_id"] for r in chosen},
         })
         rows.append(row)
     # best first; a setting without test scores (NaN) last

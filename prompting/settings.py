@@ -25,9 +25,10 @@ from typing import Any, ClassVar, Mapping, Sequence
 from .data import DATA_SEEDS
 
 __all__ = ["SettingsError", "setting", "Settings", "MethodConfig", "TrainConfig", "TrainingError", "TRAIN_KEYS", "Protocol",
-           "MethodSpec", "ENSEMBLES", "DATA_SEEDS", "settings_table"]
+           "MethodSpec", "ENSEMBLES", "CALIBRATIONS", "DATA_SEEDS", "settings_table"]
 
 ENSEMBLES = ("mean", "wmean")
+CALIBRATIONS = ("none", "contextual", "domain")
 
 
 class SettingsError(ValueError):
@@ -78,7 +79,7 @@ def _expected(kinds: tuple[type, ...], nullable: bool, meta: Mapping) -> str:
     elif kinds == (bool,):
         text = "true or false"
     else:
-        noun = {int: "an integer", float: "a number", str: "a string"}.get(kinds[0], kinds[0].__name__)
+        noun = {int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(kinds[0], kinds[0].__name__)
         if meta.get("minimum") is not None:
             noun += f" >= {meta['minimum']}"
         elif meta.get("positive"):
@@ -230,6 +231,9 @@ class MethodSpec:
     ``params`` go to the method's config class; ``train_config`` to :class:`TrainConfig`.
     ``template``/``verbalizer`` replace the experiment's prompts for this method.
     ``ensemble`` (``mean`` or ``wmean``) combines this method's runs over all patterns.
+    ``calibration`` (``contextual``, ``domain``, or a list of them; ``none`` adds nothing) adds, beside
+    each run, a record of its label scores calibrated (see :mod:`prompting.calibration`): another row
+    of the same runs, no second training.
     ``tags`` are extra fields written into each of this method's records but not part of the run id
     (a sweep puts its trial there); a run already recorded keeps the tags it was recorded with.
     ``train_seeds`` replaces the experiment's training seeds for this method (fewer for a costly one).
@@ -245,10 +249,17 @@ class MethodSpec:
     ensemble: str | None = None
     tags: dict = field(default_factory=dict)
     train_seeds: Sequence[int] | None = None
+    calibration: Sequence[str] | str = ()
 
     def __post_init__(self):
         if self.ensemble is not None and self.ensemble not in ENSEMBLES:
             raise ValueError(f"ensemble={self.ensemble!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
+        wanted = [self.calibration] if isinstance(self.calibration, str) else list(self.calibration or ())
+        for how in wanted:
+            if how not in CALIBRATIONS:
+                raise ValueError(f"calibration={how!r} is not valid; choose one of {', '.join(CALIBRATIONS)} "
+                                 "(or a list of them)")
+        self.calibration = tuple(dict.fromkeys(how for how in wanted if how != "none"))
         if self.label is None:
             self.label = self.name if self.train or self.name != "manual" else "manual zero-shot"
             if self.name == "manual" and self.train:
@@ -264,6 +275,8 @@ def _cell(value) -> str:
         scale = " log" if value.get("log") else ""
         step = f" step {value['step']}" if value.get("step") else ""
         return f"{value['low']:g}–{value['high']:g}{scale}{step}"
+    if isinstance(value, str):  # a separator's newlines as \n, so that the table row stays one line
+        return "`" + value.encode("unicode_escape").decode() + "`"
     return "`" + str(value).lower() + "`" if isinstance(value, bool) else f"`{value}`"
 
 

@@ -399,7 +399,7 @@ class TemplateEncoder:
             if kind == "field" and value not in field_ids:
                 name, lead = value
                 texts = [_field_text(ex, name, self.template) for ex in examples]
-                texts = [(" " + t if lead else t) for t in texts]
+                texts = [(" " + t if lead and t else t) for t in texts]  # an empty field adds no space
                 field_ids[value] = (self.tokenizer(texts, add_special_tokens=False)["input_ids"]
                                     if texts else [])
         fixed = len(self.prefix_ids) + len(self.suffix_ids) + self.reserve

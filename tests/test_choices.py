@@ -130,7 +130,31 @@ methods:
         assert r["protocol"] == "fixed" and r["n_test"] == 4 and 0 <= r["test"]["accuracy"] <= 1
     saved = ResultsStore(tmp_path / "out").load_predictions(records[0]["run_id"])
     assert saved["test_gold"] == ["1", "0", "0", "1"] and len(saved["test"][0]) == 2
+    assert "content_free" not in saved  # each example's choices are its label words: no content-free input
     assert "protocol fixed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry, named", [
+    ("{name: manual, train: false, calibration: contextual}", "calibration=['contextual']"),
+    ("{name: manual, train: false, demonstrations: {k: 1}}", "demonstrations"),
+    ("{name: icl, k: 1}", "the icl method")])
+def test_calibration_and_demonstrations_are_refused_for_a_multiple_choice_task(tiny_llama_dir, tmp_path, capsys,
+                                                                               entry, named):
+    from prompting.cli import main
+
+    copa_files(tmp_path / "COPA")
+    config = tmp_path / "copa.yaml"
+    config.write_text(f"""
+model: {tiny_llama_dir}
+task: {{name: copa, train: COPA/train.jsonl, test: COPA/val.jsonl, fields: {{premise: premise, question: question}},
+        choices: [choice1, choice2]}}
+templates: {{patterns: ["{{premise}} What was the {{question}}? {{mask}}"]}}
+methods: [{entry}]
+""")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"{named} is not valid with a multiple-choice verbalizer" in err, err
+    assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
 def test_a_saved_multiple_choice_prompt_loads_with_its_choice_score(make_tiny_lm, tmp_path):

@@ -309,6 +309,8 @@ def test_shipped_experiment_methods_build_and_encode(path, task_shapes, tiny_cau
             template = spec.template or cfg.prompts[0][0]
             verbalizer = make_verbalizer(spec.verbalizer or cfg.prompts[0][1])
             method = build_method(spec.name, tiny_causal_lm, template, verbalizer, labels=labels, **spec.params)
+            # demonstrations (icl, "+ demos") come from the run's training split
+            method.set_demonstration_pool([Example(example.fields, label) for label in labels], 1)
             encoded = method.encode([example])
             assert len(encoded) == 1, (cfg.name, spec.label)
 
@@ -318,9 +320,11 @@ def test_a_method_may_run_its_own_training_seeds(tiny_causal_lm, tmp_path):
     from prompting.settings import Protocol
     from tests.test_harness import PATTERNS, VERBALIZER, toy_task
 
-    cfg = parse_config(config_with(methods=[{"name": "manual", "train": False}, {"name": "soft", "train_seeds": [7]},
+    cfg = parse_config(config_with(methods=[{"name": "manual", "train": False},
+                                            {"name": "soft", "train_seeds": [7], "calibration": "contextual"},
                                             {"name": "ptuning"}]))
     assert [m.train_seeds for m in cfg.methods] == [None, [7], None]
+    assert [m.calibration for m in cfg.methods] == [(), ("contextual",), ()]  # both keys on one method
     exp = Experiment(tiny_causal_lm, toy_task(), cfg.methods, [(PATTERNS[0], VERBALIZER)],
                      Protocol(k=4, data_seeds=(13, 21), train_seeds=(1, 2)), output_dir=tmp_path)
     seeds = {}

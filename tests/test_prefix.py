@@ -51,7 +51,7 @@ def test_registered_with_its_parameters():
     assert METHODS["prefix"] is PrefixTuning
     defaults = PrefixTuning.config_class()
     assert defaults.prefix_projection is True
-    assert set(PrefixTuning.config_class.keys()) == {"prefix_length", "prefix_projection", "prefix_hidden_size",
+    assert set(PrefixTuning.config_class.keys()) == {"demonstrations", "prefix_length", "prefix_projection", "prefix_hidden_size",
                                                     "init", "init_text"}
     assert defaults.prefix_length is None  # 10, or the moved words' length
 

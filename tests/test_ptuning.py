@@ -27,7 +27,7 @@ def first_batch(method):
 
 def test_registered_with_its_parameters():
     assert METHODS["ptuning"] is PTuning
-    assert set(PTuning.config_class.keys()) == {"encoder", "hidden_size", "residual", "input_lr"}
+    assert set(PTuning.config_class.keys()) == {"demonstrations", "encoder", "hidden_size", "residual", "input_lr"}
     assert PTuning.config_class().encoder == "lstm"
 
 

@@ -120,7 +120,9 @@ def test_a_fixed_split_reports_the_spread_across_training_seeds_not_a_zero_acros
     report = (store.directory / "report.md").read_text()
     assert "fixed split of 32 training and 32 dev examples (FewGLUE)" in report and "K = None" not in report
     rows = [cells(line) for line in report.splitlines() if line.startswith(("| soft prompt", "| PET"))]
-    table, stability, per_class = rows[:2], rows[2:4], rows[4:]
+    table = rows[:2]
+    stability = [cells(line) for line in section(report, "cb", "Stability") if line.startswith(("| soft", "| PET"))]
+    per_class = [cells(line) for line in section(report, "cb", "Per class") if line.startswith(("| soft", "| PET"))]
     # per class (gold alternates 0, 1): recall / precision of the selected runs, and the class predicted most
     assert [row[2:] for row in per_class] == [["67.9 / 65.5", "64.3 / 66.7", "0 (51.8%)"],
                                              ["64.3 / 64.3", "64.3 / 64.3", "0 (50.0%)"]]
@@ -132,7 +134,8 @@ def test_a_fixed_split_reports_the_spread_across_training_seeds_not_a_zero_acros
     assert low < 64.3 < high  # 56 test examples: the runner-up is well inside the best's interval
     assert ("Best: **soft prompt** (`{text_a} {soft:2} {mask}`) at 66.1; 1.8 points above PET (64.3), "
             "within the spread across training seeds (one data split) (std 3.6); the runner-up is inside "
-            f"the best's 95% test-sample interval ({low:.1f}–{high:.1f}).") in report
+            f"the best's 95% test-sample interval ({low:.1f}–{high:.1f}); paired test: not distinguishable from "
+            "PET (p = ") in report
 
 
 def test_the_report_gives_the_selected_runs_macro_f1_beside_accuracy(tmp_path):

@@ -49,7 +49,7 @@ def test_every_builtin_method_is_registered_with_its_config_class():
     (PTuningConfig, {"input_lr": 0}, "input_lr=0 is not valid; give a number > 0 (or null)"),
     (AutoPromptConfig, {"exclude_special": "no"}, "exclude_special='no' is not valid; use true or false"),
     (AutoPromptConfig, {"iterations": -1}, "iterations=-1 is not valid; give an integer >= 0"),
-    (AutoPromptConfig, {"trigger_count": 3}, "has no parameter 'trigger_count'; its parameters: iterations"),
+    (AutoPromptConfig, {"trigger_count": 3}, "has no parameter 'trigger_count'; its parameters: demonstrations, iterations"),
 ])
 def test_a_bad_setting_names_the_method_the_value_and_what_is_valid(config, params, message):
     with pytest.raises(SettingsError) as err:

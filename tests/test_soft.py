@@ -26,7 +26,7 @@ def embedded(method, examples=EXAMPLES):
 
 def test_registered_with_its_parameters():
     assert METHODS["soft"] is SoftPrompt
-    assert set(SoftPrompt.config_class.keys()) == {"prompt_tokens", "init", "init_text"}
+    assert set(SoftPrompt.config_class.keys()) == {"demonstrations", "prompt_tokens", "init", "init_text"}
     assert SoftPrompt.config_class.train_defaults["tune_lm"] is False
 
 

@@ -34,12 +34,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PromptMethod", "ManualPrompt", "EncodedExamples", "Batch", "SearchMethod", "METHODS", "register",
            "build_method", "method_config", "AutoPrompt", "hotflip_candidates", "PTuning", "PrefixTuning",
-           "SoftPrompt", "save_prompt", "load_prompt", "MethodConfig"]
+           "SoftPrompt", "InContext", "save_prompt", "load_prompt", "MethodConfig"]
 
 # names importable from this package, and the module that defines each (imported on first use)
 _LAZY = {"PromptMethod": "base", "ManualPrompt": "base", "EncodedExamples": "base", "Batch": "base",
          "SearchMethod": "base", "AutoPrompt": "autoprompt", "hotflip_candidates": "autoprompt",
-         "PTuning": "ptuning", "PrefixTuning": "prefix", "SoftPrompt": "soft", "save_prompt": "saving",
+         "PTuning": "ptuning", "PrefixTuning": "prefix", "SoftPrompt": "soft", "InContext": "icl", "save_prompt": "saving",
          "load_prompt": "saving"}
 
 
@@ -96,7 +96,8 @@ def register(cls: type[PromptMethod]) -> type[PromptMethod]:
 
 
 _BUILTIN_CLASSES = {"manual": "base:ManualPrompt", "soft": "soft:SoftPrompt", "ptuning": "ptuning:PTuning",
-                    "prefix": "prefix:PrefixTuning", "autoprompt": "autoprompt:AutoPrompt"}
+                    "prefix": "prefix:PrefixTuning", "autoprompt": "autoprompt:AutoPrompt",
+                    "icl": "icl:InContext"}
 for _config in BUILTIN_CONFIGS:
     METHODS.add(_config, f"{__name__}.{_BUILTIN_CLASSES[_config.method]}")
 

@@ -24,6 +24,7 @@ import torch
 from ..backbone import LanguageModel
 from ..choices import ChoiceScorer, ChoiceVerbalizer
 from ..data import Example
+from ..demonstrations import Demonstrations
 from ..template import Encoding, PromptBatch, Template, collate
 from ..verbalizer import Verbalizer
 from .configs import ManualConfig, MethodConfig
@@ -82,6 +83,7 @@ class PromptMethod(torch.nn.Module):
             self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
             if lm.causal:  # the label word is appended after a causal context: keep room for it
                 self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
+        self.demonstrations = None  # set by set_demonstration_pool when the settings ask for them
         self.setup()
 
     # ----------------------------------------------------------------- what a subclass changes
@@ -148,14 +150,54 @@ class PromptMethod(torch.nn.Module):
 
         return load_prompt(directory, lm, strict=strict)
 
+    # ----------------------------------------------------------------- demonstrations
+    def demonstration_settings(self):
+        """What the settings ask for (``demonstrations: {k, selection, separator}``), or None."""
+        wanted = getattr(self.config, "demonstration_settings", None)
+        return wanted() if wanted else None
+
+    def set_demonstration_pool(self, examples: Sequence[Example], seed: int = 0) -> None:
+        """The labelled examples demonstrations are drawn from (the run's training split) and the seed
+        that picks them and their order; nothing for a method without demonstrations."""
+        wanted = self.demonstration_settings()
+        if wanted is not None:
+            self.demonstrations = Demonstrations(self.encoder, examples, self.shown_words(), wanted.k,
+                                                 wanted.selection, wanted.separator, seed)
+
+    def demonstration_key(self) -> str:
+        """What the demonstrations depend on (pool, seed, settings): part of a score cache's key."""
+        demos = self.demonstrations
+        if demos is None:
+            return ""
+        return repr((demos.seed, demos.k, demos.selection, demos.sets, demos.separator,
+                     [(sorted(ex.fields.items()), ex.label) for ex in demos.pool]))
+
+    def shown_words(self) -> dict[str, str]:
+        """The word a demonstration shows for each label: its verbalizer's first."""
+        if self.choices is not None:
+            raise ValueError(f"method {self.name!r}: demonstrations show each label's word, but a multiple-choice "
+                             "verbalizer's words are each example's own choices; leave demonstrations (and the "
+                             "icl method) out for a multiple-choice task")
+        return {label: words[0] for label, words in self.verbalizer.label_words.items()}
+
+    def with_demonstrations(self, encodings: dict[int, list[Encoding]], examples: Sequence[Example]):
+        """Every encoding with its demonstrations in front (as they are without demonstrations)."""
+        if self.demonstrations is None:
+            if self.demonstration_settings() is not None:
+                raise ValueError(f"method {self.name!r} has demonstrations but nothing to draw them from; call "
+                                 "set_demonstration_pool(train_examples, seed) first (the harness does)")
+            return encodings
+        return {n: self.demonstrations.add(encs, examples) for n, encs in encodings.items()}
+
     # ----------------------------------------------------------------- shared machinery
     def encode(self, examples: Sequence[Example]) -> EncodedExamples:
         """Tokenise examples once (one pass per distinct label-word length for a masked LM)."""
         if self.choices is not None:
             return self.choices.encode(examples)
-        fields = [ex.fields if isinstance(ex, Example) else ex for ex in examples]
+        examples = [ex if isinstance(ex, Example) else Example(ex) for ex in examples]
+        fields = [ex.fields for ex in examples]
         counts = [1] if self.lm.causal else self.words.lengths
-        encodings = {n: self.encoder.encode(fields, n_mask=n) for n in counts}
+        encodings = self.with_demonstrations({n: self.encoder.encode(fields, n_mask=n) for n in counts}, examples)
         index = {label: i for i, label in enumerate(self.labels)}
         labels = torch.tensor([index.get(getattr(ex, "label", None), -1) for ex in examples], dtype=torch.long)
         return EncodedExamples(encodings, labels)
@@ -303,7 +345,9 @@ def scores_memo(method: PromptMethod, data: EncodedExamples, compute) -> torch.T
     The key is the method's class, template, label words and settings, a digest of everything it
     learned (parameters and buffers), the LM (and the version of its weights) and a digest of the
     encoded examples: the untrained start that every training seed shares, or a soft prompt that
-    kept its start, is scored on dev once. The last 64 results are kept.
+    kept its start, is scored on dev once. The demonstrations' pool and seed are part of the key too
+    (in-context learning's inputs can be the same while its shared demonstrations differ). The last
+    64 results are kept.
     """
     if not data.encodings or not len(data):
         return compute()
@@ -314,7 +358,7 @@ def scores_memo(method: PromptMethod, data: EncodedExamples, compute) -> torch.T
     words = method.words.word_ids if method.choices is None else (data.choices.targets, method.verbalizer.score)
     key = (type(method).__name__, method.template.text, repr(words), tuple(method.labels),
            repr(method.config), _digest(method.state_dict().values()), method.lm.serial,
-           method.lm.weights_version(), examples)
+           method.lm.weights_version(), examples, method.demonstration_key())
     if key not in _SCORES:
         _SCORES[key] = compute()
         while len(_SCORES) > _SCORES_KEPT:

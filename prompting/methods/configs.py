@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import MethodConfig, setting
+from ..settings import MethodConfig, Settings, SettingsError, setting
 
-__all__ = ["MethodConfig", "ManualConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
+__all__ = ["MethodConfig", "PromptConfig", "DemonstrationSettings", "ICLConfig", "ManualConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
            "BUILTIN_CONFIGS", "SOFT_INITS", "ENCODERS", "PREFIX_INITS"]
 
 SOFT_INITS = ("text", "vocab", "uniform")
@@ -20,14 +20,74 @@ PREFIX_INITS = ("random", "vocab", "text")
 AUTOPROMPT_POSITIONS = ("cycle", "random", "all")
 AUTOPROMPT_VOCABULARIES = ("words", "tokens")
 AUTOPROMPT_SELECT = ("dev", "last")
+SELECTIONS = ("random", "similarity")
 
 #: what a sweep of a trained method samples unless the method says otherwise
 TRAIN_SPACE = {"lr": {"low": 1e-6, "high": 1e-4, "log": True}, "max_steps": {"low": 8, "high": 64, "step": 8},
                "batch_size": {"choices": [4, 8, 16]}}
 
 
+def _per_class() -> int:
+    return setting(1, "demonstrations per class", minimum=1, search={"choices": [1, 2, 4]})
+
+
+def _selection() -> str:
+    return setting("random", "which training examples: one random set for every query (`random`), or per "
+                             "query those most like it by TF-IDF cosine (`similarity`)", choices=SELECTIONS,
+                   search={"choices": list(SELECTIONS)})
+
+
+def _separator() -> str:
+    return setting("\n\n", "text after each demonstration")
+
+
 @dataclass
-class ManualConfig(MethodConfig):
+class DemonstrationSettings(Settings):
+    """A method entry's ``demonstrations: {k: 1, selection: random}`` (see :mod:`prompting.demonstrations`)."""
+
+    owner: ClassVar[str] = "demonstrations"
+
+    k: int = _per_class()
+    selection: str = _selection()
+    separator: str = _separator()
+
+
+@dataclass
+class PromptConfig(MethodConfig):
+    """Settings every template-based method has: demonstrations in front of each input (LM-BFF)."""
+
+    demonstrations: dict | None = setting(None, "training examples put in front of every input, rendered with "
+                                                "the template and their label word: `{k: 1, selection: random}` "
+                                                "(or `similarity`; `separator` as for `icl`), LM-BFF's \"+ demos\"")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.demonstrations is not None:
+            try:
+                DemonstrationSettings.from_mapping(self.demonstrations)
+            except SettingsError as err:
+                raise SettingsError(self.owner, str(err)) from None
+
+    def demonstration_settings(self) -> DemonstrationSettings | None:
+        return None if self.demonstrations is None else DemonstrationSettings.from_mapping(self.demonstrations)
+
+
+@dataclass
+class ICLConfig(MethodConfig):
+    method: ClassVar[str] = "icl"
+    summary: ClassVar[str] = ("in-context learning: `k` labelled training examples per class before each input, "
+                              "rendered with its template; nothing is trained (the training seed picks the "
+                              "demonstrations and their order)")
+    train_defaults: ClassVar[dict] = {"tune_lm": False}
+
+    k: int = _per_class()
+    selection: str = _selection()
+    sets: int = setting(1, "demonstration sets whose label probabilities are averaged (LM-BFF: 16)", minimum=1)
+    separator: str = _separator()
+
+
+@dataclass
+class ManualConfig(PromptConfig):
     method: ClassVar[str] = "manual"
     summary: ClassVar[str] = ("PET: the template and verbalizer as written; `train: false` is zero-shot, "
                               "`train: true` fine-tunes the LM")
@@ -38,7 +98,7 @@ class ManualConfig(MethodConfig):
 
 
 @dataclass
-class SoftConfig(MethodConfig):
+class SoftConfig(PromptConfig):
     method: ClassVar[str] = "soft"
     summary: ClassVar[str] = "soft prompt tuning (Lester et al.): trainable input vectors, the LM frozen"
     train_defaults: ClassVar[dict] = {"lr": 3e-2, "tune_lm": False}
@@ -54,7 +114,7 @@ class SoftConfig(MethodConfig):
 
 
 @dataclass
-class PTuningConfig(MethodConfig):
+class PTuningConfig(PromptConfig):
     method: ClassVar[str] = "ptuning"
     summary: ClassVar[str] = "P-tuning (Liu et al.): the `{soft}` slots filled by an LSTM or MLP prompt encoder"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "tune_lm": False, "lm_lr": 1e-5}
@@ -71,7 +131,7 @@ class PTuningConfig(MethodConfig):
 
 
 @dataclass
-class PrefixConfig(MethodConfig):
+class PrefixConfig(PromptConfig):
     method: ClassVar[str] = "prefix"
     summary: ClassVar[str] = "prefix-tuning (Li & Liang): trainable keys and values at every layer, the LM frozen"
     # tuned on SST-2 K=16 (benchmarks/learning_check.py): Adam moves every weight of the wide MLP
@@ -89,7 +149,7 @@ class PrefixConfig(MethodConfig):
 
 
 @dataclass
-class AutoPromptConfig(MethodConfig):
+class AutoPromptConfig(PromptConfig):
     method: ClassVar[str] = "autoprompt"
     summary: ClassVar[str] = "AutoPrompt (Shin et al.): `{trigger:N}` tokens found by gradient-guided search"
     train_defaults: ClassVar[dict] = {"tune_lm": False, "batch_size": 16}
@@ -125,4 +185,4 @@ class AutoPromptConfig(MethodConfig):
     seed: int = setting(0, "seed of `init: random`")
 
 
-BUILTIN_CONFIGS = (ManualConfig, SoftConfig, PTuningConfig, PrefixConfig, AutoPromptConfig)
+BUILTIN_CONFIGS = (ManualConfig, SoftConfig, PTuningConfig, PrefixConfig, AutoPromptConfig, ICLConfig)

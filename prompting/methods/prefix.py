@@ -58,6 +58,14 @@ def split_key_values(flat: torch.Tensor, kv_shape: tuple[int, int, int]) -> tupl
     return both[0], both[1]
 
 
+def forward_with_prefix(lm: LanguageModel, key_values, inputs_embeds, attention_mask, position_ids, logits_to_keep):
+    """The LM's logits with one prefix, ``key_values`` = (keys, values) each [layers, kv_heads, P, head_dim],
+    before every row of the batch."""
+    size = inputs_embeds.shape[0]
+    keys, values = (t.to(inputs_embeds.dtype).unsqueeze(1).expand(-1, size, -1, -1, -1) for t in key_values)
+    return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, prefix=(keys, values))
+
+
 class PrefixTuning(PromptMethod):
     """Li & Liang's prefix-tuning: key/value vectors at every layer, via an MLP while training."""
 
@@ -112,10 +120,8 @@ class PrefixTuning(PromptMethod):
         return split_key_values(self.prefix_vectors(), self.lm.kv_shape)
 
     def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
-        size = inputs_embeds.shape[0]
-        keys, values = (t.to(inputs_embeds.dtype).unsqueeze(1).expand(-1, size, -1, -1, -1)
-                        for t in self.prefix_key_values())
-        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, prefix=(keys, values))
+        return forward_with_prefix(lm, self.prefix_key_values(), inputs_embeds, attention_mask, position_ids,
+                                   logits_to_keep)
 
     # ------------------------------------------------------------------ initialisation
     def _move_leading_words(self) -> list[int] | None:
