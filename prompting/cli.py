@@ -87,6 +87,8 @@ def cmd_run(args) -> int:
     from .paths import check_output_dir, slug
 
     check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
+    if _probe_config(check_config_file(args.config)) is not None:
+        return cmd_probe(args)
     configs = load_configs(check_config_file(args.config))
     output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
     from .harness import build_experiment
@@ -103,6 +105,37 @@ def cmd_run(args) -> int:
     print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "
           f"({time.perf_counter() - started:.0f} s this time)")
     _print_summary(records, output, configs[0].protocol.select_metric)
+    return 0
+
+
+def _probe_config(path: Path) -> dict | None:
+    """The YAML of a fact-probing config (``task: {name: lama, ...}``), else None."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError:
+        return None  # load_configs says what is wrong with it
+    task = data.get("task") if isinstance(data, dict) else None
+    return data if isinstance(task, dict) and task.get("name") == "lama" else None
+
+
+def cmd_probe(args) -> int:
+    """``prompting run`` of a LAMA config: every relation x method x protocol (see prompting.probe_run)."""
+    from .paths import check_output_dir, slug
+    from .probe_run import parse_probe_config, run_probe
+    from .probe_report import probe_table
+
+    cfg = parse_probe_config(_probe_config(args.config), base=Path(args.config).parent)
+    if args.test_limit is not None:
+        cfg.limits["test"] = args.test_limit
+    output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
+    started = time.perf_counter()
+    run_probe(cfg, output, progress=not args.quiet)
+    print(f"\n{args.config}: {output / 'results.jsonl'} ({time.perf_counter() - started:.0f} s this time)\n")
+    from .results import ResultsStore
+
+    print(probe_table(ResultsStore(output).records()))
     return 0
 
 
