@@ -59,6 +59,8 @@ def cmd_eval(args) -> int:
     from .report import zero_shot_table
 
     check_count("--limit", args.limit, "test examples to score (leave it out for the whole test set)")
+    if args.task == "lama" or args.relation:
+        return cmd_probe_eval(args)
     if args.templates:
         check_text_file(args.templates, "--templates")
     patterns, verbalizers = load_prompt_file(args.templates or args.task)
@@ -136,6 +138,37 @@ def cmd_probe(args) -> int:
     from .results import ResultsStore
 
     print(probe_table(ResultsStore(output).records()))
+    return 0
+
+
+def cmd_probe_eval(args) -> int:
+    """``prompting eval --task lama --relation P103``: the relation's manual template, zero-shot, both
+    protocols (or --protocol), over --limit test facts (default all)."""
+    from .paths import check_output_dir, slug
+    from .probe_report import probe_table
+    from .probe_run import parse_probe_config, run_probe
+
+    if args.task != "lama" or not args.relation or not args.data_dir:
+        raise ValueError("fact probing: give --task lama, --relation (e.g. P103) and --data-dir (the folder "
+                         "with relations.tsv and one folder per relation)")
+    data = {"name": f"lama-{args.relation}-zero-shot", "model": args.model, "device": args.device,
+            "task": {"name": "lama", "data_dir": args.data_dir, "relations": [args.relation],
+                     **({"template": args.template} if args.template else {})},
+            "limits": {"test": args.limit, "vocab_test": args.limit},
+            "protocols": [args.protocol] if args.protocol else ["candidates", "vocab"],
+            "methods": [{"name": "manual", "train": False}]}
+    cfg = parse_probe_config(data)
+    output = check_output_dir(args.output_dir or Path("runs") / slug(f"lama-{args.relation}-zero-shot"))
+    started = time.perf_counter()
+    records = run_probe(cfg, output, progress=not args.quiet)
+    from .results import ResultsStore
+
+    records = records or ResultsStore(output).records()
+    print(f"\nzero-shot fact probing, relation {args.relation} (model {args.model}), "
+          f"{time.perf_counter() - started:.0f} s\n")
+    for metric in ("p_at_1", "p_at_10", "mrr"):
+        print(f"{metric}:\n{probe_table(records, metric)}\n")
+    print(f"records: {output / 'results.jsonl'}")
     return 0
 
 
@@ -325,7 +358,7 @@ def _task_and_model(p) -> None:
     """The options every command that loads a task and a model shares."""
     from .models import DEFAULT_MODEL
 
-    p.add_argument("--task", default="mr", help="built-in task (mr, sst2, cb, rte, boolq); default mr")
+    p.add_argument("--task", default="mr", help="built-in task (mr, sst2, cb, rte, boolq) or lama (fact probing); default mr")
     p.add_argument("--data-dir", help="folder with the task's files (not needed for mr)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id or local path; default {DEFAULT_MODEL}")
 
@@ -334,6 +367,10 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="zero-shot: score every pattern x verbalizer of a task")
     _task_and_model(p)
     p.add_argument("--templates", help="prompt file (default: the built-in one for the task)")
+    p.add_argument("--relation", help="fact probing (--task lama): the relation to probe, e.g. P103")
+    p.add_argument("--protocol", choices=["candidates", "vocab"],
+                   help="fact probing: rank the relation's objects or the whole vocabulary (default both)")
+    p.add_argument("--template", help="fact probing: a template of your own ([X] subject, [Y] object)")
     p.add_argument("--limit", type=int, help="score a fixed random subset of this many test examples")
     p.add_argument("--k", type=int, default=16, help="K per class of the dev set drawn from train")
     p.add_argument("--data-seed", type=int, default=13)

@@ -205,3 +205,65 @@ def test_majority_baseline_ranks_by_training_frequency():
     train = [Example({"sub_label": str(i)}, o) for i, o in enumerate(["b", "c", "c", "b", "c"])]
     scores = majority_scores(train, ["a", "b", "c"], 2)
     assert ranks(scores, torch.tensor([2, 0])).tolist() == [1, 3]
+
+
+# ------------------------------------------------------------------------------------------ runs
+def test_zero_shot_entry_point_records_both_protocols(tmp_path, tiny_llama_dir, capsys):
+    from prompting.cli import main
+    from prompting.results import ResultsStore
+
+    root = write_relation(tmp_path / "lama")
+    out = tmp_path / "out"
+    assert main(["eval", "--task", "lama", "--relation", "P1", "--data-dir", str(root), "--model",
+                 str(tiny_llama_dir), "--limit", "5", "--output-dir", str(out), "-q"]) == 0
+    records = ResultsStore(out).records()
+    assert {r["protocol"] for r in records} == {"candidates", "vocab"}
+    cand = next(r for r in records if r["protocol"] == "candidates")
+    assert cand["n_test"] == 5 and cand["n_candidates"] == len(OBJECTS)
+    ranks_saved = ResultsStore(out).load_predictions(cand["run_id"])["test_ranks"]
+    assert ranking_metrics(ranks_saved) == cand["test"]
+    vocab = next(r for r in records if r["protocol"] == "vocab")
+    assert vocab["n_vocab_facts"] < vocab["n_test_all"]  # multi-token objects left out
+    assert "manual zero-shot (candidates)" in capsys.readouterr().out
+
+
+def test_probe_config_runs_every_method_and_reports(tmp_path, tiny_llama_dir):
+    import yaml
+
+    from prompting.cli import main
+    from prompting.report import write_report
+
+    root = write_relation(tmp_path / "lama")
+    config = {"name": "tiny-lama", "model": str(tiny_llama_dir),
+              "task": {"name": "lama", "data_dir": str(root), "relations": ["P1"]},
+              "limits": {"train": 8, "dev": 4, "test": 4},
+              "methods": [{"name": "majority"}, {"name": "manual", "train": False},
+                          {"name": "soft", "prompt_tokens": 2, "epochs": 1, "batch_size": 4},
+                          {"name": "autoprompt", "template": "{sub_label} {trigger:2} {mask}", "iterations": 1,
+                           "num_candidates": 2, "score_examples": 4, "gradient_examples": 4}]}
+    path = tmp_path / "lama.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "runs"
+    assert main(["run", str(path), "--output-dir", str(out), "-q"]) == 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 3 * 2  # majority: candidates only; the others: both protocols
+    trained = [json.loads(l) for l in lines if json.loads(l)["method"] == "soft"]
+    assert trained[0]["steps"] == 2 and trained[0]["n_first_tokens"] <= len(OBJECTS)
+    assert main(["run", str(path), "--output-dir", str(out), "-q"]) == 0  # resumes: nothing new
+    assert len((out / "results.jsonl").read_text().splitlines()) == 7
+    report = write_report(out, plots=False)["report"].read_text()
+    assert "| P1 | 4 / " in report and "autoprompt (vocab)" in report
+
+
+def test_probe_config_errors_name_the_key(tmp_path):
+    from prompting.config import ConfigError
+    from prompting.probe_run import parse_probe_config
+
+    base = {"task": {"name": "lama", "data_dir": str(tmp_path), "relations": ["P1"]},
+            "methods": [{"name": "manual", "train": False}]}
+    with pytest.raises(ConfigError, match=r"limits.test=0 is not valid"):
+        parse_probe_config({**base, "limits": {"test": 0}})
+    with pytest.raises(ConfigError, match=r"protocols: 'all' is not known; choose from candidates, vocab"):
+        parse_probe_config({**base, "protocols": ["all"]})
+    with pytest.raises(ConfigError, match=r"task: a lama task needs data_dir and relations"):
+        parse_probe_config({**base, "task": {"name": "lama", "data_dir": str(tmp_path)}})
