@@ -32,7 +32,7 @@ import torch
 from prompting import LanguageModel, Verbalizer
 from prompting.lama import candidate_ranks, load_relation, ranks
 from prompting.methods import build_method
-from prompting.probing import CandidateWords, shared_scoring
+from prompting.probing import CandidateWords
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parents[1] / "shared" / "data" / "lama"
