@@ -32,7 +32,7 @@ from .lama import (PROTOCOLS, Relation, candidate_ranks, load_relation, majority
                    vocab_facts, vocab_ranks)
 from .results import ResultsStore, run_id
 
-__all__ = ["LIMIT_KEYS", "ProbeConfig", "parse_probe_config", "run_probe", "first_token_verbalizer"]
+__all__ = ["LIMIT_KEYS", "ProbeConfig", "parse_probe_config", "run_probe", "first_tokens", "first_token_method"]
 
 LIMIT_KEYS = ("train", "dev", "test", "vocab_test")
 PROBE_KEYS = ("name", "model", "device", "task", "limits", "protocols", "methods")
@@ -86,19 +86,33 @@ def _cap(facts: Sequence[Example], limit: int | None) -> list[Example]:
     return facts if limit is None or limit >= len(facts) else random.Random(0).sample(facts, limit)
 
 
-def first_token_verbalizer(candidates: Sequence[str], tokenizer, leading_space: bool) -> tuple[dict, dict]:
-    """(verbalizer, candidate -> label): one label per distinct first token of the candidates, named
-    and worded by that token's text, so that a prompt trains with one forward pass per fact."""
-    words, owner = {}, {}
+def first_tokens(candidates: Sequence[str], tokenizer, leading_space: bool) -> tuple[list[int], dict[str, str]]:
+    """(the candidates' distinct first tokens, candidate -> training label): one label per distinct first
+    token (named by its id), so that a prompt trains with one forward pass per fact."""
+    ids, owner = [], {}
     for cand in candidates:
         token = tokenizer((" " if leading_space else "") + cand, add_special_tokens=False)["input_ids"][0]
-        text = tokenizer.decode([token]).strip()
-        again = tokenizer((" " if leading_space else "") + text, add_special_tokens=False)["input_ids"]
-        if not text or again != [token]:
-            text = f"{cand.split()[0]}"  # a byte-level piece that does not read back: use the first word
-        owner[cand] = text
-        words.setdefault(text, [text])
-    return words, owner
+        if token not in ids:
+            ids.append(token)
+        owner[cand] = str(token)
+    return ids, owner
+
+
+def first_token_method(build, ids: list[int], candidates: Sequence[str], owner: dict[str, str]):
+    """A method whose labels are the first tokens ``ids``, each scored as exactly that token (a
+    byte-level token need not read back from its text, so the words are set as ids)."""
+    import torch
+
+    from .verbalizer import LabelWordIds
+
+    first_word = {}
+    for cand in candidates:  # a verbalizer to build with: each label worded by a candidate of its own
+        first_word.setdefault(owner[cand], [cand])
+    labels = [str(i) for i in ids]
+    method = build({label: first_word[label] for label in labels}, labels)
+    method.words = LabelWordIds(tuple((i,) for i in ids), torch.arange(len(ids)), len(ids))
+    method.encoder.reserve = 0
+    return method
 
 
 class _RelationRun:
@@ -179,10 +193,11 @@ class _RelationRun:
 
         torch.manual_seed(1)
         probe = self._build(spec, template)
-        words, owner = first_token_verbalizer(self.rel.candidates, self.lm.tokenizer, probe.encoder.mask_leading_space)
+        ids, owner = first_tokens(self.rel.candidates, self.lm.tokenizer, probe.encoder.mask_leading_space)
         relabel = lambda facts: [Example(ex.fields, owner[ex.label], ex.idx) for ex in facts]
         torch.manual_seed(1)
-        learner = self._build(spec, template, words, list(words))
+        learner = first_token_method(lambda words, labels: self._build(spec, template, words, labels), ids,
+                                     self.rel.candidates, owner)
         config = TrainConfig(**{**learner.config_class.train_defaults, **spec.train_config, "seed": 1,
                                 "select_metric": "accuracy"})
         began = time.perf_counter()
@@ -192,7 +207,7 @@ class _RelationRun:
         curve = [[h["step"], h["dev"].get("accuracy"), h.get("dev_loss"), h.get("loss")]
                  for h in result.history if "dev" in h]
         return probe, {"train_seconds": round(time.perf_counter() - began, 3), "n_train": len(self.train),
-                       "n_dev": len(self.dev), "n_first_tokens": len(words), "steps": result.steps,
+                       "n_dev": len(self.dev), "n_first_tokens": len(ids), "steps": result.steps,
                        "best_step": result.best_step, "dev": {"first_token_p_at_1": result.best_dev.get("accuracy")},
                        "dev_curve": curve, "train_config_used": config.to_dict()}
 
