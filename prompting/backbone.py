@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import importlib.util
 import logging
 import os
@@ -26,9 +27,14 @@ from .models import ALIASES, DEFAULT_MODEL, ModelNotAvailableError, PackagedMode
 from .template import PromptBatch
 from .verbalizer import LabelWordIds
 
-__all__ = ["LanguageModel", "ModelNotAvailableError", "PlainHooks", "DEFAULT_MODEL", "ALIASES", "resolve_device", "cache_dir"]
+__all__ = ["LanguageModel", "ModelNotAvailableError", "PlainHooks", "SpanCache", "DEFAULT_MODEL", "ALIASES",
+           "resolve_device", "cache_dir", "KV_CACHE_MB"]
+
+#: the default memory cap of a model's cache of frozen spans' keys and values (:class:`SpanCache`)
+KV_CACHE_MB = 4096
 
 log = logging.getLogger(__name__)
+_SERIALS = itertools.count()
 
 
 def cache_dir() -> Path:
@@ -112,7 +118,9 @@ class PromptHooks(Protocol):
     def embed(self, lm: "LanguageModel", input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor: ...
 
     def forward_lm(self, lm: "LanguageModel", inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                   position_ids: torch.Tensor, logits_to_keep: int) -> torch.Tensor: ...
+                   position_ids: torch.Tensor, logits_to_keep: int, **spans) -> torch.Tensor:
+        """``spans``: ``prefix`` and ``prefix_mask`` of :meth:`LanguageModel.forward` when the batch left
+        its frozen spans out (pass them on to ``lm.forward``)."""
 
 
 class LanguageModel:
@@ -123,19 +131,25 @@ class LanguageModel:
     masked LM, the sum over one ``[MASK]`` per word token.
     """
 
-    def __init__(self, model, tokenizer, name: str | None = None, device="auto", max_length: int = 512):
+    def __init__(self, model, tokenizer, name: str | None = None, device="auto", max_length: int = 512,
+                 kv_cache_mb: float = KV_CACHE_MB):
         self.model = model
         self.tokenizer = tokenizer
         self.kind = _kind_of(model)
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
-        self.device = resolve_device(device)
-        self.model.to(self.device)
+        if getattr(model, "hf_device_map", None):  # placed by accelerate (device_map): inputs go where it starts
+            self.device = self.embeddings.weight.device
+        else:
+            self.device = resolve_device(device)
+            self.model.to(self.device)
         self.model.eval()
         model_max = getattr(model.config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, model_max)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         self.pad_id = tokenizer.pad_token_id
+        self.spans = SpanCache(self, kv_cache_mb)
+        self.serial = next(_SERIALS)  # tells apart models that Python may give the same id
 
     @property
     def causal(self) -> bool:
@@ -149,6 +163,22 @@ class LanguageModel:
     def embeddings(self) -> torch.nn.Embedding:
         return self.model.get_input_embeddings()
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the LM's weights are held and compute in (learned prompt parameters stay float32)."""
+        return self.embeddings.weight.dtype
+
+    @property
+    def frozen(self) -> bool:
+        """Whether no weight of the LM would take a gradient now: gradients are off (scoring) or no
+        weight asks for one (every prompt method's training but LM tuning)."""
+        return not torch.is_grad_enabled() or not any(p.requires_grad for p in self.model.parameters())
+
+    def weights_version(self) -> int:
+        """Changes whenever a weight is changed in place (an optimiser step, ``load_state_dict``) or
+        replaced: what a cache of the LM's activations is valid for."""
+        return hash(tuple((id(p), p._version) for p in self.model.parameters()))
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
@@ -158,11 +188,14 @@ class LanguageModel:
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, name: str = DEFAULT_MODEL, device="auto", max_length: int = 512,
-             allow_download: bool = False, dtype=torch.float32) -> "LanguageModel":
+             allow_download: bool = False, dtype=torch.float32, device_map: str | None = None) -> "LanguageModel":
         """Load an alias (``smollm2-135m``), a local folder, or a hub id from the local cache.
 
         Nothing is downloaded unless ``allow_download=True``: a hub id that is not cached fails at
-        once with the offline alternatives.
+        once with the offline alternatives. ``dtype`` (a torch dtype or its name: float32, bfloat16,
+        float16) is what the weights are loaded in and compute in; ``device_map="auto"`` lets
+        accelerate place a model too large for one device over every visible one (``device`` is then
+        not used).
         """
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
@@ -180,11 +213,15 @@ class LanguageModel:
                 f"{_offline_alternatives()}\n(cause: {str(err).splitlines()[0]})") from None
         archs = " ".join(getattr(config, "architectures", None) or [])
         auto = AutoModelForMaskedLM if "MaskedLM" in archs else AutoModelForCausalLM
+        options = {"local_files_only": local_only, "dtype": _torch_dtype(dtype),
+                   **({"device_map": _device_map(device_map)} if device_map is not None else {})}
         try:
-            model = auto.from_pretrained(path, local_files_only=local_only, dtype=dtype)
+            model = auto.from_pretrained(path, **options)
         except ValueError:  # e.g. an encoder-only config given to AutoModelForCausalLM
-            model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=local_only, dtype=dtype)
+            model = AutoModelForMaskedLM.from_pretrained(path, **options)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+        if device_map is not None:  # accelerate placed it: the device it starts on takes the inputs
+            device = model.get_input_embeddings().weight.device
         return cls(model, tokenizer, name=name, device=device, max_length=max_length)
 
     # ---------------------------------------------------------------- forward
@@ -303,9 +340,11 @@ class LanguageModel:
         size = len(batch)
         columns: dict[int, torch.Tensor] = {}
         single = [i for i, w in enumerate(words.word_ids) if len(w) == 1]
+        # a batch without its frozen spans attends to their cached keys and values
+        spans = {} if batch.frozen is None else self.spans.kwargs(batch.frozen.ids)
         if single:
             embeds = hooks.embed(self, batch.input_ids, batch)
-            logits = hooks.forward_lm(self, embeds, batch.attention_mask, batch.position_ids, 1)
+            logits = hooks.forward_lm(self, embeds, batch.attention_mask, batch.position_ids, 1, **spans)
             first = logits[:, -1].float().log_softmax(-1)
             for i in single:
                 columns[i] = first[:, words.word_ids[i][0]]
@@ -318,7 +357,7 @@ class LanguageModel:
             attention = torch.cat([batch.attention_mask, torch.ones_like(tail)], 1)
             last = batch.position_ids[:, -1:]
             positions = torch.cat([batch.position_ids, last + torch.arange(1, len(word), device=last.device)], 1)
-            logits = hooks.forward_lm(self, hooks.embed(self, ids, batch), attention, positions, len(word))
+            logits = hooks.forward_lm(self, hooks.embed(self, ids, batch), attention, positions, len(word), **spans)
             logprobs = logits.float().log_softmax(-1)
             target = torch.tensor(word, device=logprobs.device)
             columns[i] = logprobs.gather(2, target.expand(size, -1).unsqueeze(-1)).squeeze(-1).sum(1)
@@ -339,6 +378,24 @@ class LanguageModel:
                     target = torch.tensor(word, device=at_masks.device)
                     columns[i] = at_masks.gather(2, target.expand(len(batch), -1).unsqueeze(-1)).squeeze(-1).sum(1)
         return torch.stack([columns[i] for i in range(len(words.word_ids))], 1)
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"dtype={dtype!r} is not valid; choose one of {', '.join(names)}")
+    return names[dtype]
+
+
+def _device_map(device_map: str) -> str:
+    if device_map != "auto":
+        raise ValueError(f"device_map={device_map!r} is not valid; use auto (or None for one device)")
+    if importlib.util.find_spec("accelerate") is None:
+        raise ModelNotAvailableError("device_map='auto' needs the accelerate package, which is not installed: "
+                                     "pip install accelerate")
+    return device_map
 
 
 def _last_positions(count: int, length: int, device) -> int | torch.Tensor:
@@ -376,5 +433,116 @@ class PlainHooks:
     def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
         return lm.embed(input_ids)
 
-    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
-        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep)
+    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
+        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans)
+
+
+class SpanCache:
+    """Keys and values of frozen leading spans of a causal LM's inputs, computed once per span.
+
+    A template whose learned slots all come after the input (``Review: {text_a} {soft:4} {mask}``) has,
+    in every example, a leading span (template words and the input text) that nothing learned
+    changes. Its keys and values are computed once and kept here, keyed by the span's token ids, and
+    every later pass (training steps, dev evaluations, training seeds, AutoPrompt candidates, test
+    scoring of every run) computes only the tokens after it, attending to the cached ones. The
+    results are those of the whole sequence up to float rounding; the cache empties itself when
+    the LM's weights change.
+
+    Spans are kept until they hold ``cap_mb`` megabytes; beyond that, the spans of a batch that are not
+    kept are computed for that batch only (the same numbers, at the cost of recomputing them).
+    """
+
+    def __init__(self, lm: LanguageModel, cap_mb: float = KV_CACHE_MB):
+        if cap_mb < 0:
+            raise ValueError(f"kv_cache_mb={cap_mb!r} is not valid; give a size in megabytes >= 0 (0: no cache)")
+        self.lm, self.cap = lm, int(cap_mb * 2 ** 20)
+        self.entries: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.bytes, self.computed, self.hits, self._version = 0, 0, 0, None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
+
+    @torch.no_grad()
+    def _compute(self, spans: list[tuple[int, ...]]) -> dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values [layers, kv_heads, length, head_dim] of each span, in left-padded batches."""
+        from .template import Encoding, collate
+
+        found = {}
+        order = sorted(spans, key=len)
+        for rows in token_budget_batches([len(s) for s in order], MAX_BATCH_TOKENS, 64):
+            chunk = [order[i] for i in rows]
+            batch = collate([Encoding(list(s), []) for s in chunk], self.lm.pad_id, left=True).to(self.lm.device)
+            cache = self.lm._prefix_cache()
+            self.lm.forward(self.lm.embed(batch.input_ids), batch.attention_mask, batch.position_ids, 1,
+                            **{self.lm._cache_argument(): cache})
+            width = batch.input_ids.shape[1]
+            keys = torch.stack([layer.keys for layer in cache.layers], 1)  # [B, layers, kv_heads, T, head_dim]
+            values = torch.stack([layer.values for layer in cache.layers], 1)
+            for row, span in enumerate(chunk):
+                found[span] = (keys[row, :, :, width - len(span):].clone(), values[row, :, :, width - len(span):].clone())
+        self.computed += len(found)
+        return found
+
+    def _lookup(self, spans: list[tuple[int, ...]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        version = self.lm.weights_version()
+        if version != self._version:
+            self.clear()
+            self._version = version
+        missing = list(dict.fromkeys(s for s in spans if s not in self.entries))
+        self.hits += len(spans) - len(missing)
+        fresh = self._compute(missing) if missing else {}
+        for span, (keys, values) in fresh.items():
+            size = (keys.numel() + values.numel()) * keys.element_size()
+            if self.bytes + size <= self.cap:
+                self.entries[span] = (keys, values)
+                self.bytes += size
+        return [self.entries.get(s) or fresh[s] for s in spans]
+
+    def kwargs(self, spans: list[tuple[int, ...]]) -> dict:
+        """``prefix`` and ``prefix_mask`` for :meth:`LanguageModel.forward`: each row's span keys and
+        values, left-padded to the longest span."""
+        found = self._lookup(spans)
+        longest = max(len(s) for s in spans)
+        layers, heads, _, dim = found[0][0].shape
+        keys = found[0][0].new_zeros(layers, len(spans), heads, longest, dim)
+        values = torch.zeros_like(keys)
+        mask = torch.zeros(len(spans), longest, dtype=torch.long, device=keys.device)
+        for row, (k, v) in enumerate(found):
+            n = k.shape[2]
+            keys[:, row, :, longest - n:] = k
+            values[:, row, :, longest - n:] = v
+            mask[row, longest - n:] = 1
+        return {"prefix": (keys, values), "prefix_mask": mask}
+
+
+#: the default token budget of a scoring batch: rows x padded length (see :func:`token_budget_batches`)
+MAX_BATCH_TOKENS = 2048
+#: the most padded tokens a scoring batch may have per real token (see :func:`token_budget_batches`)
+MAX_PADDING = 1.2
+
+
+def token_budget_batches(lengths: list[int], max_tokens: int = MAX_BATCH_TOKENS, max_rows: int | None = None,
+                         max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Consecutive runs of ``lengths`` (sort them first) whose rows x longest row stay within
+    ``max_tokens`` tokens, ``max_rows`` rows and ``max_padding`` times the batch's real tokens: batches
+    of similar length that cost about the same each and are little padding (cost is linear in
+    padded tokens). A row longer than the budget is a batch of its own."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = real = 0
+    for i, n in enumerate(lengths):
+        wider = max(longest, n)
+        size = (len(current) + 1) * wider
+        if current and (size > max_tokens or (max_rows and len(current) >= max_rows)
+                        or size > max_padding * (real + n)):
+            batches.append(current)
+            current, wider, real = [], n, 0
+        current.append(i)
+        longest, real = wider, real + n
+    if current:
+        batches.append(current)
+    return batches

@@ -78,8 +78,9 @@ class Claims:
         self._start_heartbeat()
         return True
 
-    def release(self, key: str) -> None:
-        """Give ``key`` back (a claim this process does not hold is left alone)."""
+    def release(self, key: str, record: dict | None = None) -> None:
+        """Give ``key`` back (a claim this process does not hold is left alone). ``record``, what the
+        work produced, is for claims that keep it (a study's); a file claim needs only to go."""
         with self._lock:
             token = self._held.pop(key, None)
         if token is None:

@@ -87,26 +87,43 @@ def cmd_eval(args) -> int:
 def cmd_run(args) -> int:
     from .config import load_configs
     from .paths import check_output_dir, slug
+    from .workers import check_worker_options, run_workers, share_runs, study_name
 
     check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
     if _probe_config(check_config_file(args.config)) is not None:
         return cmd_probe(args)
     configs = load_configs(check_config_file(args.config))
     output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
-    from .harness import build_experiment
-
+    check_worker_options(args, output)
     started = time.perf_counter()
-    records, lm = [], None
-    for cfg in configs:
-        if args.test_limit is not None:
-            cfg.protocol.test_limit = args.test_limit
-        experiment = build_experiment(cfg, output, lm if lm is not None and lm.name == cfg.model else None,
-                                      allow_download=args.allow_download)
-        lm = experiment.lm
-        records += experiment.run(progress=not args.quiet)
+    if args.workers is not None:
+        if run_workers(args, output):
+            return 1
+        from .results import ResultsStore
+
+        names = {cfg.name for cfg in configs}
+        records = [r for r in ResultsStore(output).records() if r.get("experiment") in names]
+    else:
+        from .harness import build_experiment
+
+        records, lm = [], None
+        for cfg in configs:
+            if args.test_limit is not None:
+                cfg.protocol.test_limit = args.test_limit
+            if args.device is not None:
+                cfg.device = args.device
+            same = lm is not None and (lm.name, str(lm.dtype)) == (cfg.model, f"torch.{cfg.dtype}")
+            experiment = build_experiment(cfg, output, lm if same else None, allow_download=args.allow_download)
+            lm = experiment.lm
+            if args.storage is not None:
+                _quiet_optuna(args)
+                share_runs(experiment.store, args.storage, study_name(cfg.name), args.heartbeat_interval,
+                           args.grace_period)
+            records += experiment.run(progress=not args.quiet)
     print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "
           f"({time.perf_counter() - started:.0f} s this time)")
-    _print_summary(records, output, configs[0].protocol.select_metric)
+    if not args.no_summary:
+        _print_summary(records, output, configs[0].protocol.select_metric)
     return 0
 
 
@@ -178,10 +195,28 @@ def cmd_report(args) -> int:
 
     if Path(args.directory, "results.jsonl").is_file():  # else write_report says there is nothing to report
         check_output_dir(args.directory, "report folder")
+    if args.storage is not None:
+        from .workers import gather
+
+        new = gather(args.directory, args.storage, args.study)
+        print(f"gathered {new} run{'s' if new != 1 else ''} from {_shown_url(args.storage)}")
     paths = write_report(args.directory, args.metric, plots=not args.no_plots)
     print(Path(paths["report"]).read_text())
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
+
+
+def _quiet_optuna(args) -> None:
+    import optuna
+
+    if not args.verbose:
+        optuna.logging.set_verbosity(logging.WARNING)
+
+
+def _shown_url(url: str) -> str:
+    from .sweep import shown_url
+
+    return shown_url(url)
 
 
 def _search_template(args) -> str:
@@ -390,6 +425,10 @@ def _add_run(sub) -> None:
     p.add_argument("--test-limit", type=int, help="override fewshot.test_limit")
     p.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded (off by default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from .workers import add_worker_options
+
+    add_worker_options(p)
+    p.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # workers: the parent reports
     p.set_defaults(func=cmd_run)
 
 
@@ -398,6 +437,8 @@ def _add_report(sub) -> None:
     p.add_argument("directory")
     p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1"])
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--storage", help="first copy in the runs that `prompting run --storage URL` workers recorded there")
+    p.add_argument("--study", help="with --storage: only this study of runs (default: every one, CONFIG_NAME-runs)")
     p.set_defaults(func=cmd_report)
 
 

@@ -35,13 +35,15 @@ __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "pa
            "builtin_templates", "load_task_spec"]
 
 METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble")
-TOP_KEYS = ("name", "model", "device", "max_length", "task", "fewshot", "templates", "seeds", "methods", "sweep")
+TOP_KEYS = ("name", "model", "device", "dtype", "device_map", "max_length", "task", "fewshot", "templates", "seeds", "methods", "sweep")
 TASK_KEYS = ("name", "data_dir", "train", "dev", "test", "fields", "label_column", "labels", "label_map", "format")
 FEWSHOT_KEYS = ("k", "data_seeds", "test_limit", "eval_batch_size")
 SEED_KEYS = ("train_seeds", "select_by", "metric")
 SWEEP_KEYS = ("method", "params", "n_trials", "objective", "stability_lambda", "pruner", "startup_trials", "seed")
 OBJECTIVES = ("mean", "stable")
 PRUNERS = ("median", "none")
+DTYPES = ("float32", "bfloat16", "float16")  # what the LM's weights are loaded in and compute in
+DEVICE_MAPS = ("auto",)  # accelerate spreads a model too large for one device over every visible one
 
 
 class ConfigError(ValueError):
@@ -255,6 +257,9 @@ class ExperimentConfig:
     prompts: list[tuple[str, dict]]
     methods: list[MethodSpec]
     device: str = "auto"
+    # the LM computes in this dtype; learned prompt parameters and their optimizer state stay float32
+    dtype: str = "float32"
+    device_map: str | None = None  # "auto": accelerate places the model over every visible device
     max_length: int | None = None
     base: Path | None = field(default=None, repr=False)
     sweep: SweepConfig | None = None
@@ -373,6 +378,33 @@ def _check_templates(prompts: list[tuple[str, dict]], specs: list[MethodSpec]) -
             raise ConfigError(f"{place}: {err}") from None
 
 
+def _hardware(data: dict, specs: list[MethodSpec]) -> tuple[str, str, str | None]:
+    """The config's device, dtype and device_map, checked (accelerate is looked for, not imported)."""
+    import importlib.util
+
+    device, dtype, device_map = data.get("device", "auto"), data.get("dtype", "float32"), data.get("device_map")
+    if not isinstance(device, str) or not device:
+        raise ConfigError(f"device: {device!r} is not valid; use auto, cpu, cuda or cuda:N")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype: {dtype!r} is not valid; choose one of {', '.join(DTYPES)}")
+    if device_map is not None:
+        if device_map not in DEVICE_MAPS:
+            raise ConfigError(f"device_map: {device_map!r} is not valid; use auto (or leave it out for one device)")
+        if device != "auto":
+            raise ConfigError(f"device_map: auto places the model over every visible device itself; "
+                              f"drop device: {device!r} (or device_map)")
+        if importlib.util.find_spec("accelerate") is None:
+            raise ConfigError("device_map: auto needs the accelerate package, which is not installed: "
+                              "pip install accelerate")
+    for i, spec in enumerate(specs):
+        tunes = {**METHODS.config(spec.name).train_defaults, **spec.train_config}.get("tune_lm")
+        if dtype != "float32" and spec.train and tunes:
+            raise ConfigError(f"methods[{i}] ({spec.label}) trains the LM's own weights (tune_lm), which dtype: "
+                              f"{dtype} would hold and update in {dtype} (small steps round away); use dtype: "
+                              "float32 for it, or a method that keeps the LM frozen")
+    return device, dtype, device_map
+
+
 def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     """Validate a config mapping (already read from YAML)."""
     _check_keys("config", data, TOP_KEYS)
@@ -416,9 +448,10 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     if not isinstance(model, str):
         raise ConfigError(f"model: {model!r} is not valid; give an alias, hub id or local path")
     sweep = _sweep(data["sweep"], specs, prompts) if data.get("sweep") is not None else None
+    device, dtype, device_map = _hardware(data, specs)
     return ExperimentConfig(name=str(data.get("name", "experiment")), model=model, task=task,
-                            protocol=protocol, prompts=prompts, methods=specs,
-                            device=data.get("device", "auto"), max_length=max_length, base=base,
+                            protocol=protocol, prompts=prompts, methods=specs, device=device, dtype=dtype,
+                            device_map=device_map, max_length=max_length, base=base,
                             sweep=sweep, source=data)
 
 

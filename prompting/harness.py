@@ -88,7 +88,7 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     methods = list(cfg.methods if methods is None else methods)
     check_prompts(task, methods, cfg.prompts, templates)
     lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
-                                  allow_download=allow_download)
+                                  allow_download=allow_download, dtype=cfg.dtype, device_map=cfg.device_map)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
                       max_length=cfg.max_length)
 
@@ -145,6 +145,9 @@ class Experiment:
                             "train_config": spec.train_config if spec.train else {},
                             "template": template, "verbalizer": verbalizer,
                             "k": None if self.task.fixed_split else self.protocol.k,
+                            # low precision changes the numbers: its runs are others than float32's
+                            **({"dtype": str(self.lm.dtype).replace("torch.", "")}
+                               if self.lm.dtype != torch.float32 else {}),
                             "data_seed": data_seed, "train_seed": train_seed,
                             "test_limit": self.protocol.test_limit, "max_length": self.max_length,
                         }
@@ -171,6 +174,9 @@ class Experiment:
         # two method entries that differ only in how they are ensembled plan the same runs: run each once
         unique = list({r.run_id: r for r in planned}.values())
         done = self.store.done() if self.store else set()
+        expect = getattr(self.store.claims, "expect", None) if self.store else None
+        if expect is not None:  # a study of runs shared by workers: queue the plan (once for all of them)
+            expect({r.run_id: _describe(r) for r in unique}, skip=done)
         todo = [r for r in unique if r.run_id not in done]
         bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=self.name, disable=not progress)
         by_id = {r["run_id"]: r for r in self.store.records()} if self.store and on_split_done else {}
@@ -251,7 +257,7 @@ class Experiment:
         if self.store:
             self.store.save_predictions(run.run_id, {"dev": dev_scores.tolist(), "test": test_scores.tolist(),
                                                      **self._gold(dev_examples)})
-            self.store.append(record)
+            self.store.append(record, once=True)  # a worker whose claim lapsed may have recorded it meanwhile
         return record
 
     def _build(self, run: PlannedRun) -> PromptMethod:
@@ -408,11 +414,13 @@ class _Attempt:
             return self.execute(run)
         if not store.claims.claim(run.run_id, what=_describe(run)):
             return None
+        record = None
         try:
             # another process may have recorded it since this one read the store
-            return store.record(run.run_id) or self.execute(run)
+            record = store.record(run.run_id) or self.execute(run)
+            return record
         finally:
-            store.claims.release(run.run_id)
+            store.claims.release(run.run_id, record)
 
     def execute(self, run: PlannedRun) -> dict:
         if run.data_seed not in self.splits:

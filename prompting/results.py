@@ -66,14 +66,21 @@ class ResultsStore:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.path = self.directory / "results.jsonl"
-        self._claims: Claims | None = None
+        self._claims = None
+        self._shared = None
 
     @property
-    def claims(self) -> Claims:
-        """Per-run claims (``.claims/RUN_ID.claim``) shared by every process using this directory."""
+    def claims(self):
+        """Per-run claims shared by every process using this directory: files (``.claims/RUN_ID.claim``),
+        or the runs of a study that every worker shares (see :meth:`share`)."""
         if self._claims is None:
             self._claims = Claims(self.directory / ".claims")
         return self._claims
+
+    def share(self, claims) -> None:
+        """Claim runs with ``claims`` (:class:`prompting.workers.StudyClaims`), which also hold the runs
+        that other workers recorded: :meth:`record` copies those into this directory when asked for."""
+        self._claims = self._shared = claims
 
     def _lines(self) -> tuple[list[bytes], bool]:
         """The file's lines (without their newlines) and whether its last line ends with one."""
@@ -126,7 +133,20 @@ class ResultsStore:
 
     def record(self, rid: str) -> dict | None:
         """The record of run ``rid`` (its first), or None if it is not recorded. Only the lines that
-        mention the id are parsed, so asking after every run stays cheap in a long file."""
+        mention the id are parsed, so asking after every run stays cheap in a long file. A run that
+        another worker of a shared study recorded is copied in from the study."""
+        found = self._find(rid)
+        if found is None and self._shared is not None:
+            stored = self._shared.stored(rid)
+            if stored is not None:
+                record, predictions = stored
+                if predictions is not None:
+                    self.save_predictions(rid, predictions)
+                self.append(record, once=True)
+                found = record
+        return found
+
+    def _find(self, rid: str) -> dict | None:
         needle = json.dumps(rid).encode()
         lines, terminated = self._lines()
         for n, raw in enumerate(lines, 1):
@@ -136,8 +156,9 @@ class ResultsStore:
                     return record
         return None
 
-    def append(self, record: dict) -> None:
-        """Add one record as one line, flushed to disk."""
+    def append(self, record: dict, once: bool = False) -> None:
+        """Add one record as one line, flushed to disk; with ``once``, only if its run id is not
+        recorded yet (checked under the same lock as the write)."""
         missing = [k for k in REQUIRED if k not in record]
         if missing:
             raise ValueError(f"run record lacks {', '.join(missing)}")
@@ -148,6 +169,8 @@ class ResultsStore:
         try:
             with _locked(fd):
                 size = os.fstat(fd).st_size
+                if once and size and self._holds(os.pread(fd, size, 0), record["run_id"]):
+                    return
                 # a file that does not end with a newline (a record cut after its closing brace, or an
                 # edit) would have this record joined onto its last line: start a line of our own
                 if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -156,6 +179,19 @@ class ResultsStore:
                 os.fsync(fd)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _holds(data: bytes, rid: str) -> bool:
+        """Whether the file's bytes ``data`` hold a record of run ``rid``."""
+        needle = json.dumps(rid).encode()
+        for raw in data.split(b"\n"):
+            if needle in raw:
+                try:
+                    if json.loads(raw).get("run_id") == rid:
+                        return True
+                except (ValueError, AttributeError):
+                    continue  # a damaged line: records() reports it
+        return False
 
     def _predictions_path(self, rid: str) -> Path:
         if not isinstance(rid, str) or slug(rid) != rid:  # run ids are hex digests; never a path

@@ -94,15 +94,39 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=heartbeat_interval,
-                                                  grace_period=grace_period, **callback)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                     heartbeat_interval=heartbeat_interval,
+                                                     grace_period=grace_period, **callback)
+            if storage.engine.dialect.name == "sqlite":
+                _immediate_transactions(storage.engine)
+            return storage
         except Exception as err:  # sqlalchemy/driver errors: no server, wrong password, no such database...
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(first):
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
                 continue
             raise SweepError(f"cannot open storage {shown!r}: {first}") from None
+
+
+def _immediate_transactions(engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    Python's sqlite3 module starts a transaction only at the first write, so optuna's read-then-write
+    steps (claim a WAITING trial, fail a stale one) are not atomic there: two workers both read
+    WAITING and both move the trial to RUNNING (measured: 202 claims of 200 trials by 3 processes).
+    ``BEGIN IMMEDIATE`` serialises those steps, as ``SELECT ... FOR UPDATE`` does on PostgreSQL.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, record):
+        dbapi_connection.isolation_level = None  # SQLAlchemy says when a transaction begins, not sqlite3
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # the connections made while the tables were created had sqlite3's own habit
 
 
 def _engine_url(url: str) -> tuple[str, dict[str, Any]]:

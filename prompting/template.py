@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: parsing a templat
 
 __all__ = [
     "TemplateError", "Template", "from_openprompt", "Text", "Field", "Mask", "Soft", "Trigger",
-    "Encoding", "TemplateEncoder", "PromptBatch", "collate",
+    "Encoding", "TemplateEncoder", "PromptBatch", "FrozenSpans", "collate",
 ]
 
 
@@ -186,6 +186,18 @@ class Template:
                 f"template {self.text!r} uses field {{{missing[0]}}}, which the examples do not have; "
                 f"available fields: {', '.join(available)}")
 
+    @property
+    def learned_after_input(self) -> bool:
+        """Whether an input field comes before every learned slot (``{soft}``, ``{trigger}``): then, on a
+        causal LM, the text up to the first learned slot does not depend on what is learned, and its
+        keys and values can be computed once per example (see :class:`prompting.backbone.SpanCache`)."""
+        for part in self.parts:
+            if isinstance(part, Field):
+                return any(isinstance(p, (Soft, Trigger)) for p in self.parts)
+            if isinstance(part, (Soft, Trigger)):
+                return False
+        return False
+
     def split_leading_text(self) -> tuple[str, "Template"] | None:
         """The constant words before the first slot, and the template without them; None when the
         template starts with a slot. The spaces after the words stay in the rest (they belong to the
@@ -297,6 +309,19 @@ class Encoding:
     mask_positions: list[int]  # masked LM: one per label-word token; causal LM: empty (predict after the end)
     soft_positions: list[int] = field(default_factory=list)
     trigger_positions: list[int] = field(default_factory=list)
+
+    @property
+    def learned_start(self) -> int:
+        """The position of the first learned token (soft or trigger), or the length when there is none."""
+        return min(self.soft_positions + self.trigger_positions, default=len(self.input_ids))
+
+    def after(self, start: int) -> "Encoding":
+        """The encoding from position ``start`` on, every slot position counted from there."""
+        def shift(positions: list[int]) -> list[int]:
+            return [p - start for p in positions]
+
+        return Encoding(self.input_ids[start:], shift(self.mask_positions), shift(self.soft_positions),
+                        shift(self.trigger_positions))
 
 
 class TemplateEncoder:
@@ -446,9 +471,27 @@ def _placeholder_id(tokenizer) -> int:
 
 
 @dataclass
+class FrozenSpans:
+    """The leading tokens of each row that a batch leaves out: their keys and values come from a cache
+    (:class:`prompting.backbone.SpanCache`), and the batch holds only what follows them."""
+
+    ids: list[tuple[int, ...]]  # per row, the span's token ids (the cache key)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(s) for s in self.ids]
+
+    def repeat(self, times: int) -> "FrozenSpans":
+        return FrozenSpans(self.ids * times)
+
+
+@dataclass
 class PromptBatch:
     """Encodings padded into tensors. Causal LMs are padded on the left, so every context ends at
-    the last position and label-word tokens can be appended to all rows at once."""
+    the last position and label-word tokens can be appended to all rows at once.
+
+    With ``frozen`` set, each row holds only the tokens after its frozen span; its positions
+    continue from the span's length."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -456,17 +499,34 @@ class PromptBatch:
     mask_positions: torch.Tensor  # [B, n_mask] (masked LM) or [B, 0]
     soft_positions: torch.Tensor  # [B, n_soft]
     trigger_positions: torch.Tensor  # [B, n_trigger]
+    frozen: FrozenSpans | None = None
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return [self.input_ids, self.attention_mask, self.position_ids, self.mask_positions,
+                self.soft_positions, self.trigger_positions]
 
     def to(self, device) -> "PromptBatch":
-        return PromptBatch(*(t.to(device) for t in self.__dict__.values()))
+        return PromptBatch(*(t.to(device) for t in self._tensors()), frozen=self.frozen)
+
+    def repeat(self, times: int) -> "PromptBatch":
+        """The batch ``times`` over, row blocks one after the other."""
+        return PromptBatch(*(t.repeat(times, 1) for t in self._tensors()),
+                           frozen=None if self.frozen is None else self.frozen.repeat(times))
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
 
-def collate(encodings: Sequence[Encoding], pad_id: int, left: bool) -> PromptBatch:
+def collate(encodings: Sequence[Encoding], pad_id: int, left: bool,
+            frozen: Sequence[int] | None = None) -> PromptBatch:
+    """Pad encodings into a batch. ``frozen`` (causal LM, left padding): per row, how many leading
+    tokens to leave out (see :class:`FrozenSpans`)."""
     import torch
 
+    spans = None
+    if frozen is not None:
+        spans = FrozenSpans([tuple(e.input_ids[:n]) for e, n in zip(encodings, frozen)])
+        encodings = [e.after(n) for e, n in zip(encodings, frozen)]
     width = max(len(e.input_ids) for e in encodings)
     ids = torch.full((len(encodings), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(encodings), width), dtype=torch.long)
@@ -483,5 +543,7 @@ def collate(encodings: Sequence[Encoding], pad_id: int, left: bool) -> PromptBat
         return torch.tensor(rows, dtype=torch.long).reshape(len(encodings), -1)
 
     position_ids = (attention.cumsum(1) - 1).clamp(min=0)
+    if spans is not None:
+        position_ids = position_ids + torch.tensor(spans.lengths, dtype=torch.long).unsqueeze(1)
     return PromptBatch(ids, attention, position_ids, positions("mask_positions"),
-                       positions("soft_positions"), positions("trigger_positions"))
+                       positions("soft_positions"), positions("trigger_positions"), spans)

@@ -166,7 +166,8 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
     bar = tqdm(total=total, desc=f"train {method.name}", disable=not progress, leave=False)
     _set_mode(method, True, config.tune_lm)
     while step < total and (config.patience is None or stale < config.patience):
-        for batch in method.batches(train_data, config.batch_size, shuffle=True, generator=generator):
+        rows = method.training_batches(train_data, config.batch_size, generator)
+        for batch in method.batches(train_data, config.batch_size, rows=rows):
             step += 1
             record = {"step": step, "loss": round(_step(method, batch, optimizer, schedule, params, config, step - 1), 6)}
             bar.update(1)

@@ -226,8 +226,8 @@ import prompting.results as results
 append = results.ResultsStore.append
 
 
-def append_then_wait(self, record):
-    append(self, record)
+def append_then_wait(self, record, **options):
+    append(self, record, **options)
     time.sleep(120)  # the test kills the process here, after the first record is on disk
 
 

@@ -402,7 +402,7 @@ def _open_and_join(url: str, barrier, results) -> None:
 
 
 def test_workers_started_at_the_same_moment_on_a_new_sqlite_storage_all_join(tmp_path):
-    """Three workers open a storage that does not exist yet at the same instant, 5 times in a row (a new
+    """Three workers open a storage that does not exist yet at the same instant, 20 times in a row (a new
     storage takes about a second to create): the first creates the tables while the others find them
     half made; every worker must join. Before the retry, 9 rounds in 10 lost a worker."""
     import multiprocessing
@@ -411,7 +411,7 @@ def test_workers_started_at_the_same_moment_on_a_new_sqlite_storage_all_join(tmp
     import sqlalchemy.dialects.sqlite  # noqa: F401
 
     context = multiprocessing.get_context("fork")
-    for round_ in range(5):
+    for round_ in range(20):
         url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
         barrier, results = context.Barrier(3), context.Queue()
         workers = [context.Process(target=_open_and_join, args=(url, barrier, results)) for _ in range(3)]

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -93,12 +94,22 @@ class _TriggerHooks:
             embeds = embeds.index_put((rows.expand_as(positions), positions), values)
         return embeds
 
-    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
-        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep)
+    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
+        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans)
 
 
-def _repeat(batch: PromptBatch, times: int) -> PromptBatch:
-    return PromptBatch(*(t.repeat(times, 1) for t in batch.__dict__.values()))
+@dataclass
+class _Shared:
+    """The text before the trigger as keys and values, and what follows it (the trigger on): the
+    tail's token ids, attention mask and positions, and the trigger's columns in the tail."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    columns: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
+    prefix_mask: torch.Tensor
 
 
 def _subset(data: EncodedExamples, rows: Sequence[int]) -> EncodedExamples:
@@ -149,6 +160,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
     """
 
     name = "autoprompt"
+    reuses_frozen_text = True
     config_class = AutoPromptConfig
 
     def adapt(self, template: Template, config: AutoPromptConfig) -> tuple[Template, AutoPromptConfig]:
@@ -259,7 +271,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
             step = max(1, rows_per_forward // size)
             for start in range(0, len(candidates), step):
                 chunk = candidates[start:start + step]
-                prompts = {n: _repeat(p, len(chunk)) for n, p in batch.prompts.items()}
+                prompts = {n: p.repeat(len(chunk)) for n, p in batch.prompts.items()}
                 hooks = _TriggerHooks(rows=chunk.repeat_interleave(size, 0))
                 scores = self.words.aggregate_scores(self.lm.word_logprobs(prompts, self.words, hooks=hooks))
                 gold = scores.float().log_softmax(-1).gather(1, batch.labels.repeat(len(chunk)).unsqueeze(1))
@@ -281,24 +293,31 @@ class AutoPrompt(PromptMethod, SearchMethod):
             total += scores * len(part)
         return total / len(rows)
 
-    def _shared_text(self, batch: Batch):
+    def _shared_text(self, batch: Batch) -> _Shared | None:
         """The text before the trigger as keys and values computed once, or None.
 
-        On a causal LM the tokens before the first trigger do not depend on the trigger: their keys
-        and values are computed once and every candidate row attends to them (as prefix-tuning's
-        prefix, numbered where they stand). Only the trigger and what follows it run per candidate:
-        for ``{text_a} {trigger:5} {mask}`` 5 tokens instead of the whole sentence. None when that does
-        not apply (masked LM, multi-token label words, a trigger that is not in the same column in
-        every left-padded row, nothing before it): the caller then runs the whole input.
-        Returns ``(prompt, first trigger column, keys, values)``.
+        On a causal LM the tokens before the first trigger do not depend on the trigger. When the batch
+        left them out (:attr:`frozen_text`), their keys and values come from the LM's cache of frozen
+        spans, computed once per example for the whole search; otherwise they are computed here once
+        per batch. Every candidate row attends to them (numbered where they stand), and only the
+        trigger and what follows it run per candidate: for ``{text_a} {trigger:5} {mask}`` 5 tokens
+        instead of the whole sentence. None when that does not apply (masked LM, multi-token label
+        words, a trigger that is not in the same column in every left-padded row, nothing before it):
+        the caller then runs the whole input.
         """
         if not self.lm.causal or any(len(w) != 1 for w in self.words.word_ids):
             return None
         prompt = batch.prompts[min(batch.prompts)]
         columns = prompt.trigger_positions
-        if not bool((columns == columns[:1]).all()) or int(columns[0].min()) == 0:
+        if not bool((columns == columns[:1]).all()):
             return None
+        if prompt.frozen is not None:
+            spans = self.lm.spans.kwargs(prompt.frozen.ids)
+            return _Shared(prompt.input_ids, prompt.attention_mask, prompt.position_ids, columns[0],
+                           *spans["prefix"], spans["prefix_mask"])
         first = int(columns[0].min())
+        if first == 0:
+            return None
         with torch.no_grad():
             out = self.lm.model(inputs_embeds=self.lm.embed(prompt.input_ids[:, :first]),
                                 attention_mask=prompt.attention_mask[:, :first],
@@ -306,16 +325,16 @@ class AutoPrompt(PromptMethod, SearchMethod):
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         keys = torch.stack([layer.keys for layer in cache.layers])  # [layers, B, kv_heads, first, head_dim]
         values = torch.stack([layer.values for layer in cache.layers])
-        return prompt, first, keys, values
+        tail = prompt.input_ids[:, first:]
+        return _Shared(tail, torch.ones_like(tail), prompt.position_ids[:, first:], columns[0] - first,
+                       keys, values, prompt.attention_mask[:, :first])
 
-    def _label_logprobs_after(self, shared, tail_embeds: torch.Tensor, copies: int) -> torch.Tensor:
+    def _label_logprobs_after(self, shared: _Shared, tail_embeds: torch.Tensor, copies: int) -> torch.Tensor:
         """``[copies x B, n_labels]`` label log-probabilities of the rows ``tail_embeds`` (the trigger
         and what follows it), each ``copies`` block of rows attending to the shared text."""
-        prompt, first, keys, values = shared
-        logits = self.lm.forward(tail_embeds, prompt.attention_mask.new_ones(tail_embeds.shape[:2]),
-                                 prompt.position_ids[:, first:].repeat(copies, 1), 1,
-                                 prefix=(keys.repeat(1, copies, 1, 1, 1), values.repeat(1, copies, 1, 1, 1)),
-                                 prefix_mask=prompt.attention_mask[:, :first].repeat(copies, 1))
+        logits = self.lm.forward(tail_embeds, shared.mask.repeat(copies, 1), shared.positions.repeat(copies, 1), 1,
+                                 prefix=(shared.keys.repeat(1, copies, 1, 1, 1), shared.values.repeat(1, copies, 1, 1, 1)),
+                                 prefix_mask=shared.prefix_mask.repeat(copies, 1))
         words = logits[:, -1].float().log_softmax(-1)[:, [w[0] for w in self.words.word_ids]]
         return self.words.aggregate_scores(words).log_softmax(-1)
 
@@ -327,10 +346,9 @@ class AutoPrompt(PromptMethod, SearchMethod):
         shared = self._shared_text(batch)
         if shared is None:
             return None
-        prompt, first = shared[0], shared[1]
         size, count = len(batch), len(candidates)
-        tail = prompt.input_ids[:, first:].repeat(count, 1)  # row = candidate x size + example
-        tail[:, prompt.trigger_positions[0] - first] = candidates.to(tail.device).repeat_interleave(size, 0)
+        tail = shared.ids.repeat(count, 1)  # row = candidate x size + example
+        tail[:, shared.columns] = candidates.to(tail.device).repeat_interleave(size, 0)
         labels = self._label_logprobs_after(shared, self.lm.embed(tail), count)
         return labels.gather(1, batch.labels.repeat(count).unsqueeze(1)).view(count, size).mean(1).cpu()
 
@@ -344,11 +362,10 @@ class AutoPrompt(PromptMethod, SearchMethod):
         shared = self._shared_text(batch)
         if shared is None:
             return None
-        prompt, first = shared[0], shared[1]
-        start, end = int(columns[0]) - first, int(columns[-1]) + 1 - first
+        start, end = int(shared.columns[0]), int(shared.columns[-1]) + 1
         embeds = self.lm.embeddings.weight[self.trigger_ids].detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            tail = self.lm.embed(prompt.input_ids[:, first:]).detach()
+            tail = self.lm.embed(shared.ids).detach()
             tail = torch.cat([tail[:, :start], embeds.to(tail.dtype).expand(len(batch), -1, -1), tail[:, end:]], 1)
             loss = F.nll_loss(self._label_logprobs_after(shared, tail, 1), batch.labels)
             grad, = torch.autograd.grad(loss, embeds)

@@ -58,6 +58,9 @@ class PromptMethod(torch.nn.Module):
     """
 
     name: ClassVar[str] = "base"
+    #: whether the method changes nothing in the text before its first learned slot, so that on a
+    #: causal LM that text's keys and values can be cached (prefix-tuning changes every layer: no)
+    reuses_frozen_text: ClassVar[bool] = False
     #: the method's settings: fields with types, defaults, allowed values and sweep ranges, and the
     #: training settings that suit the method (see :mod:`prompting.settings`)
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
@@ -102,8 +105,8 @@ class PromptMethod(torch.nn.Module):
     def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
         return lm.embed(input_ids)
 
-    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
-        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep)
+    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
+        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans)
 
     def parameter_groups(self, lr: float, lm_lr: float | None = None, tune_lm: bool = False) -> list[dict]:
         """Parameter groups for the optimiser: the method's own parameters, and the LM's if tuned."""
@@ -151,45 +154,92 @@ class PromptMethod(torch.nn.Module):
         labels = torch.tensor([index.get(getattr(ex, "label", None), -1) for ex in examples], dtype=torch.long)
         return EncodedExamples(encodings, labels)
 
+    @property
+    def frozen_text(self) -> bool:
+        """Whether batches leave out each example's text before the first learned slot and attend to its
+        cached keys and values instead (:class:`prompting.backbone.SpanCache`): a causal LM that is not
+        being tuned, a method that changes nothing before its learned slots, a template with the
+        input before every learned slot (:attr:`prompting.template.Template.learned_after_input`), and
+        a cache that may hold something."""
+        return (self.reuses_frozen_text and self.lm.causal and self.template.learned_after_input
+                and self.lm.spans.cap > 0 and self.lm.frozen)
+
     def batches(self, data: EncodedExamples, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None, order: Sequence[int] | None = None) -> Iterator[Batch]:
-        if order is None:
-            order = (torch.randperm(len(data), generator=generator) if shuffle
-                     else torch.arange(len(data))).tolist()
-        left = self.lm.causal
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            prompts = {n: collate([encs[i] for i in rows], self.lm.pad_id, left=left).to(self.lm.device)
-                       for n, encs in data.encodings.items()}
-            yield Batch(prompts, data.labels[rows].to(self.lm.device))
+                generator: torch.Generator | None = None, order: Sequence[int] | None = None,
+                rows: Sequence[Sequence[int]] | None = None) -> Iterator[Batch]:
+        """Batches of ``batch_size`` examples in ``order`` (shuffled with ``generator``, or as given), or
+        exactly the batches ``rows``."""
+        if rows is None:
+            if order is None:
+                order = (torch.randperm(len(data), generator=generator) if shuffle
+                         else torch.arange(len(data))).tolist()
+            rows = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        left, frozen = self.lm.causal, self.frozen_text
+        for chunk in rows:
+            prompts = {}
+            for n, encs in data.encodings.items():
+                picked = [encs[i] for i in chunk]
+                spans = [e.learned_start for e in picked] if frozen else None
+                prompts[n] = collate(picked, self.lm.pad_id, left=left, frozen=spans).to(self.lm.device)
+            yield Batch(prompts, data.labels[list(chunk)].to(self.lm.device))
+
+    def training_batches(self, data: EncodedExamples, batch_size: int, generator: torch.Generator,
+                         group: int = 4) -> list[list[int]]:
+        """One epoch's batches: shuffled with ``generator``, then within each run of ``group`` batches
+        the rows sorted by length and cut again, and the batches shuffled (as Hugging Face's
+        length-grouped sampler): similar lengths share a batch, so less of it is padding, and a seed
+        gives the same batches every time."""
+        encodings = data.encodings[min(data.encodings)]
+        cut = self.frozen_text
+        length = lambda i: len(encodings[i].input_ids) - (encodings[i].learned_start if cut else 0)
+        order = torch.randperm(len(data), generator=generator).tolist()
+        span = batch_size * group
+        batches = []
+        for start in range(0, len(order), span):
+            rows = sorted(order[start:start + span], key=length)
+            batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Label scores [B, n_labels]: aggregated log-probabilities of each label's words."""
         word_scores = self.lm.word_logprobs(batch.prompts, self.words, hooks=self)
         return self.words.aggregate_scores(word_scores)
 
+    def scoring_batches(self, data: EncodedExamples, batch_size: int = 32,
+                        max_tokens: int | None = None) -> list[list[int]]:
+        """Rows of ``data`` in batches for scoring: sorted by length and cut where ``batch_size`` rows or
+        ``max_tokens`` padded tokens would be exceeded, so that little of each batch is padding. With
+        frozen text (:attr:`frozen_text`) only the tokens after it are counted."""
+        from ..backbone import MAX_BATCH_TOKENS, token_budget_batches
+
+        encodings = data.encodings[min(data.encodings)]
+        cut = self.frozen_text
+        lengths = [len(e.input_ids) - (e.learned_start if cut else 0) for e in encodings]
+        order = sorted(range(len(data)), key=lambda i: (lengths[i], len(encodings[i].input_ids)))
+        batches = token_budget_batches([lengths[i] for i in order], max_tokens or MAX_BATCH_TOKENS, batch_size)
+        return [[order[i] for i in rows] for rows in batches]
+
     @torch.no_grad()
-    def predict_scores(self, data: EncodedExamples, batch_size: int = 32, progress: bool | str = False) -> torch.Tensor:
-        """Label scores for every example, in order, with an optional progress bar."""
+    def predict_scores(self, data: EncodedExamples, batch_size: int = 32, progress: bool | str = False,
+                       max_tokens: int | None = None) -> torch.Tensor:
+        """Label scores for every example, in order, with an optional progress bar. A state already
+        scored on the same examples is not scored again (see :func:`scores_memo`)."""
+        return scores_memo(self, data, lambda: self._predict_scores(data, batch_size, progress, max_tokens))
+
+    def _predict_scores(self, data: EncodedExamples, batch_size: int, progress: bool | str,
+                        max_tokens: int | None) -> torch.Tensor:
         from tqdm.auto import tqdm
 
         was_training = self.training
         self.eval()
         self.lm.model.eval()
-        chunks = []
-        steps = (len(data) + batch_size - 1) // batch_size
-        desc = progress if isinstance(progress, str) else "scoring"
-        # similar lengths together: far less padding, and the result is put back in input order
-        lengths = [len(e.input_ids) for e in data.encodings[min(data.encodings)]]
-        order = sorted(range(len(data)), key=lambda i: lengths[i])
-        for batch in tqdm(self.batches(data, batch_size, order=order), total=steps, desc=desc,
-                          disable=not progress, leave=False):
-            chunks.append(self(batch).float().cpu())
-        self.train(was_training)
-        if not chunks:
-            return torch.empty(0, len(self.labels))
         scores = torch.empty(len(data), len(self.labels))
-        scores[torch.tensor(order)] = torch.cat(chunks)
+        rows = self.scoring_batches(data, batch_size, max_tokens)
+        desc = progress if isinstance(progress, str) else "scoring"
+        for chunk, batch in zip(rows, tqdm(self.batches(data, batch_size, rows=rows), total=len(rows),
+                                           desc=desc, disable=not progress, leave=False)):
+            scores[torch.tensor(chunk, dtype=torch.long)] = self(batch).float().cpu()
+        self.train(was_training)
         return scores
 
     def predict(self, examples: Sequence[Example], batch_size: int = 32) -> list[str]:
@@ -219,3 +269,41 @@ class SearchMethod:
         return a :class:`prompting.train.TrainResult`."""
         raise NotImplementedError
 
+
+
+_SCORES: "dict[tuple, torch.Tensor]" = {}
+_SCORES_KEPT = 64
+
+
+def _digest(tensors) -> str:
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        digest.update(str((t.dtype, tuple(t.shape))).encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def scores_memo(method: PromptMethod, data: EncodedExamples, compute) -> torch.Tensor:
+    """``compute()``, or the scores it gave before for the same state on the same examples.
+
+    The key is the method's class, template, label words and settings, a digest of everything it
+    learned (parameters and buffers), the LM (and the version of its weights) and a digest of the
+    encoded examples: the untrained start that every training seed shares, or a soft prompt that
+    kept its start, is scored on dev once. The last 64 results are kept.
+    """
+    if not data.encodings or not len(data):
+        return compute()
+    encodings = data.encodings[min(data.encodings)]
+    examples = _digest([torch.tensor([t for e in encodings for t in (len(e.input_ids), *e.input_ids,
+                                                                      *e.soft_positions, *e.trigger_positions)])])
+    key = (type(method).__name__, method.template.text, repr(method.words.word_ids), tuple(method.labels),
+           repr(method.config), _digest(method.state_dict().values()), method.lm.serial,
+           method.lm.weights_version(), examples)
+    if key not in _SCORES:
+        _SCORES[key] = compute()
+        while len(_SCORES) > _SCORES_KEPT:
+            del _SCORES[next(iter(_SCORES))]
+    return _SCORES[key].clone()

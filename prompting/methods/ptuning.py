@@ -71,6 +71,7 @@ class PTuning(PromptMethod):
     """P-tuning: the ``{soft}`` slots are filled by a prompt encoder (LSTM or MLP)."""
 
     name = "ptuning"
+    reuses_frozen_text = True
     config_class = PTuningConfig
 
     def adapt(self, template: Template, config: PTuningConfig) -> tuple[Template, PTuningConfig]:

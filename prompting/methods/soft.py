@@ -103,6 +103,7 @@ class SoftPrompt(PromptMethod):
     """Lester et al.'s prompt tuning: ``n`` trainable input vectors, the LM frozen."""
 
     name = "soft"
+    reuses_frozen_text = True
     config_class = SoftConfig
 
     def adapt(self, template: Template, config: SoftConfig) -> tuple[Template, SoftConfig]:
