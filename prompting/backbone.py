@@ -327,7 +327,7 @@ class LanguageModel:
         (a causal LM needs only ``{1: batch}``).
         """
         hooks = hooks or PlainHooks()
-        if self.causal and getattr(words, "trie", None) is not None:
+        if self.causal and getattr(words, "trie", None) is not None and batches[min(batches)].frozen is None:
             from .probing import _plain_forward, shared_word_logprobs  # many candidates: shared work
 
             if _plain_forward(hooks):

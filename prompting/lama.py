@@ -186,6 +186,18 @@ def vocab_facts(facts: Sequence[Example], tokenizer, leading_space: bool) -> tup
     return kept, ids
 
 
+def whole_prompts(method, data, batch_size: int):
+    """Batches of whole prompts (``method.batches`` may leave out text whose keys and values it has cached;
+    ranking here runs the LM itself and needs every token)."""
+    from .template import collate
+
+    encodings = data.encodings[min(data.encodings)]
+    for start in range(0, len(encodings), batch_size):
+        chunk = {n: collate(encs[start:start + batch_size], method.lm.pad_id, left=method.lm.causal).to(method.lm.device)
+                 for n, encs in data.encodings.items()}
+        yield chunk
+
+
 @torch.no_grad()
 def vocab_ranks(method, facts: Sequence[Example], token_ids: Sequence[int], batch_size: int = 32
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,8 +208,8 @@ def vocab_ranks(method, facts: Sequence[Example], token_ids: Sequence[int], batc
     data = method.encode(facts)
     gold = torch.tensor(list(token_ids), dtype=torch.long)
     out_ranks, out_top = [], []
-    for start, batch in zip(range(0, len(facts), batch_size), method.batches(data, batch_size)):
-        prompt = batch.prompts[min(batch.prompts)]
+    for start, prompts in zip(range(0, len(facts), batch_size), whole_prompts(method, data, batch_size)):
+        prompt = prompts[min(prompts)]
         embeds = method.embed(method.lm, prompt.input_ids, prompt)
         if method.lm.causal:
             logits = method.forward_lm(method.lm, embeds, prompt.attention_mask, prompt.position_ids, 1)[:, -1]
@@ -267,12 +279,12 @@ def candidate_ranks(method, facts: Sequence[Example], progress: bool = False) ->
     words: CandidateWords = method.words
     data = method.encode(facts)
     out = []
-    for row, batch in enumerate(tqdm(method.batches(data, 1), total=len(facts), disable=not progress,
-                                     desc=f"ranking ({len(method.labels)} candidates)", leave=False)):
-        prompt = batch.prompts[min(batch.prompts)]
+    for row, prompts in enumerate(tqdm(whole_prompts(method, data, 1), total=len(facts), disable=not progress,
+                                       desc=f"ranking ({len(method.labels)} candidates)", leave=False)):
+        prompt = prompts[min(prompts)]
         g = int(gold[row])
         alone = LabelWordIds((words.word_ids[g],), torch.zeros(1, dtype=torch.long), 1)
-        score = method.lm.word_logprobs(batch.prompts, alone, hooks=method)[0, 0].item()
+        score = method.lm.word_logprobs(prompts, alone, hooks=method)[0, 0].item()
         embeds = method.embed(method.lm, prompt.input_ids, prompt)
         out.append(gold_rank(method.lm, embeds, prompt.position_ids, words, g, score))
     return torch.tensor(out, dtype=torch.long)

@@ -12,7 +12,7 @@ from prompting.lama import (candidate_ranks, lama_template, load_facts, load_rel
                             majority_scores, ranking_metrics, ranks, vocab_facts, vocab_ranks)
 from prompting.methods import build_method
 from prompting.probing import CandidateTrie, shared_scoring
-from prompting.verbalizer import Verbalizer
+from prompting.verbalizer import LabelWordIds, Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 
@@ -267,3 +267,26 @@ def test_probe_config_errors_name_the_key(tmp_path):
         parse_probe_config({**base, "protocols": ["all"]})
     with pytest.raises(ConfigError, match=r"task: a lama task needs data_dir and relations"):
         parse_probe_config({**base, "task": {"name": "lama", "data_dir": str(tmp_path)}})
+
+
+def test_ranks_under_triggers_after_the_subject_match_the_library_scores(make_tiny_lm):
+    # the text before AutoPrompt's triggers is a frozen span the library caches and leaves out of its
+    # batches; ranking runs the whole prompt and must agree with the library's scores
+    lm = make_tiny_lm("llama")
+    method = build_method("autoprompt", lm, "{sub_label} {trigger:2} {mask}", Verbalizer({o: [o] for o in OBJECTS}))
+    method.trigger_ids.copy_(torch.tensor(lm.tokenizer(" movie story", add_special_tokens=False)["input_ids"][:2]))
+    facts = [Example({"sub_label": s}, OBJECTS[i % len(OBJECTS)]) for i, s in enumerate(SUBJECTS)]
+    gold = torch.tensor([OBJECTS.index(f.label) for f in facts])
+    with torch.no_grad():
+        full = method.predict_scores(method.encode(facts))
+    assert candidate_ranks(method, facts).tolist() == ranks(full, gold).tolist()
+    with torch.no_grad():
+        assert method.frozen_text  # scoring: the library's batches leave the subject out
+    token = lm.tokenizer(" great", add_special_tokens=False)["input_ids"][0]
+    got, _ = vocab_ranks(method, facts, [token] * len(facts))
+    size = lm.embeddings.num_embeddings
+    every = LabelWordIds(tuple((i,) for i in range(size)), torch.arange(size), size)
+    batch = next(method.batches(method.encode(facts), len(facts)))
+    with torch.no_grad():
+        library = lm.word_logprobs(batch.prompts, every, hooks=method)  # frozen spans and all
+    assert got.tolist() == ranks(library, torch.full((len(facts),), token)).tolist()
