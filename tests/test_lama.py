@@ -290,3 +290,22 @@ def test_ranks_under_triggers_after_the_subject_match_the_library_scores(make_ti
     with torch.no_grad():
         library = lm.word_logprobs(batch.prompts, every, hooks=method)  # frozen spans and all
     assert got.tolist() == ranks(library, torch.full((len(facts),), token)).tolist()
+
+
+def test_shipped_lama_config_parses_and_its_methods_build(tiny_causal_lm):
+    from pathlib import Path
+
+    import yaml
+
+    from prompting.probe_run import parse_probe_config
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "lama.yaml"
+    cfg = parse_probe_config(yaml.safe_load(path.read_text()), base=path.parent)
+    assert cfg.relations == ["P101", "P103", "P138", "P1412", "P176", "P19"]
+    assert set(cfg.protocols) == {"candidates", "vocab"}
+    for spec in cfg.methods:
+        if isinstance(spec, tuple):  # the majority baseline
+            continue
+        method = build_method(spec.name, tiny_causal_lm, spec.template or TEMPLATE,
+                              Verbalizer({o: [o] for o in OBJECTS}), **spec.params)
+        assert len(method.encode([Example({"sub_label": "the movie"}, OBJECTS[0])])) == 1
