@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from prompting import LanguageModel, Verbalizer
-from prompting.lama import candidate_ranks, load_relation, ranks
+from prompting.lama import candidate_ranks, load_relation, ranks, whole_prompts
 from prompting.methods import build_method
 from prompting.probing import CandidateWords
 
@@ -55,13 +55,16 @@ def one_relation(lm, relation: str, n_facts: int, rounds: int, batch_size: int) 
     data = method.encode(facts)
     gold = torch.tensor([rel.candidates.index(f.label) for f in facts])
 
+    @torch.no_grad()
+    def scores(words):  # every call computes (the method's own scoring keeps scores it computed before)
+        return torch.cat([lm.word_logprobs(prompts, words, hooks=method).float().cpu()
+                          for prompts in whole_prompts(method, data, batch_size)])
+
     def per_candidate():
-        method.words = plain_words
-        return method.predict_scores(data, batch_size)
+        return scores(plain_words)
 
     def trie():
-        method.words = trie_words
-        return method.predict_scores(data, batch_size)
+        return scores(trie_words)
 
     def trie_ranks():
         method.words = trie_words
