@@ -148,6 +148,7 @@ class LanguageModel:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         self.pad_id = tokenizer.pad_token_id
+        self._restored: dict[int, int] = {}
         self.spans = SpanCache(self, kv_cache_mb)
         self.serial = next(_SERIALS)  # tells apart models that Python may give the same id
 
@@ -176,8 +177,20 @@ class LanguageModel:
 
     def weights_version(self) -> int:
         """Changes whenever a weight is changed in place (an optimiser step, ``load_state_dict``) or
-        replaced: what a cache of the LM's activations is valid for."""
-        return hash(tuple((id(p), p._version) for p in self.model.parameters()))
+        replaced: what a cache of the LM's activations is valid for. Weights put back with
+        :meth:`restore` have the version they had at :meth:`snapshot`."""
+        version = hash(tuple((id(p), p._version) for p in self.model.parameters()))
+        return self._restored.get(version, version)
+
+    def snapshot(self) -> tuple[dict[str, torch.Tensor], int]:
+        """A copy of the LM's weights (before tuning them), and their version."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}, self.weights_version()
+
+    def restore(self, snapshot: tuple[dict[str, torch.Tensor], int]) -> None:
+        """Put back the weights of :meth:`snapshot`: the LM's caches made before are valid again."""
+        state, version = snapshot
+        self.model.load_state_dict(state)
+        self._restored[hash(tuple((id(p), p._version) for p in self.model.parameters()))] = version
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -188,7 +201,8 @@ class LanguageModel:
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, name: str = DEFAULT_MODEL, device="auto", max_length: int = 512,
-             allow_download: bool = False, dtype=torch.float32, device_map: str | None = None) -> "LanguageModel":
+             allow_download: bool = False, dtype=torch.float32, device_map: str | None = None,
+             kv_cache_mb: float = KV_CACHE_MB) -> "LanguageModel":
         """Load an alias (``smollm2-135m``), a local folder, or a hub id from the local cache.
 
         Nothing is downloaded unless ``allow_download=True``: a hub id that is not cached fails at
@@ -222,7 +236,7 @@ class LanguageModel:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
         if device_map is not None:  # accelerate placed it: the device it starts on takes the inputs
             device = model.get_input_embeddings().weight.device
-        return cls(model, tokenizer, name=name, device=device, max_length=max_length)
+        return cls(model, tokenizer, name=name, device=device, max_length=max_length, kv_cache_mb=kv_cache_mb)
 
     # ---------------------------------------------------------------- forward
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -458,13 +472,13 @@ class SpanCache:
         self.lm, self.cap = lm, int(cap_mb * 2 ** 20)
         self.entries: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self.bytes, self.computed, self.hits, self._version = 0, 0, 0, None
+        self._stash: tuple = (None, {}, 0)  # (weights version, entries, bytes) of the weights before
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def clear(self) -> None:
-        self.entries.clear()
-        self.bytes = 0
+        self.entries, self.bytes, self._stash = {}, 0, (None, {}, 0)
 
     @torch.no_grad()
     def _compute(self, spans: list[tuple[int, ...]]) -> dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]]:
@@ -490,14 +504,17 @@ class SpanCache:
     def _lookup(self, spans: list[tuple[int, ...]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         version = self.lm.weights_version()
         if version != self._version:
-            self.clear()
+            # the spans of the weights before are kept aside (within the cap): weights put back after
+            # tuning the LM (PET) find them again
+            stash, self._stash = self._stash, (self._version, self.entries, self.bytes)
+            self.entries, self.bytes = (stash[1], stash[2]) if stash[0] == version else ({}, 0)
             self._version = version
         missing = list(dict.fromkeys(s for s in spans if s not in self.entries))
         self.hits += len(spans) - len(missing)
         fresh = self._compute(missing) if missing else {}
         for span, (keys, values) in fresh.items():
             size = (keys.numel() + values.numel()) * keys.element_size()
-            if self.bytes + size <= self.cap:
+            if self.bytes + self._stash[2] + size <= self.cap:
                 self.entries[span] = (keys, values)
                 self.bytes += size
         return [self.entries.get(s) or fresh[s] for s in spans]

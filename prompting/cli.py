@@ -52,32 +52,85 @@ def check_config_file(path) -> Path:
     return check_text_file(path, "config file")
 
 
+def task_source(args) -> tuple[dict, Path | None, list | None]:
+    """The task a command runs on: ``--task`` (with ``--data-dir``), the task section of ``--config``
+    (its first document) or of ``--task-file`` (a YAML file with a ``task:`` section, or the section
+    itself). Returns the checked section, the folder its paths are relative to, and the config's
+    prompts (pattern, verbalizer pairs; None without ``--config``)."""
+    from .config import ConfigError, _load_yaml, check_task, load_configs
+    from .paths import check_text_file
+
+    given = [o for o, v in (("--task", args.task), ("--config", args.config), ("--task-file", args.task_file)) if v]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)}: give the task one way: --task NAME (with --data-dir), "
+                         "--config FILE (its task section) or --task-file FILE")
+    if args.data_dir and given and given[0] != "--task":
+        raise ValueError(f"--data-dir goes with --task; the task section of {given[0]} names its own files")
+    if args.config:
+        cfg = load_configs(check_config_file(args.config))[0]
+        return cfg.task, cfg.base, cfg.prompts
+    if args.task_file:
+        path = check_text_file(args.task_file, "--task-file")
+        documents = _load_yaml(path.read_text(encoding="utf-8"))
+        data = documents[0] if documents else None
+        section = data["task"] if isinstance(data, dict) and "task" in data else data
+        try:
+            return check_task(section), path.parent, None
+        except ConfigError as err:
+            raise ConfigError(f"--task-file {str(path)!r}: {err}") from None
+    from .data import TASKS
+
+    if args.task is not None and args.task not in TASKS:
+        raise ValueError(f"--task {args.task!r} is not a built-in task; choose one of {', '.join(TASKS)}, or give "
+                         "your own data's task section with --config FILE or --task-file FILE")
+    return check_task({"name": args.task or "mr", **({"data_dir": args.data_dir} if args.data_dir else {})}), None, None
+
+
+def _prompts_of(args, task: dict, base, prompts) -> tuple[list[str], list[dict]]:
+    """Patterns and verbalizers: --templates, else the config's, else the built-in file of the task."""
+    from .config import ConfigError, load_prompt_file
+    from .paths import check_text_file
+    from .taskspec import default_choice_verbalizer
+
+    default = default_choice_verbalizer(task)
+    if args.templates:
+        check_text_file(args.templates, "--templates")
+        return load_prompt_file(args.templates, default_verbalizer=default)
+    if prompts:
+        verbalizers = {repr(sorted(v.items())): v for _, v in prompts}
+        return list(dict.fromkeys(t for t, _ in prompts)), list(verbalizers.values())
+    try:
+        return load_prompt_file(task["name"], base, default_verbalizer=default)
+    except ConfigError as err:
+        raise ConfigError(f"{err}; give --templates FILE with patterns and verbalizers for task "
+                          f"{task['name']!r}") from None
+
+
 def cmd_eval(args) -> int:
-    from .config import load_prompt_file, parse_config
+    from .config import parse_config
     from .harness import build_experiment
-    from .paths import check_output_dir, check_text_file, slug
+    from .paths import check_output_dir, slug
     from .report import zero_shot_table
 
     check_count("--limit", args.limit, "test examples to score (leave it out for the whole test set)")
     if args.task == "lama" or args.relation:
         return cmd_probe_eval(args)
-    if args.templates:
-        check_text_file(args.templates, "--templates")
-    patterns, verbalizers = load_prompt_file(args.templates or args.task)
-    data = {"name": f"{args.task}-zero-shot", "model": args.model, "device": args.device,
-            "task": {"name": args.task, **({"data_dir": args.data_dir} if args.data_dir else {})},
+    task, base, prompts = task_source(args)
+    patterns, verbalizers = _prompts_of(args, task, base, prompts)
+    name = task["name"]
+    data = {"name": f"{name}-zero-shot", "model": args.model, "device": args.device, "task": task,
             "fewshot": {"k": args.k, "data_seeds": [args.data_seed], "test_limit": args.limit,
                         "eval_batch_size": args.batch_size},
             "templates": {"patterns": patterns, "verbalizers": verbalizers},
             "methods": [{"name": "manual", "train": False}]}
     if args.max_length:
         data["max_length"] = args.max_length
-    cfg = parse_config(data)
-    output = check_output_dir(args.output_dir or Path("runs") / f"{slug(args.task)}-zero-shot")
+    cfg = parse_config(data, base=base)
+    output = check_output_dir(args.output_dir or Path("runs") / f"{slug(name)}-zero-shot")
     started = time.perf_counter()
     records = build_experiment(cfg, output, allow_download=args.allow_download).run(progress=not args.quiet)
     n = records[0]["n_test"] if records else 0
-    print(f"\nzero-shot on {args.task} ({n} test examples, model {args.model}), "
+    print(f"\nzero-shot on {name} ({n} test examples, model {args.model}), "
           f"{time.perf_counter() - started:.0f} s\n")
     print(zero_shot_table(records))
     print(f"\nrecords: {output / 'results.jsonl'}")
@@ -219,17 +272,18 @@ def _shown_url(url: str) -> str:
     return shown_url(url)
 
 
-def _search_template(args) -> str:
-    """The template to search label words for: --template, else pattern --pattern of --templates."""
-    from .config import ConfigError, load_prompt_file
+def _search_template(args, task: dict, base, prompts) -> str:
+    """The template to search label words for: --template, else pattern --pattern of --templates (or
+    of the config's templates, or of the task's built-in prompt file)."""
+    from .config import ConfigError
 
     if args.template is not None:
         if args.templates is not None or args.pattern is not None:
             raise ValueError("--template is a template of its own; give it without --templates / --pattern")
         return args.template
-    source = args.templates or args.task
+    source = args.templates or (args.config if prompts else task["name"])
     try:
-        patterns, _ = load_prompt_file(source)
+        patterns, _ = _prompts_of(args, task, base, prompts)
     except ConfigError as err:
         raise ConfigError(f"--templates {source!r}: {err}") from None
     index = 0 if args.pattern is None else args.pattern
@@ -268,13 +322,13 @@ def search_labels_table(result, labels, n: int) -> str:
     return "\n\n".join(blocks)
 
 
-def _check_search_options(args) -> None:
+def _check_search_options(args, task: dict) -> None:
     """Every option of search-labels that can be checked before any data or model is loaded."""
-    from .data import TASKS
     from .labelsearch import RANKINGS
 
-    if args.task not in TASKS:
-        raise ValueError(f"--task {args.task!r} is not a built-in task; choose one of {', '.join(TASKS)}")
+    if task.get("choices") is not None:
+        raise ValueError(f"task {task['name']!r} is a multiple-choice task: its label words are each example's "
+                         "choices, there are no words to search")
     if args.method not in RANKINGS:
         raise ValueError(f"--method {args.method!r} is not valid; choose one of {', '.join(RANKINGS)}")
     for option, value in (("--k", args.k), ("--limit", args.limit), ("--top", args.top),
@@ -290,7 +344,7 @@ def _check_search_options(args) -> None:
         from .paths import check_output_dir
 
         try:
-            read_templates_file(args.write, args.task)
+            read_templates_file(args.write, task["name"])
         except ValueError as err:
             raise ValueError(f"--write: {err}") from None
         check_output_dir(Path(args.write).parent, "--write folder")
@@ -312,16 +366,17 @@ def _plain_template(text: str):
 
 def cmd_search_labels(args) -> int:
     from .backbone import LanguageModel
-    from .data import load_task
+    from .config import load_task_spec
     from .labelsearch import search_label_words, write_verbalizer
 
-    _check_search_options(args)
-    text = _search_template(args)
+    spec, base, prompts = task_source(args)
+    _check_search_options(args, spec)
+    text = _search_template(args, spec, base, prompts)
     template = _plain_template(text)
-    task = load_task(args.task, data_dir=args.data_dir)
+    task = load_task_spec(spec, base)
     missing = [f for f in template.fields if f not in task.text_fields]
     if missing:
-        raise ValueError(f"--template {text!r} uses the field {{{missing[0]}}}, which task {args.task!r} does "
+        raise ValueError(f"--template {text!r} uses the field {{{missing[0]}}}, which task {task.name!r} does "
                          f"not have; its fields: {', '.join('{' + f + '}' for f in task.text_fields)}")
     examples, which = _search_examples(args, task)
 
@@ -331,7 +386,7 @@ def cmd_search_labels(args) -> int:
     result = search_label_words(lm, template, examples, task.labels, ranking=args.method,
                                 k=max(args.top, args.words_per_label), batch_size=args.batch_size,
                                 seed=args.data_seed, progress=not args.quiet)
-    print(f"label words for {args.task} by {args.method} ranking, model {args.model}: "
+    print(f"label words for {task.name} by {args.method} ranking, model {args.model}: "
           f"{len(examples)} train examples ({which}), {time.perf_counter() - started:.0f} s")
     print(f"template: {text.replace(chr(10), '⏎')}")
     print("score: " + ("cosine of the word's output embedding with the class's logistic-regression weights"
@@ -342,7 +397,7 @@ def cmd_search_labels(args) -> int:
     verbalizer = result.verbalizer(args.words_per_label)
     print(f"\nverbalizer ({args.words_per_label} per label): {verbalizer.describe()}")
     if args.write:
-        path = write_verbalizer(args.write, verbalizer, task=args.task, pattern=text)
+        path = write_verbalizer(args.write, verbalizer, task=task.name, pattern=text)
         print(f"written to: {path}")
     return 0
 
@@ -393,8 +448,12 @@ def _task_and_model(p) -> None:
     """The options every command that loads a task and a model shares."""
     from .models import DEFAULT_MODEL
 
-    p.add_argument("--task", default="mr", help="built-in task (mr, sst2, cb, rte, boolq) or lama (fact probing); default mr")
+    p.add_argument("--task", help="built-in task (mr, sst2, cb, rte, boolq) or lama (fact probing); default mr")
     p.add_argument("--data-dir", help="folder with the task's files (not needed for mr)")
+    p.add_argument("--config", help="an experiment config: its task section (any task: your files, columns, labels), "
+                                    "and its templates unless --templates is given")
+    p.add_argument("--task-file", help="a YAML file with a task section (task: {name, train, test, ...}), "
+                                       "as a config's")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, hub id or local path; default {DEFAULT_MODEL}")
 
 

@@ -27,16 +27,18 @@ from typing import Any
 
 import yaml
 
-from .data import DATA_SEEDS, TASKS, Task, load_examples, load_task
+from .data import DATA_SEEDS, Task
 from .methods import METHODS, method_config
 from .settings import ENSEMBLES, TRAIN_KEYS, MethodSpec, Protocol, SettingsError, TrainConfig
+from .taskspec import TaskSpecError, check_task_spec, default_choice_verbalizer
+from .taskspec import load_task_spec as _load_task_spec
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_configs", "parse_config", "load_prompt_file",
            "builtin_templates", "load_task_spec"]
 
-METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble")
-TOP_KEYS = ("name", "model", "device", "dtype", "device_map", "max_length", "task", "fewshot", "templates", "seeds", "methods", "sweep")
-TASK_KEYS = ("name", "data_dir", "train", "dev", "test", "fields", "label_column", "labels", "label_map", "format")
+METHOD_KEYS = ("name", "train", "label", "template", "verbalizer", "ensemble", "train_seeds")
+TOP_KEYS = ("name", "model", "device", "dtype", "device_map", "max_length", "kv_cache_mb", "task", "fewshot", "templates",
+            "seeds", "methods", "sweep")
 FEWSHOT_KEYS = ("k", "data_seeds", "test_limit", "eval_batch_size")
 SEED_KEYS = ("train_seeds", "select_by", "metric")
 SWEEP_KEYS = ("method", "params", "n_trials", "objective", "stability_lambda", "pruner", "startup_trials", "seed")
@@ -201,23 +203,25 @@ def _resolve(path_or_name: str, base: Path | None, what: str) -> Path:
     raise ConfigError(f"{what}: {path_or_name!r} not found (tried {tried}){extra}")
 
 
-def load_prompt_file(path_or_name: str | Path, base: Path | None = None) -> tuple[list[str], list[dict]]:
-    """Read a prompt file (``task``, ``patterns``, ``verbalizers``) by path or built-in task name."""
+def load_prompt_file(path_or_name: str | Path, base: Path | None = None,
+                     default_verbalizer: dict | None = None) -> tuple[list[str], list[dict]]:
+    """Read a prompt file (``task``, ``patterns``, ``verbalizers``) by path or built-in task name;
+    ``default_verbalizer``: what a file without verbalizers gets (a multiple-choice task's choices)."""
     path = _resolve(str(path_or_name), base, "templates")
     try:
         documents = _load_yaml(path.read_text())
         data = documents[0] if documents else None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    return _prompts_from(str(path), data)
+    return _prompts_from(str(path), data, default_verbalizer)
 
 
-def _prompts_from(where: str, data: Any) -> tuple[list[str], list[dict]]:
+def _prompts_from(where: str, data: Any, default_verbalizer: dict | None = None) -> tuple[list[str], list[dict]]:
     _check_keys(where, data, ("task", "patterns", "verbalizers", "file"))
     patterns = data.get("patterns")
     if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
         raise ConfigError(f"{where}: 'patterns' must be a non-empty list of template strings; got {patterns!r}")
-    verbalizers = data.get("verbalizers")
+    verbalizers = data.get("verbalizers", [default_verbalizer] if default_verbalizer else None)
     if not isinstance(verbalizers, list) or not verbalizers:
         raise ConfigError(f"{where}: 'verbalizers' must be a non-empty list of label -> words mappings")
     return patterns, [normalise_verbalizer(f"{where}: verbalizers[{i}]", v) for i, v in enumerate(verbalizers)]
@@ -233,17 +237,17 @@ def _select(where: str, items: list, chosen: Any) -> list:
     return [items[i] for i in indices]
 
 
-def _templates(value: Any, base: Path | None) -> list[tuple[str, dict]]:
+def _templates(value: Any, base: Path | None, default_verbalizer: dict | None = None) -> list[tuple[str, dict]]:
     if isinstance(value, str):
-        patterns, verbalizers = load_prompt_file(value, base)
+        patterns, verbalizers = load_prompt_file(value, base, default_verbalizer)
         return list(itertools.product(patterns, verbalizers))
     _check_keys("templates", value, ("file", "patterns", "verbalizers", "task"))
     if "file" in value:
-        patterns, verbalizers = load_prompt_file(value["file"], base)
+        patterns, verbalizers = load_prompt_file(value["file"], base, default_verbalizer)
         patterns = _select("templates.patterns", patterns, value.get("patterns"))
         verbalizers = _select("templates.verbalizers", verbalizers, value.get("verbalizers"))
     else:
-        patterns, verbalizers = _prompts_from("templates", value)
+        patterns, verbalizers = _prompts_from("templates", value, default_verbalizer)
     return list(itertools.product(patterns, verbalizers))
 
 
@@ -260,6 +264,8 @@ class ExperimentConfig:
     # the LM computes in this dtype; learned prompt parameters and their optimizer state stay float32
     dtype: str = "float32"
     device_map: str | None = None  # "auto": accelerate places the model over every visible device
+    # megabytes of frozen text's keys and values kept per model (prompting.backbone.SpanCache; 0: none)
+    kv_cache_mb: float = 4096
     max_length: int | None = None
     base: Path | None = field(default=None, repr=False)
     sweep: SweepConfig | None = None
@@ -358,11 +364,15 @@ def _method(i: int, entry: Any) -> MethodSpec:
     if entry.get("ensemble") is not None and entry["ensemble"] not in ENSEMBLES:
         raise ConfigError(f"{where}: ensemble={entry['ensemble']!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
     verbalizer = entry.get("verbalizer")
+    seeds = entry.get("train_seeds")
+    if seeds is not None and not train:
+        raise ConfigError(f"{where}: train_seeds={seeds!r} is given but train is false; an untrained prompt has no "
+                          "training seed")
     return MethodSpec(
         name=name, train=train, label=entry.get("label"), template=entry.get("template"),
         verbalizer=normalise_verbalizer(f"{where}.verbalizer", verbalizer) if verbalizer is not None else None,
-        params=params, train_config=train_config,
-        ensemble=entry.get("ensemble"))
+        params=params, train_config=train_config, ensemble=entry.get("ensemble"),
+        train_seeds=None if seeds is None else _int_list(f"{where}.train_seeds", seeds))
 
 
 def _check_templates(prompts: list[tuple[str, dict]], specs: list[MethodSpec]) -> None:
@@ -411,15 +421,7 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
     for key in ("task", "methods"):
         if key not in data:
             raise ConfigError(f"config: missing key {key!r}")
-    task = data["task"]
-    if isinstance(task, str):
-        task = {"name": task}
-    _check_keys("task", task, TASK_KEYS)
-    if "name" not in task:
-        raise ConfigError("task: missing key 'name'")
-    if task["name"] not in TASKS and "train" not in task:
-        raise ConfigError(f"task: {task['name']!r} is not built in (built in: {', '.join(TASKS)}); "
-                          "for your own data give train and test files with fields and labels")
+    task = check_task(data["task"])
     fewshot = _check_keys("fewshot", data.get("fewshot", {}), FEWSHOT_KEYS)
     seeds = _check_keys("seeds", data.get("seeds", {}), SEED_KEYS)
     k = fewshot.get("k", 16)
@@ -442,16 +444,20 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig:
         raise ConfigError("methods: give a non-empty list of methods, e.g. [{name: manual, train: false}]")
     specs = [_method(i, m) for i, m in enumerate(methods)]
     templates = data.get("templates", task["name"])
-    prompts = _templates(templates, base)
+    prompts = _templates(templates, base, default_choice_verbalizer(task))
     _check_templates(prompts, specs)
     model = data.get("model", "smollm2-135m")
     if not isinstance(model, str):
         raise ConfigError(f"model: {model!r} is not valid; give an alias, hub id or local path")
     sweep = _sweep(data["sweep"], specs, prompts) if data.get("sweep") is not None else None
     device, dtype, device_map = _hardware(data, specs)
+    kv_cache_mb = data.get("kv_cache_mb", 4096)
+    if isinstance(kv_cache_mb, bool) or not isinstance(kv_cache_mb, (int, float)) or kv_cache_mb < 0:
+        raise ConfigError(f"kv_cache_mb: {kv_cache_mb!r} is not valid; give megabytes >= 0 (0: no cache of "
+                          "frozen text)")
     return ExperimentConfig(name=str(data.get("name", "experiment")), model=model, task=task,
                             protocol=protocol, prompts=prompts, methods=specs, device=device, dtype=dtype,
-                            device_map=device_map, max_length=max_length, base=base,
+                            device_map=device_map, kv_cache_mb=kv_cache_mb, max_length=max_length, base=base,
                             sweep=sweep, source=data)
 
 
@@ -485,21 +491,17 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return configs[0]
 
 
-def load_task_spec(spec: dict, base: Path | None = None) -> Task:
-    """A built-in task, or a custom one from train/dev/test files with a field mapping."""
-    def path(value):
-        p = Path(value).expanduser()
-        return p if p.exists() or base is None or not (base / value).exists() else base / value
+def check_task(task: Any) -> dict:
+    """A config's ``task:`` section, checked (see :mod:`prompting.taskspec`)."""
+    try:
+        return check_task_spec(task)
+    except TaskSpecError as err:
+        raise ConfigError(str(err)) from None
 
-    if "train" not in spec:
-        data_dir = spec.get("data_dir")
-        return load_task(spec["name"], data_dir=path(data_dir) if data_dir else None)
-    for key in ("test", "labels"):
-        if key not in spec:
-            raise ConfigError(f"task {spec['name']!r}: a custom task needs {key!r}")
-    fields_map = spec.get("fields", {"text_a": "text_a"})
-    load = lambda f: load_examples(path(f), fields_map, spec.get("label_column", "label"),
-                                   spec.get("label_map"), spec.get("format"))
-    dev = load(spec["dev"]) if spec.get("dev") else None
-    return Task(spec["name"], tuple(_label_key(x) for x in spec["labels"]), tuple(fields_map),
-                load(spec["train"]), load(spec["test"]), dev=dev, fixed_split=dev is not None)
+
+def load_task_spec(spec: dict, base: Path | None = None) -> Task:
+    """A built-in task, or a custom one from its files (see :mod:`prompting.taskspec`)."""
+    try:
+        return _load_task_spec(spec, base)
+    except TaskSpecError as err:
+        raise ConfigError(str(err)) from None

@@ -14,11 +14,11 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 __all__ = [
     "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot",
-    "compute_metrics", "DATA_SEEDS",
+    "compute_metrics", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS",
 ]
 
 DATA_SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's data seeds
@@ -56,7 +56,11 @@ class Task:
     test: list[Example]
     dev: list[Example] | None = None
     description: str = ""
-    fixed_split: bool = False  # FewGLUE: train/dev are fixed files, not sampled
+    fixed_split: bool = False  # FewGLUE, or a config's ``protocol: fixed``: train/dev are used as given
+    # a multiple-choice task: the fields that hold each example's choices (``choice1`` ...); its
+    # labels name the choices in order, and each choice is scored by the LM's likelihood of its text
+    choices: tuple[str, ...] = ()
+    choice_score: str = "sum"  # a choice's score: the sum of its tokens' log-probabilities, or their mean
 
     def __post_init__(self):
         self.labels = tuple(str(label) for label in self.labels)
@@ -68,69 +72,217 @@ class Task:
 
 
 # ------------------------------------------------------------------------------------------ files
-def _rows(path: Path, fmt: str) -> Iterable[dict]:
+TEXT_FORMATS = ("tsv", "csv", "jsonl")
+DATASETS_FORMATS = ("parquet", "arrow")  # read through the `datasets` package, when it is installed
+Column = str | int  # a column's name (``a.b``: a nested JSON field) or, in a csv / tsv file, its position
+
+
+@dataclass
+class _Table:
+    """One file's rows: lists (csv / tsv, with the header's names when it has one) or mappings (JSON,
+    ``datasets``), and the line each row starts on."""
+
+    path: Path
+    rows: list
+    lines: list[int]
+    header: list[str] | None = None
+
+    def where(self, n: int) -> str:
+        return f"{self.path}: row {n}"
+
+    def error(self, n: int, text: str) -> DataError:
+        """``FILE: row N`` + text, and the row's line where it differs from its number."""
+        line = self.lines[n] if n < len(self.lines) else None
+        return DataError(f"{self.where(n)}{text}" + (f" (line {line} of the file)" if line is not None else ""))
+
+    def columns(self, row) -> str:
+        if self.header is not None:
+            return ", ".join(self.header)
+        if isinstance(row, list):
+            return f"0 to {len(row) - 1} by position (the file has no header)"
+        return ", ".join(str(c) for c in row)
+
+    def value(self, n: int, column: Column):
+        """Row ``n``'s value in ``column``; an error names the file, row, column and what exists."""
+        row = self.rows[n]
+        if isinstance(row, list):
+            return self._positional(n, row, column)
+        if not isinstance(row, Mapping):
+            raise self.error(n, f" is {row!r}, not an object with named columns")
+        if isinstance(column, int):
+            raise self.error(n, f": column {column} is a position, but JSON rows have names; "
+                            f"columns: {self.columns(row)}")
+        value = row[column] if column in row else _nested(row, column)
+        if value is _MISSING:
+            parent = column.rpartition(".")[0]
+            inner = _nested(row, parent) if parent else row
+            what = (f"{parent!r} has keys: {', '.join(map(str, inner))}" if parent and isinstance(inner, Mapping)
+                    else f"columns: {self.columns(row)}")
+            raise self.error(n, f" has no column {column!r}; {what}")
+        if value is None:
+            raise self.error(n, f" has no value in column {column!r}")
+        return value
+
+    def _positional(self, n: int, row: list, column: Column):
+        index = column
+        if isinstance(column, str):
+            if self.header is not None and column in self.header:
+                index = self.header.index(column)
+            elif self.header is None and column.isdigit():
+                index = int(column)
+            else:
+                hint = "" if self.header is not None else " (header: false: name columns by position, 0 first)"
+                raise self.error(n, f" has no column {column!r}; columns: {self.columns(row)}{hint}")
+        if index >= len(row) or (self.header is not None and index >= len(self.header)):
+            name = repr(column) if isinstance(column, str) else f"{column} (by position)"
+            raise self.error(n, f" has no value in column {name}; the row has {len(row)} "
+                            f"columns: {self.columns(row)}")
+        return row[index]
+
+
+_MISSING = object()
+
+
+def _nested(row: Mapping, column: str):
+    """``a.b.0``: the value of key b (or list position) inside a; _MISSING where the path ends."""
+    value = row
+    for part in column.split("."):
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def _read_table(path: Path, fmt: str, header: bool) -> _Table:
     if fmt == "jsonl":
+        rows, lines = [], []
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        rows.append(json.loads(line))
                     except json.JSONDecodeError as err:
                         raise DataError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
+                    lines.append(n)
+        return _Table(path, rows, lines)
+    if fmt in DATASETS_FORMATS:
+        return _Table(path, _datasets_rows(path, fmt), [])
+    with open(path, encoding="utf-8", newline="") as f:
+        # GLUE tsv files contain unbalanced quote characters: never treat quotes as special there
+        reader = (csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(f))
+        rows, lines, start = [], [], 1
+        for row in reader:
+            if row:
+                rows.append(row)
+                lines.append(start)
+            start = reader.line_num + 1
+    if header and rows:
+        return _Table(path, rows[1:], lines[1:], header=rows[0])
+    return _Table(path, rows, lines)
+
+
+def _datasets_rows(path: Path, fmt: str) -> list[dict]:
+    if importlib.util.find_spec("datasets") is None:
+        raise DataError(f"data file {str(path)!r}: format {fmt!r} is read with the `datasets` package, which is "
+                        "not installed (pip install datasets); or save the file as tsv, csv or jsonl")
+    import datasets
+
+    table = datasets.Dataset.from_parquet(str(path)) if fmt == "parquet" else datasets.Dataset.from_file(str(path))
+    return [dict(row) for row in table]
+
+
+def _label_text(raw) -> str:
+    if isinstance(raw, bool):
+        return str(raw).lower()  # JSON true -> "true"
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))  # a parquet column of floats: 1.0 -> "1"
+    return str(raw).strip()
+
+
+def _field_value(table: _Table, n: int, name: str, source) -> str:
+    """A text field: ``source`` is a column, or ``{column: C, map: {value: text}}``."""
+    if not isinstance(source, Mapping):
+        return str(table.value(n, source))
+    raw = _label_text(table.value(n, source["column"]))
+    mapping = {_label_text(k): str(v) for k, v in source["map"].items()}
+    if raw not in mapping:
+        raise table.error(n, f": column {source['column']!r} has {raw!r}, which the map of field "
+                        f"{name!r} does not map; mapped values: {', '.join(mapping)}")
+    return mapping[raw]
+
+
+def _choice_values(table: _Table, n: int, choices, count: int | None) -> dict[str, str]:
+    """A multiple-choice row's choices as fields ``choice1`` ... ``choiceN``: from a list of columns, or
+    from one column that holds a list."""
+    if isinstance(choices, (list, tuple)):
+        values = [table.value(n, c) for c in choices]
     else:
-        with open(path, encoding="utf-8", newline="") as f:
-            # GLUE tsv files contain unbalanced quote characters: never treat quotes as special there
-            reader = (csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv"
-                      else csv.DictReader(f))
-            yield from reader
+        values = table.value(n, choices)
+        if not isinstance(values, list):
+            raise table.error(n, f": column {choices!r} holds {values!r}, not a list of choices")
+        if count is not None and len(values) != count:
+            raise table.error(n, f": column {choices!r} has {len(values)} choices; the task has "
+                            f"{count} (every example needs as many)")
+    return {f"choice{i}": str(v) for i, v in enumerate(values, 1)}
 
 
-def load_examples(path: str | Path, fields: Mapping[str, str] | Sequence[str] | None = None,
-                  label_column: str | None = "label", label_map: Mapping | None = None,
-                  format: str | None = None) -> list[Example]:
-    """Read a tsv / csv / jsonl file into examples.
+def _label(table: _Table, n: int, label_column: Column, mapping: dict | None, labels) -> str:
+    label = _label_text(table.value(n, label_column))
+    if mapping is not None:
+        if label not in mapping:
+            raise table.error(n, f" has label {label!r}, which label_map does not "
+                            f"map; mapped labels: {', '.join(mapping)}")
+        label = mapping[label]
+    if labels is not None and label not in labels:
+        raise table.error(n, f", column {label_column!r}: label {label!r} is not one of the task's "
+                        f"labels ({', '.join(labels)}); list the labels the file holds, or map them "
+                        "(labels: {1: name, 2: name} or label_map)")
+    return label
 
-    ``fields`` maps the template's field names to the file's columns
-    (``{"text_a": "sentence"}``); a list keeps column names as they are. Labels are stringified
-    (JSON ``true`` becomes ``"true"``) and then mapped through ``label_map`` if given.
+
+def load_examples(path: str | Path, fields: Mapping[str, Column] | Sequence[str] | None = None,
+                  label_column: Column | None = "label", label_map: Mapping | None = None,
+                  format: str | None = None, *, header: bool = True, labels: Sequence[str] | None = None,
+                  choices: Sequence[Column] | Column | None = None, n_choices: int | None = None) -> list[Example]:
+    """Read a tsv / csv / jsonl file (parquet / arrow with the ``datasets`` package) into examples.
+
+    ``fields`` maps the template's field names to the file's columns (``{"text_a": "sentence"}``; a
+    column may be a position, ``0`` first, or in JSON a nested name, ``"meta.text"``; or
+    ``{"column": C, "map": {value: text}}`` to put words for a column's values); a list keeps column
+    names as they are. ``header=False``: the csv / tsv file has no header row, columns are positions.
+    Labels are stringified (JSON ``true`` becomes ``"true"``), mapped through ``label_map`` if given,
+    and checked against ``labels`` if given. ``choices``: the columns of a multiple-choice task's
+    choices (or one column that holds a list of them), read into fields ``choice1`` ... ``choiceN``.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist")
-    fmt = format or path.suffix.lstrip(".").lower()
-    if fmt not in ("tsv", "csv", "jsonl"):
-        raise DataError(f"data file {str(path)!r}: format {fmt!r} is not supported; use tsv, csv or jsonl")
-    if fields is None:
-        fields = {"text_a": "text_a"}
+    fmt = (format or path.suffix.lstrip(".")).lower()
+    if fmt not in TEXT_FORMATS + DATASETS_FORMATS:
+        raise DataError(f"data file {str(path)!r}: format {fmt!r} is not supported; use tsv, csv or jsonl "
+                        f"(or {', '.join(DATASETS_FORMATS)} with the datasets package installed)")
+    fields = {"text_a": "text_a"} if fields is None else fields
     if not isinstance(fields, Mapping):
         fields = {name: name for name in fields}
-    examples = []
     try:
-        rows = list(_rows(path, fmt))
+        table = _read_table(path, fmt, header)
     except UnicodeDecodeError as err:
         raise DataError(f"data file {str(path)!r} is not UTF-8 text ({err.reason} byte "
                         f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
-    for n, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: row {n} is {row!r}, not an object with named columns")
-        for column in list(fields.values()) + ([label_column] if label_column else []):
-            if column not in row:
-                raise DataError(f"{path}: row {n} has no column {column!r}; columns: "
-                                f"{', '.join(str(c) for c in row)}")
-            if row[column] is None:  # a csv/tsv row shorter than the header, or JSON null
-                raise DataError(f"{path}: row {n} has no value in column {column!r}")
-        label = None
-        if label_column:
-            raw = row[label_column]
-            label = str(raw).lower() if isinstance(raw, bool) else str(raw).strip()
-            if label_map is not None:
-                mapping = {str(k): str(v) for k, v in label_map.items()}
-                if label not in mapping:
-                    raise DataError(f"{path}: row {n} has label {label!r}, which label_map does not "
-                                    f"map; mapped labels: {', '.join(mapping)}")
-                label = mapping[label]
-        examples.append(Example({name: str(row[col]) for name, col in fields.items()}, label,
-                                row.get("idx", n)))
+    mapping = None if label_map is None else {_label_text(k): str(v) for k, v in label_map.items()}
+    labels = None if labels is None else [str(x) for x in labels]
+    examples = []
+    for n in range(len(table.rows)):
+        values = {name: _field_value(table, n, name, source) for name, source in fields.items()}
+        if choices is not None:
+            values.update(_choice_values(table, n, choices, n_choices))
+        label = _label(table, n, label_column, mapping, labels) if label_column is not None else None
+        row = table.rows[n]
+        idx = row.get("idx", n) if isinstance(row, Mapping) else n
+        examples.append(Example(values, label, idx))
     if not examples:
         raise DataError(f"data file {str(path)!r} has no rows")
     return examples
@@ -209,15 +361,16 @@ def _mr(data_dir=None, **_) -> Task:
                             "seeded split: 2,000 test (1,000 per class), rest train")
 
 
+# the built-in tasks' labels, in the order of their scores' columns
+BUILTIN_LABELS = {"mr": ("0", "1"), "sst2": ("0", "1"), "cb": ("entailment", "contradiction", "neutral"),
+                  "rte": ("entailment", "not_entailment"), "boolq": ("false", "true")}
+
 TASKS: dict[str, Callable[..., Task]] = {
     "mr": _mr,
     "sst2": _sst2,
-    "cb": _fewglue("cb", "CB", {"premise": "premise", "hypothesis": "hypothesis"},
-                   ("entailment", "contradiction", "neutral")),
-    "rte": _fewglue("rte", "RTE", {"premise": "premise", "hypothesis": "hypothesis"},
-                    ("entailment", "not_entailment")),
-    "boolq": _fewglue("boolq", "BoolQ", {"passage": "passage", "question": "question"},
-                      ("false", "true")),
+    "cb": _fewglue("cb", "CB", {"premise": "premise", "hypothesis": "hypothesis"}, BUILTIN_LABELS["cb"]),
+    "rte": _fewglue("rte", "RTE", {"premise": "premise", "hypothesis": "hypothesis"}, BUILTIN_LABELS["rte"]),
+    "boolq": _fewglue("boolq", "BoolQ", {"passage": "passage", "question": "question"}, BUILTIN_LABELS["boolq"]),
 }
 
 
@@ -231,8 +384,9 @@ def load_task(name: str, data_dir: str | Path | None = None, **options) -> Task:
 
 # ------------------------------------------------------------------------------------- sampling
 def sample_kshot(examples: Sequence[Example], k: int, seed: int,
-                 labels: Sequence[str] | None = None) -> tuple[list[Example], list[Example]]:
-    """LM-BFF sampling: K examples per class for training and a disjoint K per class for dev.
+                 labels: Sequence[str] | None = None, with_dev: bool = True) -> tuple[list[Example], list[Example]]:
+    """LM-BFF sampling: K examples per class for training and a disjoint K per class for dev
+    (``with_dev=False``: K per class, and no dev).
 
     Deterministic for a seed; the result does not depend on the order of ``examples``'s classes.
     """
@@ -246,10 +400,11 @@ def sample_kshot(examples: Sequence[Example], k: int, seed: int,
     train, dev = [], []
     for label in labels:
         pool = by_label.get(label, [])
-        if len(pool) < 2 * k:
-            raise DataError(f"label {label!r} has {len(pool)} examples; K={k} per class for train "
-                            f"and another K for dev needs at least {2 * k}")
-        picked = rng.sample(pool, 2 * k)
+        need = 2 * k if with_dev else k
+        if len(pool) < need:
+            raise DataError(f"label {label!r} has {len(pool)} examples; K={k} per class "
+                            + (f"for train and another K for dev needs at least {need}" if with_dev else f"needs {k}"))
+        picked = rng.sample(pool, need)
         train += picked[:k]
         dev += picked[k:]
     rng.shuffle(train)
@@ -264,4 +419,38 @@ def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequen
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)),
+    }
+
+
+COLLAPSE_SHARE = 0.9  # a run that gives one class at least this share of its test predictions has collapsed
+
+
+def class_results(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
+    """Per-class precision, recall, F1 and support, the confusion matrix (rows: gold, columns:
+    predicted, in ``labels`` order), and the class predicted most with its share of the predictions.
+
+    ``collapsed``: one class takes >= 90% (:data:`COLLAPSE_SHARE`) of the predictions while it is
+    less than that share of the gold labels (a test set that is itself 95% one class does not make a
+    run that follows it "collapsed").
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = list(labels)
+    if not y_true:
+        return {"labels": labels, "per_class": {}, "confusion": [], "majority": None, "collapsed": False}
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    predicted = matrix.sum(0)
+    top = int(predicted.argmax())
+    share = float(predicted[top] / len(y_pred))
+    gold_share = float(matrix.sum(1)[top] / len(y_true))
+    return {
+        "labels": labels,
+        "per_class": {label: {"precision": round(float(p), 6), "recall": round(float(r), 6),
+                              "f1": round(float(f), 6), "support": int(s), "predicted": int(n)}
+                      for label, p, r, f, s, n in zip(labels, precision, recall, f1, support, predicted)},
+        "confusion": matrix.tolist(),
+        "majority": [labels[top], round(share, 6)],
+        "collapsed": share >= COLLAPSE_SHARE and gold_share < COLLAPSE_SHARE,
     }

@@ -26,7 +26,8 @@ from typing import Sequence
 import torch
 
 from .backbone import LanguageModel
-from .data import Example, Task, compute_metrics, sample_kshot
+from .choices import ChoiceVerbalizer, choice_fields, make_verbalizer
+from .data import Example, Task, class_results, compute_metrics, sample_kshot
 from .methods import PromptMethod, build_method
 from .results import ResultsStore, run_id
 from .settings import ENSEMBLES, MethodSpec, Protocol, TrainConfig
@@ -72,7 +73,10 @@ def check_prompts(task: Task, methods: Sequence[MethodSpec], prompts: Sequence[t
     prompts = [(t, _jsonable_verbalizer(v)) for t, v in prompts]
     for template, verbalizer in [p for spec in methods for p in prompts_for(spec, prompts)]:
         Template(template).check_fields(task.text_fields)
-        Verbalizer(verbalizer).check_labels(task.labels)
+        verbalizer = make_verbalizer(verbalizer, task.choice_score)
+        verbalizer.check_labels(task.labels)
+        if isinstance(verbalizer, ChoiceVerbalizer):
+            verbalizer.check_fields(task.text_fields)
     for template in templates:
         Template(template).check_fields(task.text_fields)
 
@@ -88,9 +92,33 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     methods = list(cfg.methods if methods is None else methods)
     check_prompts(task, methods, cfg.prompts, templates)
     lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
-                                  allow_download=allow_download, dtype=cfg.dtype, device_map=cfg.device_map)
+                                  allow_download=allow_download, dtype=cfg.dtype, device_map=cfg.device_map,
+                                  kv_cache_mb=cfg.kv_cache_mb)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
                       max_length=cfg.max_length)
+
+
+def protocol_name(task: Task) -> str:
+    """How a task's train and dev sets are made: ``kshot`` (K per class from train, a disjoint K per
+    class as dev), ``kshot-dev-file`` (K per class from train, K per class from the dev file) or
+    ``fixed`` (the train and dev files as given)."""
+    if task.fixed_split:
+        return "fixed"
+    return "kshot-dev-file" if task.dev is not None else "kshot"
+
+
+def describe_protocol(task: Task, protocol: Protocol) -> str:
+    """One line saying how the task's runs get their train, dev and test examples."""
+    name, k = protocol_name(task), protocol.k
+    if name == "fixed":
+        how = (f"the train and dev sets as given ({len(task.train)} and {len(task.dev or [])} examples); "
+               "k is not used and the data seeds are one split")
+    elif name == "kshot-dev-file":
+        how = (f"K = {k} per class from train ({len(task.train)} examples), dev K = {k} per class from the "
+               f"dev file ({len(task.dev)}; say protocol: fixed to use the files as given)")
+    else:
+        how = f"K = {k} per class from train ({len(task.train)} examples), a disjoint K per class from train as dev"
+    return f"task {task.name!r}: protocol {name}: {how}; test: {len(task.test)} examples"
 
 
 def _describe(run: PlannedRun) -> str:
@@ -111,7 +139,7 @@ class Experiment:
         self.max_length = max_length
         self._test = self._test_examples()
         self._cache = ScoreCache()
-        self._lm_snapshot: dict[str, torch.Tensor] | None = None
+        self._lm_snapshot: tuple[dict[str, torch.Tensor], int] | None = None
         check_prompts(task, self.methods, self.prompts)
 
     def _prompts_for(self, spec: MethodSpec) -> list[tuple[str, dict]]:
@@ -128,6 +156,10 @@ class Experiment:
         """The (train, dev) examples of one data split."""
         if self.task.fixed_split:
             return list(self.task.train), list(self.task.dev or [])
+        if self.task.dev is not None:  # a dev file: the dev set is drawn from it, K per class
+            k, labels = self.protocol.k, self.task.labels
+            return (sample_kshot(self.task.train, k, data_seed, labels, with_dev=False)[0],
+                    sample_kshot(self.task.dev, k, data_seed, labels, with_dev=False)[0])
         return sample_kshot(self.task.train, self.protocol.k, data_seed, self.task.labels)
 
     # ------------------------------------------------------------------------------ planning
@@ -138,7 +170,7 @@ class Experiment:
         for data_seed in data_seeds:
             for spec in self.methods:
                 for template, verbalizer in self._prompts_for(spec):
-                    for train_seed in (self.protocol.train_seeds if spec.train else [None]):
+                    for train_seed in ((spec.train_seeds or self.protocol.train_seeds) if spec.train else [None]):
                         settings = {
                             "task": self.task.name, "model": self.lm.name, "method": spec.name,
                             "label": spec.label, "train": spec.train, "params": spec.params,
@@ -151,6 +183,8 @@ class Experiment:
                             "data_seed": data_seed, "train_seed": train_seed,
                             "test_limit": self.protocol.test_limit, "max_length": self.max_length,
                         }
+                        if self.task.choices:  # how choices are scored changes the result
+                            settings["choice_score"] = self.task.choice_score
                         runs.append(PlannedRun(spec, template, verbalizer, data_seed, train_seed,
                                                settings, run_id(settings)))
         return runs
@@ -171,6 +205,7 @@ class Experiment:
         from tqdm.auto import tqdm
 
         planned = self.plan()
+        print(describe_protocol(self.task, self.protocol), file=sys.stderr, flush=True)
         # two method entries that differ only in how they are ensembled plan the same runs: run each once
         unique = list({r.run_id: r for r in planned}.values())
         done = self.store.done() if self.store else set()
@@ -251,18 +286,18 @@ class Experiment:
             test_scores = self._test_scores(run, method, config, progress)
         finally:
             if config is not None and config.tune_lm:  # the next run starts from the same LM, whatever happened
-                self.lm.model.load_state_dict(self._lm_snapshot)
+                self.lm.restore(self._lm_snapshot)
         record = self._record(run, method, config, result, (dev_examples, dev, dev_scores), test_scores,
                               {"seconds": round(time.perf_counter() - started, 3), "n_train": len(train_examples)})
         if self.store:
             self.store.save_predictions(run.run_id, {"dev": dev_scores.tolist(), "test": test_scores.tolist(),
-                                                     **self._gold(dev_examples)})
+                                                     **self._gold(dev_examples), **self._classes(test_scores)})
             self.store.append(record, once=True)  # a worker whose claim lapsed may have recorded it meanwhile
         return record
 
     def _build(self, run: PlannedRun) -> PromptMethod:
         torch.manual_seed(run.train_seed or 0)  # method parameters are initialised from the seed
-        return build_method(run.spec.name, self.lm, run.template, Verbalizer(run.verbalizer),
+        return build_method(run.spec.name, self.lm, run.template, make_verbalizer(run.verbalizer, self.task.choice_score),
                             labels=self.task.labels, max_length=self.max_length, **run.spec.params)
 
     def _train_config(self, run: PlannedRun, method: PromptMethod) -> TrainConfig:
@@ -272,7 +307,7 @@ class Experiment:
 
     def _fit(self, method: PromptMethod, config: TrainConfig, train_examples, dev, progress: bool) -> TrainResult:
         if config.tune_lm and self._lm_snapshot is None:
-            self._lm_snapshot = {k: v.detach().clone() for k, v in self.lm.model.state_dict().items()}
+            self._lm_snapshot = self.lm.snapshot()
         return train(method, method.encode(train_examples), dev, config, progress=progress)
 
     def _dev_scores(self, method: PromptMethod, dev, result: TrainResult | None, config) -> torch.Tensor:
@@ -303,7 +338,8 @@ class Experiment:
         """
         key = lambda verbalizer: ScoreCache.key(run.spec, run.template, verbalizer)
         siblings = [v for t, v in self._prompts_for(run.spec) if t == run.template]
-        if key(run.verbalizer) in self._cache or run.spec.name != "manual" or len(siblings) < 2:
+        if key(run.verbalizer) in self._cache or run.spec.name != "manual" or len(siblings) < 2 or \
+                choice_fields(run.verbalizer):
             return self._cache.get(key(run.verbalizer), lambda: self._score(method, progress))
         joint = {f"{i}\x1f{label}": words for i, v in enumerate(siblings) for label, words in v.items()}
         combined = build_method("manual", self.lm, run.template, Verbalizer(joint), max_length=self.max_length)
@@ -326,7 +362,8 @@ class Experiment:
             "dev": compute_metrics([e.label for e in dev_examples], dev_pred, labels) if dev_examples else {},
             "dev_loss": _cross_entropy(dev_scores, dev_data.labels),
             "test": compute_metrics([e.label for e in self._test], test_pred, labels),
-            "collapsed": len(set(test_pred)) == 1,
+            **self._collapse(test_pred),
+            "protocol": protocol_name(self.task),
             "trainable_params": _trainable_params(method, config),
             "model_params": self.lm.num_parameters(),
             "steps": result.steps if result else 0,
@@ -340,11 +377,26 @@ class Experiment:
             "n_train": cost["n_train"], "n_dev": len(dev_examples), "n_test": len(self._test),
         }
 
-    def _gold(self, dev_examples) -> dict[str, list[int]]:
-        """Gold label indices (-1: unknown) beside the saved scores, so a report can resample them."""
-        index = {label: i for i, label in enumerate(self.task.labels)}
-        return {f"{split}_gold": [index.get(e.label, -1) for e in examples]
-                for split, examples in (("dev", dev_examples), ("test", self._test))}
+    def _gold(self, dev_examples) -> dict[str, list]:
+        """The labels in the scores' column order, and the gold labels by name (None: unknown) beside
+        the saved scores, so a report can resample them."""
+        return {"labels": list(self.task.labels),
+                **{f"{split}_gold": [e.label for e in examples]
+                   for split, examples in (("dev", dev_examples), ("test", self._test))}}
+
+    def _classes(self, test_scores: torch.Tensor) -> dict:
+        """Per-class precision / recall and the confusion matrix of the test predictions (see
+        :func:`prompting.data.class_results`), for the predictions file."""
+        labels = list(self.task.labels)
+        pred = [labels[i] for i in test_scores.argmax(1).tolist()] if len(test_scores) else []
+        found = class_results([e.label for e in self._test], pred, labels)
+        return {"test_per_class": found["per_class"], "test_confusion": found["confusion"]}
+
+    def _collapse(self, test_pred: list[str]) -> dict:
+        """The record's ``collapsed`` flag (one class >= 90% of the test predictions) and the class
+        predicted most with its share."""
+        found = class_results([e.label for e in self._test], test_pred, self.task.labels)
+        return {"collapsed": found["collapsed"], "test_majority": found["majority"]}
 
     # ------------------------------------------------------------------------------ ensembles
     def _ensembles(self, planned: Sequence[PlannedRun]) -> None:
@@ -381,18 +433,21 @@ class Experiment:
             combined[split] = probs.log().tolist()
         dev_examples = self.split(members[0].data_seed)[1]
         gold = self._gold(dev_examples)
-        self.store.save_predictions(rid, {**combined, **gold})
+        self.store.save_predictions(rid, {**combined, **gold, **self._classes(torch.tensor(combined["test"]))})
         first = records[0]
         return {
-            **{k: first[k] for k in ("task", "model", "method", "k", "data_seed", "train_seed", "test_limit")},
+            **{k: first[k] for k in ("task", "model", "method", "k", "data_seed", "train_seed", "test_limit",
+                                     "choice_score") if k in first},
             "run_id": rid, "experiment": self.name, "label": f"{spec.label} ensemble ({spec.ensemble})",
             "template": f"ensemble of {len(members)} patterns", "verbalizer": first["verbalizer"],
             "ensemble_of": [m.run_id for m in members], "train": True,
             "dev": compute_metrics([e.label for e in dev_examples], out["dev"], labels),
             "dev_loss": _cross_entropy(torch.tensor(combined["dev"]).reshape(len(dev_examples), -1),
-                                       torch.tensor(gold["dev_gold"], dtype=torch.long)),
+                                       torch.tensor([labels.index(e.label) if e.label in labels else -1
+                                                     for e in dev_examples], dtype=torch.long)),
             "test": compute_metrics([e.label for e in self._test], out["test"], labels),
-            "collapsed": len(set(out["test"])) == 1,
+            **self._collapse(out["test"]), "protocol": protocol_name(self.task),
+            "n_train": first.get("n_train"), "n_dev": len(dev_examples), "n_test": len(self._test),
             "trainable_params": sum(r.get("trainable_params", 0) for r in records),
             "seconds": sum(r.get("seconds", 0.0) for r in records),
             "peak_memory_mb": max(r.get("peak_memory_mb") or 0 for r in records),

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import torch
 
-from .data import DataError, Example, Task, _rows
+from .data import DataError, Example, Task
 
 __all__ = ["PROTOCOLS", "Relation", "load_facts", "load_relation", "relation_template", "lama_template",
            "ranks", "ranking_metrics", "macro_average", "vocab_facts", "majority_scores", "vocab_ranks",
@@ -89,6 +89,22 @@ def relation_template(data_dir: str | Path, relation: str) -> tuple[str, str]:
     if not row.get("template"):
         raise DataError(f"{str(path)!r}: relation {relation!r} has no value in column 'template'")
     return lama_template(row["template"]), row.get("name") or ""
+
+
+def _rows(path: Path, fmt: str):
+    """A fact file's rows: JSON objects a line, or csv / tsv rows by header."""
+    import json
+
+    with open(path, encoding="utf-8", newline="") as f:
+        if fmt != "jsonl":
+            yield from csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
+            return
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
 
 
 def load_facts(path: str | Path, subject: str = "sub_label", object: str = "obj_label") -> list[Example]:

@@ -1,9 +1,12 @@
 """Tables (markdown, CSV) and plots (PNG) from run records.
 
 ``write_report(DIR)`` reads ``DIR/results.jsonl`` and writes ``report.md``, ``summary.csv``,
-``runs.csv`` and ``plots/*.png``: accuracy by method with error bars, one point per run, and
-dev vs test of every run (does selecting by dev help?). Runs that found a prompt (AutoPrompt's
-``found_template`` in the record's ``describe``) are listed with it under "Found prompts".
+``runs.csv`` and ``plots/*.png``: accuracy by method with error bars, one point per run, dev vs
+test of every run (does selecting by dev help?) and the confusion matrix of each setting's
+dev-selected runs. Per class, each setting's recall and precision; a run that gives one class >= 90%
+of its test predictions (while that class is under 90% of the gold labels) has *collapsed*, is
+counted in the "collapsed" column and named under the per-class table. Runs that found a prompt
+(AutoPrompt's ``found_template`` in the record's ``describe``) are listed with it under "Found prompts".
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .paths import atomic_path, atomic_write, inside, slug
-from .results import ResultsStore, aggregate, bootstrap_interval, score, select_runs
+from .data import COLLAPSE_SHARE
+from .results import ResultsStore, aggregate, bootstrap_interval, run_classes, score, select_runs
 
 __all__ = ["summary_table", "zero_shot_table", "found_prompts_table", "write_report", "short"]
 
@@ -32,6 +36,17 @@ def _verbalizer(v) -> str:
     if isinstance(v, dict):
         return " / ".join(",".join(ws) for ws in v.values())
     return str(v)
+
+
+def _row_verbalizer(r: dict) -> str:
+    """The verbalizer as a table shows it; a multiple-choice task's with how its choices are scored."""
+    return _verbalizer(r["verbalizer"]) + (f" ({r['choice_score']})" if r.get("choice_score") else "")
+
+
+def _row_label(r: dict) -> str:
+    """The method's label; a multiple-choice task's with how its choices are scored (tables without a
+    verbalizer column)."""
+    return r["label"] + (f" ({r['choice_score']})" if r.get("choice_score") else "")
 
 
 def _cell(x: float):
@@ -74,7 +89,7 @@ def summary_table(rows: Sequence[dict]) -> str:
         sel, alls = r["test_selected"], r["test_all"]
         ci = r.get("test_interval")
         lines.append(
-            f"| {r['label']} | `{short(r['template'])}` | {short(_verbalizer(r['verbalizer']), 28)} | "
+            f"| {r['label']} | `{short(r['template'])}` | {short(_row_verbalizer(r), 28)} | "
             f"{_params(r['trainable_params'])} | {pct(r['dev_selected'])} | "
             f"{_mean_std(sel, r['data_seeds'])} | {f'{pct(ci[0])}–{pct(ci[1])}' if ci else '–'} | "
             f"{pct(alls['mean'])} ± {pct(alls['std'])} | "
@@ -102,7 +117,7 @@ def _stability_table(rows: Sequence[dict]) -> str:
              "test of dev-selected − mean of all runs |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         across_splits = pct(r["std_data_seeds"]) if r["data_seeds"] > 1 else "–"
-        lines.append(f"| {r['label']} | `{short(r['template'])}` | {across_splits} | "
+        lines.append(f"| {_row_label(r)} | `{short(r['template'])}` | {across_splits} | "
                      f"{pct(r['std_train_seeds'])} | {r['collapsed']}/{r['runs']} | "
                      f"{'–' if math.isnan(r['selection_gain']) else format(100 * r['selection_gain'], '+.1f')} |")
     return "\n".join(lines)
@@ -180,7 +195,7 @@ def _other_metrics(rows: Sequence[dict], metric: str) -> list[str]:
 def _setting_name(r: dict) -> str:
     template = r["template"].replace("\n", "\\n")
     template = template if len(template) <= 44 else template[:43] + "…"
-    return f"{r['label']}  ·  {template}  ·  {_verbalizer(r['verbalizer'])}"
+    return f"{r['label']}  ·  {template}  ·  {_row_verbalizer(r)}"
 
 
 def bar_errors(rows: Sequence[dict]) -> tuple[list[float], tuple[list[float], list[float]], list[str], str]:
@@ -199,10 +214,27 @@ def bar_errors(rows: Sequence[dict]) -> tuple[list[float], tuple[list[float], li
     return means, (stds, stds), [f"{m:.1f} ± {sd:.1f}" for m, sd in zip(means, stds)], "mean ± std over data seeds"
 
 
-def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metric: str) -> list[Path]:
-    """The task's three plots: dev-selected score by method, every run, dev against test."""
+def _plots(records: list[dict], rows: list[dict], task: str, folder: Path, metric: str,
+           classes: dict | None = None) -> list[Path]:
+    """The task's plots: dev-selected score by method, every run, dev against test, and the confusion
+    matrices of the settings' dev-selected runs (when their predictions are saved)."""
     plots = _TaskPlots(records, rows, task, folder, metric)
-    return [plots.by_method(), plots.runs(), plots.dev_vs_test()]
+    out = [plots.by_method(), plots.runs(), plots.dev_vs_test()]
+    matrices = [pooled_confusion(r, classes or {}) for r in rows]
+    if any(m is not None for m in matrices):
+        out.append(plots.confusion(matrices))
+    return out
+
+
+def pooled_confusion(row: dict, classes: dict) -> tuple[list[str], list[list[int]]] | None:
+    """The labels and the summed confusion matrix (rows: gold, columns: predicted) of a setting's
+    dev-selected runs; None when a run's predictions are missing."""
+    found = [classes.get(rid) for rid in row["selected_run_ids"]]
+    if not found or any(f is None or f["labels"] != found[0]["labels"] for f in found):
+        return None
+    size = len(found[0]["labels"])
+    matrix = [[sum(f["confusion"][i][j] for f in found) for j in range(size)] for i in range(size)]
+    return found[0]["labels"], matrix
 
 
 class _TaskPlots:
@@ -268,6 +300,36 @@ class _TaskPlots:
                        edgecolors="black" if chosen else "none", linewidths=0.5, zorder=3)
         return self.finish(fig, ax, f"{self.task}: every run (orange: selected by dev in its data split)", "runs")
 
+    def confusion(self, matrices: list) -> Path:
+        """One small heat map per setting: its dev-selected runs' confusion matrix, each gold row as
+        shares of that class (the diagonal is the recall), with the counts written in."""
+        shown = [(name, m) for name, m in zip(self.names, matrices) if m is not None]
+        cols = min(3, len(shown))
+        rows = -(-len(shown) // cols)
+        size = max(2.4, 0.45 * len(shown[0][1][0]) + 1.4)
+        fig, axes = self.plt.subplots(rows, cols, figsize=(size * cols + 0.6, size * rows + 0.5), squeeze=False)
+        for ax in axes.flat[len(shown):]:
+            ax.axis("off")
+        for ax, (name, (labels, matrix)) in zip(axes.flat, shown):
+            totals = [max(1, sum(r)) for r in matrix]
+            shares = [[v / t for v in r] for r, t in zip(matrix, totals)]
+            ax.imshow(shares, vmin=0, vmax=1, cmap="Blues")
+            for i, r in enumerate(matrix):
+                for j, v in enumerate(r):
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                            color="white" if shares[i][j] > 0.6 else "black")
+            ticks = [short(str(label), 10) for label in labels]
+            ax.set_xticks(range(len(labels)), ticks, fontsize=6, rotation=45 if len(labels) > 3 else 0)
+            ax.set_yticks(range(len(labels)), ticks, fontsize=6)
+            ax.set_xlabel("predicted", fontsize=7)
+            ax.set_ylabel("gold", fontsize=7)
+            label, template, words = name.split("  ·  ", 2)
+            ax.set_title(f"{short(label, 40)}\n{short(template, 40)}\n{short(words, 40)}", fontsize=6)
+        fig.suptitle(f"{self.task}: confusion of the dev-selected runs (summed; colour: share of the gold class)",
+                     fontsize=8)
+        fig.tight_layout()
+        return self.save(fig, "confusion")
+
     def dev_vs_test(self) -> Path:
         fig, ax = self.plt.subplots(figsize=(6.5, 5.5))
         cmap = self.plt.get_cmap("tab10")
@@ -306,6 +368,10 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
 
     probes = [r for r in records if is_probe_record(r)]  # fact probing: ranks, not label accuracy
     records = [r for r in records if not is_probe_record(r)]
+    classes = {r["run_id"]: run_classes(store, r) for r in records}
+    for r in records:  # collapsed as documented, from the saved predictions where there are any
+        if classes[r["run_id"]] is not None:
+            r["collapsed"] = classes[r["run_id"]]["collapsed"]
     by_task: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_task[r["task"]].append(r)
@@ -316,8 +382,9 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
         rows = summary_rows(store, recs, metric)
         summary += rows
         lines += _task_section(task, recs, rows, metric)
+        lines += _classes_section(recs, rows, classes)
         if plots:
-            for p in _plots(recs, rows, task, directory / "plots", metric):
+            for p in _plots(recs, rows, task, directory / "plots", metric, classes):
                 out[p.stem] = p
                 lines += [f"![{p.stem}](plots/{p.name})", ""]
     # each file replaced whole: a process writing the same report at the same time, or a reader, never
@@ -332,10 +399,13 @@ def _task_section(task: str, recs: list[dict], rows: list[dict], metric: str) ->
     """One task's part of report.md: protocol, table, winner, other metric, stability, found prompts."""
     models = sorted({r["model"] for r in recs})
     splits = len({r["data_seed"] for r in recs})
-    k = recs[0].get("k")
+    k, how = recs[0].get("k"), recs[0].get("protocol")
+    given = "FewGLUE" if how is None or task in ("cb", "rte", "boolq") else "the train and dev files as given"
     protocol = (f"K = {k} per class; {splits} data seed{'s' if splits > 1 else ''}" if k is not None else
                 f"fixed split of {recs[0].get('n_train', '?')} training and {recs[0].get('n_dev', '?')} "
-                "dev examples (FewGLUE), so the spread is across training seeds")
+                f"dev examples ({given}), so the spread is across training seeds")
+    if how == "kshot-dev-file":
+        protocol += "; the dev set K per class from the dev file"
     lines = [f"## {task}", "", f"Model: {', '.join(models)}; {protocol}; metric: {metric}. "
              "\"sel.\" = the run selected by dev in each data split; \"all\" = every run; "
              "95% CI: the mean of the selected runs when the test examples are drawn again "
@@ -349,6 +419,54 @@ def _task_section(task: str, recs: list[dict], rows: list[dict], metric: str) ->
     if found:
         lines += ["### Found prompts", "", "The prompt each run found, its triggers written into the "
                   "template; ✓ = the run selected by dev in its data split.", "", found, ""]
+    return lines
+
+
+def per_class_table(rows: Sequence[dict], classes: dict) -> str:
+    """Markdown: per setting, each class's recall and precision over its dev-selected runs (their
+    confusion matrices summed), and the class it predicts most. Empty when no setting has predictions."""
+    found = [(r, pooled_confusion(r, classes)) for r in rows]
+    found = [(r, m) for r, m in found if m is not None]
+    if not found:
+        return ""
+    labels = found[0][1][0]
+    lines = ["| method | template | " + " | ".join(f"{short(str(label), 20)} R / P" for label in labels)
+             + " | predicted most |", "|---|---|" + "---:|" * len(labels) + "---|"]
+    for r, (own, matrix) in found:
+        if own != labels:
+            continue
+        cells = []
+        for i in range(len(labels)):
+            gold, predicted = sum(matrix[i]), sum(row[i] for row in matrix)
+            cells.append(f"{pct(matrix[i][i] / gold if gold else None)} / "
+                         f"{pct(matrix[i][i] / predicted if predicted else None)}")
+        counts = [sum(row[j] for row in matrix) for j in range(len(labels))]
+        top = max(range(len(labels)), key=counts.__getitem__)
+        lines.append(f"| {_row_label(r)} | `{short(r['template'])}` | " + " | ".join(cells)
+                     + f" | {short(str(labels[top]), 20)} ({pct(counts[top] / max(1, sum(counts)))}%) |")
+    return "\n".join(lines)
+
+
+def _classes_section(recs: list[dict], rows: list[dict], classes: dict) -> list[str]:
+    """Per class: recall and precision of each setting, and every collapsed run by name."""
+    table = per_class_table(rows, classes)
+    if not table:
+        return []
+    lines = ["### Per class", "", "Recall / precision (%) of each class over the dev-selected runs of each "
+             "setting (their test predictions pooled); the confusion matrices are in the `confusion` plot. "
+             f"A run has collapsed when one class takes >= {100 * COLLAPSE_SHARE:.0f}% of its test predictions "
+             "while it is under that share of the gold labels.", "", table, ""]
+    collapsed = [r for r in recs if (classes.get(r["run_id"]) or {}).get("collapsed")]
+    if collapsed:
+        lines += [f"**Collapsed runs ({len(collapsed)} of {len(recs)}):**", ""]
+        for r in collapsed:
+            label, share = classes[r["run_id"]]["majority"]
+            seeds = f"data seed {r['data_seed']}" + (f", train seed {r['train_seed']}" if r["train_seed"] is not None else "")
+            lines.append(f"- {r['label']} `{short(r['template'])}` ({seeds}): predicts {label!r} for "
+                         f"{pct(share)}% of test")
+        lines.append("")
+    else:
+        lines += ["No run collapsed.", ""]
     return lines
 
 

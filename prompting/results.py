@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 __all__ = ["ResultsFileError", "ResultsStore", "run_id", "dev_key", "select_runs", "aggregate", "bootstrap_interval",
-           "score", "GROUP_KEYS"]
+           "score", "gold_indices", "run_classes", "GROUP_KEYS"]
 
 
 class ResultsFileError(ValueError):
@@ -38,7 +38,8 @@ REQUIRED = ("run_id", "task", "method", "label", "template", "verbalizer", "mode
             "train_seed", "dev", "test")
 # a "setting": one method with its parameters, training settings, template and verbalizer;
 # its runs differ only by data and training seeds
-GROUP_KEYS = ("task", "label", "method", "params", "train_config", "template", "verbalizer", "model", "k")
+GROUP_KEYS = ("task", "label", "method", "params", "train_config", "template", "verbalizer", "model", "k",
+              "choice_score")
 
 
 def score(record: dict, split: str, metric: str) -> float:
@@ -262,6 +263,45 @@ def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     return chosen
 
 
+def gold_indices(saved: dict, split: str = "test") -> list[int]:
+    """A predictions file's gold labels of ``split`` as column indices of its scores (-1: unknown).
+    Files store them by name beside ``labels``, the scores' column order; files written before that
+    store the indices themselves."""
+    gold = saved.get(f"{split}_gold") or []
+    labels = saved.get("labels")
+    if labels is None:
+        return [int(g) for g in gold]
+    index = {label: i for i, label in enumerate(labels)}
+    return [index.get(g, -1) for g in gold]
+
+
+def run_classes(store: ResultsStore, record: dict) -> dict | None:
+    """A run's per-class results (see :func:`prompting.data.class_results`) from its saved test
+    predictions; None when it has none. Files written before the label order was saved beside the
+    scores (their gold labels are column indices) take the built-in task's order, else the record's
+    verbalizer's, and are used only where that order gives the record's own test accuracy."""
+    from .data import BUILTIN_LABELS, class_results
+
+    saved = store.load_predictions(record["run_id"])
+    if not saved or not saved.get("test") or "test_gold" not in saved:
+        return None
+    width = len(saved["test"][0])
+    known = [x for x in (saved.get("labels"), BUILTIN_LABELS.get(record.get("task")),
+                         list(record.get("verbalizer") or {})) if x and len(x) == width]
+    labels = [str(x) for x in (known[0] if known else [])]
+    if len(labels) != len(saved["test"][0]):
+        return None
+    gold = gold_indices({**saved, "labels": saved.get("labels")}, "test")
+    pairs = [(labels[g], labels[max(range(len(row)), key=row.__getitem__)])
+             for g, row in zip(gold, saved["test"]) if 0 <= g < len(labels)]
+    found = class_results([g for g, _ in pairs], [p for _, p in pairs], labels) if pairs else None
+    accuracy = score(record, "test", "accuracy")
+    if found is None or (not saved.get("labels") and not math.isnan(accuracy) and
+                         abs(sum(g == p for g, p in pairs) / len(pairs) - accuracy) > 1e-9):
+        return None
+    return found
+
+
 def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str = "accuracy",
                        resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """How much of a test score is the luck of the test sample: the percentile interval of the runs'
@@ -283,7 +323,7 @@ def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str 
         if not saved or "test_gold" not in saved or not saved["test"]:
             return None
         scores = np.asarray(saved["test"])
-        runs.append((scores.argmax(1), np.asarray(saved["test_gold"]), scores.shape[1]))
+        runs.append((scores.argmax(1), np.asarray(gold_indices(saved, "test")), scores.shape[1]))
     size = len(runs[0][1])
     if any(len(gold) != size for _, gold, _ in runs):
         return None

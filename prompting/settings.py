@@ -232,6 +232,7 @@ class MethodSpec:
     ``ensemble`` (``mean`` or ``wmean``) combines this method's runs over all patterns.
     ``tags`` are extra fields written into each of this method's records but not part of the run id
     (a sweep puts its trial there); a run already recorded keeps the tags it was recorded with.
+    ``train_seeds`` replaces the experiment's training seeds for this method (fewer for a costly one).
     """
 
     name: str = "manual"
@@ -243,6 +244,7 @@ class MethodSpec:
     train_config: dict = field(default_factory=dict)
     ensemble: str | None = None
     tags: dict = field(default_factory=dict)
+    train_seeds: Sequence[int] | None = None
 
     def __post_init__(self):
         if self.ensemble is not None and self.ensemble not in ENSEMBLES:

@@ -355,7 +355,8 @@ class Sweep:
         protocol = self.cfg.protocol
         if self.seed_sweep:
             seed = trial.suggest_int(SEED_PARAM, 1, max(1, self.n_seeds))
-            return dataclasses.replace(self.base, ensemble=None), dataclasses.replace(protocol, train_seeds=[seed])
+            return (dataclasses.replace(self.base, ensemble=None, train_seeds=None),
+                    dataclasses.replace(protocol, train_seeds=[seed]))
         values = {name: param.suggest(trial) for name, param in self.space.items()}
         shown = ", ".join(f"{k}={fmt(v)}" for k, v in values.items() if k != "template" and k not in SLOT_PARAMS)
         label = f"{self.base.label} [{shown}]" if shown else self.base.label

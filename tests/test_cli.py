@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -302,3 +303,67 @@ def test_search_labels_bad_options_exit_2_with_one_line(tmp_path, sst2_dir, opti
     assert err.startswith("prompting search-labels: error: ") and err.count("\n") == 1, err
     assert expected in err
     assert not (tmp_path / "out.yaml").exists()
+
+
+# ------------------------------------------------------------------------------------ any task
+TREC = {0: "ABBR", 1: "DESC", 2: "NUM"}
+
+
+def trec_task_file(tmp_path) -> Path:
+    """A headerless TREC-style tsv (label id, question) and a task file that describes it."""
+    rows = [f"{label}\t{words} question {i} ?" for label, words in ((0, "what does it stand for"),
+            (1, "how is it done"), (2, "how many are there")) for i in range(6)]
+    (tmp_path / "trec.tsv").write_text("\n".join(rows) + "\n")
+    task = tmp_path / "trec_task.yaml"
+    task.write_text("task: {name: trec, train: trec.tsv, header: false, label_column: 0, text_columns: [1],\n"
+                    "       labels: {0: ABBR, 1: DESC, 2: NUM}, split: {test: 6, seed: 0}}\n")
+    return task
+
+
+def test_eval_takes_any_task_from_a_task_file_and_prints_the_pattern_by_verbalizer_table(
+        tmp_path, tiny_model_dir, capsys):
+    task = trec_task_file(tmp_path)
+    templates = tmp_path / "trec_templates.yaml"
+    templates.write_text("task: trec\npatterns: ['{text_a} Answer type: {mask}', 'Q: {text_a} A: {mask}']\n"
+                         "verbalizers:\n  - {ABBR: [short], DESC: [good], NUM: [great]}\n"
+                         "  - {ABBR: [bad], DESC: [fine], NUM: [terrible]}\n")
+    out = tmp_path / "out"
+    assert main(["eval", "--task-file", str(task), "--templates", str(templates), "--k", "2",
+                 "--model", str(tiny_model_dir), "--output-dir", str(out), "-q"]) == 0
+    stdout = capsys.readouterr().out
+    assert "zero-shot on trec (6 test examples" in stdout
+    table = [line for line in stdout.splitlines() if line.startswith("| ") and "`" in line]
+    assert len(table) == 4  # 2 patterns x 2 verbalizers
+    assert {line.split(" | ")[2] for line in table} == {"short / good / great", "bad / fine / terrible"}
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["protocol"] for r in records} == {"kshot"} and all(r["n_test"] == 6 for r in records)
+
+
+def test_eval_takes_a_configs_task_section_and_its_templates(tmp_path, tiny_model_dir, capsys):
+    trec_task_file(tmp_path)
+    config = write_config(tmp_path, """
+task: {name: trec, train: trec.tsv, header: false, label_column: 0, text_columns: [1],
+       labels: {0: ABBR, 1: DESC, 2: NUM}, split: {test: 6, seed: 0}}
+templates: {patterns: ["{text_a} It was {mask}"], verbalizers: [{ABBR: [bad], DESC: [good], NUM: [great]}]}
+methods: [{name: manual, train: false}]
+""")
+    assert main(["eval", "--config", str(config), "--k", "2", "--model", str(tiny_model_dir),
+                 "--output-dir", str(tmp_path / "out"), "-q"]) == 0
+    assert "| 1 | `{text_a} It was {mask}` | bad / good / great |" in capsys.readouterr().out
+    assert main(["eval", "--config", str(config), "--task", "sst2", "-q"]) == 2
+    assert "--task and --config: give the task one way" in capsys.readouterr().err
+
+
+def test_search_labels_takes_a_task_file(tmp_path, tiny_model_dir, capsys):
+    task = trec_task_file(tmp_path)
+    assert main(["search-labels", "--task-file", str(task), "--template", "{text_a} It is about {mask}",
+                 "--model", str(tiny_model_dir), "--k", "2", "--top", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert list(printed_blocks(out)) == ["ABBR", "DESC", "NUM"] and "label words for trec" in out
+
+
+def test_search_labels_refuses_a_multiple_choice_task(tmp_path, capsys):
+    task = tmp_path / "mc.yaml"
+    task.write_text("task: {name: copa, train: a.jsonl, test: b.jsonl, choices: [choice1, choice2]}\n")
+    assert main(["search-labels", "--task-file", str(task), "--template", "{choice1} {mask}", "-q"]) == 2
+    assert "is a multiple-choice task" in capsys.readouterr().err

@@ -110,6 +110,8 @@ def test_bad_seed_settings(seeds, expected):
 @pytest.mark.parametrize("changes, expected", [
     ({"max_length": 0}, "max_length: 0 is not valid; give an integer >= 1 or null"),
     ({"model": 7}, "model: 7 is not valid; give an alias, hub id or local path"),
+    ({"kv_cache_mb": -1}, "kv_cache_mb: -1 is not valid; give megabytes >= 0 (0: no cache of frozen text)"),
+    ({"kv_cache_mb": "lots"}, "kv_cache_mb: 'lots' is not valid"),
     ({"methods": []}, "methods: give a non-empty list of methods"),
     ({"task": {"name": "sst5"}}, "task: 'sst5' is not built in (built in: mr, sst2, cb, rte, boolq)"),
     ({"task": {"name": "sst2", "dir": "x"}}, "task: unknown key 'dir'"),
@@ -271,13 +273,20 @@ def test_shipped_yes_no_and_true_false_words_keep_their_spelling():
 EXPERIMENTS = sorted(p for p in (ROOT / "experiments").glob("*.yaml") if "name: lama\n" not in p.read_text())
 
 
+def shape_of(cfg, task_shapes):
+    """A config's task's labels and text fields: a built-in task's, or a task section's (no file read)."""
+    from prompting.taskspec import task_shape
+
+    return task_shape(cfg.task) if "train" in cfg.task else task_shapes[cfg.task["name"]]
+
+
 @pytest.mark.skipif(not EXPERIMENTS, reason="no experiments/*.yaml")
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_shipped_experiment_configs_parse_and_fit_their_tasks(path, task_shapes):
     load = getattr(config_module, "load_configs", None)
     configs = load(path) if load else [load_config(path)]
     for cfg in configs:
-        labels, text_fields = task_shapes[cfg.task["name"]]
+        labels, text_fields = shape_of(cfg, task_shapes)
         assert cfg.prompts and cfg.methods
         for pattern, verbalizer in cfg.prompts + [(m.template, m.verbalizer) for m in cfg.methods]:
             if pattern:
@@ -292,14 +301,34 @@ def test_shipped_experiment_methods_build_and_encode(path, task_shapes, tiny_cau
     """Every method of a shipped config builds with its parameters and encodes an example of its task."""
     from prompting.data import Example
     from prompting.methods import build_method
-    from prompting.verbalizer import Verbalizer
+    from prompting.choices import make_verbalizer
 
     for cfg in config_module.load_configs(path):
-        labels, text_fields = task_shapes[cfg.task["name"]]
+        labels, text_fields = shape_of(cfg, task_shapes)
         example = Example({name: "a short text" for name in text_fields}, labels[0])
         for spec in cfg.methods:
             template = spec.template or cfg.prompts[0][0]
-            verbalizer = Verbalizer(spec.verbalizer or cfg.prompts[0][1])
+            verbalizer = make_verbalizer(spec.verbalizer or cfg.prompts[0][1])
             method = build_method(spec.name, tiny_causal_lm, template, verbalizer, labels=labels, **spec.params)
             encoded = method.encode([example])
             assert len(encoded) == 1, (cfg.name, spec.label)
+
+
+def test_a_method_may_run_its_own_training_seeds(tiny_causal_lm, tmp_path):
+    from prompting.harness import Experiment
+    from prompting.settings import Protocol
+    from tests.test_harness import PATTERNS, VERBALIZER, toy_task
+
+    cfg = parse_config(config_with(methods=[{"name": "manual", "train": False}, {"name": "soft", "train_seeds": [7]},
+                                            {"name": "ptuning"}]))
+    assert [m.train_seeds for m in cfg.methods] == [None, [7], None]
+    exp = Experiment(tiny_causal_lm, toy_task(), cfg.methods, [(PATTERNS[0], VERBALIZER)],
+                     Protocol(k=4, data_seeds=(13, 21), train_seeds=(1, 2)), output_dir=tmp_path)
+    seeds = {}
+    for run in exp.plan():
+        seeds.setdefault(run.spec.name, set()).add(run.train_seed)
+    assert seeds == {"manual": {None}, "soft": {7}, "ptuning": {1, 2}}
+    assert "methods[0]: train_seeds=[1] is given but train is false" in error(
+        config_with(methods=[{"name": "manual", "train": False, "train_seeds": [1]}]))
+    assert "methods[0].train_seeds: 'x' is not valid; give a non-empty list of integers" in error(
+        config_with(methods=[{"name": "soft", "train_seeds": "x"}]))

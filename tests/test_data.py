@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -87,8 +86,8 @@ def test_bad_json_line_names_the_file_and_the_line_number(tmp_path):
 
 def test_unknown_format_and_missing_file(tmp_path):
     with pytest.raises(DataError) as err:
-        load_examples(write(tmp_path / "data.parquet", "x"))
-    assert "'parquet' is not supported" in str(err.value) and "tsv, csv or jsonl" in str(err.value)
+        load_examples(write(tmp_path / "data.xlsx", "x"))
+    assert "'xlsx' is not supported" in str(err.value) and "tsv, csv or jsonl" in str(err.value)
     with pytest.raises(DataError, match="does not exist") as err:
         load_examples(tmp_path / "nope.tsv")
     assert str(tmp_path / "nope.tsv") in str(err.value)

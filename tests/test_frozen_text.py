@@ -220,3 +220,19 @@ def test_length_grouped_training_batches_are_deterministic_and_cover_every_examp
     padded = lambda batches: sum(len(r) * max(lengths[i] for i in r) for r in batches)
     shuffled = torch.randperm(len(data), generator=torch.Generator().manual_seed(1)).tolist()
     assert padded(make(1)) < padded([shuffled[i:i + 3] for i in range(0, len(data), 3)])
+
+
+def test_spans_are_found_again_when_tuned_weights_are_put_back(lm):
+    method = SoftPrompt(lm, SUFFIX, VERBALIZER, init="vocab")
+    data = method.encode(EXAMPLES)
+    first = method._predict_scores(data, 8, False, None)
+    snapshot = lm.snapshot()
+    with torch.no_grad():  # as PET's fine-tuning does
+        for p in lm.model.parameters():
+            p.mul_(1.5)
+    tuned = method._predict_scores(data, 8, False, None)
+    assert lm.spans.computed == 2 * len(EXAMPLES) and not torch.allclose(tuned, first, atol=1e-3)
+    lm.restore(snapshot)
+    again = method._predict_scores(data, 8, False, None)
+    assert lm.spans.computed == 2 * len(EXAMPLES)  # the original weights' spans, not computed again
+    torch.testing.assert_close(again, first, atol=1e-5, rtol=0)

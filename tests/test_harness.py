@@ -171,7 +171,15 @@ def test_pet_ensembles_equal_a_hand_computation_from_the_saved_predictions(make_
             predicted = [task.labels[i] for i in combined.argmax(-1).tolist()]
             accuracy = sum(p == g for p, g in zip(predicted, gold[split])) / len(gold[split])
             assert ensemble[split]["accuracy"] == pytest.approx(accuracy), (how, split)
-        assert ensemble["collapsed"] == (len(set(predicted)) == 1)
+        # collapsed: one class >= 90% of the test predictions, while it is under 90% of the gold labels
+        top = max(set(predicted), key=predicted.count)
+        assert ensemble["test_majority"] == [top, pytest.approx(predicted.count(top) / len(predicted))]
+        assert ensemble["collapsed"] == (predicted.count(top) >= 0.9 * len(predicted)
+                                         and gold["test"].count(top) < 0.9 * len(predicted))
+        assert ensemble["n_test"] == len(TEST) and ensemble["n_dev"] == len(gold["dev"])
+        saved = store.load_predictions(ensemble["run_id"])
+        assert saved["test_gold"] == gold["test"] and saved["labels"] == list(task.labels)
+        assert sum(map(sum, saved["test_confusion"])) == len(TEST)
     # members' own records agree with their saved predictions
     for m in members:
         test_scores = torch.tensor(store.load_predictions(m["run_id"])["test"])
@@ -323,7 +331,16 @@ def test_a_trained_record_keeps_its_dev_curve(make_tiny_lm, tmp_path):
         assert trained["dev"]["accuracy"] == best[1]
     # gold labels beside the saved scores: what a report's test-sample interval resamples
     saved = ResultsStore(tmp_path).load_predictions(trained["run_id"])
-    assert saved["test_gold"] == [int(e.label) for e in TEST] and len(saved["dev_gold"]) == trained["n_dev"]
+    assert saved["test_gold"] == [e.label for e in TEST] and len(saved["dev_gold"]) == trained["n_dev"]
+    assert saved["labels"] == ["0", "1"]
+    # per class: recall and precision from the confusion matrix (rows gold, columns predicted)
+    predicted = [saved["labels"][i] for i in torch.tensor(saved["test"]).argmax(1).tolist()]
+    matrix = saved["test_confusion"]
+    for i, label in enumerate(saved["labels"]):
+        assert matrix[i][i] == sum(p == g == label for p, g in zip(predicted, saved["test_gold"]))
+        support = sum(g == label for g in saved["test_gold"])
+        assert saved["test_per_class"][label]["support"] == support == sum(matrix[i])
+        assert saved["test_per_class"][label]["recall"] == pytest.approx(matrix[i][i] / support)
     assert zero_shot["dev_loss"] > 0 and trained["dev_loss"] > 0  # what breaks a dev tie between seeds
 
 

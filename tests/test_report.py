@@ -120,7 +120,11 @@ def test_a_fixed_split_reports_the_spread_across_training_seeds_not_a_zero_acros
     report = (store.directory / "report.md").read_text()
     assert "fixed split of 32 training and 32 dev examples (FewGLUE)" in report and "K = None" not in report
     rows = [cells(line) for line in report.splitlines() if line.startswith(("| soft prompt", "| PET"))]
-    table, stability = rows[:2], rows[2:]
+    table, stability, per_class = rows[:2], rows[2:4], rows[4:]
+    # per class (gold alternates 0, 1): recall / precision of the selected runs, and the class predicted most
+    assert [row[2:] for row in per_class] == [["67.9 / 65.5", "64.3 / 66.7", "0 (51.8%)"],
+                                             ["64.3 / 64.3", "64.3 / 64.3", "0 (50.0%)"]]
+    assert "No run collapsed." in report
     assert [row[5] for row in table] == ["66.1", "64.3"], "one split: the selected run's score, no '± 0.0'"
     assert [row[7] for row in table] == ["62.5 ± 3.6", "60.5 ± 3.6"]  # all runs: the training seeds' spread
     assert [row[2:4] for row in stability] == [["–", "3.6"], ["–", "3.6"]]
@@ -145,3 +149,39 @@ def test_the_report_gives_the_selected_runs_macro_f1_beside_accuracy(tmp_path):
     summary = (tmp_path / "runs" / "summary.csv").read_text().splitlines()
     assert summary[0].endswith(",test_selected_macro_f1")
     assert [line.rsplit(",", 1)[1] for line in summary[1:]] == ["0.4", "0.52", "0.25"]
+
+
+def test_a_run_that_answers_one_class_is_flagged_and_a_skewed_test_set_is_not(tmp_path):
+    """Collapsed: one class >= 90% of the test predictions while it is under 90% of the gold labels.
+    Gold labels are stored by name beside the label order; the per-class table and heat map follow."""
+    store = ResultsStore(tmp_path / "runs")
+    labels = ["neg", "neu", "pos"]
+    verbalizer = {"neg": ["bad"], "neu": ["fine"], "pos": ["good"]}
+    gold = ["neg", "neu", "pos"] * 10
+    runs = {1: ["pos"] * 28 + ["neg", "neu"],  # 93% one class: collapsed
+            2: ["neg" if g == "neg" and i < 12 else "pos" for i, g in enumerate(gold)]}  # 87%: not
+    for seed, predicted in runs.items():
+        r = record("three", "PET", "manual", "{text_a} It was {mask}.", 0, seed, 0.5 + seed / 10, 0.4, k=None)
+        r["verbalizer"] = verbalizer
+        store.append(r)
+        scores = [[1.0 if label == p else 0.0 for label in labels] for p in predicted]
+        store.save_predictions(r["run_id"], {"dev": [], "test": scores, "labels": labels, "dev_gold": [],
+                                             "test_gold": gold})
+    skewed = record("three", "manual zero-shot", "manual", "{text_a} {mask}", 0, None, 0.5, 0.95, k=None)
+    skewed["verbalizer"] = verbalizer
+    store.append(skewed)  # the test set itself is 95% "pos": answering "pos" is not a collapse
+    store.save_predictions(skewed["run_id"], {"dev": [], "test": [[0.0, 0.0, 1.0]] * 20, "labels": labels,
+                                              "dev_gold": [], "test_gold": ["pos"] * 19 + ["neg"]})
+    paths = write_report(store.directory)
+    report = (store.directory / "report.md").read_text()
+    assert "**Collapsed runs (1 of 3):**" in report
+    assert "- PET `{text_a} It was {mask}.` (data seed 0, train seed 1): predicts 'pos' for 93.3% of test" in report
+    summary = {}
+    for line in report.splitlines():  # the first table: the summary
+        if line.startswith(("| PET", "| manual")):
+            summary.setdefault(cells(line)[0], cells(line))
+    assert summary["PET"][9] == "1" and summary["manual zero-shot"][9] == "0"  # the "collapsed" column
+    # the selected PET run (train seed 2, better dev): recall of neg 4/10, precision 4/4; predicts pos most
+    per_class = [cells(line) for line in report.splitlines() if line.startswith("| PET")][-1]
+    assert per_class[2:] == ["40.0 / 100.0", "0.0 / –", "100.0 / 38.5", "pos (86.7%)"]
+    assert paths["three_confusion"].is_file() and "![three_confusion](plots/three_confusion.png)" in report

@@ -7,7 +7,6 @@ comments, not recomputed with the library's own helpers.
 import json
 import math
 import random
-import statistics
 
 import pytest
 import torch

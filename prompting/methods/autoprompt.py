@@ -174,6 +174,10 @@ class AutoPrompt(PromptMethod, SearchMethod):
 
     def setup(self) -> None:
         config, lm = self.config, self.lm
+        if self.choices is not None:
+            raise ValueError("method 'autoprompt' searches triggers for fixed label words; a multiple-choice "
+                             "verbalizer (each example's own choices) is not supported: use manual, soft, "
+                             "ptuning or prefix")
         words = [w for ws in self.verbalizer.label_words.values() for w in ws]
         excluded = label_word_token_ids(lm.tokenizer, words) if config.exclude_label_words else set()
         self.allowed = token_mask(lm.tokenizer, lm.embeddings.num_embeddings, exclude_special=config.exclude_special,

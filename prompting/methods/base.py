@@ -22,6 +22,7 @@ from typing import ClassVar, Iterator, Sequence
 import torch
 
 from ..backbone import LanguageModel
+from ..choices import ChoiceScorer, ChoiceVerbalizer
 from ..data import Example
 from ..template import Encoding, PromptBatch, Template, collate
 from ..verbalizer import Verbalizer
@@ -75,9 +76,12 @@ class PromptMethod(torch.nn.Module):
         self.verbalizer = verbalizer.ordered(labels) if labels is not None else verbalizer
         self.labels = self.verbalizer.labels
         self.encoder = self.template.encoder(lm.tokenizer, lm.causal, max_length or lm.max_length)
-        self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
-        if lm.causal:  # the label word is appended after a causal context: keep room for it
-            self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
+        # a multiple-choice verbalizer: each example's choices are its label words (prompting.choices)
+        self.choices = ChoiceScorer(self) if isinstance(self.verbalizer, ChoiceVerbalizer) else None
+        if self.choices is None:
+            self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
+            if lm.causal:  # the label word is appended after a causal context: keep room for it
+                self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
         self.setup()
 
     # ----------------------------------------------------------------- what a subclass changes
@@ -147,6 +151,8 @@ class PromptMethod(torch.nn.Module):
     # ----------------------------------------------------------------- shared machinery
     def encode(self, examples: Sequence[Example]) -> EncodedExamples:
         """Tokenise examples once (one pass per distinct label-word length for a masked LM)."""
+        if self.choices is not None:
+            return self.choices.encode(examples)
         fields = [ex.fields if isinstance(ex, Example) else ex for ex in examples]
         counts = [1] if self.lm.causal else self.words.lengths
         encodings = {n: self.encoder.encode(fields, n_mask=n) for n in counts}
@@ -174,6 +180,9 @@ class PromptMethod(torch.nn.Module):
                 order = (torch.randperm(len(data), generator=generator) if shuffle
                          else torch.arange(len(data))).tolist()
             rows = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        if self.choices is not None:  # every choice of the examples, in full (no frozen span)
+            yield from self.choices.batches(data, rows)
+            return
         left, frozen = self.lm.causal, self.frozen_text
         for chunk in rows:
             prompts = {}
@@ -202,6 +211,8 @@ class PromptMethod(torch.nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Label scores [B, n_labels]: aggregated log-probabilities of each label's words."""
+        if self.choices is not None:
+            return self.choices.scores(batch)
         word_scores = self.lm.word_logprobs(batch.prompts, self.words, hooks=self)
         return self.words.aggregate_scores(word_scores)
 
@@ -299,7 +310,9 @@ def scores_memo(method: PromptMethod, data: EncodedExamples, compute) -> torch.T
     encodings = data.encodings[min(data.encodings)]
     examples = _digest([torch.tensor([t for e in encodings for t in (len(e.input_ids), *e.input_ids,
                                                                       *e.soft_positions, *e.trigger_positions)])])
-    key = (type(method).__name__, method.template.text, repr(method.words.word_ids), tuple(method.labels),
+    # a multiple-choice method's label words are each example's choices (prompting.choices)
+    words = method.words.word_ids if method.choices is None else (data.choices.targets, method.verbalizer.score)
+    key = (type(method).__name__, method.template.text, repr(words), tuple(method.labels),
            repr(method.config), _digest(method.state_dict().values()), method.lm.serial,
            method.lm.weights_version(), examples)
     if key not in _SCORES:

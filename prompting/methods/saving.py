@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..backbone import LanguageModel
+from ..choices import ChoiceVerbalizer
 from ..verbalizer import Verbalizer
 from .base import PromptMethod
 
@@ -64,6 +65,8 @@ def save_prompt(method: PromptMethod, directory: str | Path) -> Path:
         "template": method.template.text,
         "verbalizer": method.verbalizer.to_dict(),
         "aggregate": method.verbalizer.aggregate,
+        # a multiple-choice verbalizer: how its choices are scored (sum or mean over their tokens)
+        **({"choice_score": method.verbalizer.score} if method.choices is not None else {}),
         "labels": list(method.labels),
         "max_length": method.encoder.max_length,
         "model": _model_info(method.lm),
@@ -112,7 +115,8 @@ def load_prompt(directory: str | Path, lm: LanguageModel, strict: bool = True) -
                               f"known methods: {', '.join(sorted(METHODS))}")
     cls = METHODS[meta["method"]]
     config = cls.config_class.from_saved(meta.get("params") or {})
-    verbalizer = Verbalizer(meta["verbalizer"], aggregate=meta.get("aggregate", "mean"))
+    verbalizer = (ChoiceVerbalizer(meta["verbalizer"], meta["choice_score"]) if "choice_score" in meta
+                  else Verbalizer(meta["verbalizer"], aggregate=meta.get("aggregate", "mean")))
     with torch.random.fork_rng(devices=[]):  # a random init that is overwritten must not move the global RNG
         method = cls(lm, meta["template"], verbalizer, labels=meta["labels"], max_length=meta.get("max_length"),
                      config=config)
