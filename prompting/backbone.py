@@ -341,6 +341,11 @@ class LanguageModel:
         (a causal LM needs only ``{1: batch}``).
         """
         hooks = hooks or PlainHooks()
+        if self.causal and getattr(words, "trie", None) is not None and batches[min(batches)].frozen is None:
+            from .probing import _plain_forward, shared_word_logprobs  # many candidates: shared work
+
+            if _plain_forward(hooks):
+                return shared_word_logprobs(self, batches[min(batches)], words, hooks)
         if self.causal:
             return self._causal_word_logprobs(batches[min(batches)], words, hooks)
         return self._masked_word_logprobs(batches, words, hooks)

@@ -113,6 +113,8 @@ def cmd_eval(args) -> int:
     from .report import zero_shot_table
 
     check_count("--limit", args.limit, "test examples to score (leave it out for the whole test set)")
+    if args.task == "lama" or args.relation:
+        return cmd_probe_eval(args)
     task, base, prompts = task_source(args)
     patterns, verbalizers = _prompts_of(args, task, base, prompts)
     name = task["name"]
@@ -141,6 +143,8 @@ def cmd_run(args) -> int:
     from .workers import check_worker_options, run_workers, share_runs, study_name
 
     check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
+    if _probe_config(check_config_file(args.config)) is not None:
+        return cmd_probe(args)
     configs = load_configs(check_config_file(args.config))
     output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
     check_worker_options(args, output)
@@ -173,6 +177,68 @@ def cmd_run(args) -> int:
           f"({time.perf_counter() - started:.0f} s this time)")
     if not args.no_summary:
         _print_summary(records, output, configs[0].protocol.select_metric)
+    return 0
+
+
+def _probe_config(path: Path) -> dict | None:
+    """The YAML of a fact-probing config (``task: {name: lama, ...}``), else None."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError:
+        return None  # load_configs says what is wrong with it
+    task = data.get("task") if isinstance(data, dict) else None
+    return data if isinstance(task, dict) and task.get("name") == "lama" else None
+
+
+def cmd_probe(args) -> int:
+    """``prompting run`` of a LAMA config: every relation x method x protocol (see prompting.probe_run)."""
+    from .paths import check_output_dir, slug
+    from .probe_run import parse_probe_config, run_probe
+    from .probe_report import probe_table
+
+    cfg = parse_probe_config(_probe_config(args.config), base=Path(args.config).parent)
+    if args.test_limit is not None:
+        cfg.limits["test"] = args.test_limit
+    output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
+    started = time.perf_counter()
+    run_probe(cfg, output, progress=not args.quiet)
+    print(f"\n{args.config}: {output / 'results.jsonl'} ({time.perf_counter() - started:.0f} s this time)\n")
+    from .results import ResultsStore
+
+    print(probe_table(ResultsStore(output).records()))
+    return 0
+
+
+def cmd_probe_eval(args) -> int:
+    """``prompting eval --task lama --relation P103``: the relation's manual template, zero-shot, both
+    protocols (or --protocol), over --limit test facts (default all)."""
+    from .paths import check_output_dir, slug
+    from .probe_report import probe_table
+    from .probe_run import parse_probe_config, run_probe
+
+    if args.task != "lama" or not args.relation or not args.data_dir:
+        raise ValueError("fact probing: give --task lama, --relation (e.g. P103) and --data-dir (the folder "
+                         "with relations.tsv and one folder per relation)")
+    data = {"name": f"lama-{args.relation}-zero-shot", "model": args.model, "device": args.device,
+            "task": {"name": "lama", "data_dir": args.data_dir, "relations": [args.relation],
+                     **({"template": args.template} if args.template else {})},
+            "limits": {"test": args.limit, "vocab_test": args.limit},
+            "protocols": [args.protocol] if args.protocol else ["candidates", "vocab"],
+            "methods": [{"name": "manual", "train": False}]}
+    cfg = parse_probe_config(data)
+    output = check_output_dir(args.output_dir or Path("runs") / slug(f"lama-{args.relation}-zero-shot"))
+    started = time.perf_counter()
+    records = run_probe(cfg, output, progress=not args.quiet)
+    from .results import ResultsStore
+
+    records = records or ResultsStore(output).records()
+    print(f"\nzero-shot fact probing, relation {args.relation} (model {args.model}), "
+          f"{time.perf_counter() - started:.0f} s\n")
+    for metric in ("p_at_1", "p_at_10", "mrr"):
+        print(f"{metric}:\n{probe_table(records, metric)}\n")
+    print(f"records: {output / 'results.jsonl'}")
     return 0
 
 
@@ -382,7 +448,7 @@ def _task_and_model(p) -> None:
     """The options every command that loads a task and a model shares."""
     from .models import DEFAULT_MODEL
 
-    p.add_argument("--task", help="built-in task (mr, sst2, cb, rte, boolq); default mr")
+    p.add_argument("--task", help="built-in task (mr, sst2, cb, rte, boolq) or lama (fact probing); default mr")
     p.add_argument("--data-dir", help="folder with the task's files (not needed for mr)")
     p.add_argument("--config", help="an experiment config: its task section (any task: your files, columns, labels), "
                                     "and its templates unless --templates is given")
@@ -395,6 +461,10 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="zero-shot: score every pattern x verbalizer of a task")
     _task_and_model(p)
     p.add_argument("--templates", help="prompt file (default: the built-in one for the task)")
+    p.add_argument("--relation", help="fact probing (--task lama): the relation to probe, e.g. P103")
+    p.add_argument("--protocol", choices=["candidates", "vocab"],
+                   help="fact probing: rank the relation's objects or the whole vocabulary (default both)")
+    p.add_argument("--template", help="fact probing: a template of your own ([X] subject, [Y] object)")
     p.add_argument("--limit", type=int, help="score a fixed random subset of this many test examples")
     p.add_argument("--k", type=int, default=16, help="K per class of the dev set drawn from train")
     p.add_argument("--data-seed", type=int, default=13)

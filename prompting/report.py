@@ -440,6 +440,10 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
     records = store.records()
     if not records:
         raise FileNotFoundError(f"no run records in {directory / 'results.jsonl'}; run an experiment first")
+    from .probe_report import is_probe_record, probe_report
+
+    probes = [r for r in records if is_probe_record(r)]  # fact probing: ranks, not label accuracy
+    records = [r for r in records if not is_probe_record(r)]
     classes = {r["run_id"]: run_classes(store, r) for r in records}
     for r in records:  # collapsed as documented, from the saved predictions where there are any
         if classes[r["run_id"]] is not None:
@@ -448,7 +452,7 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
     for r in records:
         by_task[r["task"]].append(r)
     out = {"report": directory / "report.md", "summary": directory / "summary.csv", "runs": directory / "runs.csv"}
-    lines = [f"# Results: {directory.name}", ""]
+    lines = [f"# Results: {directory.name}", ""] + (probe_report(probes) if probes else [])
     summary = []
     for task, recs in by_task.items():
         rows = summary_rows(store, recs, metric)

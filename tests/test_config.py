@@ -269,7 +269,8 @@ def test_shipped_yes_no_and_true_false_words_keep_their_spelling():
     assert load_prompt_file("rte")[1][1] == {"entailment": ["Yes"], "not_entailment": ["No"]}
 
 
-EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
+# fact-probing configs (task: lama) have a schema of their own: tests/test_lama.py checks them
+EXPERIMENTS = sorted(p for p in (ROOT / "experiments").glob("*.yaml") if "name: lama\n" not in p.read_text())
 
 
 def shape_of(cfg, task_shapes):
