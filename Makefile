@@ -1,6 +1,6 @@
 # One command to set up and run the main job, one to set up and run the tests. Both are idempotent:
 # the virtual environment is made and filled once, and again only when setup.cfg or pyproject.toml change.
-#   make quickstart            # the main job on the embedded model (about 20 minutes on a 2-core CPU)
+#   make quickstart            # the main job on the embedded model (about 10 minutes on a 2-core CPU)
 #   make test                  # the tests, as CI runs them
 #   make TORCH=torch test      # another torch build (the default is the CPU build 2.13.0)
 
