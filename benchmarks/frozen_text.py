@@ -1,6 +1,6 @@
 """What computing the frozen text once buys: train steps, scoring many runs, AutoPrompt candidates, padding.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/frozen_text.py [--threads 1] [--rounds 5] [--test 200]
+    OMP_NUM_THREADS=1 python benchmarks/frozen_text.py [--threads 1] [--rounds 3] [--test 64]
 
 One process, one frozen SmolLM2-135M-Instruct (``smollm2-135m``), SST-2 (K=16 split of data seed 13 for
 training and dev, the first ``--test`` test sentences), ``--threads`` torch threads (1 by default: the
@@ -226,12 +226,12 @@ def table(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=6)
     parser.add_argument("--runs", type=int, default=6)
-    parser.add_argument("--test", type=int, default=200)
-    parser.add_argument("--candidates", type=int, default=10)
+    parser.add_argument("--test", type=int, default=64)
+    parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -241,6 +241,7 @@ def main(argv=None) -> int:
     train, dev = sample_kshot(task.train, 16, 13, task.labels)
     test = list(task.test)[:args.test]
     lm = LanguageModel.load("smollm2-135m", device="cpu")
+    lm.model.requires_grad_(False)  # frozen, as every prompt method's training leaves it
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "settings": {**{k: v for k, v in vars(args).items() if k != "out"}, "machine": platform.machine()}}
     for name, part, data in [("padding", padding, None), ("train", train_steps, train),
