@@ -234,20 +234,24 @@ class PromptMethod(torch.nn.Module):
                 prompts[n] = collate(picked, self.lm.pad_id, left=left, frozen=spans).to(self.lm.device)
             yield Batch(prompts, data.labels[list(chunk)].to(self.lm.device))
 
+    def run_lengths(self, data: EncodedExamples) -> list[int]:
+        """Each example's tokens that a forward pass runs: all of them, or with frozen text
+        (:attr:`frozen_text`) those from the first learned slot on."""
+        cut = self.frozen_text
+        return [len(e.input_ids) - (e.learned_start if cut else 0) for e in data.encodings[min(data.encodings)]]
+
     def training_batches(self, data: EncodedExamples, batch_size: int, generator: torch.Generator,
                          group: int = 4) -> list[list[int]]:
         """One epoch's batches: shuffled with ``generator``, then within each run of ``group`` batches
         the rows sorted by length and cut again, and the batches shuffled (as Hugging Face's
         length-grouped sampler): similar lengths share a batch, so less of it is padding, and a seed
         gives the same batches every time."""
-        encodings = data.encodings[min(data.encodings)]
-        cut = self.frozen_text
-        length = lambda i: len(encodings[i].input_ids) - (encodings[i].learned_start if cut else 0)
+        lengths = self.run_lengths(data)
         order = torch.randperm(len(data), generator=generator).tolist()
         span = batch_size * group
         batches = []
         for start in range(0, len(order), span):
-            rows = sorted(order[start:start + span], key=length)
+            rows = sorted(order[start:start + span], key=lengths.__getitem__)
             batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
         return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
@@ -266,8 +270,7 @@ class PromptMethod(torch.nn.Module):
         from ..backbone import MAX_BATCH_TOKENS, token_budget_batches
 
         encodings = data.encodings[min(data.encodings)]
-        cut = self.frozen_text
-        lengths = [len(e.input_ids) - (e.learned_start if cut else 0) for e in encodings]
+        lengths = self.run_lengths(data)
         order = sorted(range(len(data)), key=lambda i: (lengths[i], len(encodings[i].input_ids)))
         batches = token_budget_batches([lengths[i] for i in order], max_tokens or MAX_BATCH_TOKENS, batch_size)
         return [[order[i] for i in rows] for rows in batches]
