@@ -10,15 +10,17 @@ variant once, in an order rotated by one each round, and the table gives the med
 ratios with their min-max over ``--rounds`` rounds (the first round is a warm-up and is dropped).
 
 - **train step**: one optimiser step (forward, cross-entropy, backward, clipping, AdamW) of a soft prompt
-  and of P-tuning (LSTM 64, residual) whose ``--prompt-tokens`` tokens follow the input
+  and of P-tuning (LSTM 64, residual) whose ``--prompt-tokens`` tokens (4 and 6 by default) follow the input
   (``Review: {text_a} {soft:N} {mask}``: the review's keys and values come from the cache, computed
   before the timing as after the first step of a run) on ``--batch-size`` training examples, against
   the bare model's forward + backward over the whole sequence (the same ids, last-position logits, the
   gradient taken w.r.t. the input embeddings, no optimiser). The same method on the plain path (cache
   off) is shown too, and the losses of the two paths are compared.
-- **R runs scored**: ``--runs`` soft prompts (different random starts, as trained runs are) scored on the
-  test sentences, against one of them, the cache emptied before each: the reviews' keys and values are
-  computed once for all runs. The plain path's ratio is shown beside it.
+- **R runs scored**: ``--runs`` soft prompts (different random starts, as trained runs are; the fewest
+  prompt tokens) scored on the test sentences, against one of them, the cache emptied before each: the
+  reviews' keys and values are computed once for all runs. On the first ``--test`` test sentences of each
+  of ``--runs-tasks`` (SST-2, mr and 16 of BoolQ's passages by default: the ratio falls as the input
+  grows against the tokens after it), beside the bound that the tokens run give and the plain path's ratio.
 - **AutoPrompt candidates**: the same ``--candidates`` one-token swaps of a 3-token trigger after the review
   judged on all 32 training examples (``AutoPrompt._judge``): every row whole (``score_triggers``, as
   before the search shared anything), the text before the trigger computed once per judging call,
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+import spread
 from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
 from prompting.methods import AutoPrompt, ManualPrompt, PTuning, SoftPrompt
 from prompting.train import TrainConfig, _optimiser, _step
@@ -49,14 +52,21 @@ from prompting.train import TrainConfig, _optimiser, _step
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parents[1] / "shared" / "data" / "sst2"
 VERBALIZER = Verbalizer({"0": "negative", "1": "positive"})
+#: the R-runs section's tasks: template (the prompt tokens after the input), verbalizer, data folder, and
+#: the most test inputs scored (BoolQ's passages are about 170 tokens: 16 of them hold as many as 64 reviews)
+RUNS_TASKS = {
+    "sst2": ("Review: {text_a} {soft:%d} {mask}", VERBALIZER, DATA, None),
+    "mr": ("Review: {text_a} {soft:%d} {mask}", VERBALIZER, None, None),
+    "boolq": ("{passage}\nQuestion: {question}? {soft:%d} {mask}", Verbalizer({"false": "No", "true": "Yes"}),
+              ROOT.parents[1] / "shared" / "data" / "fewglue" / "BoolQ", 16),
+}
 
 
-def rotated(variants: dict, rounds: int) -> dict[str, list[float]]:
+def timed_rounds(variants: dict, rounds: int) -> dict[str, list[float]]:
     """Seconds of each variant per round, the order rotated by one each round; round 0 dropped."""
-    names = list(variants)
-    times = {n: [] for n in names}
+    times = {n: [] for n in variants}
     for r in range(rounds + 1):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in spread.rotated(list(variants), r):
             started = time.perf_counter()
             variants[name]()
             if r:
@@ -65,9 +75,7 @@ def rotated(variants: dict, rounds: int) -> dict[str, list[float]]:
 
 
 def ratio(times: dict, num: str, den: str) -> dict:
-    per_round = [a / b for a, b in zip(times[num], times[den])]
-    return {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
-            "rounds": len(per_round)}
+    return spread.per_round(times[num], times[den])
 
 
 def bare_step(lm: LanguageModel, batch, labels, word_ids):
@@ -80,7 +88,12 @@ def bare_step(lm: LanguageModel, batch, labels, word_ids):
 
 
 def train_steps(lm, train, args) -> dict:
-    template = "Review: {text_a} {soft:%d} {mask}" % args.prompt_tokens
+    """The train-step ratios for every ``--prompt-tokens`` count, keyed by the count."""
+    return {str(n): train_step(lm, train, args, n) for n in args.prompt_tokens}
+
+
+def train_step(lm, train, args, prompt_tokens: int) -> dict:
+    template = "Review: {text_a} {soft:%d} {mask}" % prompt_tokens
     methods = {"soft": SoftPrompt(lm, template, VERBALIZER, init="vocab"),
                "ptuning": PTuning(lm, template, VERBALIZER, hidden_size=64, residual=True)}
     lm.model.requires_grad_(False)
@@ -108,7 +121,7 @@ def train_steps(lm, train, args) -> dict:
         variants[f"{name}-plain"] = plain
     word_ids = [w[0] for w in methods["soft"].words.word_ids]
     variants["bare"] = lambda: bare_step(lm, whole, fast.labels, word_ids)
-    times = rotated(variants, args.rounds)
+    times = timed_rounds(variants, args.rounds)
     for name in methods:
         out[name] = {"cached_vs_bare": ratio(times, f"{name}-cached", "bare"),
                      "plain_vs_bare": ratio(times, f"{name}-plain", "bare"),
@@ -118,10 +131,15 @@ def train_steps(lm, train, args) -> dict:
     return out
 
 
-def many_runs(lm, test, args) -> dict:
-    template = "Review: {text_a} {soft:%d} {mask}" % args.prompt_tokens
+def many_runs(lm, tests, args) -> dict:
+    """R runs against one on each task's test sentences, keyed by the task."""
+    return {name: runs_on(lm, test, args, *RUNS_TASKS[name][:2]) for name, test in tests.items()}
+
+
+def runs_on(lm, test, args, template: str, verbalizer: Verbalizer) -> dict:
+    template = template % min(args.prompt_tokens)
     torch.manual_seed(0)
-    runs = [SoftPrompt(lm, template, VERBALIZER, init="vocab") for _ in range(args.runs)]
+    runs = [SoftPrompt(lm, template, verbalizer, init="vocab") for _ in range(args.runs)]
     data = runs[0].encode(test)
 
     def score(methods, cache: bool):
@@ -133,9 +151,14 @@ def many_runs(lm, test, args) -> dict:
                 m._predict_scores(data, 32, False, None)
             lm.spans.cap = cap
         return go
-    times = rotated({"one": score(runs[:1], True), "all": score(runs, True),
+    times = timed_rounds({"one": score(runs[:1], True), "all": score(runs, True),
                      "one-plain": score(runs[:1], False), "all-plain": score(runs, False)}, args.rounds)
-    return {"runs": args.runs, "examples": len(test), "cached": ratio(times, "all", "one"),
+    tokens = [len(e.input_ids) for e in data.encodings[1]]
+    after = [len(e.input_ids) - e.learned_start for e in data.encodings[1]]
+    return {"runs": args.runs, "examples": len(test), "prompt_tokens": min(args.prompt_tokens),
+            "mean_tokens": statistics.mean(tokens), "mean_tokens_after_span": statistics.mean(after),
+            "flop_bound": (sum(tokens) + (args.runs - 1) * sum(after)) / sum(tokens),
+            "cached": ratio(times, "all", "one"),
             "plain": ratio(times, "all-plain", "one-plain"), "all_cached_vs_plain": ratio(times, "all", "all-plain")}
 
 
@@ -166,7 +189,7 @@ def candidates(lm, train, args) -> dict:
         whole, per_call = method.score_triggers(swaps, data), method._judge(swaps, data, rows)
         lm.spans.cap = cap
         cached = method._judge(swaps, data, rows)
-        times = rotated({"whole": judge("whole"), "per-call": judge("per-call"), "cached": judge("cached")}, args.rounds)
+        times = timed_rounds({"whole": judge("whole"), "per-call": judge("per-call"), "cached": judge("cached")}, args.rounds)
     return {"candidates": len(swaps), "examples": len(data),
             "whole_vs_cached": ratio(times, "whole", "cached"), "per_call_vs_cached": ratio(times, "per-call", "cached"),
             "max_score_difference": max((whole - cached).abs().max().item(), (per_call - cached).abs().max().item())}
@@ -191,24 +214,32 @@ def padding(lm, dev, test) -> dict:
 
 
 def table(result: dict) -> str:
-    f = lambda r: f"{r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f})"
+    f = spread.shown
     s = result["settings"]
     lines = ["# Frozen text computed once", "",
              f"smollm2-135m, SST-2, {s['threads']} torch thread(s) on {s['machine']}, {s['rounds']} rounds "
              f"(order rotated, first dropped): median of the per-round ratios (min–max). {result['date']}.", "",
-             f"## Train step ({s['batch_size']} examples, {s['prompt_tokens']} prompt tokens after the review; "
-             f"{result['train']['sequence']['tokens_after_span']} of {result['train']['sequence']['tokens_whole']} "
-             "tokens run per step)", "",
-             "| method | cached / bare fwd+bwd | plain / bare | cached / plain | loss difference |", "|---|---:|---:|---:|---:|"]
-    for name in ("soft", "ptuning"):
-        r = result["train"][name]
-        lines.append(f"| {name} | {f(r['cached_vs_bare'])} | {f(r['plain_vs_bare'])} | {f(r['cached_vs_plain'])} | "
-                     f"{r['loss_difference']:.1e} |")
-    m = result["many_runs"]
-    lines += ["", f"## {m['runs']} runs scored on {m['examples']} test sentences vs one", "",
-              "| path | R runs / one run |", "|---|---:|",
-              f"| cached frozen text | {f(m['cached'])} |", f"| plain | {f(m['plain'])} |",
-              "", f"All {m['runs']} runs, cached / plain: {f(m['all_cached_vs_plain'])}."]
+             f"## Train step ({s['batch_size']} training examples; the prompt tokens follow the review)", "",
+             "| method | prompt tokens | tokens run / whole | cached / bare fwd+bwd | plain / bare | cached / plain | "
+             "loss difference |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for tokens, train in result["train"].items():
+        seq = train["sequence"]
+        for name in ("soft", "ptuning"):
+            r = train[name]
+            lines.append(f"| {name} | {tokens} | {seq['tokens_after_span']} / {seq['tokens_whole']} | "
+                         f"{f(r['cached_vs_bare'])} | {f(r['plain_vs_bare'])} | {f(r['cached_vs_plain'])} | "
+                         f"{r['loss_difference']:.1e} |")
+    runs = result["many_runs"]
+    first = next(iter(runs.values()))
+    lines += ["", f"## {first['runs']} runs scored on the same test sentences vs one ({first['prompt_tokens']} prompt "
+              "tokens after the review)", "",
+              "Bound: with the review's keys and values computed once, R runs run the whole input once and the "
+              "tokens after it R times, (tokens + (R - 1) x tokens after) / tokens of one run.", "",
+              "| test sentences | tokens per input (after the review) | cached: R runs / one | bound | plain: R runs / one "
+              "| all R, cached / plain |", "|---|---:|---:|---:|---:|---:|"]
+    for task, m in runs.items():
+        lines.append(f"| {task}, first {m['examples']} | {m['mean_tokens']:.1f} ({m['mean_tokens_after_span']:.1f}) | "
+                     f"{f(m['cached'])} | {m['flop_bound']:.2f} | {f(m['plain'])} | {f(m['all_cached_vs_plain'])} |")
     c = result["autoprompt"]
     lines += ["", f"## AutoPrompt: {c['candidates']} triggers judged on {c['examples']} training examples", "",
               "| baseline | baseline / cached |", "|---|---:|",
@@ -228,7 +259,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--prompt-tokens", type=int, default=6)
+    parser.add_argument("--prompt-tokens", type=lambda s: [int(n) for n in s.split(",")], default=[4, 6],
+                        help="comma-separated prompt lengths for the train step (the smallest for R runs)")
+    parser.add_argument("--runs-tasks", default="sst2,mr,boolq",
+                        help="tasks whose first --test test inputs the R-runs section scores (of sst2, mr, boolq)")
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--test", type=int, default=64)
     parser.add_argument("--candidates", type=int, default=5)
@@ -240,12 +274,14 @@ def main(argv=None) -> int:
     task = load_task("sst2", data_dir=DATA)
     train, dev = sample_kshot(task.train, 16, 13, task.labels)
     test = list(task.test)[:args.test]
+    tests = {name: list(load_task(name, data_dir=RUNS_TASKS[name][2]).test)[:min(args.test, RUNS_TASKS[name][3] or args.test)]
+             for name in args.runs_tasks.split(",")}
     lm = LanguageModel.load("smollm2-135m", device="cpu")
     lm.model.requires_grad_(False)  # frozen, as every prompt method's training leaves it
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "settings": {**{k: v for k, v in vars(args).items() if k != "out"}, "machine": platform.machine()}}
     for name, part, data in [("padding", padding, None), ("train", train_steps, train),
-                             ("many_runs", many_runs, test), ("autoprompt", candidates, train)]:
+                             ("many_runs", many_runs, tests), ("autoprompt", candidates, train)]:
         started = time.perf_counter()
         result[name] = padding(lm, dev, test) if data is None else part(lm, data, args)
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
