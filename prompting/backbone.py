@@ -359,7 +359,7 @@ class LanguageModel:
         if single:
             embeds = hooks.embed(self, batch.input_ids, batch)
             logits = hooks.forward_lm(self, embeds, batch.attention_mask, batch.position_ids, 1, **spans)
-            first = logits[:, -1].float().log_softmax(-1)
+            first = log_softmax(logits[:, -1])
             for i in single:
                 columns[i] = first[:, words.word_ids[i][0]]
         for i, word in enumerate(words.word_ids):
@@ -372,7 +372,7 @@ class LanguageModel:
             last = batch.position_ids[:, -1:]
             positions = torch.cat([batch.position_ids, last + torch.arange(1, len(word), device=last.device)], 1)
             logits = hooks.forward_lm(self, hooks.embed(self, ids, batch), attention, positions, len(word), **spans)
-            logprobs = logits.float().log_softmax(-1)
+            logprobs = log_softmax(logits)
             target = torch.tensor(word, device=logprobs.device)
             columns[i] = logprobs.gather(2, target.expand(size, -1).unsqueeze(-1)).squeeze(-1).sum(1)
         return torch.stack([columns[i] for i in range(len(words.word_ids))], 1)
@@ -386,12 +386,40 @@ class LanguageModel:
             logits = hooks.forward_lm(self, hooks.embed(self, batch.input_ids, batch), batch.attention_mask,
                                       batch.position_ids, 0)
             rows = torch.arange(len(batch), device=logits.device).unsqueeze(1)
-            at_masks = logits[rows, batch.mask_positions].float().log_softmax(-1)  # [B, n, V]
+            at_masks = log_softmax(logits[rows, batch.mask_positions])  # [B, n, V]
             for i, word in enumerate(words.word_ids):
                 if len(word) == n:
                     target = torch.tensor(word, device=at_masks.device)
                     columns[i] = at_masks.gather(2, target.expand(len(batch), -1).unsqueeze(-1)).squeeze(-1).sum(1)
         return torch.stack([columns[i] for i in range(len(words.word_ids))], 1)
+
+
+#: rows of logits whose normaliser is summed at a time (each row is cast to float64: 49k values for SmolLM2)
+NORMALISER_ROWS = 256
+
+
+def log_normaliser(logits: torch.Tensor) -> torch.Tensor:
+    """``logsumexp`` over the last dimension, in float64, the exponentials summed in float64.
+
+    float32's own ``log_softmax`` over a vocabulary of 49k tokens is off by about 1.5e-5 per token
+    (the sum's rounding), enough for two exact ways of scoring the same multi-token word to disagree
+    at 1e-4; summed in float64 they agree to float32's rounding of the logits. Rows are taken
+    ``NORMALISER_ROWS`` at a time, so a large block of logits never exists in float64 whole.
+    """
+    x = logits.float()
+    flat = x.reshape(-1, x.shape[-1])
+    parts = []
+    for start in range(0, flat.shape[0], NORMALISER_ROWS):
+        part = flat[start:start + NORMALISER_ROWS]
+        top = part.detach().amax(-1, keepdim=True)
+        parts.append(top.squeeze(-1).double() + (part - top).exp().sum(-1, dtype=torch.float64).log())
+    return (torch.cat(parts) if parts else flat.new_zeros(0, dtype=torch.float64)).reshape(x.shape[:-1])
+
+
+def log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities (float32) with the normaliser of :func:`log_normaliser`."""
+    x = logits.float()
+    return (x.double() - log_normaliser(x).unsqueeze(-1)).float()
 
 
 def _torch_dtype(dtype) -> torch.dtype:

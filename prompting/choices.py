@@ -189,6 +189,8 @@ class ChoiceScorer:
         else:
             logits = method.forward_lm(lm, embeds, prompt.attention_mask, prompt.position_ids, 0)
             logits = logits[torch.arange(len(targets), device=logits.device).unsqueeze(1), prompt.mask_positions]
-        token = logits.float().log_softmax(-1).gather(2, ids.unsqueeze(-1)).squeeze(-1)
+        from .backbone import log_softmax
+
+        token = log_softmax(logits).gather(2, ids.unsqueeze(-1)).squeeze(-1)
         total = (token * known).sum(1)
         return total / known.sum(1) if self.mean else total

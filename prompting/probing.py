@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .backbone import log_normaliser, log_softmax
 from .template import PromptBatch
 from .verbalizer import LabelWordIds
 
@@ -110,8 +111,8 @@ def _plain_forward(hooks) -> bool:
 
     plain = {PromptMethod.forward_lm, PlainHooks.forward_lm}
     try:
-        from .methods.autoprompt import _TriggerHooks
-        plain.add(_TriggerHooks.forward_lm)
+        from .methods.triggers import TriggerHooks
+        plain.add(TriggerHooks.forward_lm)
     except ImportError:  # pragma: no cover - autoprompt is part of the package
         pass
     return getattr(type(hooks), "forward_lm", None) in plain
@@ -132,7 +133,7 @@ def _score_rows(lm, embeds, attention, positions, trie: CandidateTrie) -> torch.
     cache = lm._prefix_cache()
     argument = {lm._cache_argument(): cache}
     logits = lm.forward(embeds, attention, positions, 1, **argument)
-    first = logits[:, -1].float().log_softmax(-1)
+    first = log_softmax(logits[:, -1])
     scores = first[:, trie.first.to(first.device)]
     if trie.n_nodes == 0:
         return scores
@@ -145,9 +146,9 @@ def _score_rows(lm, embeds, attention, positions, trie: CandidateTrie) -> torch.
     mask = torch.zeros(seen.shape, dtype=embeds.dtype, device=device)
     mask = mask.masked_fill(~seen, torch.finfo(embeds.dtype).min).unsqueeze(1)  # [B, 1, N, Lq + N]
     node_logits = lm.forward(node_embeds, mask, node_positions, 0, **argument).float()
-    norm = node_logits.logsumexp(-1)  # [B, N]
+    norm = log_normaliser(node_logits)  # [B, N], float64
     pair_node, pair_token = trie.pair_node.to(device), trie.pair_token.to(device)
-    steps = node_logits[:, pair_node, pair_token] - norm[:, pair_node]
+    steps = (node_logits[:, pair_node, pair_token].double() - norm[:, pair_node]).float()
     return scores.index_add(1, trie.pair_word.to(device), steps)
 
 
@@ -176,7 +177,7 @@ def gold_rank(lm, embeds: torch.Tensor, positions: torch.Tensor, words: Candidat
     trie = words.trie
     argument = {lm._cache_argument(): lm._prefix_cache()}
     ones = torch.ones(positions.shape, dtype=torch.long, device=positions.device)
-    first = lm.forward(embeds, ones, positions, 1, **argument)[0, -1].float().log_softmax(-1).cpu()
+    first = log_softmax(lm.forward(embeds, ones, positions, 1, **argument)[0, -1]).cpu()
     children: dict[tuple[int, ...], list[int]] = {}
     for n, prefix in enumerate(trie.prefixes):
         children.setdefault(prefix[:-1], []).append(n)
@@ -210,7 +211,7 @@ def _feed(lm, trie: CandidateTrie, state: _Expansion, level: list[int], position
     node_positions = positions[:, -1:] + trie.node_depth[level].to(device).unsqueeze(0)
     logits = lm.forward(lm.embed(tokens).unsqueeze(0).to(dtype), mask[None, None], node_positions, 0, **argument)
     state.fed.extend(level)
-    return logits[0].float().log_softmax(-1).cpu()
+    return log_softmax(logits[0]).cpu()
 
 
 def _count_before(trie: CandidateTrie, word_ids, first: torch.Tensor, state: _Expansion, gold: int,

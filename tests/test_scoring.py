@@ -138,3 +138,22 @@ def test_lm_head_gets_contiguous_input_and_scores_are_unchanged(kind, make_tiny_
         reference = IntKeepHooks().forward_lm(lm, embeds, batch.attention_mask, batch.position_ids, keep)
         assert ours.shape == reference.shape, keep
         torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-6)
+
+
+def test_log_softmax_normaliser_is_summed_in_float64_over_a_large_vocabulary():
+    # a 49k-token vocabulary (SmolLM2's size): float32's own log_softmax sums the exponentials in
+    # float32 and is off by about 1e-5; ours agrees with float64 to float32's rounding of the output
+    from prompting.backbone import NORMALISER_ROWS, log_normaliser, log_softmax
+
+    logits = (torch.randn(NORMALISER_ROWS + 3, 49152, generator=torch.Generator().manual_seed(0)) * 4).float()
+    reference = logits.double().log_softmax(-1)
+    assert (log_normaliser(logits) - logits.double().logsumexp(-1)).abs().max() < 1e-7
+    ours = (log_softmax(logits).double() - reference).abs().max().item()
+    assert ours < 2.5e-6 < 1e-5 < (logits.log_softmax(-1).double() - reference).abs().max().item()
+    # gradients are those of log_softmax (training uses the same function)
+    x = logits[:2].clone().requires_grad_(True)
+    weights = torch.randn(2, 49152, generator=torch.Generator().manual_seed(1))
+    (log_softmax(x) * weights).sum().backward()
+    y = logits[:2].double().clone().requires_grad_(True)
+    (y.log_softmax(-1) * weights.double()).sum().backward()
+    assert torch.allclose(x.grad.double(), y.grad, atol=1e-6)

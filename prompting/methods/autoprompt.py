@@ -33,111 +33,23 @@ frozen and nothing is learned by gradient descent, so the method is a
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..backbone import LanguageModel
+from ..backbone import LanguageModel, log_softmax
 from ..template import PromptBatch, Template
 from ..vocab import label_word_token_ids, token_mask, token_strings
 from .base import Batch, EncodedExamples, PromptMethod, SearchMethod
 from .configs import AutoPromptConfig
+from .triggers import Shared, TriggerHooks, by_length, hotflip_candidates, subset, whole_word_tokens
 
 __all__ = ["AutoPrompt", "hotflip_candidates", "whole_word_tokens", "TEMPLATE_FILE"]
 
 TEMPLATE_FILE = "template.yaml"  # the found template as a prompt file, beside a saved AutoPrompt
-
-
-def hotflip_candidates(averaged_grad: torch.Tensor, embedding_matrix: torch.Tensor, num_candidates: int,
-                       increase_loss: bool = False, allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """Token ids whose embedding most lowers the loss to first order, best first.
-
-    Swapping the token at a position from embedding ``e`` to ``e'`` changes the loss by about
-    ``(e' - e) · grad``; ``e`` is fixed, so candidates are ranked by ``-(e' · grad)``.
-    ``averaged_grad`` is ``[H]`` (one position, gives ``[num_candidates]``) or ``[T, H]``
-    (gives ``[T, num_candidates]``); ``allowed`` is a boolean ``[V]`` mask of tokens that may be chosen.
-    """
-    with torch.no_grad():
-        scores = averaged_grad.to(embedding_matrix.dtype) @ embedding_matrix.T  # [V] or [T, V]
-        if not increase_loss:
-            scores = -scores
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed.to(scores.device), -math.inf)
-            num_candidates = min(num_candidates, int(allowed.sum()))
-        return scores.topk(num_candidates, dim=-1).indices
-
-
-class _TriggerHooks:
-    """Forward hooks that put triggers into the input.
-
-    ``rows`` is ``[B, T]`` trigger ids (a different trigger per row: candidate scoring); or
-    ``embeds`` is ``[T, H]`` trigger embeddings shared by all rows (a leaf, for the gradient).
-    """
-
-    def __init__(self, rows: torch.Tensor | None = None, embeds: torch.Tensor | None = None):
-        self.rows, self.embeds = rows, embeds
-
-    def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
-        rows = torch.arange(len(batch), device=input_ids.device).unsqueeze(1)
-        positions = batch.trigger_positions
-        if self.rows is not None:
-            input_ids = input_ids.clone()
-            input_ids[rows, positions] = self.rows.to(input_ids.device)
-        embeds = lm.embed(input_ids)
-        if self.embeds is not None:
-            values = self.embeds.to(embeds.dtype).expand(len(batch), -1, -1)
-            embeds = embeds.index_put((rows.expand_as(positions), positions), values)
-        return embeds
-
-    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
-        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans)
-
-
-@dataclass
-class _Shared:
-    """The text before the trigger as keys and values, and what follows it (the trigger on): the
-    tail's token ids, attention mask and positions, and the trigger's columns in the tail."""
-
-    ids: torch.Tensor
-    mask: torch.Tensor
-    positions: torch.Tensor
-    columns: torch.Tensor
-    keys: torch.Tensor
-    values: torch.Tensor
-    prefix_mask: torch.Tensor
-
-
-def _subset(data: EncodedExamples, rows: Sequence[int]) -> EncodedExamples:
-    return EncodedExamples({n: [encs[i] for i in rows] for n, encs in data.encodings.items()},
-                           data.labels[list(rows)])
-
-
-def _by_length(data: EncodedExamples, rows: Sequence[int]) -> list[int]:
-    """``rows`` shortest first: chunks of similar length need little padding."""
-    lengths = data.encodings[min(data.encodings)]
-    return sorted(rows, key=lambda i: len(lengths[i].input_ids))
-
-
-def whole_word_tokens(tokenizer, allowed: torch.Tensor) -> torch.Tensor:
-    """``allowed`` narrowed to alphabetic whole words that the tokenizer gives back as that one token.
-
-    A trigger written into a template is tokenised again when the template is loaded; a token that
-    does not come back as itself from its own text would make the saved prompt differ from the one
-    that was searched. Punctuation, digits and code (``'+``, ``(``, ``3D``) are left out as well, so the
-    found prompt reads as words; word-start pieces that are not words (``affili``) can remain.
-    """
-    ids = allowed.nonzero().squeeze(1).tolist()
-    texts = token_strings(tokenizer, ids)
-    keep = [(i, t) for i, t in zip(ids, texts) if t.isalpha()]
-    encoded = tokenizer([" " + t for _, t in keep], add_special_tokens=False)["input_ids"]
-    words = torch.zeros_like(allowed)
-    words[[i for (i, _), e in zip(keep, encoded) if e == [i]]] = True
-    return words
 
 
 class AutoPrompt(PromptMethod, SearchMethod):
@@ -199,7 +111,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
         return self.config.num_candidates
 
     def embed(self, lm: LanguageModel, input_ids: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
-        return _TriggerHooks(rows=self.trigger_ids.expand(len(batch), -1)).embed(lm, input_ids, batch)
+        return TriggerHooks(rows=self.trigger_ids.expand(len(batch), -1)).embed(lm, input_ids, batch)
 
     def _initial_triggers(self, init: str, seed: int) -> torch.Tensor:
         n, tokenizer = self.template.n_trigger, self.lm.tokenizer
@@ -253,7 +165,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
         """``[T, H]`` gradient of the batch's mean loss w.r.t. each trigger token embedding, and the loss."""
         embeds = self.lm.embeddings.weight[self.trigger_ids].detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            words = self.lm.word_logprobs(batch.prompts, self.words, hooks=_TriggerHooks(embeds=embeds))
+            words = self.lm.word_logprobs(batch.prompts, self.words, hooks=TriggerHooks(embeds=embeds))
             loss = F.cross_entropy(self.words.aggregate_scores(words), batch.labels)
             grad, = torch.autograd.grad(loss, embeds)
         return grad, loss.item()
@@ -276,7 +188,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
             for start in range(0, len(candidates), step):
                 chunk = candidates[start:start + step]
                 prompts = {n: p.repeat(len(chunk)) for n, p in batch.prompts.items()}
-                hooks = _TriggerHooks(rows=chunk.repeat_interleave(size, 0))
+                hooks = TriggerHooks(rows=chunk.repeat_interleave(size, 0))
                 scores = self.words.aggregate_scores(self.lm.word_logprobs(prompts, self.words, hooks=hooks))
                 gold = scores.float().log_softmax(-1).gather(1, batch.labels.repeat(len(chunk)).unsqueeze(1))
                 total[start:start + len(chunk)] += gold.view(len(chunk), size).sum(1).double().cpu()
@@ -286,18 +198,18 @@ class AutoPrompt(PromptMethod, SearchMethod):
     def _judge(self, candidates: torch.Tensor, data: EncodedExamples, rows: Sequence[int]) -> torch.Tensor:
         """:meth:`score_triggers` on ``rows`` in length-sorted chunks, each one forward pass for all
         candidates: one chunk of every length pads the short sentences to the longest."""
-        rows = _by_length(data, rows)
+        rows = by_length(data, rows)
         chunk = max(1, self.config.score_rows // len(candidates))
         total = torch.zeros(len(candidates))
         for start in range(0, len(rows), chunk):
-            part = _subset(data, rows[start:start + chunk])
+            part = subset(data, rows[start:start + chunk])
             scores = self._score_after_shared_text(candidates, part)
             if scores is None:
                 scores = self.score_triggers(candidates, part)
             total += scores * len(part)
         return total / len(rows)
 
-    def _shared_text(self, batch: Batch) -> _Shared | None:
+    def _shared_text(self, batch: Batch) -> Shared | None:
         """The text before the trigger as keys and values computed once, or None.
 
         On a causal LM the tokens before the first trigger do not depend on the trigger. When the batch
@@ -317,7 +229,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
             return None
         if prompt.frozen is not None:
             spans = self.lm.spans.kwargs(prompt.frozen.ids)
-            return _Shared(prompt.input_ids, prompt.attention_mask, prompt.position_ids, columns[0],
+            return Shared(prompt.input_ids, prompt.attention_mask, prompt.position_ids, columns[0],
                            *spans["prefix"], spans["prefix_mask"])
         first = int(columns[0].min())
         if first == 0:
@@ -330,16 +242,16 @@ class AutoPrompt(PromptMethod, SearchMethod):
         keys = torch.stack([layer.keys for layer in cache.layers])  # [layers, B, kv_heads, first, head_dim]
         values = torch.stack([layer.values for layer in cache.layers])
         tail = prompt.input_ids[:, first:]
-        return _Shared(tail, torch.ones_like(tail), prompt.position_ids[:, first:], columns[0] - first,
+        return Shared(tail, torch.ones_like(tail), prompt.position_ids[:, first:], columns[0] - first,
                        keys, values, prompt.attention_mask[:, :first])
 
-    def _label_logprobs_after(self, shared: _Shared, tail_embeds: torch.Tensor, copies: int) -> torch.Tensor:
+    def _label_logprobs_after(self, shared: Shared, tail_embeds: torch.Tensor, copies: int) -> torch.Tensor:
         """``[copies x B, n_labels]`` label log-probabilities of the rows ``tail_embeds`` (the trigger
         and what follows it), each ``copies`` block of rows attending to the shared text."""
         logits = self.lm.forward(tail_embeds, shared.mask.repeat(copies, 1), shared.positions.repeat(copies, 1), 1,
                                  prefix=(shared.keys.repeat(1, copies, 1, 1, 1), shared.values.repeat(1, copies, 1, 1, 1)),
                                  prefix_mask=shared.prefix_mask.repeat(copies, 1))
-        words = logits[:, -1].float().log_softmax(-1)[:, [w[0] for w in self.words.word_ids]]
+        words = log_softmax(logits[:, -1])[:, [w[0] for w in self.words.word_ids]]
         return self.words.aggregate_scores(words).log_softmax(-1)
 
     @torch.no_grad()
@@ -377,11 +289,11 @@ class AutoPrompt(PromptMethod, SearchMethod):
 
     def _gradient(self, data: EncodedExamples, rows: Sequence[int], chunk: int) -> tuple[torch.Tensor, float]:
         """:meth:`trigger_gradient` of the mean loss over ``rows``, in length-sorted chunks."""
-        rows = _by_length(data, rows)
+        rows = by_length(data, rows)
         grad, loss = 0.0, 0.0
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
-            batch = next(self.batches(_subset(data, part), len(part)))
+            batch = next(self.batches(subset(data, part), len(part)))
             g, l = self._gradient_after_shared_text(batch) or self.trigger_gradient(batch)
             grad, loss = grad + g * len(part), loss + l * len(part)
         return grad / len(rows), loss / len(rows)
