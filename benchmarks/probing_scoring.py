@@ -11,8 +11,10 @@ one thread (``torch.set_num_threads(1)``), the order rotated every round:
 - ``trie_ranks``: :func:`prompting.lama.candidate_ranks`: the gold object's exact rank only, skipping
   subtrees whose prefix already scores below it (what the LAMA experiment runs).
 
-Checks: the trie's scores equal the per-candidate scores to 1e-5; the pruned ranks equal the ranks
-of the per-candidate scores. Reports facts/s per way and per round, and the speed-up of each round
+Checks: the trie's scores against the per-candidate scores (largest difference), also with the model
+in float64 on the first ``--float64-facts`` facts (where the two computations differ only by float32's
+rounding, they agree there to the float32 rounding of the returned scores); the pruned ranks equal the
+ranks of the per-candidate scores. Reports facts/s per way and per round, and the speed-up of each round
 (ratios of times measured in the same round). Writes ``benchmarks/results/probing_scoring.json``/``.md``.
 
     OMP_NUM_THREADS=1 python benchmarks/probing_scoring.py [--relations P103 P176] [--facts 16] [--rounds 3]
@@ -45,7 +47,22 @@ def timed(fn):
     return out, time.perf_counter() - started
 
 
-def one_relation(lm, relation: str, n_facts: int, rounds: int, batch_size: int) -> dict:
+@torch.no_grad()
+def float64_difference(lm, method, data, plain_words, trie_words, n: int, batch_size: int) -> float | None:
+    """Largest |trie - per-candidate| score with the model in float64, on the first ``n`` facts."""
+    if n <= 0:
+        return None
+    first = type(data)({k: v[:n] for k, v in data.encodings.items()}, data.labels[:n])
+    lm.model.double()
+    try:
+        a, b = (torch.cat([lm.word_logprobs(p, w, hooks=method).double() for p in whole_prompts(method, first, batch_size)])
+                for w in (plain_words, trie_words))
+    finally:
+        lm.model.float()
+    return (a - b).abs().max().item()
+
+
+def one_relation(lm, relation: str, n_facts: int, rounds: int, batch_size: int, float64_facts: int = 4) -> dict:
     rel = load_relation(DATA, relation)
     facts = rel.test[:n_facts]
     method = build_method("manual", lm, rel.template, Verbalizer({c: [c] for c in rel.candidates}),
@@ -79,6 +96,8 @@ def one_relation(lm, relation: str, n_facts: int, rounds: int, batch_size: int) 
             outputs[way], dt = timed(runs[way])
             seconds[way].append(round(dt, 3))
     diff = (outputs["trie"] - outputs["per_candidate"]).abs().max().item()
+    diff64 = float64_difference(lm, method, data, plain_words, trie_words, float64_facts, batch_size)
+    method.words = plain_words
     same_ranks = outputs["trie_ranks"].tolist() == ranks(outputs["per_candidate"], gold).tolist()
     speedups = {w: [round(a / b, 2) for a, b in zip(seconds["per_candidate"], seconds[w])] for w in WAYS[1:]}
     lengths = [len(w) for w in plain_words.word_ids]
@@ -91,8 +110,13 @@ def one_relation(lm, relation: str, n_facts: int, rounds: int, batch_size: int) 
         "speedup_vs_per_candidate": speedups,
         "speedup_median": {w: statistics.median(v) for w, v in speedups.items()},
         "max_abs_score_diff_trie": diff, "scores_equal_1e-5": diff <= 1e-5, "ranks_equal": same_ranks,
+        "float64_facts": min(float64_facts, len(facts)), "max_abs_score_diff_trie_float64": diff64,
         "p_at_1_check": float((ranks(outputs["per_candidate"], gold) == 1).double().mean()),
     }
+
+
+def fmt64(x) -> str:
+    return "–" if x is None else f"{x:.1e}"
 
 
 def markdown(results: list[dict], meta: dict) -> str:
@@ -101,8 +125,9 @@ def markdown(results: list[dict], meta: dict) -> str:
              "(order rotated), manual LAMA template, test facts from the start of each relation's test file. "
              "Produced by `benchmarks/probing_scoring.py`.", "",
              "| relation | candidates (multi-token) | trie nodes | per-candidate facts/s | trie facts/s | "
-             "trie ranks facts/s | trie speed-up (min-max) | trie-ranks speed-up (min-max) | max score diff | ranks equal |",
-             "|---|---|---:|---:|---:|---:|---|---|---:|---|"]
+             "trie ranks facts/s | trie speed-up (min-max) | trie-ranks speed-up (min-max) | max score diff | "
+             "max score diff, float64 model | ranks equal |",
+             "|---|---|---:|---:|---:|---:|---|---|---:|---:|---|"]
     for r in results:
         fps = {w: statistics.median(v) for w, v in r["facts_per_s"].items()}
         sp = r["speedup_vs_per_candidate"]
@@ -111,7 +136,7 @@ def markdown(results: list[dict], meta: dict) -> str:
             f"{fps['per_candidate']:.2f} | {fps['trie']:.2f} | {fps['trie_ranks']:.2f} | "
             f"{r['speedup_median']['trie']:.1f}x ({min(sp['trie']):.1f}-{max(sp['trie']):.1f}) | "
             f"{r['speedup_median']['trie_ranks']:.1f}x ({min(sp['trie_ranks']):.1f}-{max(sp['trie_ranks']):.1f}) | "
-            f"{r['max_abs_score_diff_trie']:.1e} | {r['ranks_equal']} |")
+            f"{r['max_abs_score_diff_trie']:.1e} | {fmt64(r.get('max_abs_score_diff_trie_float64'))} | {r['ranks_equal']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -121,13 +146,14 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--float64-facts", type=int, default=4, help="facts scored again with the model in float64")
     parser.add_argument("--out", default=str(ROOT / "results" / "probing_scoring"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     lm = LanguageModel.load("smollm2-135m", device="cpu")
     results = []
     for relation in args.relations:
-        results.append(one_relation(lm, relation, args.facts, args.rounds, args.batch_size))
+        results.append(one_relation(lm, relation, args.facts, args.rounds, args.batch_size, args.float64_facts))
         print(json.dumps(results[-1]), flush=True)
     meta = {"model": "smollm2-135m (SmolLM2-135M-Instruct)", "threads": torch.get_num_threads(),
             "batch_size": args.batch_size, "rounds": args.rounds, "facts": args.facts,

@@ -284,7 +284,6 @@ def candidate_ranks(method, facts: Sequence[Example], progress: bool = False) ->
     from tqdm.auto import tqdm
 
     from .probing import CandidateWords, gold_rank, shared_scoring
-    from .verbalizer import LabelWordIds
 
     method.eval()
     index = {label: i for i, label in enumerate(method.labels)}
@@ -298,9 +297,6 @@ def candidate_ranks(method, facts: Sequence[Example], progress: bool = False) ->
     for row, prompts in enumerate(tqdm(whole_prompts(method, data, 1), total=len(facts), disable=not progress,
                                        desc=f"ranking ({len(method.labels)} candidates)", leave=False)):
         prompt = prompts[min(prompts)]
-        g = int(gold[row])
-        alone = LabelWordIds((words.word_ids[g],), torch.zeros(1, dtype=torch.long), 1)
-        score = method.lm.word_logprobs(prompts, alone, hooks=method)[0, 0].item()
         embeds = method.embed(method.lm, prompt.input_ids, prompt)
-        out.append(gold_rank(method.lm, embeds, prompt.position_ids, words, g, score))
+        out.append(gold_rank(method.lm, embeds, prompt.position_ids, words, int(gold[row])))
     return torch.tensor(out, dtype=torch.long)

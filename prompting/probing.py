@@ -165,14 +165,16 @@ class _Expansion:
 
 @torch.no_grad()
 def gold_rank(lm, embeds: torch.Tensor, positions: torch.Tensor, words: CandidateWords, gold: int,
-              gold_score: float) -> int:
-    """The exact 1-based rank of candidate ``gold`` (exact score ``gold_score``) for one query,
-    feeding only the trie nodes that can still lead to a candidate scoring at least as high.
+              gold_score: float | None = None) -> int:
+    """The exact 1-based rank of candidate ``gold`` for one query, feeding only the trie nodes that
+    can still lead to a candidate scoring at least as high.
 
     Log-probabilities are <= 0, so a candidate scores at most its prefix: a subtree whose prefix scores
-    below the gold candidate holds no candidate that ranks before it and is never computed. Ties go to
-    the candidate listed first, as in :func:`prompting.lama.ranks`. ``embeds`` / ``positions``: the
-    query alone, [1, L, H] / [1, L], no padding.
+    below the gold candidate holds no candidate that ranks before it and is never computed. The gold
+    candidate's own score comes from the same pass (its prefixes fed first, after the cached query),
+    unless ``gold_score`` is given. Ties go to the candidate listed first, as in
+    :func:`prompting.lama.ranks`. ``embeds`` / ``positions``: the query alone, [1, L, H] / [1, L], no
+    padding.
     """
     trie = words.trie
     argument = {lm._cache_argument(): lm._prefix_cache()}
@@ -182,22 +184,36 @@ def gold_rank(lm, embeds: torch.Tensor, positions: torch.Tensor, words: Candidat
     for n, prefix in enumerate(trie.prefixes):
         children.setdefault(prefix[:-1], []).append(n)
     state = _Expansion([], {}, {})
-    level = []
     for n in children.get((), []):
         state.prefix[n] = first[trie.node_token[n]].item()
-        if state.prefix[n] >= gold_score - SLACK:
-            level.append(n)
+    feed = lambda nodes: _feed(lm, trie, state, nodes, positions, embeds.dtype, argument)  # noqa: E731
+    if gold_score is None:
+        gold_score = _gold_path(trie, state, first, words.word_ids[gold], feed)
+    level = [n for n in children.get((), []) if state.prefix[n] >= gold_score - SLACK]
     while level:
-        dist = _feed(lm, trie, state, level, positions, embeds.dtype, argument)
+        new = [n for n in level if n not in state.dist]
+        for n, row in zip(new, feed(new) if new else []):
+            state.dist[n] = row
         nxt = []
-        for row, n in enumerate(level):
-            state.dist[n] = dist[row]
+        for n in level:
             for child in children.get(trie.prefixes[n], []):
-                state.prefix[child] = state.prefix[n] + dist[row, trie.node_token[child]].item()
+                state.prefix[child] = state.prefix[n] + state.dist[n][trie.node_token[child]].item()
                 if state.prefix[child] >= gold_score - SLACK:
                     nxt.append(child)
         level = nxt
     return _count_before(trie, words.word_ids, first, state, gold, gold_score)
+
+
+def _gold_path(trie: CandidateTrie, state: _Expansion, first: torch.Tensor, word, feed) -> float:
+    """The gold candidate's score: its proper prefixes (a chain of trie nodes) fed in one pass."""
+    index = {prefix: n for n, prefix in enumerate(trie.prefixes)}
+    chain = [index[tuple(word[:d])] for d in range(1, len(word))]
+    score = first[word[0]].item()
+    for n, row, token in zip(chain, feed(chain) if chain else [], word[1:]):
+        state.dist[n] = row
+        state.prefix[n] = score
+        score += row[token].item()
+    return score
 
 
 def _feed(lm, trie: CandidateTrie, state: _Expansion, level: list[int], positions, dtype, argument) -> torch.Tensor:
