@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from .backbone import LanguageModel
+from .backbone import MAX_BATCH_TOKENS, LanguageModel, log_softmax, token_budget_batches
 from .paths import atomic_write
 from .template import Template, collate
 from .verbalizer import Verbalizer
@@ -89,10 +89,14 @@ def mask_outputs(lm: LanguageModel, template: Template | str, examples: Sequence
     head = lm.model.get_output_embeddings()
     handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
     all_features, all_logprobs = [], []
+    encodings = encoder.encode(fields, n_mask=1)
+    # length-sorted batches under a token budget (little padding); the outputs go back to input order
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
+    batches = [[order[i] for i in rows] for rows in
+               token_budget_batches([len(encodings[i].input_ids) for i in order], MAX_BATCH_TOKENS, batch_size)]
     try:
-        for start in tqdm(range(0, len(fields), batch_size), desc="label search", disable=not progress, leave=False):
-            batch = collate(encoder.encode(fields[start:start + batch_size], n_mask=1), lm.pad_id,
-                            left=lm.causal).to(lm.device)
+        for rows in tqdm(batches, desc="label search", disable=not progress, leave=False):
+            batch = collate([encodings[i] for i in rows], lm.pad_id, left=lm.causal).to(lm.device)
             captured.clear()
             logits = lm.forward(lm.embed(batch.input_ids), batch.attention_mask, batch.position_ids,
                                 logits_to_keep=1)
@@ -102,10 +106,11 @@ def mask_outputs(lm: LanguageModel, template: Template | str, examples: Sequence
             if features:
                 all_features.append(captured[-1][at].float().cpu())
             if logprobs:
-                all_logprobs.append(logits[at].float().log_softmax(-1).cpu())
+                all_logprobs.append(log_softmax(logits[at]).cpu())
     finally:
         handle.remove()
-    return (torch.cat(all_features) if features else None, torch.cat(all_logprobs) if logprobs else None)
+    back = torch.argsort(torch.tensor([i for rows in batches for i in rows], dtype=torch.long))
+    return (torch.cat(all_features)[back] if features else None, torch.cat(all_logprobs)[back] if logprobs else None)
 
 
 def rank_by_classifier(features: torch.Tensor, labels: torch.Tensor, n_labels: int,

@@ -117,3 +117,16 @@ def test_precomputed_outputs_give_the_same_ranking(tiny_causal_lm):
         assert direct.words == reused.words
     with pytest.raises(ValueError, match="outputs must come from mask_outputs"):
         search_label_words(tiny_causal_lm, TEMPLATE, EXAMPLES[:4], ["0", "1"], outputs=outputs)
+
+
+def test_length_sorted_batches_give_each_example_its_own_outputs_in_input_order(lm):
+    # examples of very different lengths, in an order that sorting by length changes: batched under the
+    # token budget, every row comes back where it was and equals the example scored alone
+    texts = ["Bad.", "The film was long, slow and in the end rather dull to sit through.", "Fun.",
+             "A warm, funny and clever movie.", "Awful acting, awful script, awful everything here."]
+    examples = [Example({"text_a": t}, "0") for t in texts]
+    features, logprobs = mask_outputs(lm, TEMPLATE, examples, batch_size=3)
+    for i, example in enumerate(examples):
+        alone_features, alone_logprobs = mask_outputs(lm, TEMPLATE, [example], batch_size=1)
+        assert torch.allclose(features[i], alone_features[0], atol=1e-5)
+        assert torch.allclose(logprobs[i], alone_logprobs[0], atol=1e-5)
