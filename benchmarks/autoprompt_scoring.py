@@ -1,10 +1,11 @@
 """AutoPrompt candidate scoring: several candidate triggers per forward pass vs one per forward.
 
-Same process, same model (SmolLM2-135M-Instruct, frozen), same candidates and examples; the two
-modes alternate over several rounds and the median is reported. Writes
+Same process, same model (SmolLM2-135M-Instruct, frozen), same candidates and examples, ``--threads``
+torch threads (1 by default); each round runs both modes, in an order rotated every round, and the
+speed-up is the median of the per-round ratios with their min-max. Writes
 ``benchmarks/results/autoprompt_scoring.json`` and ``.md``.
 
-    OMP_NUM_THREADS=1 python benchmarks/autoprompt_scoring.py [--examples 16] [--candidates 10]
+    python benchmarks/autoprompt_scoring.py [--examples 2,4,16] [--candidates 10] [--threads 1]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+import spread
 from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
 from prompting.data import Example
 from prompting.methods import AutoPrompt
@@ -42,17 +44,17 @@ def measure(method: AutoPrompt, data, candidates: torch.Tensor, rows: int, round
     method.score_triggers(candidates[:2], data, rows_per_forward=rows)  # warm-up
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}
     scores = {}
-    for _ in range(rounds):  # alternate the modes so load changes on the machine hit both alike
-        for mode, rows_per_forward in modes.items():
+    for r in range(rounds):  # rotate the modes so load changes on the machine hit both alike
+        for mode in spread.rotated(list(modes), r):
             start = time.perf_counter()
-            scores[mode] = method.score_triggers(candidates, data, rows_per_forward=rows_per_forward)
+            scores[mode] = method.score_triggers(candidates, data, rows_per_forward=modes[mode])
             seconds[mode].append(round(time.perf_counter() - start, 4))
     median = {mode: statistics.median(s) for mode, s in seconds.items()}
     rate = {mode: len(candidates) / median[mode] for mode in modes}
     return {"examples": len(data), "candidates": len(candidates),
             "candidates_per_forward_batched": max(1, rows // len(data)),
             "seconds": seconds, "median_seconds": median, "candidates_per_second": rate,
-            "speedup_batched_over_one_by_one": rate["batched"] / rate["one_by_one"],
+            "speedup_batched_over_one_by_one": spread.per_round(seconds["one_by_one"], seconds["batched"]),
             "max_abs_score_difference": (scores["batched"] - scores["one_by_one"]).abs().max().item()}
 
 
@@ -63,9 +65,10 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=10, help="candidate triggers besides the current one")
     parser.add_argument("--rows", type=int, default=256, help="rows per forward in batched mode")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
-
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     lm = LanguageModel.load(args.model, device="cpu")
     method = AutoPrompt(lm, "{text_a} {trigger:5} {mask}", Verbalizer({0: ["negative"], 1: ["positive"]}),
@@ -88,8 +91,8 @@ def main() -> None:
         "# AutoPrompt candidate scoring: batched vs one candidate per forward",
         "",
         f"{args.model}, SST-2 examples, {len(candidates)} candidate triggers of 5 tokens, "
-        f"{torch.get_num_threads()} torch thread(s) on {result['device']}, median of {args.rounds} rounds "
-        "(the two modes alternate).",
+        f"{torch.get_num_threads()} torch thread(s) on {result['device']}, {args.rounds} rounds (order rotated): "
+        "candidates/s from the median seconds; speed-up: median of the per-round ratios (min–max).",
         "",
         "| examples per candidate | candidates per forward (batched) | batched cand/s | one-by-one cand/s | speed-up |",
         "|---|---|---|---|---|",
@@ -97,7 +100,7 @@ def main() -> None:
     for run in runs:
         rate = run["candidates_per_second"]
         md.append(f"| {run['examples']} | {run['candidates_per_forward_batched']} | {rate['batched']:.2f} | "
-                  f"{rate['one_by_one']:.2f} | {run['speedup_batched_over_one_by_one']:.2f}x |")
+                  f"{rate['one_by_one']:.2f} | {spread.shown(run['speedup_batched_over_one_by_one'])} |")
     md += ["", "Largest difference between the two modes' scores: "
            f"{max(run['max_abs_score_difference'] for run in runs):.2e}.", ""]
     (args.out / "autoprompt_scoring.md").write_text("\n".join(md))

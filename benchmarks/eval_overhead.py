@@ -8,7 +8,9 @@ same padding, the method's own input ids): "bare" is ``model(input_ids, attentio
 would call it; "bare, last logits" also asks for the last position's logits only, which is what
 scoring needs. Prefix-tuning's bare side has no prefix (its 10 extra key positions are part of the
 cost being measured). The learned methods are scored untrained (the cost does not depend on the
-values). The rounds alternate the variants so that machine load hits all alike.
+values). Each round runs every variant once, in an order rotated by one each round, so that machine
+load hits all alike; a ratio is the median of the per-round ratios with their min-max. One torch
+thread by default (``--threads``).
 Writes benchmarks/results/eval_overhead.{json,md}.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+import spread
 from prompting import LanguageModel, Verbalizer, load_task
 from prompting.methods import build_method
 
@@ -43,7 +46,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -55,7 +58,8 @@ def main() -> None:
     verbalizer = Verbalizer({0: ["negative"], 1: ["positive"]})
     results, md = {}, [f"# Scoring vs the bare model's forward ({args.model})", "",
                        f"{len(examples)} SST-2 test examples, batch {args.batch_size}, the same length-sorted padded "
-                       f"batches, {args.threads} torch thread(s), median of {args.rounds} alternating rounds.", "",
+                       f"batches, {args.threads} torch thread(s), {args.rounds} rounds (order rotated): median seconds, and the "
+                       "median of the per-round ratios (min–max).", "",
                        "| method | ours s | bare s | bare last-logits s | ours / bare | ours / bare last-logits |",
                        "|---|---:|---:|---:|---:|---:|"]
     for name in args.methods.split(","):
@@ -84,17 +88,18 @@ def main() -> None:
         for fn in runs.values():  # warm-up
             fn()
         times = {variant: [] for variant in runs}
-        for _ in range(args.rounds):
-            for variant, fn in runs.items():
+        for r in range(args.rounds):
+            for variant in spread.rotated(list(runs), r):
                 start = time.perf_counter()
-                fn()
+                runs[variant]()
                 times[variant].append(time.perf_counter() - start)
         median = {variant: statistics.median(v) for variant, v in times.items()}
         results[name] = {"template": template, "params": params, "seconds": times, "median_seconds": median,
-                         "ratio_vs_bare": median["ours"] / median["bare"],
-                         "ratio_vs_bare_last_logits": median["ours"] / median["bare_last_logits"]}
+                         "ratio_vs_bare": spread.per_round(times["ours"], times["bare"]),
+                         "ratio_vs_bare_last_logits": spread.per_round(times["ours"], times["bare_last_logits"])}
         md.append(f"| {name} | {median['ours']:.2f} | {median['bare']:.2f} | {median['bare_last_logits']:.2f} | "
-                  f"{results[name]['ratio_vs_bare']:.3f} | {results[name]['ratio_vs_bare_last_logits']:.3f} |")
+                  f"{spread.shown(results[name]['ratio_vs_bare'], 3)} | "
+                  f"{spread.shown(results[name]['ratio_vs_bare_last_logits'], 3)} |")
         print(md[-1], flush=True)
     result = {"model": args.model, "examples": len(examples), "batch_size": args.batch_size, "threads": args.threads,
               "rounds": args.rounds, "load_average": list(os.getloadavg()), "methods": results}

@@ -1,38 +1,48 @@
-"""Run every benchmark of the project and write one summary table.
+"""Run every speed benchmark of the project and write one summary table.
 
-    python benchmarks/run.py                     # all benchmarks (about 15 minutes on 2 CPU cores), then the table
+    python benchmarks/run.py                     # all of them (about 15 minutes on 2 CPU cores), then the table
     python benchmarks/run.py --only step_time    # some of them
     python benchmarks/run.py --summary-only      # only rebuild the table from benchmarks/results/*.json
 
-Each benchmark is its own script (run here as a subprocess, so one's memory does not leak into the
-next) and measures ratios against a baseline in the same process:
+Each benchmark is its own script, run here as a subprocess (one's memory does not leak into the next)
+with one torch thread; ``--jobs`` of them run at a time (2 by default, one per core of a 2-core
+machine: a one-thread benchmark's ratios hold steady beside another, where two threads sharing a busy
+core do not). Every figure is a ratio against a baseline measured in the same process, in rounds
+whose order is rotated, given as the median of the per-round ratios with their min-max:
 
 - ``step_time.py``: train-step time of soft prompts, P-tuning and prefix-tuning against the bare
   model's forward+backward on the same tokens and against PEFT's implementation; peak memory
   against full fine-tuning;
 - ``eval_overhead.py``: scoring time of each method against the bare forward over the same batches;
-- ``autoprompt_scoring.py``: AutoPrompt's batched candidate scoring against one-by-one scoring.
+- ``autoprompt_scoring.py``: AutoPrompt's batched candidate scoring against one-by-one scoring;
+- ``frozen_text.py``: what computing the frozen input once buys: suffix train step against the bare
+  fwd+bwd, R runs scored against one, AutoPrompt candidates, padding.
 
-The long learning checks (``learning_check.py``, ``autoprompt_sst2.py``, ``labelsearch_sst2.py``)
-are experiments, not speed benchmarks, and are not run here. The table goes to
-``benchmarks/results/summary.md``.
+The long learning checks (``learning_check.py``, ``autoprompt_search_sst2.py``, ``labelsearch_sst2.py``)
+and ``probing_scoring.py`` are experiments or per-task checks, not run here. The table goes to
+``benchmarks/results/summary.md``; each benchmark's log to ``benchmarks/results/logs/NAME.log``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import spread
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
+#: name -> the script and its arguments (sized so that all of them take about 15 minutes with 2 jobs)
 BENCHMARKS = {
-    "step_time": ["step_time.py"],
-    "eval_overhead": ["eval_overhead.py"],
-    "autoprompt_scoring": ["autoprompt_scoring.py"],
+    "frozen_text": ["frozen_text.py", "--threads", "1"],
+    "step_time": ["step_time.py", "--threads", "1", "--repeats", "6", "--piece-rounds", "10"],
+    "eval_overhead": ["eval_overhead.py", "--threads", "1", "--examples", "256"],
+    "autoprompt_scoring": ["autoprompt_scoring.py", "--threads", "1"],
 }
 # step_time variant -> (row label, eval_overhead method, PEFT variant)
 ROWS = [
@@ -56,14 +66,15 @@ def _load(name: str) -> dict | None:
 
 
 def _ratio(x) -> str:
-    return "–" if x is None else f"{x:.3f}"
+    return spread.shown(x, 2)
 
 
 def summary() -> str:
     step, evals, auto = _load("step_time"), _load("eval_overhead"), _load("autoprompt_scoring")
     lines = ["# Benchmarks: summary", "",
-             "Every figure is a ratio against a baseline measured in the same process (see each benchmark's "
-             "own table for the settings, the machine and its load). Made by `python benchmarks/run.py`.", ""]
+             "Every figure is a ratio against a baseline measured in the same process, one torch thread, "
+             "the median of the per-round ratios with their min–max in brackets (see each benchmark's own table "
+             "for the settings, the machine and its load). Made by `python benchmarks/run.py`.", ""]
     if step:
         variants = {v["name"]: v for v in step["variants"]}
         full = variants.get("full-ft", {}).get("memory", {}).get("peak_bytes")
@@ -91,26 +102,72 @@ def summary() -> str:
         for run in auto["runs"]:
             cps = run["candidates_per_second"]
             lines.append(f"| {run['examples']} examples per candidate | {cps['batched']:.2f} | "
-                         f"{cps['one_by_one']:.2f} | {run['speedup_batched_over_one_by_one']:.2f} |")
+                         f"{cps['one_by_one']:.2f} | {_ratio(run['speedup_batched_over_one_by_one'])} |")
         lines.append("")
-    if not (step or auto or evals):
+    lines += frozen_lines(_load("frozen_text"))
+    if not (step or auto or evals or _load("frozen_text")):
         lines.append("No results yet: run `python benchmarks/run.py`.")
     return "\n".join(lines) + "\n"
+
+
+def frozen_lines(frozen: dict | None) -> list[str]:
+    """The frozen-text benchmark's ratios, one line each."""
+    if not frozen:
+        return []
+    lines = ["| frozen text computed once | ratio (min–max) |", "|---|---:|"]
+    for tokens, train in frozen["train"].items():
+        for name in ("soft", "ptuning"):
+            lines.append(f"| {name}, {tokens} tokens after the review: train step / bare fwd+bwd | "
+                         f"{_ratio(train[name]['cached_vs_bare'])} |")
+    for task, runs in frozen["many_runs"].items():
+        lines.append(f"| {runs['runs']} runs / one, {task} test ({runs['mean_tokens']:.0f} tokens per input; bound "
+                     f"{runs['flop_bound']:.2f}) | {_ratio(runs['cached'])} |")
+    auto = frozen["autoprompt"]
+    lines.append(f"| AutoPrompt: {auto['candidates']} triggers judged, every row whole / cached | "
+                 f"{_ratio(auto['whole_vs_cached'])} |")
+    dev = frozen["padding"].get("whole input, dev")
+    if dev:
+        lines.append(f"| dev scoring, padded / real tokens | {dev['bucketed']:.2f} |")
+    return lines + [""]
+
+
+def run_all(names: list[str], jobs: int) -> None:
+    """Run the benchmarks ``jobs`` at a time, each with one torch thread, its log in results/logs."""
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    waiting, running = list(names), {}
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            name = waiting.pop(0)
+            script, *options = BENCHMARKS[name]
+            log = open(logs / f"{name}.log", "w")
+            command = [sys.executable, str(ROOT / script), *options, "--out", str(RESULTS)]
+            running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env),
+                             time.perf_counter(), log)
+            print(f"== {name}: started ({' '.join(options)})", flush=True)
+        time.sleep(1)
+        for name, (process, started, log) in list(running.items()):
+            if process.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            state = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {log.name})"
+            print(f"== {name}: {state} in {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    parser.add_argument("--jobs", type=int, default=2, help="benchmarks run at a time (one thread each)")
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the table from the JSON files")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more")
     if not args.summary_only:
-        for name in args.only:
-            started = time.perf_counter()
-            print(f"== {name}", flush=True)
-            done = subprocess.run([sys.executable, str(ROOT / BENCHMARKS[name][0]), "--out", str(RESULTS)])
-            if done.returncode != 0:
-                print(f"benchmark {name} failed (exit {done.returncode}); the others still run", file=sys.stderr)
-            print(f"== {name}: {time.perf_counter() - started:.0f} s", flush=True)
+        started = time.perf_counter()
+        run_all(args.only, args.jobs)
+        print(f"== all: {time.perf_counter() - started:.0f} s", flush=True)
     text = summary()
     (RESULTS / "summary.md").write_text(text)
     print(text)

@@ -89,6 +89,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+import spread
 from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
 from prompting.methods import build_method
 
@@ -405,7 +406,8 @@ def markdown(result: dict) -> str:
           f"Batch: {s['batch_size']} SST-2 train examples (K={s['k']} split of data seed {s['data_seed']}, its first "
           f"batch), mean {s['mean_tokens']:.1f} tokens per example with the manual template, padded to "
           f"{s['padded_length']}. Step = forward + loss + zero_grad + backward + clip + AdamW step, CPU, float32. "
-          f"Median of {s['repeats']} interleaved rounds after {s['warmup']} warm-up rounds. "
+          f"Median of {s['repeats']} interleaved rounds after {s['warmup']} warm-up rounds; ratios: median of the "
+          "per-round ratios (min–max). "
           "Peak memory = live torch tensor bytes (weights, gradients, optimizer state, activations, temporaries), "
           "torch profiler allocation events; see the script's docstring.",
           "",
@@ -416,14 +418,14 @@ def markdown(result: dict) -> str:
     for r in rows:
         bare_name, peft_name = PAIRS.get(r["name"], (None, None))
         med = r["median_seconds"]
-        vs_bare = ratio(med, by.get(bare_name, {}).get("median_seconds"))
-        vs_peft = ratio(med, by.get(peft_name, {}).get("median_seconds"))
+        vs_bare = spread.per_round(r["seconds"], by.get(bare_name, {}).get("seconds"))
+        vs_peft = spread.per_round(r["seconds"], by.get(peft_name, {}).get("seconds"))
         mem = r.get("memory", {})
         peak = mem.get("peak_bytes")
         above = None if peak is None else peak - weights
         md.append(f"| {r['name']} | {r['what']} | {r['seq_len']} / {r['key_len']} | {r['trainable']:,} "
-                  f"({100 * r['trainable'] / result['lm_parameters']:.3g}%) | {med:.3f} | {fmt(vs_bare, '.3f')} | "
-                  f"{fmt(vs_peft, '.3f')} | {min(r['seconds']):.3f} | {fmt(None if peak is None else peak / 2**20, '.0f')} | "
+                  f"({100 * r['trainable'] / result['lm_parameters']:.3g}%) | {med:.3f} | {spread.shown(vs_bare)} | "
+                  f"{spread.shown(vs_peft)} | {min(r['seconds']):.3f} | {fmt(None if peak is None else peak / 2**20, '.0f')} | "
                   f"{fmt(None if above is None else above / 2**20, '.0f')} | {fmt(ratio(peak, full), '.3f')} | "
                   f"{fmt(ratio(above, full_above), '.3f')} |")
     md += ["", "/ bare: soft, ptuning (-64), PEFT soft / ptuning (-64) and full FT against `bare`; prefix (-64) and "
@@ -458,7 +460,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds (one step of every variant each)")
     parser.add_argument("--warmup", type=int, default=2, help="rounds discarded first")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--only", default=None, help="comma list of variants (default: all)")
@@ -480,8 +482,7 @@ def main() -> None:
     variants = build_variants(lm, examples, task.labels, only)
 
     for r in range(args.warmup + args.repeats):
-        order = variants[r % len(variants):] + variants[: r % len(variants)]
-        for v in order:
+        for v in spread.rotated(variants, r):
             start = time.perf_counter()
             step(v, lm)
             elapsed = time.perf_counter() - start
@@ -521,8 +522,8 @@ def main() -> None:
         if name not in by:
             continue
         peak = by[name]["memory"].get("peak_bytes")
-        entry = {"time_vs_bare": ratio(by[name]["median_seconds"], by.get(bare_name, {}).get("median_seconds")),
-                 "time_vs_peft": ratio(by[name]["median_seconds"], by.get(peft_name, {}).get("median_seconds")),
+        entry = {"time_vs_bare": spread.per_round(by[name]["seconds"], by.get(bare_name, {}).get("seconds")),
+                 "time_vs_peft": spread.per_round(by[name]["seconds"], by.get(peft_name, {}).get("seconds")),
                  "peak_memory_vs_full_ft": ratio(peak, full),
                  "above_weights_vs_full_ft": ratio(above(peak), above(full)),
                  "trainable_percent": 100 * by[name]["trainable"] / result["lm_parameters"]}
