@@ -2,9 +2,10 @@
 
     python benchmarks/eval_overhead.py [--methods manual,soft,ptuning,prefix] [--examples 512] [--rounds 3]
 
-For every method, ``ours`` is the method's ``predict_scores`` (embedding hooks, prefix cache, label-word
-scores) and both bare variants see exactly the same batches (same examples, same length-sorted order,
-same padding, the method's own input ids): "bare" is ``model(input_ids, attention_mask)`` as a user
+For every method, ``ours`` is the method's scoring pass (``_predict_scores``: embedding hooks, prefix
+cache, label-word scores; ``predict_scores`` itself would return the scores it keeps for an unchanged
+state) and both bare variants see exactly the same batches (the method's own length-sorted batches
+under the token budget, the same padding, the method's own input ids): "bare" is ``model(input_ids, attention_mask)`` as a user
 would call it; "bare, last logits" also asks for the last position's logits only, which is what
 scoring needs. Prefix-tuning's bare side has no prefix (its 10 extra key positions are part of the
 cost being measured). The learned methods are scored untrained (the cost does not depend on the
@@ -67,13 +68,12 @@ def main() -> None:
         method = build_method(name, lm, template, verbalizer, labels=task.labels, **params)
         method.eval()
         data = method.encode(examples)
-        lengths = [len(e.input_ids) for e in data.encodings[1]]
-        order = sorted(range(len(data)), key=lambda i: lengths[i])
-        batches = list(method.batches(data, args.batch_size, order=order))
+        # the batches the method's own scoring makes (length-sorted, under the token budget)
+        batches = list(method.batches(data, args.batch_size, rows=method.scoring_batches(data, args.batch_size)))
 
         @torch.no_grad()
-        def ours():
-            method.predict_scores(data, args.batch_size)
+        def ours():  # the scoring itself: predict_scores would return the scores it keeps for this state
+            method._predict_scores(data, args.batch_size, False, None)
 
         @torch.no_grad()
         def bare(last_only: bool):
