@@ -258,7 +258,7 @@ def build_variants(lm: LanguageModel, examples, labels_names, only: set[str] | N
         ("peft-ptuning", f"PEFT PromptEncoder LSTM, {n_soft} virtual tokens", ptuning.config_class.train_defaults["lr"],
          lambda: PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_soft,
                                      encoder_reparameterization_type=PromptEncoderReparameterizationType.LSTM,
-                                     encoder_hidden_size=ptuning.hidden_size),
+                                     encoder_hidden_size=ptuning.config.hidden_size),
          plain_ids, plain_mask, {"use_cache": False}, L, L),
         ("peft-ptuning-64", f"PEFT PromptEncoder LSTM hidden {SMALL_HIDDEN} (no residual option), "
          f"{n_soft} virtual tokens", ptuning64.config_class.train_defaults["lr"],
