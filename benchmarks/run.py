@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 #: name -> the script and its arguments (sized so that all of them take about 15 minutes with 2 jobs)
 BENCHMARKS = {
-    "frozen_text": ["frozen_text.py", "--threads", "1"],
+    "frozen_text": ["frozen_text.py", "--threads", "1", "--test", "32"],
     "step_time": ["step_time.py", "--threads", "1", "--repeats", "6", "--piece-rounds", "10"],
-    "eval_overhead": ["eval_overhead.py", "--threads", "1", "--examples", "256"],
+    "eval_overhead": ["eval_overhead.py", "--threads", "1", "--examples", "64"],
     "autoprompt_scoring": ["autoprompt_scoring.py", "--threads", "1"],
 }
 # step_time variant -> (row label, eval_overhead method, PEFT variant)
