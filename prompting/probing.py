@@ -24,6 +24,7 @@ already scores every candidate of n tokens from one pass with n masks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -83,6 +84,19 @@ class CandidateTrie:
     @property
     def n_nodes(self) -> int:
         return len(self.node_token)
+
+    @cached_property
+    def index(self) -> dict[tuple[int, ...], int]:
+        """Each proper prefix's node (built once per trie, used for every query)."""
+        return {prefix: n for n, prefix in enumerate(self.prefixes)}
+
+    @cached_property
+    def children(self) -> dict[tuple[int, ...], list[int]]:
+        """The nodes one token longer than each prefix (``()``: the first tokens' nodes)."""
+        out: dict[tuple[int, ...], list[int]] = {}
+        for n, prefix in enumerate(self.prefixes):
+            out.setdefault(prefix[:-1], []).append(n)
+        return out
 
 
 @dataclass(frozen=True)
@@ -180,9 +194,7 @@ def gold_rank(lm, embeds: torch.Tensor, positions: torch.Tensor, words: Candidat
     argument = {lm._cache_argument(): lm._prefix_cache()}
     ones = torch.ones(positions.shape, dtype=torch.long, device=positions.device)
     first = log_softmax(lm.forward(embeds, ones, positions, 1, **argument)[0, -1]).cpu()
-    children: dict[tuple[int, ...], list[int]] = {}
-    for n, prefix in enumerate(trie.prefixes):
-        children.setdefault(prefix[:-1], []).append(n)
+    children = trie.children
     state = _Expansion([], {}, {})
     for n in children.get((), []):
         state.prefix[n] = first[trie.node_token[n]].item()
@@ -206,8 +218,7 @@ def gold_rank(lm, embeds: torch.Tensor, positions: torch.Tensor, words: Candidat
 
 def _gold_path(trie: CandidateTrie, state: _Expansion, first: torch.Tensor, word, feed) -> float:
     """The gold candidate's score: its proper prefixes (a chain of trie nodes) fed in one pass."""
-    index = {prefix: n for n, prefix in enumerate(trie.prefixes)}
-    chain = [index[tuple(word[:d])] for d in range(1, len(word))]
+    chain = [trie.index[tuple(word[:d])] for d in range(1, len(word))]
     score = first[word[0]].item()
     for n, row, token in zip(chain, feed(chain) if chain else [], word[1:]):
         state.dist[n] = row
@@ -233,7 +244,7 @@ def _feed(lm, trie: CandidateTrie, state: _Expansion, level: list[int], position
 def _count_before(trie: CandidateTrie, word_ids, first: torch.Tensor, state: _Expansion, gold: int,
                   gold_score: float) -> int:
     """1 + the candidates that score above the gold one, or the same and come before it."""
-    index = {prefix: n for n, prefix in enumerate(trie.prefixes)}
+    index = trie.index
     rank = 1
     for i, word in enumerate(word_ids):
         if i == gold:
