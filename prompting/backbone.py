@@ -537,9 +537,13 @@ class SpanCache:
             stash, self._stash = self._stash, (self._version, self.entries, self.bytes)
             self.entries, self.bytes = (stash[1], stash[2]) if stash[0] == version else ({}, 0)
             self._version = version
-        missing = list(dict.fromkeys(s for s in spans if s not in self.entries))
-        self.hits += len(spans) - len(missing)
+        missing = list(dict.fromkeys(s for s in spans if s and s not in self.entries))
+        self.hits += sum(1 for s in spans if s) - len(missing)
         fresh = self._compute(missing) if missing else {}
+        if () in spans:  # an input that is empty before its first learned slot: nothing to attend to
+            layers, heads, dim = self.lm.kv_shape
+            empty = torch.zeros(layers, heads, 0, dim, dtype=self.lm.dtype, device=self.lm.device)
+            fresh[()] = (empty, empty)
         for span, (keys, values) in fresh.items():
             size = (keys.numel() + values.numel()) * keys.element_size()
             if self.bytes + self._stash[2] + size <= self.cap:
@@ -550,8 +554,10 @@ class SpanCache:
     def kwargs(self, spans: list[tuple[int, ...]]) -> dict:
         """``prefix`` and ``prefix_mask`` for :meth:`LanguageModel.forward`: each row's span keys and
         values, left-padded to the longest span."""
-        found = self._lookup(spans)
         longest = max(len(s) for s in spans)
+        if longest == 0:  # no row has a frozen token (an empty input right before a learned slot)
+            return {}
+        found = self._lookup(spans)
         layers, heads, _, dim = found[0][0].shape
         keys = found[0][0].new_zeros(layers, len(spans), heads, longest, dim)
         values = torch.zeros_like(keys)

@@ -435,8 +435,21 @@ class TemplateEncoder:
                     enc.mask_positions.extend(range(len(ids), len(ids) + n_mask))
                     ids.extend([self.mask_id] * n_mask)
             ids.extend(self.suffix_ids)
+            if not ids:  # a causal LM predicts from nothing: read it after the start token, as lm-eval does
+                ids.append(self.empty_context_id())
             encodings.append(enc)
         return encodings
+
+    def empty_context_id(self) -> int:
+        """The token a causal prompt with no token at all (empty fields, no words before ``{mask}``) is
+        read after: the tokenizer's beginning-of-sequence token, else its end-of-text token."""
+        for name in ("bos_token_id", "eos_token_id"):
+            value = getattr(self.tokenizer, name, None)
+            if value is not None:
+                return value
+        raise TemplateError(f"template {self.template.text!r} with empty fields leaves a causal LM no token to "
+                            "predict {mask} from, and the tokenizer has no start or end token to read it after; "
+                            "put words before {mask}")
 
 
 def _field_text(example: Mapping[str, str], name: str, template: Template) -> str:
