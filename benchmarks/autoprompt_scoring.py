@@ -21,7 +21,7 @@ import torch
 
 import spread
 from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
-from prompting.data import Example
+from prompting.core.data import Example
 from prompting.methods import AutoPrompt
 
 ROOT = Path(__file__).resolve().parent

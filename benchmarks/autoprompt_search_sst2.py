@@ -31,7 +31,7 @@ import yaml
 
 from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
 from prompting.methods import AutoPrompt, PromptMethod
-from prompting.train import TrainConfig, evaluate, train
+from prompting.training.loop import TrainConfig, evaluate, train
 from sst2_search_args import append_record, sst2_search_parser
 
 ROOT = Path(__file__).resolve().parent

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prompting.calibration import calibrate
-from prompting.results import ResultsStore, gold_indices
+from prompting.training.calibration import calibrate
+from prompting.experiment.results import ResultsStore, gold_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "experiments" / "results" / "sst2_compare"

@@ -47,7 +47,7 @@ import torch
 import spread
 from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
 from prompting.methods import AutoPrompt, ManualPrompt, PTuning, SoftPrompt
-from prompting.train import TrainConfig, _optimiser, _step
+from prompting.training.loop import TrainConfig, _optimiser, _step
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parents[1] / "shared" / "data" / "sst2"

@@ -54,7 +54,7 @@ def parse_args(argv=None):
 def split_config(path: Path, dtype: str, model: str | None, folder: Path) -> Path:
     """The config in ``dtype`` for the methods that keep the LM frozen, plus a float32 document for
     those that train its weights (which ``dtype`` other than float32 refuses)."""
-    from prompting.config import METHODS
+    from prompting.config.experiment import METHODS
 
     documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
     out = []
@@ -119,11 +119,11 @@ def _examples(items: list, n: int) -> list:
 
 def measure(cfg, spec, lm, task, args) -> dict:
     """Scoring and training examples/s of one method entry, and the peak GPU memory of each."""
-    from prompting.harness import prompts_for
+    from prompting.experiment.harness import prompts_for
     from prompting.methods import build_method
-    from prompting.settings import TrainConfig
-    from prompting.train import train
-    from prompting.verbalizer import Verbalizer
+    from prompting.core.settings import TrainConfig
+    from prompting.training.loop import train
+    from prompting.core.verbalizer import Verbalizer
 
     template, verbalizer = prompts_for(spec, cfg.prompts)[0]
     torch.manual_seed(0)
@@ -161,8 +161,8 @@ def measure(cfg, spec, lm, task, args) -> dict:
 
 
 def throughput(args, device: str) -> list[dict]:
-    from prompting.backbone import LanguageModel
-    from prompting.config import load_configs, load_task_spec
+    from prompting.lm.model import LanguageModel
+    from prompting.config.experiment import load_configs, load_task_spec
 
     cfg = load_configs(args.config)[0]
     task = load_task_spec(cfg.task, cfg.base)

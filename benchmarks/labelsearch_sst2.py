@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from prompting import LanguageModel, load_task, sample_kshot
-from prompting.labelsearch import mask_outputs, search_label_words
+from prompting.training.labelsearch import mask_outputs, search_label_words
 
 ROOT = Path(__file__).resolve().parent
 

@@ -41,7 +41,7 @@ import torch
 
 from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
 from prompting.methods import build_method
-from prompting.train import TrainConfig, evaluate, train
+from prompting.training.loop import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parents[1] / "shared" / "data" / "sst2"  # beside the checkout

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-import prompting.train as train_module
+import prompting.training.loop as train_module
 from prompting.cli import _experiment
-from prompting.config import load_config
+from prompting.config.experiment import load_config
 from prompting.methods import build_method
-from prompting.train import TrainConfig, train
-from prompting.verbalizer import Verbalizer
+from prompting.training.loop import TrainConfig, train
+from prompting.core.verbalizer import Verbalizer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -6,9 +6,9 @@ one thread (``torch.set_num_threads(1)``), the order rotated every round:
 
 - ``per_candidate``: :meth:`LanguageModel.word_logprobs` as every method uses it for a few label
   words: one forward pass over query + candidate per multi-token candidate (a batch of queries each);
-- ``trie``: :func:`prompting.probing.shared_word_logprobs`: the query once, every distinct candidate
+- ``trie``: :func:`prompting.lm.trie.shared_word_logprobs`: the query once, every distinct candidate
   prefix once, all scores;
-- ``trie_ranks``: :func:`prompting.lama.candidate_ranks`: the gold object's exact rank only, skipping
+- ``trie_ranks``: :func:`prompting.tasks.lama.candidate_ranks`: the gold object's exact rank only, skipping
   subtrees whose prefix already scores below it (what the LAMA experiment runs).
 
 Checks: the trie's scores against the per-candidate scores (largest difference), also with the model
@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from prompting import LanguageModel, Verbalizer
-from prompting.lama import candidate_ranks, load_relation, ranks, whole_prompts
+from prompting.tasks.lama import candidate_ranks, load_relation, ranks, whole_prompts
 from prompting.methods import build_method
-from prompting.probing import CandidateWords
+from prompting.lm.trie import CandidateWords
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parents[1] / "shared" / "data" / "lama"

@@ -5,7 +5,7 @@
 One process, one frozen SmolLM2-135M-Instruct (``smollm2-135m``), one batch: the first
 ``--batch-size`` examples of the K=16 SST-2 train split of data seed 13 (what a training step of
 ``benchmarks/learning_check.py`` sees), tokenised and padded once, outside the timed region.
-A step is what ``prompting.train.train`` does per batch: forward, cross-entropy over the label
+A step is what ``prompting.training.loop.train`` does per batch: forward, cross-entropy over the label
 scores, ``zero_grad``, backward, gradient clipping (1.0), ``AdamW.step``. The variants:
 
 - ``soft``, ``ptuning``: ours, template ``{soft:2} {text_a}{soft:4} {mask}`` (6 soft tokens; the
@@ -45,7 +45,7 @@ scores, ``zero_grad``, backward, gradient clipping (1.0), ``AdamW.step``. The va
   trained with AdamW), for the memory comparison (its time is shown too).
 
 Every variant asks the LM for the last position's logits only, as an index tensor
-(``logits_to_keep=torch.tensor([-1])``), which is what ours does (``prompting.backbone._last_positions``):
+(``logits_to_keep=torch.tensor([-1])``), which is what ours does (``prompting.lm.model._last_positions``):
 given ``logits_to_keep=1``, transformers hands the LM head a strided view, and with the LM's weights
 frozen torch then takes a slower matmul path on CPU (batch 8: 79 instead of 19 ms per forward), a
 cost that would otherwise be charged to bare and PEFT only.
@@ -134,7 +134,7 @@ def label_loss(last_logits: torch.Tensor, word_ids: list[int], labels: torch.Ten
 
 
 def step(variant: Variant, lm: LanguageModel) -> None:
-    """One training step, in the order ``prompting.train.train`` runs it."""
+    """One training step, in the order ``prompting.training.loop.train`` runs it."""
     if variant.tune_lm:
         lm.model.requires_grad_(True)
     try:

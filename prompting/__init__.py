@@ -11,10 +11,11 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "LanguageModel": "backbone", "ModelNotAvailableError": "backbone", "Example": "data", "Task": "data",
-    "DataError": "data", "load_task": "data", "load_examples": "data", "sample_kshot": "data",
-    "compute_metrics": "data", "Template": "template", "TemplateError": "template", "Verbalizer": "verbalizer",
-    "VerbalizerError": "verbalizer", "PromptMethod": "methods", "TrainConfig": "settings",
+    "LanguageModel": "lm.model", "ModelNotAvailableError": "lm.model", "Example": "core.data", "Task": "core.data",
+    "DataError": "core.data", "load_task": "core.data", "load_examples": "core.data", "sample_kshot": "core.data",
+    "compute_metrics": "core.data", "Template": "core.template", "TemplateError": "core.template",
+    "Verbalizer": "core.verbalizer", "VerbalizerError": "core.verbalizer", "PromptMethod": "methods",
+    "TrainConfig": "core.settings",
 }
 
 __all__ = list(_LAZY)

@@ -16,7 +16,7 @@ Tokenizers (session-scoped, treat as read-only):
     ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4; ``tokenizer(text)`` gives
     ``[CLS] text [SEP]``. Characters absent from the corpus (``"€"``) become ``[UNK]``.
 
-Models (session-scoped ``prompting.backbone.LanguageModel`` on cpu, eval mode; do not train them in
+Models (session-scoped ``prompting.lm.model.LanguageModel`` on cpu, eval mode; do not train them in
 place, ask ``make_tiny_lm`` for a private copy instead):
 
 ``tiny_causal_lm``   random 2-layer ``LlamaForCausalLM`` (hidden 32, 4 heads, 2 kv heads) + BPE.
@@ -153,7 +153,7 @@ def build_tiny_lm(kind: str, tokenizer, seed: int = 0):
     """A ``LanguageModel`` around a tiny randomly initialised model of ``kind``."""
     import transformers as tf
 
-    from prompting.backbone import LanguageModel
+    from prompting.lm.model import LanguageModel
 
     specials = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     if kind == "llama":

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prompting.data import Example
+from prompting.core.data import Example
 from prompting.methods import AutoPrompt, PromptMethod, build_method, hotflip_candidates
-from prompting.template import Template
-from prompting.train import TrainConfig, TrainResult, dev_score, train
-from prompting.verbalizer import Verbalizer
+from prompting.core.template import Template
+from prompting.training.loop import TrainConfig, TrainResult, dev_score, train
+from prompting.core.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 
@@ -294,7 +294,7 @@ def test_gradient_with_the_text_computed_once_equals_the_plain_gradient(make_tin
 
 
 def test_a_saved_search_is_a_prompt_file_of_the_found_template(tiny_causal_lm, tmp_path):
-    from prompting.config import load_prompt_file
+    from prompting.config.experiment import load_prompt_file
     from prompting.methods import load_prompt
 
     method = make(tiny_causal_lm, iterations=4)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
-from prompting.calibration import calibrate, contextual, domain
-from prompting.config import ConfigError, parse_config
-from prompting.data import Example, Task
-from prompting.harness import Experiment, MethodSpec, Protocol, calibrated_id
-from prompting.results import ResultsStore, aggregate
+from prompting.training.calibration import calibrate, contextual, domain
+from prompting.config.experiment import ConfigError, parse_config
+from prompting.core.data import Example, Task
+from prompting.experiment.harness import Experiment, MethodSpec, Protocol, calibrated_id
+from prompting.experiment.results import ResultsStore, aggregate
 
 PATTERNS = ["{text_a} It was {mask}.", "Review: {text_a} Sentiment: {mask}"]
 VERBALIZER = {"0": ["bad"], "1": ["good"]}

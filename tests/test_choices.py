@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from prompting.choices import ChoiceVerbalizer, make_verbalizer
-from prompting.data import Example
+from prompting.methods.choices import ChoiceVerbalizer, make_verbalizer
+from prompting.core.data import Example
 from prompting.methods import build_method
-from prompting.settings import TrainConfig
-from prompting.template import Template
-from prompting.train import train
-from prompting.verbalizer import Verbalizer, VerbalizerError
+from prompting.core.settings import TrainConfig
+from prompting.core.template import Template
+from prompting.training.loop import train
+from prompting.core.verbalizer import Verbalizer, VerbalizerError
 
 TEMPLATE = "{premise} What was the {question}? {mask}"
 CHOICES = {"0": ["{choice1}"], "1": ["{choice2}"]}
@@ -107,7 +107,7 @@ def copa_files(folder) -> None:
 
 def test_copa_style_jsonl_runs_zero_shot_and_pet_from_a_config(tiny_llama_dir, tmp_path, capsys):
     from prompting.cli import main
-    from prompting.results import ResultsStore
+    from prompting.experiment.results import ResultsStore
 
     copa_files(tmp_path / "COPA")
     config = tmp_path / "copa.yaml"

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.cli import main
-from prompting.results import ResultsStore, run_id
+from prompting.experiment.results import ResultsStore, run_id
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -78,7 +78,7 @@ def test_report_writes_markdown_csv_and_png_plots(tmp_path, capsys):
 
 
 def test_by_method_error_bars_are_the_test_interval_on_one_split_and_the_std_over_several():
-    from prompting.report import bar_errors
+    from prompting.reporting.report import bar_errors
 
     def row(mean, std, splits, interval):
         return {"test_selected": {"mean": mean, "std": std}, "data_seeds": splits, "test_interval": interval}
@@ -227,7 +227,7 @@ def printed_blocks(stdout):
 
 @pytest.mark.parametrize("method", ["classifier", "likelihood"])
 def test_search_labels_prints_one_block_per_label_with_the_top_words(sst2_dir, tiny_model_dir, method, capsys):
-    from prompting.config import builtin_templates, load_prompt_file
+    from prompting.config.experiment import builtin_templates, load_prompt_file
 
     assert main(["search-labels", "--task", "sst2", "--data-dir", str(sst2_dir), "--model", str(tiny_model_dir),
                  "--k", "2", "--method", method, "--top", "4", "-q"]) == 0
@@ -247,7 +247,7 @@ def test_search_labels_write_adds_a_loadable_verbalizer_to_an_existing_templates
         tmp_path, sst2_dir, tiny_model_dir, capsys):
     import shutil
 
-    from prompting.config import builtin_templates, load_prompt_file, parse_config
+    from prompting.config.experiment import builtin_templates, load_prompt_file, parse_config
 
     path = tmp_path / "my_sst2.yaml"
     shutil.copy(builtin_templates()["sst2"], path)

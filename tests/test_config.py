@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import prompting.config as config_module
-from prompting.config import ConfigError, load_config, load_prompt_file, load_task_spec, parse_config
-from prompting.data import TASKS
+import prompting.config.experiment as config_module
+from prompting.config.experiment import ConfigError, load_config, load_prompt_file, load_task_spec, parse_config
+from prompting.core.data import TASKS
 from prompting.methods import METHODS
-from prompting.template import Template
+from prompting.core.template import Template
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"name": "t", "model": "tiny", "task": {"name": "sst2", "data_dir": "data/sst2"}, "templates": "sst2",
@@ -237,7 +237,7 @@ def task_shapes(tmp_path_factory):
     with bz2.open(root / "rotten_tomatoes_corpus_full.csv.bz2", "wt") as f:
         f.write("category,text\nfresh,a fine film\nrotten,a dull film\n")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("prompting.data.load_examples", lambda *args, **kwargs: [])
+        mp.setattr("prompting.core.data.load_examples", lambda *args, **kwargs: [])
         tasks = {name: TASKS[name](data_dir=root) for name in TASKS}
     return {name: (task.labels, task.text_fields) for name, task in tasks.items()}
 
@@ -275,7 +275,7 @@ EXPERIMENTS = sorted(p for p in (ROOT / "experiments").glob("*.yaml") if "name: 
 
 def shape_of(cfg, task_shapes):
     """A config's task's labels and text fields: a built-in task's, or a task section's (no file read)."""
-    from prompting.taskspec import task_shape
+    from prompting.tasks.spec import task_shape
 
     return task_shape(cfg.task) if "train" in cfg.task else task_shapes[cfg.task["name"]]
 
@@ -299,9 +299,9 @@ def test_shipped_experiment_configs_parse_and_fit_their_tasks(path, task_shapes)
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_shipped_experiment_methods_build_and_encode(path, task_shapes, tiny_causal_lm):
     """Every method of a shipped config builds with its parameters and encodes an example of its task."""
-    from prompting.data import Example
+    from prompting.core.data import Example
     from prompting.methods import build_method
-    from prompting.choices import make_verbalizer
+    from prompting.methods.choices import make_verbalizer
 
     for cfg in config_module.load_configs(path):
         labels, text_fields = shape_of(cfg, task_shapes)
@@ -317,8 +317,8 @@ def test_shipped_experiment_methods_build_and_encode(path, task_shapes, tiny_cau
 
 
 def test_a_method_may_run_its_own_training_seeds(tiny_causal_lm, tmp_path):
-    from prompting.harness import Experiment
-    from prompting.settings import Protocol
+    from prompting.experiment.harness import Experiment
+    from prompting.core.settings import Protocol
     from tests.test_harness import PATTERNS, VERBALIZER, toy_task
 
     cfg = parse_config(config_with(methods=[{"name": "manual", "train": False},

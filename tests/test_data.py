@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prompting.data import (DataError, Example, Task, compute_metrics, load_examples, load_task,
+from prompting.core.data import (DataError, Example, Task, compute_metrics, load_examples, load_task,
                             sample_kshot)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

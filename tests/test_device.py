@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from prompting.backbone import LanguageModel
+from prompting.lm.model import LanguageModel
 from test_precision import AGREEMENT, METHODS, SCORING, TRAINED, run
 from test_reliability import ENV, with_model, write_task
 
@@ -41,7 +41,7 @@ def test_low_precision_on_the_device_scores_within_tolerance_of_float32(referenc
         assert low_record["peak_memory_mb"] > 0
     # the learned prompts are float32 on the device
     from prompting.methods import build_method
-    from prompting.verbalizer import Verbalizer
+    from prompting.core.verbalizer import Verbalizer
 
     for spec in METHODS[1:4]:
         method = build_method(spec.name, lm, spec.template or "{text_a} It was {mask}.",

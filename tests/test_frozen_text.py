@@ -5,12 +5,12 @@ positions) models."""
 import pytest
 import torch
 
-from prompting.backbone import token_budget_batches
-from prompting.data import Example
+from prompting.lm.model import token_budget_batches
+from prompting.core.data import Example
 from prompting.methods import AutoPrompt, PTuning, SoftPrompt
 from prompting.methods.base import _SCORES
-from prompting.train import TrainConfig, train
-from prompting.verbalizer import Verbalizer
+from prompting.training.loop import TrainConfig, train
+from prompting.core.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
-from prompting.data import Example, Task, sample_kshot
-from prompting.harness import Experiment, MethodSpec, Protocol
-from prompting.results import ResultsFileError, ResultsStore
+from prompting.core.data import Example, Task, sample_kshot
+from prompting.experiment.harness import Experiment, MethodSpec, Protocol
+from prompting.experiment.results import ResultsFileError, ResultsStore
 
 PATTERNS = ["{text_a} It was {mask}.", "Review: {text_a} Sentiment: {mask}"]
 VERBALIZER = {0: ["bad"], 1: ["good"]}
@@ -48,7 +48,7 @@ def captured_splits(monkeypatch):
 @pytest.fixture
 def counted_builds(monkeypatch):
     """How many methods the harness builds (one per executed run)."""
-    import prompting.harness as harness
+    import prompting.experiment.harness as harness
 
     calls = []
     original = harness.build_method
@@ -103,7 +103,7 @@ def test_fewglue_protocol_uses_the_fixed_train_and_dev_as_given(make_tiny_lm, ca
 
 
 def test_a_verbalizer_label_the_task_does_not_have_is_refused_when_the_experiment_is_built(tiny_causal_lm):
-    from prompting.verbalizer import VerbalizerError
+    from prompting.core.verbalizer import VerbalizerError
 
     with pytest.raises(VerbalizerError, match="label '2', which the task does not have; task labels: '0', '1'"):
         Experiment(tiny_causal_lm, toy_task(), [MethodSpec("manual", train=False)],
@@ -229,7 +229,7 @@ def test_wmean_weights_patterns_by_dev_accuracy_unlike_mean(tiny_causal_lm, tmp_
 # ------------------------------------------------------------------------------ kill and resume
 KILL_AFTER_FIRST_RECORD = """
 import sys, time
-import prompting.results as results
+import prompting.experiment.results as results
 
 append = results.ResultsStore.append
 
@@ -361,7 +361,7 @@ def test_a_learned_state_is_scored_on_test_once_however_many_runs_keep_it(make_t
     """AutoPrompt with no iterations keeps its start in every run: one test pass serves all four.
     Runs that tune the LM are always scored (the LM is not part of the key)."""
     from prompting.methods import PromptMethod, build_method
-    from prompting.verbalizer import Verbalizer
+    from prompting.core.verbalizer import Verbalizer
 
     lm = make_tiny_lm("llama")
     test_passes = []

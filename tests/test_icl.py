@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
-from prompting.config import ConfigError, parse_config
-from prompting.data import Example, Task
-from prompting.demonstrations import render
-from prompting.harness import Experiment, MethodSpec, Protocol
+from prompting.config.experiment import ConfigError, parse_config
+from prompting.core.data import Example, Task
+from prompting.core.demonstrations import render
+from prompting.experiment.harness import Experiment, MethodSpec, Protocol
 from prompting.methods import build_method
-from prompting.results import ResultsStore
-from prompting.template import Template
+from prompting.experiment.results import ResultsStore
+from prompting.core.template import Template
 
 VERBALIZER = {"0": ["bad"], "1": ["good"]}
 POOL = [Example({"text_a": f"{s} was {adjective}."}, label)
@@ -27,7 +27,7 @@ def icl(lm, template="{text_a} It was {mask}.", seed=0, pool=POOL, **params):
 
 
 def _verbalizer():
-    from prompting.verbalizer import Verbalizer
+    from prompting.core.verbalizer import Verbalizer
 
     return Verbalizer(VERBALIZER)
 

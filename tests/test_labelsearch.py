@@ -4,11 +4,11 @@ import pytest
 import torch
 import yaml
 
-from prompting.data import Example
-from prompting.labelsearch import (mask_outputs, rank_by_classifier, rank_by_likelihood, search_label_words,
+from prompting.core.data import Example
+from prompting.training.labelsearch import (mask_outputs, rank_by_classifier, rank_by_likelihood, search_label_words,
                                    write_verbalizer)
-from prompting.template import Template
-from prompting.verbalizer import Verbalizer
+from prompting.core.template import Template
+from prompting.core.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from prompting.data import DataError, Example
-from prompting.lama import (candidate_ranks, lama_template, load_facts, load_relation, macro_average,
+from prompting.core.data import DataError, Example
+from prompting.tasks.lama import (candidate_ranks, lama_template, load_facts, load_relation, macro_average,
                             majority_scores, ranking_metrics, ranks, vocab_facts, vocab_ranks)
 from prompting.methods import build_method
-from prompting.probing import CandidateTrie, shared_scoring
-from prompting.verbalizer import LabelWordIds, Verbalizer
+from prompting.lm.trie import CandidateTrie, shared_scoring
+from prompting.core.verbalizer import LabelWordIds, Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 
@@ -210,7 +210,7 @@ def test_majority_baseline_ranks_by_training_frequency():
 # ------------------------------------------------------------------------------------------ runs
 def test_zero_shot_entry_point_records_both_protocols(tmp_path, tiny_llama_dir, capsys):
     from prompting.cli import main
-    from prompting.results import ResultsStore
+    from prompting.experiment.results import ResultsStore
 
     root = write_relation(tmp_path / "lama")
     out = tmp_path / "out"
@@ -231,7 +231,7 @@ def test_probe_config_runs_every_method_and_reports(tmp_path, tiny_llama_dir):
     import yaml
 
     from prompting.cli import main
-    from prompting.report import write_report
+    from prompting.reporting.report import write_report
 
     root = write_relation(tmp_path / "lama")
     config = {"name": "tiny-lama", "model": str(tiny_llama_dir),
@@ -256,8 +256,8 @@ def test_probe_config_runs_every_method_and_reports(tmp_path, tiny_llama_dir):
 
 
 def test_probe_config_errors_name_the_key(tmp_path):
-    from prompting.config import ConfigError
-    from prompting.probe_run import parse_probe_config
+    from prompting.config.experiment import ConfigError
+    from prompting.experiment.probing import parse_probe_config
 
     base = {"task": {"name": "lama", "data_dir": str(tmp_path), "relations": ["P1"]},
             "methods": [{"name": "manual", "train": False}]}
@@ -297,7 +297,7 @@ def test_shipped_lama_config_parses_and_its_methods_build(tiny_causal_lm):
 
     import yaml
 
-    from prompting.probe_run import parse_probe_config
+    from prompting.experiment.probing import parse_probe_config
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "lama.yaml"
     cfg = parse_probe_config(yaml.safe_load(path.read_text()), base=path.parent)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from prompting.template import Field, Mask, Soft, Template, TemplateError, from_openprompt
+from prompting.core.template import Field, Mask, Soft, Template, TemplateError, from_openprompt
 
 
 @pytest.mark.parametrize("openprompt, ours", [

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
-from prompting.backbone import LanguageModel
-from prompting.config import ConfigError, parse_config
-from prompting.data import Example, Task
-from prompting.harness import Experiment, MethodSpec, Protocol
+from prompting.lm.model import LanguageModel
+from prompting.config.experiment import ConfigError, parse_config
+from prompting.core.data import Example, Task
+from prompting.experiment.harness import Experiment, MethodSpec, Protocol
 
 # bfloat16 keeps 8 bits of mantissa (relative rounding 2^-9 per operation). On the tiny random Llama,
 # whose label log-probabilities reach about -13, scoring a prompt moves them by at most SCORING nats

@@ -8,11 +8,11 @@ prefix, and a prefix made of the model's own keys/values for some words acts lik
 import pytest
 import torch
 
-from prompting.data import Example
+from prompting.core.data import Example
 from prompting.methods import METHODS, PrefixTuning, build_method
 from prompting.methods.soft import common_token_ids
-from prompting.train import TrainConfig, train
-from prompting.verbalizer import Verbalizer
+from prompting.training.loop import TrainConfig, train
+from prompting.core.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 

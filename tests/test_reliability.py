@@ -16,7 +16,7 @@ import pytest
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.cli import main
-from prompting.results import ResultsStore, run_id
+from prompting.experiment.results import ResultsStore, run_id
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -81,7 +81,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot
 import sklearn.metrics
 import transformers.models.llama.modeling_llama
-import prompting.harness as harness
+import prompting.experiment.harness as harness
 from prompting.cli import main
 
 run, execute = harness.Experiment.run, harness.Experiment._execute
@@ -165,8 +165,8 @@ def test_two_and_three_run_processes_on_one_folder_record_every_run_once_and_com
 
 
 def toy_experiment(lm, out):
-    from prompting.data import Example, Task
-    from prompting.harness import Experiment, MethodSpec, Protocol
+    from prompting.core.data import Example, Task
+    from prompting.experiment.harness import Experiment, MethodSpec, Protocol
 
     train = [Example({"text_a": f"{s} was {w}."}, label) for s in SUBJECTS[:6]
              for w, label in ((POSITIVE[0], "1"), (NEGATIVE[0], "0"))]
@@ -215,7 +215,7 @@ def test_a_run_claimed_by_a_live_process_is_waited_for_and_taken_over_when_that_
 
 
 def test_a_claim_left_by_another_host_goes_stale_only_without_heartbeat(tmp_path):
-    from prompting.claims import Claims
+    from prompting.experiment.claims import Claims
 
     claims = Claims(tmp_path, stale_after=600, heartbeat=60)
     assert claims.claim("run-a", what="PET seed 13/1")
@@ -483,7 +483,7 @@ def test_a_sweep_export_path_that_is_a_folder_is_refused_before_the_sweep(tmp_pa
 
 
 def test_a_storage_url_is_never_shown_with_its_password():
-    from prompting.sweep import SweepError, open_storage, shown_url
+    from prompting.sweeps.sweep import SweepError, open_storage, shown_url
 
     # a port that is no number, an unescaped "@" in the password, no scheme at all
     for url in ("postgresql://me:s3cret@db:port/sweeps", "postgresql://me:s3c@ret@db/sweeps", "me:s3cret@db/sweeps"):
@@ -495,7 +495,7 @@ def test_a_storage_url_is_never_shown_with_its_password():
 
 # ------------------------------------------------------------------------------------ label search
 def test_a_verbalizer_that_would_not_read_back_is_refused_by_name(tmp_path, monkeypatch):
-    import prompting.labelsearch as labelsearch
+    import prompting.training.labelsearch as labelsearch
 
     # a writer that quotes nothing: the word "null" would read back as no word at all
     monkeypatch.setattr(labelsearch, "_flow", str)

@@ -1,8 +1,8 @@
 """report.md from hand-written run records: the "Found prompts" section of AutoPrompt runs, the test-sample
 interval, and how a fixed (FewGLUE) split is reported."""
 
-from prompting.report import found_prompts_table, write_report
-from prompting.results import ResultsStore, run_id
+from prompting.reporting.report import found_prompts_table, write_report
+from prompting.experiment.results import ResultsStore, run_id
 
 START = "{text_a} {trigger:3} {mask}"
 VERBALIZER = {"0": ["bad"], "1": ["good"]}

@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from prompting.results import REQUIRED, ResultsFileError, ResultsStore, aggregate, run_id, select_runs
+from prompting.experiment.results import REQUIRED, ResultsFileError, ResultsStore, aggregate, run_id, select_runs
 
 VERBALIZER = {"0": ["bad"], "1": ["good"]}
 
@@ -171,7 +171,7 @@ def test_run_id_is_stable_under_key_order_and_changes_with_any_setting():
 
 def test_a_run_recorded_twice_counts_once(tmp_path):
     """Two processes started on one directory both record a run: aggregation must not count it twice."""
-    from prompting.results import ResultsStore
+    from prompting.experiment.results import ResultsStore
 
     store = ResultsStore(tmp_path)
     base = {"task": "t", "method": "manual", "label": "PET", "template": "{text_a} {mask}",
@@ -191,7 +191,7 @@ def _saved(store, rid, predicted, gold, n_labels=2):
 def test_bootstrap_interval_brackets_the_score_with_the_width_of_the_test_sample(tmp_path):
     """A deterministic run still gets a spread: the luck of drawing this test sample. 400 examples
     at 75% give about ±4.2 points (1.96 * sqrt(.75 * .25 / 400)); identical runs change nothing."""
-    from prompting.results import bootstrap_interval
+    from prompting.experiment.results import bootstrap_interval
 
     store = ResultsStore(tmp_path)
     gold = [0, 1] * 200
@@ -207,7 +207,7 @@ def test_bootstrap_interval_brackets_the_score_with_the_width_of_the_test_sample
 
 
 def test_bootstrap_interval_of_macro_f1_and_when_it_cannot_be_computed(tmp_path):
-    from prompting.results import bootstrap_interval
+    from prompting.experiment.results import bootstrap_interval
 
     store = ResultsStore(tmp_path)
     gold = [0, 1] * 100

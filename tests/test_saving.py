@@ -6,11 +6,11 @@ import pytest
 import torch
 import transformers
 
-from prompting.backbone import LanguageModel
-from prompting.data import Example
+from prompting.lm.model import LanguageModel
+from prompting.core.data import Example
 from prompting.methods import PromptMethod, build_method, load_prompt, save_prompt
 from prompting.methods.saving import PromptLoadError
-from prompting.verbalizer import Verbalizer
+from prompting.core.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from prompting.config import ConfigError, method_space, parse_config
-from prompting.data import Example
+from prompting.config.experiment import ConfigError, method_space, parse_config
+from prompting.core.data import Example
 from prompting.methods import METHODS, build_method
 from prompting.methods.configs import BUILTIN_CONFIGS, AutoPromptConfig, PTuningConfig, SoftConfig
-from prompting.results import dev_key, select_runs
-from prompting.settings import MethodSpec, SettingsError, TrainConfig, settings_table
-from prompting.train import train
-from prompting.verbalizer import Verbalizer
+from prompting.experiment.results import dev_key, select_runs
+from prompting.core.settings import MethodSpec, SettingsError, TrainConfig, settings_table
+from prompting.training.loop import train
+from prompting.core.verbalizer import Verbalizer
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -130,7 +130,7 @@ def test_config_mistakes_are_errors_before_any_data_or_model_loads(changes, mess
 
 
 def test_a_key_given_twice_in_a_config_file_is_an_error(tmp_path):
-    from prompting.config import load_configs
+    from prompting.config.experiment import load_configs
 
     path = tmp_path / "exp.yaml"
     path.write_text("task: sst2\nmethods: [{name: manual, train: false}]\nmethods: [{name: soft}]\n")

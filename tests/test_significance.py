@@ -4,9 +4,9 @@ lines report.md writes from them (hand-written records and predictions)."""
 import numpy as np
 import pytest
 
-from prompting.report import write_report
-from prompting.results import ResultsStore, run_id
-from prompting.significance import paired_bootstrap, resampled_differences, two_sided_p, variance_split
+from prompting.reporting.report import write_report
+from prompting.experiment.results import ResultsStore, run_id
+from prompting.reporting.significance import paired_bootstrap, resampled_differences, two_sided_p, variance_split
 
 VERBALIZER = {"0": ["bad"], "1": ["good"]}
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from conftest import build_bpe_tokenizer, build_tiny_lm
-from prompting.calibration import content_free_scores
-from prompting.data import Example, Task
-from prompting.harness import Experiment, MethodSpec, Protocol
+from prompting.training.calibration import content_free_scores
+from prompting.core.data import Example, Task
+from prompting.experiment.harness import Experiment, MethodSpec, Protocol
 from prompting.methods import build_method
-from prompting.verbalizer import Verbalizer
+from prompting.core.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from prompting.data import Example
+from prompting.core.data import Example
 from prompting.methods import METHODS, SoftPrompt, build_method
-from prompting.template import TemplateError
-from prompting.train import TrainConfig, train
-from prompting.verbalizer import Verbalizer
+from prompting.core.template import TemplateError
+from prompting.training.loop import TrainConfig, train
+from prompting.core.verbalizer import Verbalizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:template .* causal LM predicts:UserWarning")
 

@@ -29,9 +29,9 @@ optuna = pytest.importorskip("optuna")
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS, VERBS, build_tiny_lm  # noqa: E402
 from prompting import cli  # noqa: E402
-from prompting.config import ConfigError, load_config, parse_config  # noqa: E402
-from prompting.results import ResultsStore  # noqa: E402
-from prompting.sweep import Sweep, SweepError, open_storage  # noqa: E402
+from prompting.config.experiment import ConfigError, load_config, parse_config  # noqa: E402
+from prompting.experiment.results import ResultsStore  # noqa: E402
+from prompting.sweeps.sweep import Sweep, SweepError, open_storage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "{soft:2} {text_a} It was {mask}."
@@ -212,7 +212,7 @@ def test_sqlite_sweep_interrupted_resumes_and_exports_the_best(toy, tmp_path, mo
     """Ctrl-C in the middle of a trial, then the same command again: the interrupted trial is failed
     and re-run with its parameters (its finished data seed reused); the best exports as a config
     whose `prompting run` gives the same dev scores."""
-    from prompting.harness import Experiment
+    from prompting.experiment.harness import Experiment
 
     config, out = toy(), tmp_path / "out"
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
@@ -355,7 +355,7 @@ def test_joining_a_study_made_for_another_method_is_refused(toy, tmp_path):
 
 
 def test_the_stable_objective_subtracts_lambda_times_the_spread_over_data_seeds():
-    from prompting.sweep import objective_value
+    from prompting.sweeps.sweep import objective_value
 
     assert objective_value([0.8, 0.6]) == pytest.approx(0.7)
     assert objective_value([0.8, 0.6], "stable", 2.0) == pytest.approx(0.7 - 2.0 * statistics.stdev([0.8, 0.6]))
@@ -366,10 +366,10 @@ def test_a_diverged_trial_leaves_the_lm_as_it_was_for_the_next(make_tiny_lm, mon
     """Sweeps reuse one LM across trials: a tune_lm run that raises must not leave its weights behind."""
     import torch
 
-    from prompting import harness
-    from prompting.data import Example, Task
-    from prompting.harness import Experiment, MethodSpec, Protocol
-    from prompting.train import TrainingError
+    from prompting.experiment import harness
+    from prompting.core.data import Example, Task
+    from prompting.experiment.harness import Experiment, MethodSpec, Protocol
+    from prompting.training.loop import TrainingError
 
     lm = make_tiny_lm("llama")
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from prompting.config import ConfigError, load_config
-from prompting.data import DataError, Example, load_examples
-from prompting.harness import Experiment, describe_protocol, protocol_name
-from prompting.settings import Protocol
-from prompting.taskspec import load_task_spec
+from prompting.config.experiment import ConfigError, load_config
+from prompting.core.data import DataError, Example, load_examples
+from prompting.experiment.harness import Experiment, describe_protocol, protocol_name
+from prompting.core.settings import Protocol
+from prompting.tasks.spec import load_task_spec
 
 TREC_LABELS = {0: "ABBR", 1: "DESC", 2: "ENTY", 3: "HUM", 4: "LOC", 5: "NUM"}
 SST5_NAMES = {1: "very negative", 2: "negative", 3: "neutral", 4: "positive", 5: "very positive"}
@@ -173,7 +173,7 @@ def test_parquet_without_datasets_says_what_to_install(tmp_path, monkeypatch):
     ({"name": "sst2", "data_dir": "x", "header": False}, "the built-in task 'sst2' takes only name, data_dir"),
 ])
 def test_task_sections_that_do_not_fit_are_refused_before_any_file_is_read(task, message):
-    from prompting.config import parse_config
+    from prompting.config.experiment import parse_config
 
     with pytest.raises(ConfigError) as err:
         parse_config({"task": task, "templates": {"patterns": ["{text_a} {mask}"], "verbalizers": [{0: "a", 1: "b"}]},
@@ -204,7 +204,7 @@ def test_a_dev_file_keeps_the_kshot_sampler_and_draws_dev_from_it(tiny_causal_lm
 
 
 def test_protocol_fixed_uses_the_files_as_given_and_is_recorded(tiny_causal_lm, tmp_path, capsys):
-    from prompting.harness import MethodSpec
+    from prompting.experiment.harness import MethodSpec
 
     task = load_task_spec({**_binary_files(tmp_path), "protocol": "fixed"})
     exp = Experiment(tiny_causal_lm, task, [MethodSpec("manual", train=False)],

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from prompting.template import (
+from prompting.core.template import (
     Field, Mask, Soft, Template, TemplateError, Text, Trigger, collate,
 )
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
-from prompting.data import Example
+from prompting.core.data import Example
 from prompting.methods import PromptMethod, build_method
-from prompting.train import TrainConfig, TrainingError, evaluate, train
-from prompting.verbalizer import Verbalizer
+from prompting.training.loop import TrainConfig, TrainingError, evaluate, train
+from prompting.core.verbalizer import Verbalizer
 
 TEMPLATE = "{text_a} It was {mask}."
 VERBALIZER = Verbalizer({"0": ["bad"], "1": ["good"]})
@@ -93,7 +93,7 @@ def scripted_dev(monkeypatch):
         metrics = {"accuracy": accuracy, "macro_f1": accuracy}
         return metrics, loss, (metrics[metric], -loss), None
 
-    monkeypatch.setattr("prompting.train.dev_score", fake_dev_score)
+    monkeypatch.setattr("prompting.training.loop.dev_score", fake_dev_score)
     return script, snapshots
 
 
@@ -218,7 +218,7 @@ def test_pet_fine_tuning_selects_among_trained_states_and_learned_prompts_may_ke
 
 
 def test_the_real_dev_score_is_the_gold_cross_entropy_of_the_label_scores(make_tiny_lm):
-    from prompting.train import dev_score
+    from prompting.training.loop import dev_score
 
     method = manual(make_tiny_lm("llama"))
     data = method.encode(TRAIN)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from prompting.verbalizer import LabelWordIds, Verbalizer, VerbalizerError
+from prompting.core.verbalizer import LabelWordIds, Verbalizer, VerbalizerError
 
 
 def ids_of(tokenizer, text):

@@ -31,8 +31,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot
 import optuna, sqlalchemy.dialects.sqlite, sklearn.metrics
 import transformers.models.llama.modeling_llama
-import prompting.harness as harness
-import prompting.workers
+import prompting.experiment.harness as harness
+import prompting.experiment.workers
 from prompting.cli import main
 
 spec = json.loads(sys.argv[1])

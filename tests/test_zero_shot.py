@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prompting.data import Example, Task
-from prompting.harness import Experiment, MethodSpec, Protocol
+from prompting.core.data import Example, Task
+from prompting.experiment.harness import Experiment, MethodSpec, Protocol
 from prompting.methods import PromptMethod
-from prompting.report import zero_shot_table
-from prompting.verbalizer import Verbalizer
+from prompting.reporting.report import zero_shot_table
+from prompting.core.verbalizer import Verbalizer
 
 POS = ["the movie was great and fun", "a good film with a lovely story", "the acting was brilliant",
        "it was wonderful", "the music was nice and the ending funny", "this film is fine"]

@@ -1,7 +1,7 @@
 """Prompt methods: one small module each, all sharing the template, verbalizer and LM wrapper.
 
 A method is a :class:`PromptMethod` subclass with a typed config class (see
-:mod:`prompting.settings`); :func:`register` makes it known to configs and the command line:
+:mod:`prompting.core.settings`); :func:`register` makes it known to configs and the command line:
 
     @dataclass
     class ScaledConfig(MethodConfig):
@@ -27,10 +27,10 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Iterator
 
-from .configs import BUILTIN_CONFIGS, MethodConfig
+from prompting.methods.configs import BUILTIN_CONFIGS, MethodConfig
 
 if TYPE_CHECKING:
-    from .base import PromptMethod
+    from prompting.methods.base import PromptMethod
 
 __all__ = ["PromptMethod", "ManualPrompt", "EncodedExamples", "Batch", "SearchMethod", "METHODS", "register",
            "build_method", "method_config", "AutoPrompt", "hotflip_candidates", "PTuning", "PrefixTuning",

@@ -22,7 +22,7 @@ accepted swaps: with 32 dev examples, accuracy moves in steps of 3% and that kep
 early swap where the last trigger scored better on test (``benchmarks/results/autoprompt_search_sst2*.md``). The LM stays
 frozen and nothing is learned by gradient descent, so the method is a
 :class:`~prompting.methods.base.SearchMethod`: its :meth:`AutoPrompt.search` is what
-:func:`prompting.train.train` calls instead of its optimiser loop.
+:func:`prompting.training.loop.train` calls instead of its optimiser loop.
 
 >>> method = AutoPrompt(lm, "{text_a} {trigger:5} {mask}", Verbalizer({0: "negative", 1: "positive"}),
 ...                     labels=task.labels, iterations=20)                  # doctest: +SKIP
@@ -40,12 +40,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..backbone import LanguageModel, log_softmax
-from ..template import PromptBatch, Template
-from ..vocab import label_word_token_ids, token_mask, token_strings
-from .base import Batch, EncodedExamples, PromptMethod, SearchMethod
-from .configs import AutoPromptConfig
-from .triggers import Shared, TriggerHooks, by_length, hotflip_candidates, subset, whole_word_tokens
+from prompting.lm.model import LanguageModel, log_softmax
+from prompting.core.template import PromptBatch, Template
+from prompting.lm.vocab import label_word_token_ids, token_mask, token_strings
+from prompting.methods.base import Batch, EncodedExamples, PromptMethod, SearchMethod
+from prompting.methods.configs import AutoPromptConfig
+from prompting.methods.triggers import Shared, TriggerHooks, by_length, hotflip_candidates, subset, whole_word_tokens
 
 __all__ = ["AutoPrompt", "hotflip_candidates", "whole_word_tokens", "TEMPLATE_FILE"]
 
@@ -333,7 +333,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
         """Search the triggers for up to ``iterations`` iterations; keep the one ``select`` says.
 
         Uses ``config.batch_size`` (examples per gradient pass), ``config.seed``,
-        ``config.select_metric``; the LM stays frozen. Returns a :class:`prompting.train.TrainResult`
+        ``config.select_metric``; the LM stays frozen. Returns a :class:`prompting.training.loop.TrainResult`
         whose ``history`` has one record per iteration: the position(s), the candidates, the judged
         log-likelihood of the current and the best candidate, whether it was swapped, the training
         loss after the step (``train_loss``: minus the judged log-likelihood of the kept trigger) and
@@ -341,7 +341,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
         """
         from tqdm.auto import tqdm
 
-        from ..train import TrainResult
+        from prompting.training.loop import TrainResult
 
         if config.tune_lm:
             raise ValueError("method 'autoprompt' keeps the LM frozen; set tune_lm: false")
@@ -402,7 +402,7 @@ class _SearchState:
     last accepted swap)."""
 
     def __init__(self, method: AutoPrompt, train_data: EncodedExamples, dev_data: EncodedExamples | None, config):
-        from ..train import dev_score
+        from prompting.training.loop import dev_score
 
         self.method, self.train_data, self.dev_data, self.config = method, train_data, dev_data, config
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -453,7 +453,7 @@ class _SearchState:
 
     def keep(self, step: int, record: dict) -> None:
         """After a swap: keep it when dev says it is the best so far (or ``select: last``, or no dev)."""
-        from ..train import dev_score
+        from prompting.training.loop import dev_score
 
         method, config = self.method, self.config
         if not self.use_dev:  # no dev set: keep the latest accepted swap

@@ -21,13 +21,13 @@ from typing import ClassVar, Iterator, Sequence
 
 import torch
 
-from ..backbone import LanguageModel
-from ..choices import ChoiceScorer, ChoiceVerbalizer
-from ..data import Example
-from ..demonstrations import Demonstrations
-from ..template import Encoding, PromptBatch, Template, collate
-from ..verbalizer import Verbalizer
-from .configs import ManualConfig, MethodConfig
+from prompting.lm.model import LanguageModel
+from prompting.methods.choices import ChoiceScorer, ChoiceVerbalizer
+from prompting.core.data import Example
+from prompting.core.demonstrations import Demonstrations
+from prompting.core.template import Encoding, PromptBatch, Template, collate
+from prompting.core.verbalizer import Verbalizer
+from prompting.methods.configs import ManualConfig, MethodConfig
 
 __all__ = ["PromptMethod", "ManualPrompt", "SearchMethod", "EncodedExamples", "Batch"]
 
@@ -64,7 +64,7 @@ class PromptMethod(torch.nn.Module):
     #: causal LM that text's keys and values can be cached (prefix-tuning changes every layer: no)
     reuses_frozen_text: ClassVar[bool] = False
     #: the method's settings: fields with types, defaults, allowed values and sweep ranges, and the
-    #: training settings that suit the method (see :mod:`prompting.settings`)
+    #: training settings that suit the method (see :mod:`prompting.core.settings`)
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
@@ -77,7 +77,7 @@ class PromptMethod(torch.nn.Module):
         self.verbalizer = verbalizer.ordered(labels) if labels is not None else verbalizer
         self.labels = self.verbalizer.labels
         self.encoder = self.template.encoder(lm.tokenizer, lm.causal, max_length or lm.max_length)
-        # a multiple-choice verbalizer: each example's choices are its label words (prompting.choices)
+        # a multiple-choice verbalizer: each example's choices are its label words (prompting.methods.choices)
         self.choices = ChoiceScorer(self) if isinstance(self.verbalizer, ChoiceVerbalizer) else None
         if self.choices is None:
             self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
@@ -139,14 +139,14 @@ class PromptMethod(torch.nn.Module):
 
     def save(self, directory) -> None:
         """Save the learned prompt (see :func:`prompting.methods.saving.save_prompt`)."""
-        from .saving import save_prompt
+        from prompting.methods.saving import save_prompt
 
         save_prompt(self, directory)
 
     @staticmethod
     def load(directory, lm: LanguageModel, strict: bool = True) -> "PromptMethod":
         """Load a prompt saved with :meth:`save` onto ``lm`` (see :func:`prompting.methods.saving.load_prompt`)."""
-        from .saving import load_prompt
+        from prompting.methods.saving import load_prompt
 
         return load_prompt(directory, lm, strict=strict)
 
@@ -205,9 +205,9 @@ class PromptMethod(torch.nn.Module):
     @property
     def frozen_text(self) -> bool:
         """Whether batches leave out each example's text before the first learned slot and attend to its
-        cached keys and values instead (:class:`prompting.backbone.SpanCache`): a causal LM that is not
+        cached keys and values instead (:class:`prompting.lm.model.SpanCache`): a causal LM that is not
         being tuned, a method that changes nothing before its learned slots, a template with the
-        input before every learned slot (:attr:`prompting.template.Template.learned_after_input`), and
+        input before every learned slot (:attr:`prompting.core.template.Template.learned_after_input`), and
         a cache that may hold something."""
         return (self.reuses_frozen_text and self.lm.causal and self.template.learned_after_input
                 and self.lm.spans.cap > 0 and self.lm.frozen)
@@ -267,7 +267,7 @@ class PromptMethod(torch.nn.Module):
         """Rows of ``data`` in batches for scoring: sorted by length and cut where ``batch_size`` rows or
         ``max_tokens`` padded tokens would be exceeded, so that little of each batch is padding. With
         frozen text (:attr:`frozen_text`) only the tokens after it are counted."""
-        from ..backbone import MAX_BATCH_TOKENS, token_budget_batches
+        from prompting.lm.model import MAX_BATCH_TOKENS, token_budget_batches
 
         encodings = data.encodings[min(data.encodings)]
         lengths = self.run_lengths(data)
@@ -322,7 +322,7 @@ class SearchMethod:
     def search(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config,
                progress: bool = True):
         """Search with the training settings ``config``; leave the method in its best state and
-        return a :class:`prompting.train.TrainResult`."""
+        return a :class:`prompting.training.loop.TrainResult`."""
         raise NotImplementedError
 
 
@@ -357,7 +357,7 @@ def scores_memo(method: PromptMethod, data: EncodedExamples, compute) -> torch.T
     encodings = data.encodings[min(data.encodings)]
     examples = _digest([torch.tensor([t for e in encodings for t in (len(e.input_ids), *e.input_ids,
                                                                       *e.soft_positions, *e.trigger_positions)])])
-    # a multiple-choice method's label words are each example's choices (prompting.choices)
+    # a multiple-choice method's label words are each example's choices (prompting.methods.choices)
     words = method.words.word_ids if method.choices is None else (data.choices.targets, method.verbalizer.score)
     key = (type(method).__name__, method.template.text, repr(words), tuple(method.labels),
            repr(method.config), _digest(method.state_dict().values()), method.lm.serial,

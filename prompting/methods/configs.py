@@ -1,4 +1,4 @@
-"""The settings of every built-in method: one typed config class each (see :mod:`prompting.settings`).
+"""The settings of every built-in method: one typed config class each (see :mod:`prompting.core.settings`).
 
 Kept apart from the method modules, which need torch, so that a YAML config is checked without
 loading it. ``prompting methods`` prints every method's settings as the README's table.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import MethodConfig, Settings, SettingsError, setting
+from prompting.core.settings import MethodConfig, Settings, SettingsError, setting
 
 __all__ = ["MethodConfig", "PromptConfig", "DemonstrationSettings", "ICLConfig", "ManualConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
            "BUILTIN_CONFIGS", "SOFT_INITS", "ENCODERS", "PREFIX_INITS"]
@@ -43,7 +43,7 @@ def _separator() -> str:
 
 @dataclass
 class DemonstrationSettings(Settings):
-    """A method entry's ``demonstrations: {k: 1, selection: random}`` (see :mod:`prompting.demonstrations`)."""
+    """A method entry's ``demonstrations: {k: 1, selection: random}`` (see :mod:`prompting.core.demonstrations`)."""
 
     owner: ClassVar[str] = "demonstrations"
 

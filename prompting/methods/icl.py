@@ -2,7 +2,7 @@
 
 Each input is preceded by ``k`` demonstrations per class from the run's training split, rendered
 with the same template with their label word in place of ``{mask}`` (see
-:mod:`prompting.demonstrations`); the label scores are then the template's, as for the manual
+:mod:`prompting.core.demonstrations`); the label scores are then the template's, as for the manual
 prompt. The training seed picks the demonstrations and their order, so a run's seeds measure how
 much the choice of demonstrations matters. With ``sets: N`` every input is scored under N
 demonstration sets and the label probabilities are averaged (LM-BFF averages 16).
@@ -11,7 +11,7 @@ With random selection and one set, every input gets the same demonstrations: on 
 relative (rotary) positions their keys and values are computed once and every input attends to
 them as a prefix, which gives the scores of the whole prompt (up to float rounding) at about the
 cost of the input alone. Inputs that do not all fit beside the whole block are scored the plain way,
-with the demonstrations shortened for each (see :mod:`prompting.demonstrations`).
+with the demonstrations shortened for each (see :mod:`prompting.core.demonstrations`).
 
     >>> method = InContext(lm, "Review: {text_a}\\nSentiment: {mask}", verbalizer, labels=task.labels,
     ...                    k=4, selection="similarity")                           # doctest: +SKIP
@@ -26,12 +26,12 @@ from typing import Sequence
 
 import torch
 
-from ..data import Example
-from ..demonstrations import Demonstrations, render
-from ..template import Encoding
-from .base import EncodedExamples, PromptMethod, SearchMethod
-from .configs import ICLConfig
-from .prefix import forward_with_prefix
+from prompting.core.data import Example
+from prompting.core.demonstrations import Demonstrations, render
+from prompting.core.template import Encoding
+from prompting.methods.base import EncodedExamples, PromptMethod, SearchMethod
+from prompting.methods.configs import ICLConfig
+from prompting.methods.prefix import forward_with_prefix
 
 __all__ = ["InContext"]
 
@@ -111,7 +111,7 @@ class InContext(PromptMethod, SearchMethod):
 
     def search(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
         """Nothing to learn: the demonstrations came with the pool (see :meth:`set_demonstration_pool`)."""
-        from ..train import TrainResult
+        from prompting.training.loop import TrainResult
 
         if self.demonstrations is None:
             raise ValueError("icl needs its training examples: call set_demonstration_pool(train_examples, seed)")

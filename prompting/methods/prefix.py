@@ -37,10 +37,10 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..backbone import LanguageModel
-from .base import PromptMethod
-from .configs import PREFIX_INITS, PrefixConfig
-from .soft import common_token_ids, template_words
+from prompting.lm.model import LanguageModel
+from prompting.methods.base import PromptMethod
+from prompting.methods.configs import PREFIX_INITS, PrefixConfig
+from prompting.methods.soft import common_token_ids, template_words
 
 __all__ = ["PrefixTuning", "PREFIX_INITS", "flat_key_values", "split_key_values"]
 

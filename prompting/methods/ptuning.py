@@ -26,11 +26,11 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..backbone import LanguageModel
-from ..template import PromptBatch, Template, TemplateError
-from .base import PromptMethod
-from .configs import ENCODERS, PTuningConfig
-from .soft import place_soft, soft_slot_counts
+from prompting.lm.model import LanguageModel
+from prompting.core.template import PromptBatch, Template, TemplateError
+from prompting.methods.base import PromptMethod
+from prompting.methods.configs import ENCODERS, PTuningConfig
+from prompting.methods.soft import place_soft, soft_slot_counts
 
 __all__ = ["PTuning", "PromptEncoder", "ENCODERS"]
 

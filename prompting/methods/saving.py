@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from ..backbone import LanguageModel
-from ..choices import ChoiceVerbalizer
-from ..verbalizer import Verbalizer
-from .base import PromptMethod
+from prompting.lm.model import LanguageModel
+from prompting.methods.choices import ChoiceVerbalizer
+from prompting.core.verbalizer import Verbalizer
+from prompting.methods.base import PromptMethod
 
 __all__ = ["save_prompt", "load_prompt", "PromptLoadError", "TENSORS_FILE", "META_FILE"]
 
@@ -86,7 +86,7 @@ def load_prompt(directory: str | Path, lm: LanguageModel, strict: bool = True) -
     """
     from safetensors.torch import load_file
 
-    from . import METHODS
+    from prompting.methods import METHODS
 
     directory = Path(directory)
     for name in (META_FILE, TENSORS_FILE):

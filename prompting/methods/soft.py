@@ -25,10 +25,10 @@ import math
 
 import torch
 
-from ..backbone import LanguageModel
-from ..template import PromptBatch, Template, TemplateEncoder, TemplateError, Text
-from .base import PromptMethod
-from .configs import SOFT_INITS, SoftConfig
+from prompting.lm.model import LanguageModel
+from prompting.core.template import PromptBatch, Template, TemplateEncoder, TemplateError, Text
+from prompting.methods.base import PromptMethod
+from prompting.methods.configs import SOFT_INITS, SoftConfig
 
 __all__ = ["SoftPrompt", "place_soft", "soft_init_ids", "soft_slot_counts", "template_words",
            "SOFT_INITS"]

@@ -10,10 +10,10 @@ from typing import Sequence
 
 import torch
 
-from ..backbone import LanguageModel
-from ..template import PromptBatch
-from ..vocab import token_strings
-from .base import EncodedExamples
+from prompting.lm.model import LanguageModel
+from prompting.core.template import PromptBatch
+from prompting.lm.vocab import token_strings
+from prompting.methods.base import EncodedExamples
 
 __all__ = ["hotflip_candidates", "whole_word_tokens", "TriggerHooks", "Shared", "subset", "by_length"]
 

@@ -1,0 +1,190 @@
+"""The one training loop every method uses.
+
+Cross-entropy over label scores; parameter groups with their own learning rates; linear
+warm-up and decay; gradient clipping; evaluation on dev every N steps (ties of the dev metric go
+to the lower dev cross-entropy); the best-on-dev state is
+kept and restored; early stopping; deterministic on CPU for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from prompting.core.data import compute_metrics
+from prompting.methods.base import EncodedExamples, PromptMethod, SearchMethod
+from prompting.experiment.results import dev_key
+from prompting.core.settings import TrainConfig, TrainingError
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate", "dev_score", "gold_cross_entropy"]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_step: int
+    best_dev: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    # the dev examples' label scores under the returned state (scored with the config's
+    # eval_batch_size), so the caller need not score dev again; None when that state was never scored
+    dev_scores: torch.Tensor | None = None
+
+
+def evaluate(method: PromptMethod, data: EncodedExamples, batch_size: int = 32,
+             progress: bool | str = False) -> tuple[dict[str, float], list[str]]:
+    """Metrics (accuracy, macro-F1) and predicted labels on encoded, labelled examples."""
+    return _metrics(method, data, method.predict_scores(data, batch_size, progress=progress))
+
+
+def _metrics(method: PromptMethod, data: EncodedExamples, scores: torch.Tensor) -> tuple[dict[str, float], list[str]]:
+    predicted = [method.labels[i] for i in scores.argmax(1).tolist()]
+    gold = [method.labels[i] for i in data.labels.tolist()]
+    return compute_metrics(gold, predicted, method.labels), predicted
+
+
+def gold_cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Mean cross-entropy of the gold labels under the label scores (examples with a known label;
+    None when no example has one)."""
+    known = labels >= 0
+    if not known.any():
+        return None
+    return torch.nn.functional.cross_entropy(scores[known].float(), labels[known]).item()
+
+
+def dev_score(method: PromptMethod, data: EncodedExamples, batch_size: int, metric: str
+              ) -> tuple[dict[str, float], float, tuple[float, float], torch.Tensor]:
+    """Dev metrics, the gold labels' mean cross-entropy, the selection key (see
+    :func:`prompting.experiment.results.dev_key`, the one rule for training, search and seed selection) and the
+    label scores."""
+    scores = method.predict_scores(data, batch_size)
+    metrics, _ = _metrics(method, data, scores)
+    loss = gold_cross_entropy(scores, data.labels)
+    return metrics, (0.0 if loss is None else loss), dev_key(metrics, loss, metric), scores
+
+
+def _trainable_state(method: PromptMethod, tune_lm: bool) -> dict[str, torch.Tensor]:
+    state = {f"method.{k}": v.detach().clone() for k, v in method.state_dict().items()}
+    if tune_lm:
+        state.update({f"lm.{k}": v.detach().clone() for k, v in method.lm.model.state_dict().items()})
+    return state
+
+
+def _restore(method: PromptMethod, state: dict[str, torch.Tensor]) -> None:
+    own = {k[len("method."):]: v for k, v in state.items() if k.startswith("method.")}
+    lm = {k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")}
+    if own:
+        method.load_state_dict(own)
+    if lm:
+        method.lm.model.load_state_dict(lm)
+
+
+def _optimiser(method: PromptMethod, config: TrainConfig, total: int):
+    """AdamW over the method's parameter groups, and its warm-up then linear-decay schedule."""
+    groups = method.parameter_groups(config.lr, config.lm_lr, config.tune_lm)
+    if not groups:
+        raise ValueError(f"method {method.name!r} has nothing to train (frozen LM and no prompt "
+                         "parameters); set tune_lm: true or use train: false")
+    for group in groups:
+        group.setdefault("weight_decay", config.weight_decay)
+    optimizer = torch.optim.AdamW(groups)
+    warmup = int(config.warmup_ratio * total)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    return optimizer, schedule, [p for g in groups for p in g["params"]]
+
+
+class _Best:
+    """The best-on-dev state so far: its selection key, step, dev metrics, dev scores and tensors."""
+
+    def __init__(self):
+        self.key, self.step, self.dev, self.state, self.scores = (-math.inf, -math.inf), 0, {}, None, None
+
+    def offer(self, method: PromptMethod, dev_data: EncodedExamples, config: TrainConfig, step: int) -> dict:
+        """Score dev; keep this state if it is better. Returns the history fields of the evaluation."""
+        dev, loss, key, scores = dev_score(method, dev_data, config.eval_batch_size, config.select_metric)
+        self.improved = key > self.key
+        if self.improved:
+            self.key, self.step, self.dev, self.scores = key, step, dev, scores
+            self.state = _trainable_state(method, config.tune_lm)
+        return {"dev": dev, "dev_loss": round(loss, 6)}
+
+
+def _step(method: PromptMethod, batch, optimizer, schedule, params, config: TrainConfig, step: int) -> float:
+    """One optimiser step on a batch; the loss, or an error naming the step where it is not finite."""
+    loss = torch.nn.functional.cross_entropy(method(batch), batch.labels)
+    if not torch.isfinite(loss):
+        raise TrainingError(
+            f"loss became {loss.item()} at step {step} of {method.name} (lr={config.lr}); "
+            "lower the learning rate or check the inputs")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    optimizer.step()
+    schedule.step()
+    return loss.item()
+
+
+def _set_mode(method: PromptMethod, training: bool, tune_lm: bool) -> None:
+    method.train(training)
+    method.lm.model.train(training and tune_lm)  # a frozen LM stays deterministic (no dropout)
+
+
+def _check_data(train_data: EncodedExamples) -> None:
+    if len(train_data) == 0:
+        raise ValueError("no training examples")
+    if (train_data.labels < 0).any():
+        raise ValueError("training examples need labels the verbalizer knows")
+
+
+def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedExamples | None,
+          config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train ``method`` in place; on return it holds the best-on-dev state."""
+    from tqdm.auto import tqdm
+
+    _check_data(train_data)
+    if isinstance(method, SearchMethod):  # learns by search, not by gradient descent (AutoPrompt)
+        return method.search(train_data, dev_data, config, progress=progress)
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    for p in method.lm.model.parameters():
+        p.requires_grad_(config.tune_lm)
+    per_epoch = math.ceil(len(train_data) / config.batch_size)
+    total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+    optimizer, schedule, params = _optimiser(method, config, total)
+    eval_every = config.eval_every or per_epoch
+    use_dev = dev_data is not None and len(dev_data) > 0
+    best = _Best()
+    if config.select_untrained and use_dev:
+        best.offer(method, dev_data, config, 0)
+    history, stale, step = [], 0, 0
+    bar = tqdm(total=total, desc=f"train {method.name}", disable=not progress, leave=False)
+    _set_mode(method, True, config.tune_lm)
+    while step < total and (config.patience is None or stale < config.patience):
+        rows = method.training_batches(train_data, config.batch_size, generator)
+        for batch in method.batches(train_data, config.batch_size, rows=rows):
+            step += 1
+            record = {"step": step, "loss": round(_step(method, batch, optimizer, schedule, params, config, step - 1), 6)}
+            bar.update(1)
+            if use_dev and (step % eval_every == 0 or step == total):
+                record.update(best.offer(method, dev_data, config, step))
+                _set_mode(method, True, config.tune_lm)
+                stale = 0 if best.improved else stale + 1
+                bar.set_postfix(loss=f"{record['loss']:.3f}", dev=f"{record['dev'][config.select_metric]:.3f}")
+            history.append(record)
+            if step >= total or (config.patience is not None and stale >= config.patience):
+                break
+    bar.close()
+    _set_mode(method, False, config.tune_lm)
+    for p in method.lm.model.parameters():
+        p.requires_grad_(False)
+    if best.state is None:  # no dev set: the last state stands, and it was not scored on dev
+        best.scores = None
+    else:
+        _restore(method, best.state)
+    return TrainResult(step, best.step, best.dev, history, time.perf_counter() - started, best.scores)
