@@ -28,4 +28,5 @@ quickstart: setup
 	$(BIN)/prompting run experiments/quickstart.yaml --output-dir runs/quickstart
 
 test: setup
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q tests

@@ -205,7 +205,7 @@ def build_variants(lm: LanguageModel, examples, labels_names, only: set[str] | N
                 from transformers import DynamicCache
 
                 mask = torch.cat([mask.new_ones(size, PREFIX_LENGTH), mask], 1)
-                kwargs[lm._cache_argument()] = DynamicCache(ddp_cache_data=kv, config=lm.config)
+                kwargs[lm.cache_argument()] = DynamicCache(ddp_cache_data=kv, config=lm.config)
             logits = lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=p.position_ids,
                               logits_to_keep=LAST, use_cache=False, **kwargs).logits
             return label_loss(logits[:, -1], word_ids, labels)

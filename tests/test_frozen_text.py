@@ -5,7 +5,7 @@ positions) models."""
 import pytest
 import torch
 
-from prompting.lm.model import token_budget_batches
+from prompting.lm.logprobs import token_budget_batches
 from prompting.core.data import Example
 from prompting.methods import AutoPrompt, PTuning, SoftPrompt
 from prompting.methods.base import _SCORES

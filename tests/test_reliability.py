@@ -483,12 +483,12 @@ def test_a_sweep_export_path_that_is_a_folder_is_refused_before_the_sweep(tmp_pa
 
 
 def test_a_storage_url_is_never_shown_with_its_password():
-    from prompting.sweeps.sweep import SweepError, open_storage, shown_url
+    from prompting.experiment.storage import StorageError, open_storage, shown_url
 
     # a port that is no number, an unescaped "@" in the password, no scheme at all
     for url in ("postgresql://me:s3cret@db:port/sweeps", "postgresql://me:s3c@ret@db/sweeps", "me:s3cret@db/sweeps"):
         assert "s3c" not in shown_url(url) and "ret" not in shown_url(url).split("@")[0], url
-        with pytest.raises(SweepError) as err:
+        with pytest.raises(StorageError) as err:
             open_storage(url)
         assert "s3c" not in str(err.value), url
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 import transformers
 
-from prompting.lm.model import LanguageModel, PlainHooks
+from prompting.lm.logprobs import PlainHooks
+from prompting.lm.model import LanguageModel
 from prompting.core.template import Template, collate
 from prompting.core.verbalizer import Verbalizer
 
@@ -143,7 +144,7 @@ def test_lm_head_gets_contiguous_input_and_scores_are_unchanged(kind, make_tiny_
 def test_log_softmax_normaliser_is_summed_in_float64_over_a_large_vocabulary():
     # a 49k-token vocabulary (SmolLM2's size): float32's own log_softmax sums the exponentials in
     # float32 and is off by about 1e-5; ours agrees with float64 to float32's rounding of the output
-    from prompting.lm.model import NORMALISER_ROWS, log_normaliser, log_softmax
+    from prompting.lm.logprobs import NORMALISER_ROWS, log_normaliser, log_softmax
 
     logits = (torch.randn(NORMALISER_ROWS + 3, 49152, generator=torch.Generator().manual_seed(0)) * 4).float()
     reference = logits.double().log_softmax(-1)

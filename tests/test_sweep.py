@@ -31,7 +31,8 @@ from conftest import NEGATIVE, POSITIVE, SUBJECTS, VERBS, build_tiny_lm  # noqa:
 from prompting import cli  # noqa: E402
 from prompting.config.experiment import ConfigError, load_config, parse_config  # noqa: E402
 from prompting.experiment.results import ResultsStore  # noqa: E402
-from prompting.sweeps.sweep import Sweep, SweepError, open_storage  # noqa: E402
+from prompting.experiment.storage import StorageError, open_storage  # noqa: E402
+from prompting.sweeps.sweep import Sweep, SweepError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "{soft:2} {text_a} It was {mask}."
@@ -303,7 +304,7 @@ def test_seed_sweep_tries_each_training_seed_once_and_plots_them(toy, tmp_path):
 def test_bad_storage_urls_get_clear_errors(url, message):
     if "127.0.0.1:1" in url and _missing("psycopg2"):
         pytest.skip("psycopg2 is not installed")
-    with pytest.raises(SweepError, match=message) as err:
+    with pytest.raises(StorageError, match=message) as err:
         open_storage(url)
     assert "secret" not in str(err.value)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from prompting.core.settings import TRAIN_KEYS, MethodConfig
-from prompting.core.template import Soft, Template, Trigger, _unparse
+from prompting.core.template import Soft, Template, Trigger, unparse
 
 __all__ = ["SearchSpaceError", "Param", "parse_param", "sweepable", "build_space", "apply_params",
            "resize_slots", "SLOT_PARAMS"]
@@ -173,7 +173,7 @@ def resize_slots(template: str, kind: str, count: int) -> str:
     part_type = SLOT_PARAMS[kind]
     parts = [part_type(count) if isinstance(p, part_type) and not getattr(p, "init_text", None) else p
              for p in Template(template).parts]
-    return "".join(_unparse(p) for p in parts)
+    return "".join(unparse(p) for p in parts)
 
 
 def apply_params(spec, values: dict, templates: Sequence[str], label: str | None = None):

@@ -10,6 +10,7 @@ import bz2
 import csv
 import importlib.util
 import json
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 __all__ = [
     "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot",
-    "compute_metrics", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS",
+    "compute_metrics", "dev_key", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS",
 ]
 
 DATA_SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's data seeds
@@ -420,6 +421,13 @@ def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequen
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)),
     }
+
+
+def dev_key(dev: dict | None, dev_loss: float | None, metric: str = "accuracy") -> tuple[float, float]:
+    """The one dev-selection rule, for training steps, AutoPrompt's search and the seed search: the dev
+    metric, a tie going to the lower dev cross-entropy (32 dev examples move accuracy in steps of 3%,
+    and a tie must not keep the untrained state just because it came first)."""
+    return (dev.get(metric, -math.inf) if dev else -math.inf, -dev_loss if dev_loss is not None else 0.0)
 
 
 COLLAPSE_SHARE = 0.9  # a run that gives one class at least this share of its test predictions has collapsed

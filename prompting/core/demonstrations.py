@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from prompting.core.data import Example
-from prompting.methods.configs import SELECTIONS
 from prompting.core.template import Encoding, Field, Mask, Soft, Text, TemplateEncoder
 
 __all__ = ["SELECTIONS", "Demonstrations", "render", "fit_demonstrations"]
+
+SELECTIONS = ("random", "similarity")  # one random set for every query, or per query the most similar
 
 
 def render(template, example: Example, word: str, limit: int | None = None, tokenizer=None) -> str:
@@ -145,7 +146,7 @@ class Demonstrations:
         return cosine_similarity(vectorizer.transform([text(query)]), matrix)[0]
 
     # ------------------------------------------------------------------ rendering
-    def _render_ids(self, index: int, limit: int | None = None) -> list[int]:
+    def render_ids(self, index: int, limit: int | None = None) -> list[int]:
         key = (index, limit)
         if key not in self._ids:
             example = self.pool[index]
@@ -158,7 +159,7 @@ class Demonstrations:
         low, high, best = 1, len(piece.ids), None
         while low <= high:
             middle = (low + high) // 2
-            ids = self._render_ids(piece.index, middle)
+            ids = self.render_ids(piece.index, middle)
             if len(ids) <= room:
                 best, low = ids, middle + 1
             else:
@@ -168,7 +169,7 @@ class Demonstrations:
     def prepend(self, encoding: Encoding, chosen: Sequence[int]) -> Encoding:
         """The query's encoding with the chosen demonstrations after its leading special tokens."""
         room = self.encoder.max_length - self.encoder.reserve - len(encoding.input_ids)
-        pieces = [_Piece(i, self._render_ids(i)) for i in chosen]
+        pieces = [_Piece(i, self.render_ids(i)) for i in chosen]
         ids = [t for piece in fit_demonstrations(pieces, room, self._shorten) for t in piece]
         start, shift = len(self.encoder.prefix_ids), len(ids)
         moved = lambda positions: [p + shift for p in positions]

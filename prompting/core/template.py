@@ -210,7 +210,7 @@ class Template:
         if not isinstance(first, Text) or not first.text.strip():
             return None
         words = first.text.rstrip(" ")
-        rest = first.text[len(words):] + "".join(_unparse(p) for p in self.parts[1:])
+        rest = first.text[len(words):] + "".join(unparse(p) for p in self.parts[1:])
         return words, Template(rest)
 
     def with_triggers(self, tokens: Sequence[str]) -> "Template":
@@ -222,10 +222,10 @@ class Template:
         for part in self.parts:
             if isinstance(part, Trigger):
                 words = " ".join(t.strip() for t in tokens[i:i + part.count])
-                out.append(_unparse(Text(words)))  # a trigger word may itself contain a brace
+                out.append(unparse(Text(words)))  # a trigger word may itself contain a brace
                 i += part.count
             else:
-                out.append(_unparse(part))
+                out.append(unparse(part))
         return Template("".join(out))
 
     def encoder(self, tokenizer, causal: bool, max_length: int = 512) -> "TemplateEncoder":
@@ -279,7 +279,7 @@ def from_openprompt(text: str) -> str:
     return re.sub(r'\{\s*["\'][^{}]*\}', convert, text)
 
 
-def _unparse(part: Part) -> str:
+def unparse(part: Part) -> str:
     if isinstance(part, Text):
         return part.text.replace("{", "{{").replace("}", "}}")
     if isinstance(part, Field):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from prompting.experiment.claims import Claims
+from prompting.core.data import dev_key
 from prompting.core.paths import atomic_write, slug
 
 try:  # POSIX; elsewhere appends rely on O_APPEND alone
@@ -164,7 +165,7 @@ class ResultsStore:
         if missing:
             raise ValueError(f"run record lacks {', '.join(missing)}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(record, sort_keys=True, default=_jsonable) + "\n"
+        line = json.dumps(record, sort_keys=True, default=json_default) + "\n"
         # one write of the whole line, then fsync: a killed process leaves whole lines behind
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -229,7 +230,8 @@ def _locked(file, shared: bool = False):
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _jsonable(value):
+def json_default(value):
+    """How a record's values that JSON has no type for are written (tensors' items, sets as lists)."""
     if hasattr(value, "item"):
         return value.item()
     if isinstance(value, (set, tuple)):
@@ -239,13 +241,6 @@ def _jsonable(value):
 
 def _key(record: dict, keys: Sequence[str]) -> tuple:
     return tuple(json.dumps(record.get(k), sort_keys=True) for k in keys)
-
-
-def dev_key(dev: dict | None, dev_loss: float | None, metric: str = "accuracy") -> tuple[float, float]:
-    """The one dev-selection rule, for training steps, AutoPrompt's search and the seed search: the dev
-    metric, a tie going to the lower dev cross-entropy (32 dev examples move accuracy in steps of 3%,
-    and a tie must not keep the untrained state just because it came first)."""
-    return (dev.get(metric, -math.inf) if dev else -math.inf, -dev_loss if dev_loss is not None else 0.0)
 
 
 def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:

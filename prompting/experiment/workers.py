@@ -27,10 +27,7 @@ import hashlib
 import json
 import math
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -38,9 +35,11 @@ from datetime import datetime
 from pathlib import Path
 
 from prompting.experiment.claims import Claims
+from prompting.experiment.results import ResultsStore, json_default
+from prompting.experiment.storage import open_storage, retry_trial
 from prompting.core.paths import slug
 
-__all__ = ["StudyClaims", "share_runs", "run_workers", "gather", "add_worker_options", "study_name"]
+__all__ = ["StudyClaims", "share_runs", "gather", "study_name"]
 
 BUSY_ATTEMPTS = 40  # SQLite answers "database is locked" when two workers write at the same moment
 PLAN_WAIT = 300.0  # seconds a worker waits for another to finish queueing the plan
@@ -68,9 +67,7 @@ def _retrying(call):
 
 
 def _jsonable(value):
-    from prompting.experiment.results import _jsonable as convert
-
-    return json.loads(json.dumps(value, default=convert))
+    return json.loads(json.dumps(value, default=json_default))
 
 
 class StudyClaims:
@@ -98,8 +95,6 @@ class StudyClaims:
     def study(self):
         if self._study is None:
             import optuna
-
-            from prompting.sweeps.sweep import open_storage
 
             storage = open_storage(self.url, self.heartbeat, self.grace_period, self.max_retry)
             self._study = _retrying(lambda: optuna.create_study(study_name=self.name, storage=storage,
@@ -245,9 +240,7 @@ class StudyClaims:
                 self._storage_call("set_trial_state_values", trial_id, TrialState.COMPLETE,
                                    [float(record.get("seconds") or 0.0)])
             elif self._storage_call("set_trial_state_values", trial_id, TrialState.FAIL):
-                from prompting.sweeps.sweep import _retry
-
-                _retry(self.study, self._storage_call("get_trial", trial_id), self.max_retry)
+                retry_trial(self.study, self._storage_call("get_trial", trial_id), self.max_retry)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # this worker fell silent past the grace period: its run was failed and queued again
         self._trials_read = -math.inf
@@ -313,8 +306,6 @@ def gather(directory, url: str, name: str | None = None) -> int:
     ``directory``; returns how many were new there."""
     import optuna
 
-    from prompting.experiment.results import ResultsStore
-    from prompting.sweeps.sweep import open_storage
 
     storage = open_storage(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
@@ -331,106 +322,3 @@ def gather(directory, url: str, name: str | None = None) -> int:
                 store.record(key)
                 new += 1
     return new
-
-
-# ------------------------------------------------------------------------------------ command line
-def add_worker_options(p) -> None:
-    p.add_argument("--storage", help="database URL of the work queue: sqlite:///PATH/runs.db (one machine) or "
-                                     "postgresql://USER:PW@HOST:PORT/DB (many); every worker given it shares the runs")
-    p.add_argument("--workers", type=int, help="start this many local worker processes (default storage: "
-                                               "sqlite:///OUTPUT_DIR/.workers/runs.db)")
-    p.add_argument("--devices", help="comma-separated devices, one per worker in turn (e.g. cuda:0,cuda:1)")
-    p.add_argument("--device", help="device for this process (overrides the config's device)")
-    p.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a worker's heartbeats")
-    p.add_argument("--grace-period", type=int, default=120,
-                   help="seconds without heartbeat before a worker's run is given to another")
-
-
-def check_worker_options(args, output: Path) -> None:
-    from prompting.cli import check_count
-
-    check_count("--workers", args.workers, "worker processes to start")
-    check_count("--heartbeat-interval", args.heartbeat_interval, "seconds between heartbeats")
-    check_count("--grace-period", args.grace_period, "seconds without heartbeat before a run is given to another")
-    if args.heartbeat_interval >= args.grace_period:
-        raise ValueError(f"--heartbeat-interval {args.heartbeat_interval} must be shorter than --grace-period "
-                         f"{args.grace_period}")
-    if args.devices is not None and args.workers is None:
-        raise ValueError(f"--devices {args.devices!r} assigns devices to workers; give --workers N too "
-                         "(or --device for this one process)")
-    if args.devices is not None and args.device is not None:
-        raise ValueError("give --devices (one per worker) or --device (every worker), not both")
-    if args.workers is not None and args.storage is None:
-        args.storage = "sqlite:///" + str((output / ".workers" / "runs.db").resolve())
-    if args.storage is not None:
-        from prompting.sweeps.sweep import _engine_url
-
-        _engine_url(args.storage)  # a bad URL is refused before any model loads
-
-
-def _devices(args) -> list[str | None]:
-    from prompting.lm.model import resolve_device
-
-    if args.devices is None:
-        return [args.device] * args.workers
-    devices = [d.strip() for d in args.devices.split(",")]
-    for d in devices:
-        if not d:
-            raise ValueError(f"--devices {args.devices!r} has an empty entry; give e.g. cuda:0,cuda:1")
-        try:
-            resolve_device(d)
-        except ValueError as err:
-            raise ValueError(f"--devices: {err}") from None
-    return [devices[i % len(devices)] for i in range(args.workers)]
-
-
-def _worker_command(args, device: str | None) -> list[str]:
-    command = [sys.executable, "-m", "prompting.cli", "run", str(args.config), "--output-dir", str(args.output_dir),
-               "--storage", args.storage, "--heartbeat-interval", str(args.heartbeat_interval),
-               "--grace-period", str(args.grace_period), "-q", "--no-summary"]
-    if device is not None:
-        command += ["--device", device]
-    if args.test_limit is not None:
-        command += ["--test-limit", str(args.test_limit)]
-    if args.allow_download:
-        command.append("--allow-download")
-    return command
-
-
-def run_workers(args, output: Path) -> int:
-    """Start ``args.workers`` local ``prompting run`` processes on one storage and wait for them all;
-    each writes its output to ``OUTPUT_DIR/.workers/worker-N.log``. Returns 0 when every one finished."""
-    logs = output / ".workers"
-    logs.mkdir(parents=True, exist_ok=True)
-    (logs / ".gitignore").write_text("*\n")
-    args.output_dir = str(output)
-    children = []
-    for i, device in enumerate(_devices(args)):
-        log = open(logs / f"worker-{i}.log", "w")
-        children.append((subprocess.Popen(_worker_command(args, device), stdout=log, stderr=subprocess.STDOUT), log, device))
-    print(f"{len(children)} workers on {_shown(args.storage)} (logs: {logs}): "
-          + ", ".join(f"pid {p.pid}" + (f" on {d}" if d else "") for p, _, d in children), flush=True)
-    try:
-        codes = [p.wait() for p, _, _ in children]
-    except KeyboardInterrupt:
-        for p, _, _ in children:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p, _, _ in children:
-            p.wait()
-        raise
-    finally:
-        for _, log, _ in children:
-            log.close()
-    failed = [(i, c) for i, c in enumerate(codes) if c != 0]
-    for i, code in failed:
-        tail = (logs / f"worker-{i}.log").read_text(errors="replace").strip().splitlines()[-5:]
-        print(f"worker {i} ended with exit status {code}; the end of {logs / f'worker-{i}.log'}:\n  "
-              + "\n  ".join(tail), file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _shown(url: str) -> str:
-    from prompting.sweeps.sweep import shown_url
-
-    return shown_url(url)

@@ -28,7 +28,7 @@ from functools import cached_property
 
 import torch
 
-from prompting.lm.model import log_normaliser, log_softmax
+from prompting.lm.logprobs import log_normaliser, log_softmax
 from prompting.core.template import PromptBatch
 from prompting.core.verbalizer import LabelWordIds
 
@@ -118,20 +118,6 @@ def shared_scoring(method):
     return method
 
 
-def _plain_forward(hooks) -> bool:
-    """Whether the hooks call the LM as it is (only then may the query's keys/values be reused)."""
-    from prompting.lm.model import PlainHooks
-    from prompting.methods.base import PromptMethod
-
-    plain = {PromptMethod.forward_lm, PlainHooks.forward_lm}
-    try:
-        from prompting.methods.triggers import TriggerHooks
-        plain.add(TriggerHooks.forward_lm)
-    except ImportError:  # pragma: no cover - autoprompt is part of the package
-        pass
-    return getattr(type(hooks), "forward_lm", None) in plain
-
-
 def shared_word_logprobs(lm, batch: PromptBatch, words: CandidateWords, hooks) -> torch.Tensor:
     """[B, n_words] exact log-probabilities of every candidate after each query of ``batch``
     (left-padded, as a causal LM's batches are), the query computed once, each trie node once."""
@@ -144,8 +130,8 @@ def shared_word_logprobs(lm, batch: PromptBatch, words: CandidateWords, hooks) -
 
 
 def _score_rows(lm, embeds, attention, positions, trie: CandidateTrie) -> torch.Tensor:
-    cache = lm._prefix_cache()
-    argument = {lm._cache_argument(): cache}
+    cache = lm.prefix_cache()
+    argument = {lm.cache_argument(): cache}
     logits = lm.forward(embeds, attention, positions, 1, **argument)
     first = log_softmax(logits[:, -1])
     scores = first[:, trie.first.to(first.device)]
@@ -191,7 +177,7 @@ def gold_rank(lm, embeds: torch.Tensor, positions: torch.Tensor, words: Candidat
     padding.
     """
     trie = words.trie
-    argument = {lm._cache_argument(): lm._prefix_cache()}
+    argument = {lm.cache_argument(): lm.prefix_cache()}
     ones = torch.ones(positions.shape, dtype=torch.long, device=positions.device)
     first = log_softmax(lm.forward(embeds, ones, positions, 1, **argument)[0, -1]).cpu()
     children = trie.children

@@ -40,10 +40,13 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from prompting.lm.model import LanguageModel, log_softmax
+from prompting.lm.logprobs import log_softmax
+from prompting.lm.model import LanguageModel
 from prompting.core.template import PromptBatch, Template
 from prompting.lm.vocab import label_word_token_ids, token_mask, token_strings
-from prompting.methods.base import Batch, EncodedExamples, PromptMethod, SearchMethod
+from prompting.methods.evaluation import TrainResult, dev_score
+from prompting.methods.base import PromptMethod, SearchMethod
+from prompting.methods.batches import Batch, EncodedExamples
 from prompting.methods.configs import AutoPromptConfig
 from prompting.methods.triggers import Shared, TriggerHooks, by_length, hotflip_candidates, subset, whole_word_tokens
 
@@ -341,8 +344,6 @@ class AutoPrompt(PromptMethod, SearchMethod):
         """
         from tqdm.auto import tqdm
 
-        from prompting.training.loop import TrainResult
-
         if config.tune_lm:
             raise ValueError("method 'autoprompt' keeps the LM frozen; set tune_lm: false")
         started = time.perf_counter()
@@ -402,8 +403,6 @@ class _SearchState:
     last accepted swap)."""
 
     def __init__(self, method: AutoPrompt, train_data: EncodedExamples, dev_data: EncodedExamples | None, config):
-        from prompting.training.loop import dev_score
-
         self.method, self.train_data, self.dev_data, self.config = method, train_data, dev_data, config
         self.generator = torch.Generator().manual_seed(config.seed)
         self.n = len(train_data)
@@ -453,8 +452,6 @@ class _SearchState:
 
     def keep(self, step: int, record: dict) -> None:
         """After a swap: keep it when dev says it is the best so far (or ``select: last``, or no dev)."""
-        from prompting.training.loop import dev_score
-
         method, config = self.method, self.config
         if not self.use_dev:  # no dev set: keep the latest accepted swap
             self.best_ids, self.best_step = method.trigger_ids.clone(), step

@@ -16,12 +16,12 @@ A method that learns by search instead of gradient descent (AutoPrompt) also imp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Iterator, Sequence
 
 import torch
 
 from prompting.lm.model import LanguageModel
+from prompting.methods.batches import Batch, EncodedExamples
 from prompting.methods.choices import ChoiceScorer, ChoiceVerbalizer
 from prompting.core.data import Example
 from prompting.core.demonstrations import Demonstrations
@@ -30,26 +30,6 @@ from prompting.core.verbalizer import Verbalizer
 from prompting.methods.configs import ManualConfig, MethodConfig
 
 __all__ = ["PromptMethod", "ManualPrompt", "SearchMethod", "EncodedExamples", "Batch"]
-
-
-@dataclass
-class EncodedExamples:
-    """Examples tokenised once per run: one Encoding per mask count, and label indices."""
-
-    encodings: dict[int, list[Encoding]]
-    labels: torch.Tensor  # [N] label index, -1 where unknown
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
-class Batch:
-    prompts: dict[int, PromptBatch]
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 class PromptMethod(torch.nn.Module):
@@ -113,6 +93,12 @@ class PromptMethod(torch.nn.Module):
 
     def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
         return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans)
+
+    @property
+    def plain_lm_call(self) -> bool:
+        """Whether the method calls the LM as it is (it changes only the input embeddings): then
+        many candidates after one query can share the query's keys and values."""
+        return type(self).forward_lm is PromptMethod.forward_lm
 
     def parameter_groups(self, lr: float, lm_lr: float | None = None, tune_lm: bool = False) -> list[dict]:
         """Parameter groups for the optimiser: the method's own parameters, and the LM's if tuned."""
@@ -267,7 +253,7 @@ class PromptMethod(torch.nn.Module):
         """Rows of ``data`` in batches for scoring: sorted by length and cut where ``batch_size`` rows or
         ``max_tokens`` padded tokens would be exceeded, so that little of each batch is padding. With
         frozen text (:attr:`frozen_text`) only the tokens after it are counted."""
-        from prompting.lm.model import MAX_BATCH_TOKENS, token_budget_batches
+        from prompting.lm.logprobs import MAX_BATCH_TOKENS, token_budget_batches
 
         encodings = data.encodings[min(data.encodings)]
         lengths = self.run_lengths(data)
@@ -324,7 +310,6 @@ class SearchMethod:
         """Search with the training settings ``config``; leave the method in its best state and
         return a :class:`prompting.training.loop.TrainResult`."""
         raise NotImplementedError
-
 
 
 _SCORES: "dict[tuple, torch.Tensor]" = {}

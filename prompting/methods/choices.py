@@ -112,7 +112,7 @@ class ChoiceScorer:
         return [[tuple(i) for i in ids[k * n:(k + 1) * n]] for k in range(len(fields))]
 
     def encode(self, examples):
-        from prompting.methods.base import EncodedExamples
+        from prompting.methods.batches import EncodedExamples
         from prompting.core.template import Encoding
 
         fields = [ex.fields if hasattr(ex, "fields") else ex for ex in examples]
@@ -143,7 +143,7 @@ class ChoiceScorer:
 
     def batches(self, data, rows: Sequence[Sequence[int]]) -> Iterator:
         """A batch per chunk of ``rows``: every choice of its examples (one row each)."""
-        from prompting.methods.base import Batch
+        from prompting.methods.batches import Batch
         from prompting.core.template import collate
 
         lm, n = self.method.lm, len(self.fields)
@@ -189,7 +189,7 @@ class ChoiceScorer:
         else:
             logits = method.forward_lm(lm, embeds, prompt.attention_mask, prompt.position_ids, 0)
             logits = logits[torch.arange(len(targets), device=logits.device).unsqueeze(1), prompt.mask_positions]
-        from prompting.lm.model import log_softmax
+        from prompting.lm.logprobs import log_softmax
 
         token = log_softmax(logits).gather(2, ids.unsqueeze(-1)).squeeze(-1)
         total = (token * known).sum(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from prompting.core.demonstrations import SELECTIONS
 from prompting.core.settings import MethodConfig, Settings, SettingsError, setting
 
 __all__ = ["MethodConfig", "PromptConfig", "DemonstrationSettings", "ICLConfig", "ManualConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
@@ -20,7 +21,6 @@ PREFIX_INITS = ("random", "vocab", "text")
 AUTOPROMPT_POSITIONS = ("cycle", "random", "all")
 AUTOPROMPT_VOCABULARIES = ("words", "tokens")
 AUTOPROMPT_SELECT = ("dev", "last")
-SELECTIONS = ("random", "similarity")
 
 #: what a sweep of a trained method samples unless the method says otherwise
 TRAIN_SPACE = {"lr": {"low": 1e-6, "high": 1e-4, "log": True}, "max_steps": {"low": 8, "high": 64, "step": 8},

@@ -220,10 +220,10 @@ def _compare_on_probe(lm, keys, values, peft_keys) -> str | None:
     prefix = tuple(t.to(dtype).unsqueeze(1) for t in (keys, values))
     ours = lm.forward(embeds, torch.ones_like(ids), torch.arange(ids.shape[1], device=lm.device).unsqueeze(0),
                       prefix=prefix).float()
-    cache = lm._prefix_cache(peft_keys.to(dtype).unsqueeze(1), prefix[1])
+    cache = lm.prefix_cache(peft_keys.to(dtype).unsqueeze(1), prefix[1])
     mask = torch.ones(1, keys.shape[2] + ids.shape[1], dtype=torch.long, device=lm.device)
     theirs = lm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=True,
-                      **{lm._cache_argument(): cache}).logits.float()
+                      **{lm.cache_argument(): cache}).logits.float()
     tolerance = (1e-4 if dtype in (torch.float32, torch.float64) else 3e-2) * max(1.0, ours.abs().max().item())
     difference = (ours - theirs).abs().max().item()
     return None if difference <= tolerance else f"largest logit difference {difference:.3g} on a probe sequence"

@@ -29,7 +29,9 @@ import torch
 from prompting.core.data import Example
 from prompting.core.demonstrations import Demonstrations, render
 from prompting.core.template import Encoding
-from prompting.methods.base import EncodedExamples, PromptMethod, SearchMethod
+from prompting.methods.evaluation import TrainResult
+from prompting.methods.base import PromptMethod, SearchMethod
+from prompting.methods.batches import EncodedExamples
 from prompting.methods.configs import ICLConfig
 from prompting.methods.prefix import forward_with_prefix
 
@@ -81,7 +83,7 @@ class InContext(PromptMethod, SearchMethod):
         if c.selection != "random" or c.sets != 1 or not self.lm.causal or not self.lm.relative_positions:
             return None
         outside = Example({name: "\0" for name in self.template.fields})  # in no pool
-        return list(self.encoder.prefix_ids) + [t for i in demos.choose(outside) for t in demos._render_ids(i)]
+        return list(self.encoder.prefix_ids) + [t for i in demos.choose(outside) for t in demos.render_ids(i)]
 
     def forward_lm(self, lm, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
         if not self._prefix_on:
@@ -111,8 +113,6 @@ class InContext(PromptMethod, SearchMethod):
 
     def search(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
         """Nothing to learn: the demonstrations came with the pool (see :meth:`set_demonstration_pool`)."""
-        from prompting.training.loop import TrainResult
-
         if self.demonstrations is None:
             raise ValueError("icl needs its training examples: call set_demonstration_pool(train_examples, seed)")
         return TrainResult(steps=0, best_step=0, best_dev={})

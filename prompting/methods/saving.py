@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from prompting.lm.model import LanguageModel
 from prompting.methods.choices import ChoiceVerbalizer
 from prompting.core.verbalizer import Verbalizer
-from prompting.methods.base import PromptMethod
+
+if TYPE_CHECKING:  # a saved prompt is any method; methods.base calls save_prompt
+    from prompting.methods.base import PromptMethod
 
 __all__ = ["save_prompt", "load_prompt", "PromptLoadError", "TENSORS_FILE", "META_FILE"]
 

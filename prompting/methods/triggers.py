@@ -10,10 +10,11 @@ from typing import Sequence
 
 import torch
 
+from prompting.lm.logprobs import PlainHooks
 from prompting.lm.model import LanguageModel
 from prompting.core.template import PromptBatch
 from prompting.lm.vocab import token_strings
-from prompting.methods.base import EncodedExamples
+from prompting.methods.batches import EncodedExamples
 
 __all__ = ["hotflip_candidates", "whole_word_tokens", "TriggerHooks", "Shared", "subset", "by_length"]
 
@@ -37,7 +38,7 @@ def hotflip_candidates(averaged_grad: torch.Tensor, embedding_matrix: torch.Tens
         return scores.topk(num_candidates, dim=-1).indices
 
 
-class TriggerHooks:
+class TriggerHooks(PlainHooks):
     """Forward hooks that put triggers into the input.
 
     ``rows`` is ``[B, T]`` trigger ids (a different trigger per row: candidate scoring); or
@@ -59,8 +60,6 @@ class TriggerHooks:
             embeds = embeds.index_put((rows.expand_as(positions), positions), values)
         return embeds
 
-    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
-        return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans)
 
 
 @dataclass

@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import math
 import os
-import random
 import socket
 import statistics
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,159 +36,20 @@ from typing import Any
 import yaml
 
 from prompting.config.experiment import ConfigError, ExperimentConfig, method_space, parse_config, select_method
-from prompting.core.paths import check_output_dir, slug
+from prompting.core.paths import slug
 from prompting.reporting.report import fmt
 from prompting.config.searchspace import SLOT_PARAMS, apply_params, resize_slots
 from prompting.core.settings import MethodSpec, TrainingError
+from prompting.experiment.storage import StorageError, default_storage, open_storage, retry_trial, shown_url
 
-__all__ = ["SweepError", "Sweep", "open_storage", "default_storage", "add_sweep_parser"]
+__all__ = ["SweepError", "Sweep", "objective_value"]
 
 SEED_PARAM = "train_seed"
-SCHEMA_ATTEMPTS = 8  # workers started together race to create a new storage's tables
 MAX_FAILS_IN_A_ROW = 5
 
 
-class SweepError(RuntimeError):
-    """A storage that cannot be used, or a study that does not fit this command."""
-
-
-# ------------------------------------------------------------------------------------ storage
-def shown_url(url: str) -> str:
-    """A storage URL without its password (``***`` in its place), also when it does not parse."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-        if "@" not in (parsed.host or ""):  # an "@" left in the host: the password had one, unescaped
-            return parsed.render_as_string(hide_password=True)
-    except Exception:
-        pass
-    # whatever stands before the last "@" may hold a password: never print it
-    text = str(url)
-    if "@" not in text:
-        return text
-    scheme, sep, rest = text.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}" if sep else f"***@{text.rpartition('@')[2]}"
-
-
-def default_storage(output_dir: str | Path) -> str:
-    return "sqlite:///" + str((Path(output_dir) / "sweep.db").resolve())
-
-
-def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120, max_retry: int = 3):
-    """An optuna RDB storage with heartbeats: a trial whose worker stops beating for ``grace_period``
-    seconds is failed and its parameters are queued again (at most ``max_retry`` times)."""
-    import optuna
-
-    shown = shown_url(url)
-    url, engine_kwargs = _engine_url(url)
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
-    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = {"heartbeat_stale_trial_callback": retry(max_retry=max_retry)} if retry else \
-            {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
-    for attempt in range(SCHEMA_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                     heartbeat_interval=heartbeat_interval,
-                                                     grace_period=grace_period, **callback)
-            if storage.engine.dialect.name == "sqlite":
-                _immediate_transactions(storage.engine)
-            return storage
-        except Exception as err:  # sqlalchemy/driver errors: no server, wrong password, no such database...
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(first):
-                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
-                continue
-            raise SweepError(f"cannot open storage {shown!r}: {first}") from None
-
-
-def _immediate_transactions(engine) -> None:
-    """Make every SQLite transaction take the write lock when it begins.
-
-    Python's sqlite3 module starts a transaction only at the first write, so optuna's read-then-write
-    steps (claim a WAITING trial, fail a stale one) are not atomic there: two workers both read
-    WAITING and both move the trial to RUNNING (measured: 202 claims of 200 trials by 3 processes).
-    ``BEGIN IMMEDIATE`` serialises those steps, as ``SELECT ... FOR UPDATE`` does on PostgreSQL.
-    """
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_begin(dbapi_connection, record):
-        dbapi_connection.isolation_level = None  # SQLAlchemy says when a transaction begins, not sqlite3
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # the connections made while the tables were created had sqlite3's own habit
-
-
-def _engine_url(url: str) -> tuple[str, dict[str, Any]]:
-    """The URL SQLAlchemy is given (the driver spelled out) and the engine's settings, after checking
-    that it names a database every worker can share."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    valid = "sqlite:///PATH/sweep.db (one machine) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (many)"
-    if not isinstance(url, str) or "://" not in url:
-        raise SweepError(f"storage {shown_url(url)!r} is not a database URL; use {valid}")
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError) as err:
-        why = str(err).replace(url, shown_url(url))  # the parser's message may quote the URL, password and all
-        raise SweepError(f"storage {shown_url(url)!r} is not a valid database URL ({why}); use {valid}") from None
-    shown = shown_url(url)
-    dialect = parsed.get_backend_name()
-    if dialect == "postgres":
-        raise SweepError(f"storage {shown!r}: write postgresql://, not postgres://")
-    if dialect not in ("sqlite", "postgresql", "mysql"):
-        raise SweepError(f"storage {shown!r}: {dialect!r} is not a supported database; use {valid}")
-    if dialect == "sqlite" and _in_memory(parsed):
-        # each connection (every worker, and each heartbeat thread) would get its own empty database,
-        # and the study would vanish when the process ends
-        raise SweepError(f"storage {shown!r} is an in-memory SQLite database, which no other worker or thread "
-                         "can see and which is gone at exit; give a file: sqlite:///PATH/sweep.db "
-                         "(or leave --storage out for OUTPUT_DIR/sweep.db)")
-    engine_kwargs: dict[str, Any] = {}
-    if dialect == "postgresql":
-        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; ours is psycopg2 (the postgres extra)
-        chosen = [parsed.get_driver_name()] if "+" in parsed.drivername else ["psycopg2", "psycopg"]
-        driver = next((d for d in chosen if importlib.util.find_spec(d) is not None), None)
-        if driver is None:
-            raise SweepError(f"storage {shown!r} needs the {chosen[0]} driver: pip install 'prompting[postgres]'")
-        url = parsed.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
-        # long trials leave pooled connections idle: check them before use; fail fast on a dead host
-        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-    if dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return url, engine_kwargs
-
-
-def _schema_race(message: str) -> bool:
-    """Whether opening a storage failed because another worker was creating its tables at the same
-    moment (optuna creates the schema on first use): then the next try finds them made."""
-    return any(m in message for m in ("already exists", "UNIQUE constraint failed", "database is locked",
-                                      "duplicate key value"))
-
-
-def _in_memory(parsed) -> bool:
-    database = parsed.database or ""
-    return database in ("", ":memory:") or database.startswith("file::memory:") or \
-        parsed.query.get("mode") == "memory"
-
-
-def _retry(study, trial, max_retry: int) -> None:
-    """Queue a failed trial's parameters again, as the heartbeat callback does for a dead worker."""
-    import optuna
-
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
-        optuna.storages.RetryFailedTrialCallback
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry(max_retry=max_retry)(study, trial)
+class SweepError(StorageError):
+    """A study that does not fit this command, or a sweep that cannot go on."""
 
 
 # ------------------------------------------------------------------------------------ the sweep
@@ -334,7 +192,7 @@ class Sweep:
             # the next start re-runs it first and reuses the runs it had finished
             trial = self._frozen(study, self._current)
             if trial is not None and trial.state == optuna.trial.TrialState.FAIL:
-                _retry(study, trial, self.max_retry)
+                retry_trial(study, trial, self.max_retry)
             raise
         return study
 
@@ -447,71 +305,3 @@ def _default_settings():
     from prompting.config.experiment import SweepConfig
 
     return SweepConfig()
-
-
-# ------------------------------------------------------------------------------------ command line
-def add_sweep_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="optuna sweep of one method's hyper-parameters (or training seeds)")
-    p.add_argument("config", help="YAML experiment config (its sweep: section, if any, sets the defaults)")
-    p.add_argument("--storage", help="database URL; default sqlite:///OUTPUT_DIR/sweep.db; "
-                                     "postgresql://USER:PW@HOST:PORT/DB for many machines")
-    p.add_argument("--n-trials", type=int, help="finished trials the study should have (all workers together)")
-    p.add_argument("--study", help="study name (default CONFIG_NAME-METHOD-params|seeds)")
-    p.add_argument("--method", help="name or label of the config's method to sweep")
-    p.add_argument("--objective", choices=["mean", "stable"], help="mean dev over data seeds, or mean - λ·std")
-    p.add_argument("--stability-lambda", type=float, help="λ of the stable objective (default 1)")
-    p.add_argument("--seed-sweep", action="store_true", help="sweep training seeds 1..N at fixed hyper-parameters")
-    p.add_argument("--export-best", metavar="OUT.yaml", help="write the best trial as a config for `prompting run`")
-    p.add_argument("--output-dir", help="results.jsonl, report and plots (default runs/CONFIG_STEM-sweep)")
-    p.add_argument("--test-limit", type=int, help="override fewshot.test_limit")
-    p.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a worker's heartbeats")
-    p.add_argument("--grace-period", type=int, default=120, help="seconds without heartbeat before a trial fails")
-    p.add_argument("--max-retry", type=int, default=3, help="how often a failed (dead worker's) trial is re-run")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_sweep)
-
-
-def cmd_sweep(args) -> int:
-    import logging
-
-    import optuna
-
-    from prompting.config.experiment import load_configs
-
-    from prompting.cli import check_config_file, check_count
-
-    check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
-    configs = load_configs(check_config_file(args.config))
-    if len(configs) != 1:
-        raise ConfigError(f"{args.config}: holds {len(configs)} experiments; a sweep needs one")
-    cfg = configs[0]
-    if args.test_limit is not None:
-        cfg.protocol.test_limit = args.test_limit
-    n_trials = args.n_trials if args.n_trials is not None else (cfg.sweep.n_trials if cfg.sweep else None)
-    if n_trials is None or n_trials < 0:
-        raise ConfigError(f"give --n-trials N (N >= 0) or sweep.n_trials in {args.config}")
-    output = check_output_dir(args.output_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
-    if args.export_best:  # written after the sweep: a path it cannot be written to is refused now
-        if Path(args.export_best).is_dir():
-            raise ConfigError(f"--export-best {args.export_best!r} is a folder; give the path of a YAML file to write")
-        check_output_dir(Path(args.export_best).parent, "--export-best folder")
-    sweep = Sweep(cfg, output, storage=args.storage, study_name=args.study, method=args.method,
-                  objective=args.objective, stability_lambda=args.stability_lambda, seed_sweep=args.seed_sweep,
-                  n_trials=n_trials, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
-                  max_retry=args.max_retry)
-    if not args.verbose:
-        optuna.logging.set_verbosity(logging.WARNING)
-    print(f"study {sweep.study_name!r} ({sweep.mode}) of {sweep.base.label!r}, worker {sweep.worker}, "
-          f"storage {shown_url(sweep.storage)}")
-    if not sweep.seed_sweep:
-        print("search space: " + ", ".join(f"{k} {p.to_dict()}" for k, p in sweep.space.items()))
-    study = sweep.run(progress=not args.quiet)
-    paths = sweep.write_report(study)
-    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
-    complete = [t for t in study.trials if t.value is not None and t.state.name == "COMPLETE"]
-    if complete:
-        best = study.best_trial
-        print(f"best: trial {best.number}, dev {sweep.objective} {best.value:.4f}, params {best.params}")
-    if args.export_best:
-        print(f"exported: {sweep.export_best(study, args.export_best)}")
-    return 0

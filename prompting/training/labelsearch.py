@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from prompting.lm.model import MAX_BATCH_TOKENS, LanguageModel, log_softmax, token_budget_batches
+from prompting.lm.logprobs import MAX_BATCH_TOKENS, log_softmax, token_budget_batches
+from prompting.lm.model import LanguageModel
 from prompting.core.paths import atomic_write
 from prompting.core.template import Template, collate
 from prompting.core.verbalizer import Verbalizer

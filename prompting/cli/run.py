@@ -1,0 +1,117 @@
+"""``prompting run``: an experiment config, in this process or in many workers."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from prompting.cli.common import check_config_file, check_count, quiet_optuna
+
+__all__ = ['add_run_parser', 'cmd_run']
+
+
+def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
+    from prompting.reporting.report import summary_rows, summary_table, write_report
+    from prompting.experiment.results import ResultsStore
+
+    by_task = {}
+    for r in records:
+        by_task.setdefault(r["task"], []).append(r)
+    for task, recs in by_task.items():
+        print(f"\n## {task}\n")
+        print(summary_table(summary_rows(ResultsStore(directory), recs, metric)))
+    paths = write_report(directory, metric)
+    print(f"\nreport: {paths['report']}\nsummary: {paths['summary']}")
+    plots = [str(p) for k, p in paths.items() if k not in ("report", "summary", "runs")]
+    if plots:
+        print("plots: " + ", ".join(plots))
+
+
+def cmd_run(args) -> int:
+    from prompting.config.experiment import load_configs
+    from prompting.core.paths import check_output_dir, slug
+    from prompting.cli.workers import check_worker_options, run_workers
+    from prompting.experiment.workers import share_runs, study_name
+
+    check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
+    if _probe_config(check_config_file(args.config)) is not None:
+        return cmd_probe(args)
+    configs = load_configs(check_config_file(args.config))
+    output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
+    check_worker_options(args, output)
+    started = time.perf_counter()
+    if args.workers is not None:
+        if run_workers(args, output):
+            return 1
+        from prompting.experiment.results import ResultsStore
+
+        names = {cfg.name for cfg in configs}
+        records = [r for r in ResultsStore(output).records() if r.get("experiment") in names]
+    else:
+        from prompting.experiment.harness import build_experiment
+
+        records, lm = [], None
+        for cfg in configs:
+            if args.test_limit is not None:
+                cfg.protocol.test_limit = args.test_limit
+            if args.device is not None:
+                cfg.device = args.device
+            same = lm is not None and (lm.name, str(lm.dtype)) == (cfg.model, f"torch.{cfg.dtype}")
+            experiment = build_experiment(cfg, output, lm if same else None, allow_download=args.allow_download)
+            lm = experiment.lm
+            if args.storage is not None:
+                quiet_optuna(args)
+                share_runs(experiment.store, args.storage, study_name(cfg.name), args.heartbeat_interval,
+                           args.grace_period)
+            records += experiment.run(progress=not args.quiet)
+    print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "
+          f"({time.perf_counter() - started:.0f} s this time)")
+    if not args.no_summary:
+        _print_summary(records, output, configs[0].protocol.select_metric)
+    return 0
+
+
+def _probe_config(path: Path) -> dict | None:
+    """The YAML of a fact-probing config (``task: {name: lama, ...}``), else None."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError:
+        return None  # load_configs says what is wrong with it
+    task = data.get("task") if isinstance(data, dict) else None
+    return data if isinstance(task, dict) and task.get("name") == "lama" else None
+
+
+def cmd_probe(args) -> int:
+    """``prompting run`` of a LAMA config: every relation x method x protocol (see prompting.experiment.probing)."""
+    from prompting.core.paths import check_output_dir, slug
+    from prompting.experiment.probing import parse_probe_config, run_probe
+    from prompting.reporting.probing import probe_table
+
+    cfg = parse_probe_config(_probe_config(args.config), base=Path(args.config).parent)
+    if args.test_limit is not None:
+        cfg.limits["test"] = args.test_limit
+    output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
+    started = time.perf_counter()
+    run_probe(cfg, output, progress=not args.quiet)
+    print(f"\n{args.config}: {output / 'results.jsonl'} ({time.perf_counter() - started:.0f} s this time)\n")
+    from prompting.experiment.results import ResultsStore
+
+    print(probe_table(ResultsStore(output).records()))
+    return 0
+
+
+def add_run_parser(sub) -> None:
+    p = sub.add_parser("run", help="run an experiment config (resumes: finished runs are skipped)")
+    p.add_argument("config", help="YAML experiment config")
+    p.add_argument("--output-dir", help="default runs/CONFIG_NAME")
+    p.add_argument("--test-limit", type=int, help="override fewshot.test_limit")
+    p.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded (off by default)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from prompting.cli.workers import add_worker_options
+
+    add_worker_options(p)
+    p.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # workers: the parent reports
+    p.set_defaults(func=cmd_run)

@@ -1,0 +1,31 @@
+"""Examples as a method holds them: tokenised once per run, and cut into padded batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prompting.core.template import Encoding, PromptBatch
+
+__all__ = ["EncodedExamples", "Batch"]
+
+
+@dataclass
+class EncodedExamples:
+    """Examples tokenised once per run: one Encoding per mask count, and label indices."""
+
+    encodings: dict[int, list[Encoding]]
+    labels: torch.Tensor  # [N] label index, -1 where unknown
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Batch:
+    prompts: dict[int, PromptBatch]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
