@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.prompting-installed
 
-.PHONY: setup quickstart test
+.PHONY: setup quickstart test check-reports
 
 setup: $(STAMP)
 
@@ -30,3 +30,11 @@ quickstart: setup
 test: setup
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q tests
+
+# every committed result folder's report derived again from its records, compared byte for byte
+check-reports: setup
+	@for d in experiments/results/*/; do \
+	  t=$$(mktemp -d); cp -r "$$d" "$$t/"; n=$$(basename "$$d"); \
+	  $(BIN)/prompting report "$$t/$$n" >/dev/null || exit 1; \
+	  for f in report.md summary.csv runs.csv; do cmp "$$d$$f" "$$t/$$n/$$f" || exit 1; done; \
+	  echo "$$n: report.md, summary.csv, runs.csv equal"; rm -rf "$$t"; done

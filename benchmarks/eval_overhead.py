@@ -2,7 +2,7 @@
 
     python benchmarks/eval_overhead.py [--methods manual,soft,ptuning,prefix] [--examples 512] [--rounds 3]
 
-For every method, ``ours`` is the method's scoring pass (``_predict_scores``: embedding hooks, prefix
+For every method, ``ours`` is the method's scoring pass (``predict_scores(..., cached=False)``: embedding hooks, prefix
 cache, label-word scores; ``predict_scores`` itself would return the scores it keeps for an unchanged
 state) and both bare variants see exactly the same batches (the method's own length-sorted batches
 under the token budget, the same padding, the method's own input ids): "bare" is ``model(input_ids, attention_mask)`` as a user
@@ -73,7 +73,7 @@ def main() -> None:
 
         @torch.no_grad()
         def ours():  # the scoring itself: predict_scores would return the scores it keeps for this state
-            method._predict_scores(data, args.batch_size, False, None)
+            method.predict_scores(data, args.batch_size, cached=False)
 
         @torch.no_grad()
         def bare(last_only: bool):

@@ -148,7 +148,7 @@ def runs_on(lm, test, args, template: str, verbalizer: Verbalizer) -> dict:
             lm.spans.clear()
             lm.spans.cap = cap if cache else 0
             for m in methods:
-                m._predict_scores(data, 32, False, None)
+                m.predict_scores(data, 32, cached=False)
             lm.spans.cap = cap
         return go
     times = timed_rounds({"one": score(runs[:1], True), "all": score(runs, True),

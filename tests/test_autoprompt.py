@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from prompting.core.data import Example
 from prompting.methods import AutoPrompt, PromptMethod, build_method, hotflip_candidates
+from prompting.methods import autoprompt as autoprompt_module
+from prompting.methods.triggers import gradient_after_shared_text, score_after_shared_text
 from prompting.core.template import Template
 from prompting.training.loop import TrainConfig, TrainResult, dev_score, train
 from prompting.core.verbalizer import Verbalizer
@@ -90,7 +92,7 @@ def test_batched_candidate_scoring_equals_one_by_one(lm, verbalizer):
 
 
 @pytest.mark.parametrize("better", [None, 2], ids=["no-candidate-better", "candidate-2-better"])
-def test_a_swap_is_kept_only_when_it_improves(tiny_causal_lm, better):
+def test_a_swap_is_kept_only_when_it_improves(tiny_causal_lm, better, monkeypatch):
     method = make(tiny_causal_lm, iterations=1, num_candidates=4)
     before = method.trigger_ids.clone()
 
@@ -103,7 +105,7 @@ def test_a_swap_is_kept_only_when_it_improves(tiny_causal_lm, better):
         return scores
 
     method.score_triggers = fake_scores
-    method._score_after_shared_text = lambda candidates, data: None  # the search then asks score_triggers
+    monkeypatch.setattr(autoprompt_module, "score_after_shared_text", lambda *args: None)  # the search then asks score_triggers
     result = method.search(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
     record = result.history[0]
     assert record["swapped"] is (better is not None)
@@ -213,10 +215,10 @@ def _fake_scores(seed: int):
 
 
 @pytest.mark.parametrize("positions", ["cycle", "random", "all"])
-def test_the_accept_rule_never_takes_a_worse_candidate(tiny_causal_lm, positions):
+def test_the_accept_rule_never_takes_a_worse_candidate(tiny_causal_lm, positions, monkeypatch):
     method = make(tiny_causal_lm, iterations=15, num_candidates=6, positions=positions)
     method.score_triggers = _fake_scores(seed=3)
-    method._score_after_shared_text = lambda candidates, data: None  # the search then asks score_triggers
+    monkeypatch.setattr(autoprompt_module, "score_after_shared_text", lambda *args: None)  # the search then asks score_triggers
     result = method.search(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
     previous = None
     for record in result.history:
@@ -276,17 +278,17 @@ def test_scoring_with_the_text_computed_once_equals_plain_scoring(make_tiny_lm, 
     data = method.encode(EXAMPLES[:6])
     pool = method.allowed.nonzero().squeeze(1)
     candidates = pool[torch.randint(len(pool), (7, method.template.n_trigger), generator=torch.Generator().manual_seed(0))]
-    shared = method._score_after_shared_text(candidates, data)
+    shared = score_after_shared_text(method, candidates, data)
     assert shared is not None  # a causal LM, one-token label words, the trigger after the text
     torch.testing.assert_close(shared, method.score_triggers(candidates, data), rtol=1e-4, atol=1e-5)
-    assert make(make_tiny_lm(kind), MULTI, template=template)._score_after_shared_text(candidates, data) is None
+    assert score_after_shared_text(make(make_tiny_lm(kind), MULTI, template=template), candidates, data) is None
 
 
 @pytest.mark.parametrize("template", ["{text_a} {trigger:3} {mask}", "{text_a} It was {trigger:2} {mask}."])
 def test_gradient_with_the_text_computed_once_equals_the_plain_gradient(make_tiny_lm, template):
     method = make(make_tiny_lm("llama"), template=template, init="random", seed=2)
     batch = next(method.batches(method.encode(EXAMPLES[:6]), 6))
-    shared = method._gradient_after_shared_text(batch)
+    shared = gradient_after_shared_text(method, batch)
     assert shared is not None
     grad, loss = method.trigger_gradient(batch)
     torch.testing.assert_close(shared[0], grad, rtol=1e-4, atol=1e-6)
@@ -309,14 +311,14 @@ def test_a_saved_search_is_a_prompt_file_of_the_found_template(tiny_causal_lm, t
     torch.testing.assert_close(loaded.predict_scores(loaded.encode(EXAMPLES)), scores)
 
 
-def test_a_pass_without_a_better_swap_widens_to_the_next_ranks_then_stops(tiny_causal_lm):
+def test_a_pass_without_a_better_swap_widens_to_the_next_ranks_then_stops(tiny_causal_lm, monkeypatch):
     method = make(tiny_causal_lm, iterations=50, num_candidates=4, max_candidates=12)
 
     def current_always_wins(candidates, data, rows_per_forward=None):
         return torch.cat([torch.zeros(1), -torch.ones(len(candidates) - 1)])
 
     method.score_triggers = current_always_wins
-    method._score_after_shared_text = lambda candidates, data: None
+    monkeypatch.setattr(autoprompt_module, "score_after_shared_text", lambda *args: None)
     result = method.search(method.encode(EXAMPLES[:8]), None, TrainConfig(batch_size=4), progress=False)
     # 3 positions x ranks 1-4, then 5-8, then 9-12; then nothing new to try
     assert [r["ranks"] for r in result.history] == [[1, 4]] * 3 + [[5, 8]] * 3 + [[9, 12]] * 3

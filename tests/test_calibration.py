@@ -12,7 +12,8 @@ from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.training.calibration import calibrate, contextual, domain
 from prompting.config.experiment import ConfigError, parse_config
 from prompting.core.data import Example, Task
-from prompting.experiment.harness import Experiment, MethodSpec, Protocol, calibrated_id
+from prompting.experiment.harness import Experiment, MethodSpec, Protocol
+from prompting.experiment.plan import calibrated_id
 from prompting.experiment.results import ResultsStore, aggregate
 
 PATTERNS = ["{text_a} It was {mask}.", "Review: {text_a} Sentiment: {mask}"]
@@ -117,7 +118,7 @@ def test_calibration_added_later_needs_no_new_run(tiny_causal_lm, tmp_path):
     store.save_predictions(first[0]["run_id"], saved)
     again = Experiment(tiny_causal_lm, task, [MethodSpec("manual", train=False, calibration="contextual")], prompts,
                        Protocol(k=4, data_seeds=[1], train_seeds=[1]), output_dir=tmp_path)
-    again._execute = lambda *a, **k: pytest.fail("a recorded run ran again")
+    again.executor.execute = lambda *a, **k: pytest.fail("a recorded run ran again")
     records = again.run(progress=False)
     assert [r["run_id"] for r in records if not r.get("calibration")] == [first[0]["run_id"]]
     assert [r["label"] for r in records if r.get("calibration")] == ["manual zero-shot + contextual calibration"]

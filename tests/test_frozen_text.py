@@ -8,7 +8,8 @@ import torch
 from prompting.lm.logprobs import token_budget_batches
 from prompting.core.data import Example
 from prompting.methods import AutoPrompt, PTuning, SoftPrompt
-from prompting.methods.base import _SCORES
+from prompting.methods.triggers import gradient_after_shared_text, score_after_shared_text
+from prompting.methods.scores import SCORES
 from prompting.training.loop import TrainConfig, train
 from prompting.core.verbalizer import Verbalizer
 
@@ -60,13 +61,13 @@ def test_soft_prompt_after_the_input_gives_the_plain_loss_gradient_and_scores(lm
     batch = next(method.batches(data, len(data))).prompts[1]
     assert batch.frozen is not None and len(set(batch.frozen.lengths)) > 1  # spans of several lengths
     fast_loss, fast_grad = loss_and_grad(method, data)
-    fast_scores = method._predict_scores(data, 4, False, None)
+    fast_scores = method.predict_scores(data, 4, cached=False)
     assert len(lm.spans) == len(EXAMPLES)
     with plain(lm):
         assert not method.frozen_text
         assert next(method.batches(data, len(data))).prompts[1].frozen is None
         slow_loss, slow_grad = loss_and_grad(method, data)
-        slow_scores = method._predict_scores(data, 4, False, None)
+        slow_scores = method.predict_scores(data, 4, cached=False)
     assert fast_loss == pytest.approx(slow_loss, abs=1e-5)
     for fast, slow in zip(fast_grad, slow_grad):
         torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
@@ -99,10 +100,10 @@ def test_over_the_memory_cap_spans_are_recomputed_with_the_same_scores(lm):
     method = SoftPrompt(lm, SUFFIX, VERBALIZER, init="vocab")
     data = method.encode(EXAMPLES)
     with plain(lm):
-        expected = method._predict_scores(data, 3, False, None)
+        expected = method.predict_scores(data, 3, cached=False)
     lm.spans.cap = 1  # one byte: nothing fits
     assert method.frozen_text
-    scores = method._predict_scores(data, 3, False, None)
+    scores = method.predict_scores(data, 3, cached=False)
     assert len(lm.spans) == 0 and lm.spans.computed == len(EXAMPLES)
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)
 
@@ -110,13 +111,13 @@ def test_over_the_memory_cap_spans_are_recomputed_with_the_same_scores(lm):
 def test_the_cache_empties_when_the_lm_weights_change(lm):
     method = SoftPrompt(lm, SUFFIX, VERBALIZER, init="vocab")
     data = method.encode(EXAMPLES)
-    before = method._predict_scores(data, 8, False, None)
+    before = method.predict_scores(data, 8, cached=False)
     with torch.no_grad():
         for p in lm.model.parameters():
             p.mul_(1.5)
-    after = method._predict_scores(data, 8, False, None)
+    after = method.predict_scores(data, 8, cached=False)
     with plain(lm):
-        expected = method._predict_scores(data, 8, False, None)
+        expected = method.predict_scores(data, 8, cached=False)
     assert not torch.allclose(before, after, atol=1e-3)
     torch.testing.assert_close(after, expected, atol=1e-5, rtol=2e-6)
     assert lm.spans.computed == 2 * len(EXAMPLES)
@@ -145,14 +146,14 @@ def test_autoprompt_candidates_score_the_same_from_cached_text(lm):
     method = AutoPrompt(lm, "Review: {text_a} {trigger:3} It was {mask}.", Verbalizer({"0": "bad", "1": "great"}))
     data = method.encode(EXAMPLES)
     candidates = torch.tensor([[5, 6, 7], [50, 60, 70], [100, 200, 300]])
-    fast = method._score_after_shared_text(candidates, data)
+    fast = score_after_shared_text(method, candidates, data)
     assert lm.spans.computed == len(EXAMPLES)
     with plain(lm):
-        per_batch = method._score_after_shared_text(candidates, data)  # the text before the trigger per batch
+        per_batch = score_after_shared_text(method, candidates, data)  # the text before the trigger per batch
         whole = method.score_triggers(candidates, data)  # every row whole
     torch.testing.assert_close(fast, whole, atol=1e-5, rtol=0)
     torch.testing.assert_close(per_batch, whole, atol=1e-5, rtol=0)
-    grad = method._gradient_after_shared_text(next(method.batches(data, len(data))))
+    grad = gradient_after_shared_text(method, next(method.batches(data, len(data))))
     with plain(lm):
         expected = method.trigger_gradient(next(method.batches(data, len(data))))
     torch.testing.assert_close(grad[0], expected[0], atol=1e-5, rtol=1e-4)
@@ -164,9 +165,9 @@ def test_bucketed_scoring_gives_the_scores_of_fixed_batches(make_tiny_lm, kind):
     lm = make_tiny_lm(kind, seed=4)
     method = SoftPrompt(lm, "{soft:2} {text_a} It was {mask}.", VERBALIZER, init="vocab")
     data = method.encode(EXAMPLES * 3)
-    one_by_one = method._predict_scores(data, 1, False, None)
+    one_by_one = method.predict_scores(data, 1, cached=False)
     for rows, tokens in [(32, 40), (32, 100_000), (4, None)]:
-        torch.testing.assert_close(method._predict_scores(data, rows, False, tokens), one_by_one, atol=1e-5, rtol=2e-6)
+        torch.testing.assert_close(method.predict_scores(data, rows, max_tokens=tokens, cached=False), one_by_one, atol=1e-5, rtol=2e-6)
 
 
 def test_token_budget_batches_keep_order_and_budget():
@@ -207,7 +208,7 @@ def test_a_state_is_scored_once_on_the_same_examples(lm):
     finally:
         handle.remove()
     torch.testing.assert_close(again, first)
-    assert len(_SCORES) <= 64
+    assert SCORES.bytes <= SCORES.max_bytes
 
 
 def test_length_grouped_training_batches_are_deterministic_and_cover_every_example(lm):
@@ -225,14 +226,14 @@ def test_length_grouped_training_batches_are_deterministic_and_cover_every_examp
 def test_spans_are_found_again_when_tuned_weights_are_put_back(lm):
     method = SoftPrompt(lm, SUFFIX, VERBALIZER, init="vocab")
     data = method.encode(EXAMPLES)
-    first = method._predict_scores(data, 8, False, None)
+    first = method.predict_scores(data, 8, cached=False)
     snapshot = lm.snapshot()
     with torch.no_grad():  # as PET's fine-tuning does
         for p in lm.model.parameters():
             p.mul_(1.5)
-    tuned = method._predict_scores(data, 8, False, None)
+    tuned = method.predict_scores(data, 8, cached=False)
     assert lm.spans.computed == 2 * len(EXAMPLES) and not torch.allclose(tuned, first, atol=1e-3)
     lm.restore(snapshot)
-    again = method._predict_scores(data, 8, False, None)
+    again = method.predict_scores(data, 8, cached=False)
     assert lm.spans.computed == 2 * len(EXAMPLES)  # the original weights' spans, not computed again
     torch.testing.assert_close(again, first, atol=1e-5, rtol=0)

@@ -13,6 +13,7 @@ import torch
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.core.data import Example, Task, sample_kshot
+from prompting.experiment.executor import RunExecutor
 from prompting.experiment.harness import Experiment, MethodSpec, Protocol
 from prompting.experiment.results import ResultsFileError, ResultsStore
 
@@ -35,24 +36,22 @@ def toy_task(name="toy", **kwargs):
 def captured_splits(monkeypatch):
     """The (train, dev) examples each executed run gets, by run id."""
     seen = {}
-    original = Experiment._execute
+    original = RunExecutor.execute
 
-    def execute(self, run, train_examples, dev_examples, progress):
+    def execute(self, run, train_examples, dev_examples, progress=True):
         seen[run.run_id] = (run, list(train_examples), list(dev_examples))
         return original(self, run, train_examples, dev_examples, progress)
 
-    monkeypatch.setattr(Experiment, "_execute", execute)
+    monkeypatch.setattr(RunExecutor, "execute", execute)
     return seen
 
 
 @pytest.fixture
 def counted_builds(monkeypatch):
     """How many methods the harness builds (one per executed run)."""
-    import prompting.experiment.harness as harness
-
     calls = []
-    original = harness.build_method
-    monkeypatch.setattr(harness, "build_method", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    original = RunExecutor.build
+    monkeypatch.setattr(RunExecutor, "build", lambda self, run: calls.append(run.spec.name) or original(self, run))
     return calls
 
 
@@ -359,30 +358,31 @@ def test_a_search_method_records_its_dev_curve_without_a_dev_loss(make_tiny_lm, 
 
 def test_a_learned_state_is_scored_on_test_once_however_many_runs_keep_it(make_tiny_lm, tmp_path, monkeypatch):
     """AutoPrompt with no iterations keeps its start in every run: one test pass serves all four.
-    Runs that tune the LM are always scored (the LM is not part of the key)."""
-    from prompting.methods import PromptMethod, build_method
+    Runs that tune the LM are scored each (the LM's weights are part of the key)."""
     from prompting.core.verbalizer import Verbalizer
+    from prompting.methods import build_method
+    from prompting.methods.scores import SCORES
 
     lm = make_tiny_lm("llama")
     test_passes = []
-    original = PromptMethod.predict_scores
+    original = SCORES.put
 
-    def counting(self, data, *args, **kwargs):
-        if len(data) == len(TEST):
-            test_passes.append(self.name)
-        return original(self, data, *args, **kwargs)
+    def counting(key, scores):  # scores are kept once computed: count what was computed on test
+        if len(scores) == len(TEST):
+            test_passes.append(key[0])
+        return original(key, scores)
 
-    monkeypatch.setattr(PromptMethod, "predict_scores", counting)
+    monkeypatch.setattr(SCORES, "put", counting)
     start = "{trigger:2} {text_a} It was {mask}."
     experiment = Experiment(lm, toy_task(), [MethodSpec("autoprompt", train=True, template=start, params={"iterations": 0}),
                                              MethodSpec("manual", train=True, **TRAINED)],
                             [(PATTERNS[0], VERBALIZER)], Protocol(k=4, data_seeds=(13, 21), train_seeds=(1, 2)),
                             output_dir=tmp_path)
     records = experiment.run(progress=False)
-    assert test_passes.count("autoprompt") == 1 and test_passes.count("manual") == 4
+    assert test_passes.count("AutoPrompt") == 1 and test_passes.count("ManualPrompt") == 4
     store = ResultsStore(tmp_path)
     saved = [store.load_predictions(r["run_id"])["test"] for r in records if r["method"] == "autoprompt"]
     assert len(saved) == 4 and all(s == saved[0] for s in saved)
     fresh = build_method("autoprompt", lm, start, Verbalizer(VERBALIZER), labels=("0", "1"))
-    direct = original(fresh, fresh.encode(TEST), 32)
+    direct = fresh.predict_scores(fresh.encode(TEST), 32, cached=False)
     assert torch.allclose(torch.tensor(saved[0]), direct, atol=1e-6)

@@ -69,3 +69,17 @@ def test_a_cycle_is_found_when_there_is_one(tmp_path, monkeypatch):
 def test_the_top_level_is_a_few_layers():
     top = [p for p in PACKAGE.iterdir() if (p.suffix == ".py" or (p / "__init__.py").exists())]
     assert len(top) <= 12, sorted(p.name for p in top)
+
+
+def test_classes_and_functions_stay_small():
+    """No class over 250 lines and no function over 50: a piece a reader takes in at once."""
+    import ast
+
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            size = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, ast.ClassDef) and size > 250 or \
+                    isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and size > 50:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({size} lines)")
+    assert found == []

@@ -9,6 +9,7 @@ from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.config.experiment import ConfigError, parse_config
 from prompting.core.data import Example, Task
 from prompting.core.demonstrations import render
+from prompting.experiment.executor import RunExecutor
 from prompting.experiment.harness import Experiment, MethodSpec, Protocol
 from prompting.methods import build_method
 from prompting.experiment.results import ResultsStore
@@ -169,7 +170,7 @@ def test_harness_icl_runs_vary_with_data_and_training_seed(tiny_causal_lm, tmp_p
     assert all(any(t in d for t in train_texts) for demos in shown for d in demos)
 
 
-def test_pet_with_demonstrations_trains_on_inputs_that_carry_them(make_tiny_lm, tmp_path):
+def test_pet_with_demonstrations_trains_on_inputs_that_carry_them(make_tiny_lm, tmp_path, monkeypatch):
     lm = make_tiny_lm("llama")
     task = Task("toy", ("0", "1"), ("text_a",), list(TASK_TRAIN), list(TASK_TEST))
     spec = MethodSpec("manual", params={"demonstrations": {"k": 1}},
@@ -177,8 +178,9 @@ def test_pet_with_demonstrations_trains_on_inputs_that_carry_them(make_tiny_lm, 
     seen = []
     experiment = Experiment(lm, task, [spec], [("{text_a} It was {mask}.", VERBALIZER)],
                             Protocol(k=4, data_seeds=[1], train_seeds=[1]), output_dir=tmp_path)
-    original = experiment._fit
-    experiment._fit = lambda method, *a: seen.append(method.encode(TASK_TEST[:1])) or original(method, *a)
+    original = RunExecutor.fit
+    monkeypatch.setattr(RunExecutor, "fit", lambda self, method, *a: seen.append(method.encode(TASK_TEST[:1]))
+                        or original(self, method, *a))
     records = experiment.run(progress=False)
     assert records[0]["steps"] == 2 and records[0]["describe"]["demonstrations"] == {"k": 1}
     assert lm.tokenizer.decode(seen[0].encodings[1][0].input_ids).count("It was") == 3  # 2 demos + the query

@@ -83,8 +83,9 @@ import sklearn.metrics
 import transformers.models.llama.modeling_llama
 import prompting.experiment.harness as harness
 from prompting.cli import main
+from prompting.experiment.executor import RunExecutor
 
-run, execute = harness.Experiment.run, harness.Experiment._execute
+run, execute = harness.Experiment.run, RunExecutor.execute
 folder = None
 
 
@@ -104,7 +105,7 @@ def logged_execute(self, planned, *args, **kwargs):
     return execute(self, planned, *args, **kwargs)
 
 
-harness.Experiment.run, harness.Experiment._execute = run_together, logged_execute
+harness.Experiment.run, RunExecutor.execute = run_together, logged_execute
 children = []
 for group in json.loads(sys.argv[1]):
     folder, n = Path(group["folder"]), group["n"]

@@ -108,11 +108,11 @@ def test_cached_text_scores_equal_the_plain_path(no_bos_lm, method, position, de
     built.set_demonstration_pool(TRAIN, seed=1)
     assert built.frozen_text
     data = built.encode(TEST)
-    fast = (built._predict_scores(data, 4, False, None), content_free_scores(built)["scores"])
+    fast = (built.predict_scores(data, 4, cached=False), content_free_scores(built)["scores"])
     cap, no_bos_lm.spans.cap = no_bos_lm.spans.cap, 0
     try:
         assert not built.frozen_text
-        slow = (built._predict_scores(data, 4, False, None), content_free_scores(built)["scores"])
+        slow = (built.predict_scores(data, 4, cached=False), content_free_scores(built)["scores"])
     finally:
         no_bos_lm.spans.cap = cap
     torch.testing.assert_close(fast[0], slow[0], atol=1e-5, rtol=0)

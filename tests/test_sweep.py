@@ -213,13 +213,13 @@ def test_sqlite_sweep_interrupted_resumes_and_exports_the_best(toy, tmp_path, mo
     """Ctrl-C in the middle of a trial, then the same command again: the interrupted trial is failed
     and re-run with its parameters (its finished data seed reused); the best exports as a config
     whose `prompting run` gives the same dev scores."""
-    from prompting.experiment.harness import Experiment
+    from prompting.experiment.executor import RunExecutor
 
     config, out = toy(), tmp_path / "out"
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
     args = ["sweep", str(config), "--storage", storage, "--n-trials", "3", "--output-dir", str(out), "-q",
             "--export-best", str(tmp_path / "best.yaml")]
-    execute, calls = Experiment._execute, []
+    execute, calls = RunExecutor.execute, []
 
     def interrupted(self, run, *rest, **kw):
         calls.append(run.data_seed)
@@ -227,9 +227,9 @@ def test_sqlite_sweep_interrupted_resumes_and_exports_the_best(toy, tmp_path, mo
             raise KeyboardInterrupt
         return execute(self, run, *rest, **kw)
 
-    monkeypatch.setattr(Experiment, "_execute", interrupted)
+    monkeypatch.setattr(RunExecutor, "execute", interrupted)
     assert cli.main(args) == 130
-    monkeypatch.setattr(Experiment, "_execute", execute)
+    monkeypatch.setattr(RunExecutor, "execute", execute)
     assert cli.main(args) == 0
     study = optuna.load_study(study_name=Sweep(load_config(config), out).study_name, storage=storage)
     trials = study.get_trials(deepcopy=False)
@@ -367,8 +367,8 @@ def test_a_diverged_trial_leaves_the_lm_as_it_was_for_the_next(make_tiny_lm, mon
     """Sweeps reuse one LM across trials: a tune_lm run that raises must not leave its weights behind."""
     import torch
 
-    from prompting.experiment import harness
     from prompting.core.data import Example, Task
+    from prompting.experiment.executor import RunExecutor
     from prompting.experiment.harness import Experiment, MethodSpec, Protocol
     from prompting.training.loop import TrainingError
 
@@ -381,7 +381,7 @@ def test_a_diverged_trial_leaves_the_lm_as_it_was_for_the_next(make_tiny_lm, mon
                 p.add_(1.0)
         raise TrainingError("loss became nan")
 
-    monkeypatch.setattr(harness, "train", diverge)
+    monkeypatch.setattr(RunExecutor, "fit", lambda self, method, *args: diverge(method))
     examples = [Example({"text_a": f"the film was {a}."}, str(int(a in POSITIVE))) for a in POSITIVE + NEGATIVE]
     task = Task("toy", ("0", "1"), ("text_a",), examples, examples[:4])
     experiment = Experiment(lm, task, [MethodSpec("manual", train=True, train_config={"max_steps": 1})],

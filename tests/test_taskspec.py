@@ -9,7 +9,8 @@ import pytest
 
 from prompting.config.experiment import ConfigError, load_config
 from prompting.core.data import DataError, Example, load_examples
-from prompting.experiment.harness import Experiment, describe_protocol, protocol_name
+from prompting.experiment.harness import Experiment
+from prompting.experiment.plan import describe_protocol, protocol_name
 from prompting.core.settings import Protocol
 from prompting.tasks.spec import load_task_spec
 

@@ -31,13 +31,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot
 import optuna, sqlalchemy.dialects.sqlite, sklearn.metrics
 import transformers.models.llama.modeling_llama
-import prompting.experiment.harness as harness
+from prompting.experiment.executor import RunExecutor
 import prompting.experiment.workers
 from prompting.cli import main
 
 spec = json.loads(sys.argv[1])
 folder, n, victim = Path(spec["folder"]), spec["n"], spec.get("victim")
-execute = harness.Experiment._execute
+execute = RunExecutor.execute
 me = None
 
 
@@ -50,7 +50,7 @@ def logged_execute(self, planned, *args, **kwargs):
     return execute(self, planned, *args, **kwargs)
 
 
-harness.Experiment._execute = logged_execute
+RunExecutor.execute = logged_execute
 start, children = time.time() + 1.0, []
 for i in range(n):
     pid = os.fork()

@@ -7,7 +7,8 @@ import torch
 
 from prompting.core.data import Example, Task
 from prompting.experiment.harness import Experiment, MethodSpec, Protocol
-from prompting.methods import PromptMethod
+from prompting.methods import ManualPrompt
+from prompting.methods.scores import SCORES, score_key
 from prompting.reporting.report import zero_shot_table
 from prompting.core.verbalizer import Verbalizer
 
@@ -37,16 +38,11 @@ def test_shared_pass_scores_equal_scoring_each_verbalizer_alone(fixture, request
     records = experiment.run(progress=False)
     assert len(records) == len(PROMPTS)
     for template, verbalizer in PROMPTS:
-        alone = PromptMethod(lm, template, Verbalizer(verbalizer), labels=task.labels)
-        expected = alone.predict_scores(alone.encode(task.test), batch_size=5)
-        key = ("manual", "{}", template, experiment_key(verbalizer))
-        assert torch.allclose(experiment._cache.get(key, lambda: pytest.fail(f"{key} was not scored")), expected, atol=1e-5), (template, verbalizer)
-
-
-def experiment_key(verbalizer: dict) -> str:
-    import json
-
-    return json.dumps({str(k): list(v) for k, v in verbalizer.items()}, sort_keys=True)
+        alone = ManualPrompt(lm, template, Verbalizer(verbalizer), labels=task.labels)
+        data = alone.encode(task.test)
+        expected = alone.predict_scores(data, batch_size=5, cached=False)
+        kept = SCORES.get(score_key(alone, data), lambda: pytest.fail(f"{template!r} {verbalizer} was not scored"))
+        assert torch.allclose(kept, expected, atol=1e-5), (template, verbalizer)
 
 
 def test_zero_shot_table_lists_each_prompt_once_best_first():

@@ -151,6 +151,8 @@ class MethodConfig(Settings):
     summary: ClassVar[str] = ""
     train_defaults: ClassVar[dict] = {}
     train_space: ClassVar[dict] = {}
+    #: the method is demonstrations in front of each input (in-context learning), whatever its settings
+    demonstrations_always: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

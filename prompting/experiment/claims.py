@@ -30,6 +30,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Collection, ContextManager, Mapping, Protocol
 
 from prompting.core.paths import slug
 
@@ -38,7 +39,31 @@ try:  # POSIX; elsewhere the O_EXCL create alone decides, and a stale claim is t
 except ImportError:  # pragma: no cover
     fcntl = None
 
-__all__ = ["Claims"]
+__all__ = ["Claims", "ClaimsBackend"]
+
+
+class ClaimsBackend(Protocol):
+    """What the harness asks of claims, whichever keeps them: files in the output folder
+    (:class:`Claims`) or the trials of a study that many workers share
+    (:class:`prompting.experiment.workers.StudyClaims`)."""
+
+    def expect(self, work: Mapping[str, str], skip: Collection[str] = ()) -> None:
+        """Know the plan before claiming (run id -> what it is; ``skip``: recorded already)."""
+
+    def claim(self, key: str, what: str = "") -> bool:
+        """Take ``key`` for this process; False while another live process holds it."""
+
+    def release(self, key: str, record: dict | None = None) -> None:
+        """Give ``key`` back (with the run's ``record`` when it was recorded)."""
+
+    def release_all(self) -> None:
+        """Give back every claim this process holds."""
+
+    def holder(self, key: str) -> dict | None:
+        """Who holds ``key`` (pid, host, what), or None."""
+
+    def hold(self, key: str, what: str = "", poll: float = 0.2, on_wait=None) -> ContextManager:
+        """Wait for ``key``, hold it for the ``with`` block."""
 
 
 class Claims:
@@ -57,6 +82,9 @@ class Claims:
 
     def path(self, key: str) -> Path:
         return self.folder / f"{slug(key)}.claim"
+
+    def expect(self, work: Mapping[str, str], skip: Collection[str] = ()) -> None:
+        """Files need no plan: a claim is made when a process comes to its run."""
 
     # ------------------------------------------------------------------------------ claim / release
     def claim(self, key: str, what: str = "") -> bool:

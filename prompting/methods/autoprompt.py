@@ -40,7 +40,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from prompting.lm.logprobs import log_softmax
 from prompting.lm.model import LanguageModel
 from prompting.core.template import PromptBatch, Template
 from prompting.lm.vocab import label_word_token_ids, token_mask, token_strings
@@ -48,7 +47,9 @@ from prompting.methods.evaluation import TrainResult, dev_score
 from prompting.methods.base import PromptMethod, SearchMethod
 from prompting.methods.batches import Batch, EncodedExamples
 from prompting.methods.configs import AutoPromptConfig
-from prompting.methods.triggers import Shared, TriggerHooks, by_length, hotflip_candidates, subset, whole_word_tokens
+from prompting.methods.triggers import (TriggerHooks, by_length, gradient_after_shared_text, hotflip_candidates,
+                                        score_after_shared_text, search_rows, subset,
+                                        whole_word_tokens)
 
 __all__ = ["AutoPrompt", "hotflip_candidates", "whole_word_tokens", "TEMPLATE_FILE"]
 
@@ -206,89 +207,11 @@ class AutoPrompt(PromptMethod, SearchMethod):
         total = torch.zeros(len(candidates))
         for start in range(0, len(rows), chunk):
             part = subset(data, rows[start:start + chunk])
-            scores = self._score_after_shared_text(candidates, part)
+            scores = score_after_shared_text(self, candidates, part)
             if scores is None:
                 scores = self.score_triggers(candidates, part)
             total += scores * len(part)
         return total / len(rows)
-
-    def _shared_text(self, batch: Batch) -> Shared | None:
-        """The text before the trigger as keys and values computed once, or None.
-
-        On a causal LM the tokens before the first trigger do not depend on the trigger. When the batch
-        left them out (:attr:`frozen_text`), their keys and values come from the LM's cache of frozen
-        spans, computed once per example for the whole search; otherwise they are computed here once
-        per batch. Every candidate row attends to them (numbered where they stand), and only the
-        trigger and what follows it run per candidate: for ``{text_a} {trigger:5} {mask}`` 5 tokens
-        instead of the whole sentence. None when that does not apply (masked LM, multi-token label
-        words, a trigger that is not in the same column in every left-padded row, nothing before it):
-        the caller then runs the whole input.
-        """
-        if not self.lm.causal or any(len(w) != 1 for w in self.words.word_ids):
-            return None
-        prompt = batch.prompts[min(batch.prompts)]
-        columns = prompt.trigger_positions
-        if not bool((columns == columns[:1]).all()):
-            return None
-        if prompt.frozen is not None:
-            spans = self.lm.spans.kwargs(prompt.frozen.ids)
-            return Shared(prompt.input_ids, prompt.attention_mask, prompt.position_ids, columns[0],
-                           *spans["prefix"], spans["prefix_mask"])
-        first = int(columns[0].min())
-        if first == 0:
-            return None
-        with torch.no_grad():
-            out = self.lm.model(inputs_embeds=self.lm.embed(prompt.input_ids[:, :first]),
-                                attention_mask=prompt.attention_mask[:, :first],
-                                position_ids=prompt.position_ids[:, :first], use_cache=True)
-        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        keys = torch.stack([layer.keys for layer in cache.layers])  # [layers, B, kv_heads, first, head_dim]
-        values = torch.stack([layer.values for layer in cache.layers])
-        tail = prompt.input_ids[:, first:]
-        return Shared(tail, torch.ones_like(tail), prompt.position_ids[:, first:], columns[0] - first,
-                       keys, values, prompt.attention_mask[:, :first])
-
-    def _label_logprobs_after(self, shared: Shared, tail_embeds: torch.Tensor, copies: int) -> torch.Tensor:
-        """``[copies x B, n_labels]`` label log-probabilities of the rows ``tail_embeds`` (the trigger
-        and what follows it), each ``copies`` block of rows attending to the shared text."""
-        logits = self.lm.forward(tail_embeds, shared.mask.repeat(copies, 1), shared.positions.repeat(copies, 1), 1,
-                                 prefix=(shared.keys.repeat(1, copies, 1, 1, 1), shared.values.repeat(1, copies, 1, 1, 1)),
-                                 prefix_mask=shared.prefix_mask.repeat(copies, 1))
-        words = log_softmax(logits[:, -1])[:, [w[0] for w in self.words.word_ids]]
-        return self.words.aggregate_scores(words).log_softmax(-1)
-
-    @torch.no_grad()
-    def _score_after_shared_text(self, candidates: torch.Tensor, data: EncodedExamples) -> torch.Tensor | None:
-        """:meth:`score_triggers` with the text before the trigger computed once (see
-        :meth:`_shared_text`); None where that does not apply."""
-        batch = next(self.batches(data, len(data)))
-        shared = self._shared_text(batch)
-        if shared is None:
-            return None
-        size, count = len(batch), len(candidates)
-        tail = shared.ids.repeat(count, 1)  # row = candidate x size + example
-        tail[:, shared.columns] = candidates.to(tail.device).repeat_interleave(size, 0)
-        labels = self._label_logprobs_after(shared, self.lm.embed(tail), count)
-        return labels.gather(1, batch.labels.repeat(count).unsqueeze(1)).view(count, size).mean(1).cpu()
-
-    def _gradient_after_shared_text(self, batch: Batch) -> tuple[torch.Tensor, float] | None:
-        """:meth:`trigger_gradient` back-propagating through the trigger and what follows it only
-        (the text before it does not depend on the trigger); None where that does not apply (also
-        for trigger slots apart from each other)."""
-        columns = batch.prompts[min(batch.prompts)].trigger_positions[0]
-        if not bool((columns.diff() == 1).all()):
-            return None
-        shared = self._shared_text(batch)
-        if shared is None:
-            return None
-        start, end = int(shared.columns[0]), int(shared.columns[-1]) + 1
-        embeds = self.lm.embeddings.weight[self.trigger_ids].detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            tail = self.lm.embed(shared.ids).detach()
-            tail = torch.cat([tail[:, :start], embeds.to(tail.dtype).expand(len(batch), -1, -1), tail[:, end:]], 1)
-            loss = F.nll_loss(self._label_logprobs_after(shared, tail, 1), batch.labels)
-            grad, = torch.autograd.grad(loss, embeds)
-        return grad, loss.item()
 
     def _gradient(self, data: EncodedExamples, rows: Sequence[int], chunk: int) -> tuple[torch.Tensor, float]:
         """:meth:`trigger_gradient` of the mean loss over ``rows``, in length-sorted chunks."""
@@ -297,26 +220,9 @@ class AutoPrompt(PromptMethod, SearchMethod):
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             batch = next(self.batches(subset(data, part), len(part)))
-            g, l = self._gradient_after_shared_text(batch) or self.trigger_gradient(batch)
+            g, l = gradient_after_shared_text(self, batch) or self.trigger_gradient(batch)
             grad, loss = grad + g * len(part), loss + l * len(part)
         return grad / len(rows), loss / len(rows)
-
-    def _rows(self, n: int, generator: torch.Generator) -> tuple[list[int], list[int]]:
-        """The training rows of this iteration's gradient and of its judging: all ``n`` where the
-        setting covers them, else a new random batch, the judged one apart from the gradient's
-        when there are enough examples (the paper's fresh batch)."""
-        everything = list(range(n))
-        if self.config.gradient_examples >= n and self.config.score_examples >= n:
-            return everything, everything
-        order = torch.randperm(n, generator=generator).tolist()
-        grad_rows = everything if self.config.gradient_examples >= n else order[:self.config.gradient_examples]
-        if self.config.score_examples >= n:
-            return grad_rows, everything
-        rest = order[len(grad_rows):] if len(grad_rows) < n else order
-        judge_rows = rest[:self.config.score_examples]
-        if len(judge_rows) < self.config.score_examples:  # not enough unseen examples: top up from the rest
-            judge_rows += [i for i in order if i not in judge_rows][:self.config.score_examples - len(judge_rows)]
-        return grad_rows, judge_rows
 
     def _proposals(self, grad: torch.Tensor, positions: list[int], skip: int = 0) -> torch.Tensor:
         """``[1 + C, T]``: the current trigger, then each HotFlip one-token swap at ``positions``
@@ -370,7 +276,7 @@ class AutoPrompt(PromptMethod, SearchMethod):
         only when strictly better on the same examples. Returns (and records) the iteration's record."""
         step_started = time.perf_counter()
         positions = state.next_positions()
-        grad_rows, judge_rows = self._rows(state.n, state.generator)
+        grad_rows, judge_rows = search_rows(self.config, state.n, state.generator)
         grad, loss = state.gradient(grad_rows)
         grad_seconds = time.perf_counter() - step_started
         candidates = self._proposals(grad, positions, state.skip)

@@ -22,17 +22,18 @@ import torch
 
 from prompting.lm.model import LanguageModel
 from prompting.methods.batches import Batch, EncodedExamples
+from prompting.methods.scores import SCORES, score_key
+from prompting.methods.demonstrating import WithDemonstrations
 from prompting.methods.choices import ChoiceScorer, ChoiceVerbalizer
 from prompting.core.data import Example
-from prompting.core.demonstrations import Demonstrations
-from prompting.core.template import Encoding, PromptBatch, Template, collate
+from prompting.core.template import PromptBatch, Template, collate
 from prompting.core.verbalizer import Verbalizer
 from prompting.methods.configs import ManualConfig, MethodConfig
 
 __all__ = ["PromptMethod", "ManualPrompt", "SearchMethod", "EncodedExamples", "Batch"]
 
 
-class PromptMethod(torch.nn.Module):
+class PromptMethod(WithDemonstrations, torch.nn.Module):
     """A prompt over a frozen-or-tuned LM: template + verbalizer -> label scores.
 
     The LM is held, not registered as a sub-module, so ``state_dict()`` holds only what the
@@ -46,6 +47,9 @@ class PromptMethod(torch.nn.Module):
     #: the method's settings: fields with types, defaults, allowed values and sweep ranges, and the
     #: training settings that suit the method (see :mod:`prompting.core.settings`)
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    #: untrained, without demonstrations, the verbalizers of one template may be scored in one pass
+    #: (one verbalizer over all their words): nothing but the label words depends on the verbalizer
+    verbalizers_share_a_pass: ClassVar[bool] = False
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
                  labels: Sequence[str] | None = None, max_length: int | None = None,
@@ -136,45 +140,6 @@ class PromptMethod(torch.nn.Module):
 
         return load_prompt(directory, lm, strict=strict)
 
-    # ----------------------------------------------------------------- demonstrations
-    def demonstration_settings(self):
-        """What the settings ask for (``demonstrations: {k, selection, separator}``), or None."""
-        wanted = getattr(self.config, "demonstration_settings", None)
-        return wanted() if wanted else None
-
-    def set_demonstration_pool(self, examples: Sequence[Example], seed: int = 0) -> None:
-        """The labelled examples demonstrations are drawn from (the run's training split) and the seed
-        that picks them and their order; nothing for a method without demonstrations."""
-        wanted = self.demonstration_settings()
-        if wanted is not None:
-            self.demonstrations = Demonstrations(self.encoder, examples, self.shown_words(), wanted.k,
-                                                 wanted.selection, wanted.separator, seed)
-
-    def demonstration_key(self) -> str:
-        """What the demonstrations depend on (pool, seed, settings): part of a score cache's key."""
-        demos = self.demonstrations
-        if demos is None:
-            return ""
-        return repr((demos.seed, demos.k, demos.selection, demos.sets, demos.separator,
-                     [(sorted(ex.fields.items()), ex.label) for ex in demos.pool]))
-
-    def shown_words(self) -> dict[str, str]:
-        """The word a demonstration shows for each label: its verbalizer's first."""
-        if self.choices is not None:
-            raise ValueError(f"method {self.name!r}: demonstrations show each label's word, but a multiple-choice "
-                             "verbalizer's words are each example's own choices; leave demonstrations (and the "
-                             "icl method) out for a multiple-choice task")
-        return {label: words[0] for label, words in self.verbalizer.label_words.items()}
-
-    def with_demonstrations(self, encodings: dict[int, list[Encoding]], examples: Sequence[Example]):
-        """Every encoding with its demonstrations in front (as they are without demonstrations)."""
-        if self.demonstrations is None:
-            if self.demonstration_settings() is not None:
-                raise ValueError(f"method {self.name!r} has demonstrations but nothing to draw them from; call "
-                                 "set_demonstration_pool(train_examples, seed) first (the harness does)")
-            return encodings
-        return {n: self.demonstrations.add(encs, examples) for n, encs in encodings.items()}
-
     # ----------------------------------------------------------------- shared machinery
     def encode(self, examples: Sequence[Example]) -> EncodedExamples:
         """Tokenise examples once (one pass per distinct label-word length for a masked LM)."""
@@ -263,10 +228,14 @@ class PromptMethod(torch.nn.Module):
 
     @torch.no_grad()
     def predict_scores(self, data: EncodedExamples, batch_size: int = 32, progress: bool | str = False,
-                       max_tokens: int | None = None) -> torch.Tensor:
+                       max_tokens: int | None = None, cached: bool = True) -> torch.Tensor:
         """Label scores for every example, in order, with an optional progress bar. A state already
-        scored on the same examples is not scored again (see :func:`scores_memo`)."""
-        return scores_memo(self, data, lambda: self._predict_scores(data, batch_size, progress, max_tokens))
+        scored on the same examples is not scored again (see :mod:`prompting.methods.scores`), unless
+        ``cached`` is false (then the scores are computed, and not kept)."""
+        compute = lambda: self._predict_scores(data, batch_size, progress, max_tokens)  # noqa: E731
+        if not cached or not data.encodings or not len(data):
+            return compute()
+        return SCORES.get(score_key(self, data), compute)
 
     def _predict_scores(self, data: EncodedExamples, batch_size: int, progress: bool | str,
                         max_tokens: int | None) -> torch.Tensor:
@@ -300,6 +269,7 @@ class ManualPrompt(PromptMethod):
 
     name = "manual"
     config_class = ManualConfig
+    verbalizers_share_a_pass = True
 
 
 class SearchMethod:
@@ -312,43 +282,3 @@ class SearchMethod:
         raise NotImplementedError
 
 
-_SCORES: "dict[tuple, torch.Tensor]" = {}
-_SCORES_KEPT = 64
-
-
-def _digest(tensors) -> str:
-    import hashlib
-
-    digest = hashlib.blake2b(digest_size=16)
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        digest.update(str((t.dtype, tuple(t.shape))).encode())
-        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def scores_memo(method: PromptMethod, data: EncodedExamples, compute) -> torch.Tensor:
-    """``compute()``, or the scores it gave before for the same state on the same examples.
-
-    The key is the method's class, template, label words and settings, a digest of everything it
-    learned (parameters and buffers), the LM (and the version of its weights) and a digest of the
-    encoded examples: the untrained start that every training seed shares, or a soft prompt that
-    kept its start, is scored on dev once. The demonstrations' pool and seed are part of the key too
-    (in-context learning's inputs can be the same while its shared demonstrations differ). The last
-    64 results are kept.
-    """
-    if not data.encodings or not len(data):
-        return compute()
-    encodings = data.encodings[min(data.encodings)]
-    examples = _digest([torch.tensor([t for e in encodings for t in (len(e.input_ids), *e.input_ids,
-                                                                      *e.soft_positions, *e.trigger_positions)])])
-    # a multiple-choice method's label words are each example's choices (prompting.methods.choices)
-    words = method.words.word_ids if method.choices is None else (data.choices.targets, method.verbalizer.score)
-    key = (type(method).__name__, method.template.text, repr(words), tuple(method.labels),
-           repr(method.config), _digest(method.state_dict().values()), method.lm.serial,
-           method.lm.weights_version(), examples, method.demonstration_key())
-    if key not in _SCORES:
-        _SCORES[key] = compute()
-        while len(_SCORES) > _SCORES_KEPT:
-            del _SCORES[next(iter(_SCORES))]
-    return _SCORES[key].clone()

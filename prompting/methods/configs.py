@@ -79,6 +79,7 @@ class ICLConfig(MethodConfig):
                               "rendered with its template; nothing is trained (the training seed picks the "
                               "demonstrations and their order)")
     train_defaults: ClassVar[dict] = {"tune_lm": False}
+    demonstrations_always: ClassVar[bool] = True
 
     k: int = _per_class()
     selection: str = _selection()

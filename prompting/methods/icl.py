@@ -95,20 +95,20 @@ class InContext(PromptMethod, SearchMethod):
 
     @torch.no_grad()
     def predict_scores(self, data: EncodedExamples, batch_size: int = 32, progress: bool | str = False,
-                       max_tokens: int | None = None) -> torch.Tensor:
+                       max_tokens: int | None = None, cached: bool = True) -> torch.Tensor:
         """Label scores, the label probabilities averaged over the demonstration sets (with one set the
         label scores as they are)."""
         sets = self.config.sets
         if getattr(data, "shared", False):
             self._prefix_on = True
             try:
-                return super().predict_scores(data, batch_size, progress, max_tokens)
+                return super().predict_scores(data, batch_size, progress, max_tokens, cached)
             finally:
                 self._prefix_on = False
         if sets == 1:
-            return super().predict_scores(data, batch_size, progress, max_tokens)
+            return super().predict_scores(data, batch_size, progress, max_tokens, cached)
         every = EncodedExamples(data.encodings, data.labels.repeat(sets))
-        scores = super().predict_scores(every, batch_size, progress, max_tokens).view(sets, len(data), -1)
+        scores = super().predict_scores(every, batch_size, progress, max_tokens, cached).view(sets, len(data), -1)
         return scores.log_softmax(-1).exp().mean(0).log()
 
     def search(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
