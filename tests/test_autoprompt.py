@@ -330,7 +330,7 @@ def test_a_pass_without_a_better_swap_widens_to_the_next_ranks_then_stops(tiny_c
 
 def test_select_last_keeps_the_search_s_lowest_training_loss(tiny_causal_lm):
     method = make(tiny_causal_lm, iterations=6, num_candidates=6)
-    assert method.config.select == "last"  # the default: dev accuracy on 32 examples kept the start (see README)
+    assert method.config.select == "last"  # the default: dev accuracy on 32 examples kept the start (see docs/methods.md)
     dev = method.encode(EXAMPLES[8:])
     result = method.search(method.encode(EXAMPLES[:8]), dev, TrainConfig(batch_size=4), progress=False)
     assert any(r["swapped"] for r in result.history)
