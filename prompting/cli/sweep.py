@@ -17,7 +17,7 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--n-trials", type=int, help="finished trials the study should have (all workers together)")
     p.add_argument("--study", help="study name (default CONFIG_NAME-METHOD-params|seeds)")
     p.add_argument("--method", help="name or label of the config's method to sweep")
-    p.add_argument("--objective", choices=["mean", "stable"], help="mean dev over data seeds, or mean - λ·std")
+    p.add_argument("--objective", help="mean (dev over data seeds) or stable (mean - λ·std)")
     p.add_argument("--stability-lambda", type=float, help="λ of the stable objective (default 1)")
     p.add_argument("--seed-sweep", action="store_true", help="sweep training seeds 1..N at fixed hyper-parameters")
     p.add_argument("--export-best", metavar="OUT.yaml", help="write the best trial as a config for `prompting run`")
