@@ -48,29 +48,40 @@ class Fewshot(Section):
 
     k: Annotated[int, Field(ge=1), Says("{path}: {value!r} is not valid; give K examples per class, an integer >= 1")] \
         = default_of(Protocol, "k")
+    """K training examples per class (and K per class as dev)"""
     data_seeds: IntList = list(default_of(Protocol, "data_seeds"))
+    """seeds of the K-shot samples: one run per data seed"""
     test_limit: Annotated[Optional[int], Field(ge=1), Says("{path}: {value!r} is not valid; give an integer >= 1 "
                                                             "or null")] = default_of(Protocol, "test_limit")
+    """score a fixed random subset of this many test examples (null: all)"""
     eval_batch_size: Annotated[int, Field(ge=1), Says("{path}: {value!r} is not valid; give an integer >= 1")] \
         = default_of(Protocol, "eval_batch_size")
+    """examples per forward pass when scoring"""
 
 
 class Seeds(Section):
     """Training seeds, and how the runs of a method are selected."""
 
     train_seeds: IntList = list(default_of(Protocol, "train_seeds"))
+    """training seeds of every trained method (one run per seed)"""
     select_by: Annotated[Literal["dev"], Says("{path}: {value!r} is not valid; only 'dev' is supported")] = "dev"
+    """runs are selected on dev"""
     metric: Annotated[Literal[METRICS], Says("{path}: {value!r} is not valid; choose " + choices_text(METRICS, " or "))] \
         = default_of(Protocol, "select_metric")
+    """the dev metric that selects runs and training states"""
 
 
 class PromptFile(Section):
     """A prompt file (a path, or a built-in task's name) and which of its patterns and verbalizers to cross."""
 
     file: Annotated[str, Says("{path}: {value!r} is not valid; give a prompt file's path or a built-in task name")]
+    """a prompt file's path (relative to the config), or a built-in task's name"""
     patterns: Optional[IntList] = None
+    """indices of the file's patterns to use (all when not given)"""
     verbalizers: Optional[IntList] = None
+    """indices of the file's verbalizers to use (all when not given)"""
     task: Optional[str] = None
+    """the task the prompts are for (not checked)"""
 
 
 class InlinePrompts(Section):
@@ -78,9 +89,12 @@ class InlinePrompts(Section):
 
     patterns: Annotated[Optional[list[str]], Field(min_length=1),
                         Says("{place}: 'patterns' must be a non-empty list of template strings; got {value!r}")] = None
+    """templates: text with {text_a} (or the task's fields), one {mask}, and {soft:N} / {trigger:N} slots"""
     verbalizers: Annotated[Optional[list[Verbalizer]], Field(min_length=1),
                            Says("{place}: 'verbalizers' must be a non-empty list of label -> words mappings")] = None
+    """label -> word (or words): each verbalizer is crossed with every pattern"""
     task: Optional[str] = None
+    """the task the prompts are for (not checked)"""
 
     @classmethod
     def unknown_key(cls, at: Where, key, data) -> str:
@@ -122,14 +136,21 @@ class MethodEntry(Entry):
     name: str
     train: Annotated[bool, Says("{place}: train={value!r} is not valid; use true or false")] \
         = default_of(MethodSpec, "train")
+    """false: the prompt as it starts (manual: zero-shot); true: trained on the K-shot training set"""
     label: Annotated[Optional[str], Says("{place}: label={value!r} is not valid; give a string")] = None
+    """the method's name in results and reports (default: its name, or PET / manual zero-shot)"""
     template: Annotated[Optional[str], Says("{place}: template={value!r} is not valid; give a template")] = None
+    """this method's own template, instead of the experiment's patterns"""
     verbalizer: Annotated[Optional[Verbalizer], Says(_VERBALIZER)] = None
+    """this method's own verbalizer (label -> words), instead of the experiment's"""
     ensemble: Annotated[Optional[Literal[ENSEMBLES]],
                         Says("{place}: ensemble={value!r} is not valid; choose one of " + ", ".join(ENSEMBLES))] = None
+    """combine this method's runs over all patterns: mean, or wmean (weighted by dev score)"""
     train_seeds: Optional[IntList] = None
+    """this method's training seeds, instead of seeds.train_seeds (fewer for a costly method)"""
     calibration: Annotated[Optional[Union[Literal[CALIBRATIONS], list[Literal[CALIBRATIONS]]]],
                            Says(_calibration_message)] = None
+    """also record each run's label scores calibrated: contextual, domain, or a list of them (none: nothing)"""
 
     @model_validator(mode="after")
     def _trained_seeds(self):
@@ -153,6 +174,7 @@ class Majority(Entry):
 
     name: Literal["majority"]
     label: Annotated[str, Says("{place}: label={value!r} is not valid; give a string")] = "majority object"
+    """the baseline's name in results and reports"""
 
 
 _ENTRIES: dict[type, type[MethodEntry]] = {}
@@ -183,9 +205,13 @@ class Limits(Section):
     """Facts per split of each LAMA relation: a seeded sample (null: all)."""
 
     train: _FACTS = None
+    """training facts of a learned prompt"""
     dev: _FACTS = None
+    """dev facts that select a learned prompt's state"""
     test: _FACTS = None
+    """test facts ranked over the relation's candidates"""
     vocab_test: _FACTS = None
+    """test facts (with a one-token object) ranked over the whole vocabulary"""
 
 
 def _protocols_message(section: Where, here: Where, key, value, error) -> str:
@@ -197,45 +223,62 @@ class SweepConfig(Section):
     """A config's ``sweep:`` section (see :mod:`prompting.sweeps.sweep`); the command line may override it."""
 
     method: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a method's label or name")] = None
-    # distributions that replace or extend the method's space (checked with it: prompting.config.searchspace)
+    """the label or name of the method to sweep (needed when the config has several)"""
     params: Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v),
                       Says("{path}: {value!r} is not valid; give a mapping of parameter -> distribution, e.g. "
                             "{lr: {low: 1.0e-4, high: 1.0e-2, log: true}, encoder: [lstm, mlp]}")] \
         = Field(default_factory=dict)
+    """distributions that replace or extend the method's search space: {low, high, log, step}, {choices: [...]} or a list of choices (checked with the space: prompting.config.searchspace)"""
     n_trials: Annotated[Optional[int], Field(ge=0), Says("{path}: {value!r} is not valid; give an integer >= 0")] = None
+    """finished trials the study should have (the command line's --n-trials wins)"""
     objective: Annotated[Literal[OBJECTIVES], Says(_CHOOSE + ", ".join(OBJECTIVES))] = OBJECTIVES[0]
+    """mean: mean dev over data seeds; stable: mean - stability_lambda * std"""
     stability_lambda: Annotated[float, Field(ge=0, allow_inf_nan=False),
                                 Says("{path}: {value!r} is not valid; give a number >= 0")] = 1.0
+    """the weight of the std in the stable objective"""
     pruner: Annotated[Literal[PRUNERS], Says(_CHOOSE + ", ".join(PRUNERS))] = PRUNERS[0]
-    # trials sampled at random (and never pruned) before TPE and pruning start
+    """stop a trial whose data seeds score below the median so far, or none"""
     startup_trials: Annotated[int, Field(ge=0), Says("{path}: {value!r} is not valid; give an integer >= 0")] = 5
-    # the sampler's seed (plus the study's trial count when a worker joins); leave it unset for
-    # workers started at the same moment, which would otherwise propose the same trials
+    """trials sampled at random (and never pruned) before TPE and pruning start"""
     seed: Annotated[Optional[int], Says("{path}: {value!r} is not valid; give an integer")] = None
+    """the sampler's seed (plus the study's trial count when a worker joins); leave it unset for workers
+    started at the same moment, which would otherwise propose the same trials"""
 
 
 class ConfigSection(Section):
     """An experiment config (one YAML document); ``methods`` is typed by :func:`config_model`."""
 
     name: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a string")] = None
+    """the experiment's name in results (default: experiment, or lama)"""
     model: Annotated[str, Says("{path}: {value!r} is not valid; give an alias, hub id or local path")] = DEFAULT_MODEL
+    """an alias (prompting models), a Hugging Face hub id in the local cache, or a local folder"""
     device: Annotated[str, Field(min_length=1), Says("{path}: {value!r} is not valid; use auto, cpu, cuda or cuda:N")] \
         = "auto"
-    # the LM computes in this dtype; learned prompt parameters and their optimizer state stay float32
+    """auto, cpu, cuda or cuda:N"""
     dtype: Annotated[Literal[DTYPES], Says(_CHOOSE + ", ".join(DTYPES))] = DTYPES[0]
+    """what the LM computes in; learned prompt parameters and their optimizer state stay float32"""
     device_map: Annotated[Optional[Literal[DEVICE_MAPS]],
                           Says("{path}: {value!r} is not valid; use auto (or leave it out for one device)")] = None
+    """auto: accelerate places a model too large for one device over every visible one"""
     max_length: Annotated[Optional[int], Field(ge=1), Says("{path}: {value!r} is not valid; give an integer >= 1 "
                                                             "or null")] = None
+    """tokens of an input at most (the model's own limit when lower)"""
     kv_cache_mb: CacheMegabytes = KV_CACHE_MB
+    """megabytes of frozen text's keys and values kept per model (0: no cache)"""
     task: TaskSection
+    """a built-in task's name, its section ({name, data_dir}), your own files' section, or lama's"""
     fewshot: Fewshot = Field(default_factory=Fewshot)
-    templates: Optional[Templates] = None  # none: the built-in prompt file of the task
+    templates: Optional[Templates] = None
+    """a prompt file (path or built-in task name), {file, patterns, verbalizers}, or {patterns, verbalizers}
+    (default: the task's built-in prompt file)"""
     seeds: Seeds = Field(default_factory=Seeds)
     methods: list[Any]
-    sweep: Optional[SweepConfig] = None  # for `prompting sweep`; `prompting run` ignores it
+    sweep: Optional[SweepConfig] = None
+    """for prompting sweep (prompting run ignores it)"""
     limits: Optional[Limits] = None
+    """lama only: facts per split of each relation"""
     protocols: Annotated[list[Literal[LAMA_PROTOCOLS]], Says(_protocols_message)] = list(LAMA_PROTOCOLS)
+    """lama only: rank each fact's object among the relation's candidates, or over the whole vocabulary"""
 
     @model_validator(mode="after")
     def _fits_its_task(self):
@@ -272,8 +315,9 @@ def config_model() -> type[ConfigSection]:
         methods = Annotated[list[entry], Field(min_length=1),
                             Says("{path}: give a non-empty list of methods, e.g. [{name: manual, train: false}]",
                                  deep=False)]
+        about = "the methods to run: each a mapping with a name, its settings and training settings"
         _CONFIGS[key] = create_model("Config", __base__=ConfigSection, __doc__=ConfigSection.__doc__,
-                                     methods=(methods, ...))
+                                     methods=(methods, Field(description=about)))
     return _CONFIGS[key]
 
 

@@ -95,7 +95,8 @@ class Section(BaseModel):
     """A part of a config: strict types (YAML ``true`` is not a count, ``"3"`` is not a number) and no
     unknown keys. Subclasses word their unknown, missing and malformed keys by overriding the hooks."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+    # a field's docstring is its description in the JSON Schema (what an editor shows on hover)
+    model_config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True, use_attribute_docstrings=True)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

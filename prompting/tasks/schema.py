@@ -110,26 +110,42 @@ class CustomTask(Section):
     """A task from files of your own: columns, labels, split and protocol."""
 
     name: Annotated[str, Says("{path}: {value!r} is not valid; give the task a name")]
+    """the task's name in results"""
     data_dir: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a folder")] = None
+    """a folder (not used by a task of your own files)"""
     train: Annotated[str, Says("{path}: {value!r} is not valid; give a file")]
+    """the training file: tsv, csv or jsonl (parquet, arrow with the datasets package); paths relative to the config"""
     dev: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a file")] = None
+    """the pool dev examples are drawn from (K per class), or the dev set as given with protocol: fixed"""
     test: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a file")] = None
+    """the test file (or split: to carve one out of train)"""
     fields: Annotated[Optional[dict[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")], Union[Column, FieldMap]]],
                       Field(min_length=1), Says(_fields_message)] = None
+    """template field -> column (a name; a.b in JSON; a position without a header), or {column, map}"""
     text_columns: Annotated[Optional[list[Column]], Field(min_length=1),
                             Says("{path}: {value!r} is not valid; give a list of columns, e.g. [1]", deep=False)] = None
+    """the columns of {text_a}, {text_b}, ... (instead of fields)"""
     label_column: Column = "label"
+    """the column of the label"""
     labels: Annotated[Optional[Union[list[Label], dict[Label, Label]]], Says(_labels_message)] = None
+    """the labels the file holds, or a map {value in the file: label}"""
     label_map: Annotated[Optional[dict[Label, Label]],
                          Says("{path}: {value!r} is not valid; give a map {value in the file: label}")] = None
+    """the file's values -> labels (with labels given as a list)"""
     format: Annotated[Optional[Literal[TEXT_FORMATS + DATASETS_FORMATS]],
                       Says(_CHOICE + ", ".join(TEXT_FORMATS + DATASETS_FORMATS))] = None
+    """the files' format (default: from the file name)"""
     header: Annotated[bool, Says("{path}: {value!r} is not valid; use true or false")] = True
+    """false: no header row (columns are positions, 0 first)"""
     split: Annotated[Optional[Split], Says(_split_message)] = None
+    """no test file: a stratified, seeded test set carved out of train ({test: 0.2, seed: 0})"""
     protocol: Annotated[Literal[PROTOCOLS], Says(_CHOICE + ", ".join(PROTOCOLS))] = PROTOCOLS[0]
+    """kshot: K per class sampled per data seed; fixed: the train and dev files as given"""
     choices: Annotated[Optional[Union[Annotated[list[Column], Field(min_length=2)], ChoiceColumn]],
                        Says(_choices_message)] = None
+    """multiple choice: the choice columns, or {column, count} for a column holding a list"""
     choice_score: Annotated[Literal[CHOICE_SCORES], Says(_CHOICE + ", ".join(CHOICE_SCORES))] = CHOICE_SCORES[0]
+    """a choice's score: the sum of its tokens' log-probabilities, or their mean"""
 
     @model_validator(mode="after")
     def _fits(self):
@@ -187,7 +203,9 @@ class BuiltinTask(Section):
     """A built-in task, from its data folder."""
 
     name: Annotated[Literal[tuple(TASKS)], Says("{place}: " + _NOT_BUILT_IN)]
+    """a built-in task"""
     data_dir: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a folder")] = None
+    """the folder of the task's files (not needed for mr)"""
 
     @classmethod
     def unknown_key(cls, at: Where, key, data) -> str:
@@ -202,11 +220,14 @@ class LamaTask(Section):
 
     name: Literal["lama"]
     data_dir: Annotated[str, Says("{path}: {value!r} is not valid; give the folder with relations.tsv")]
+    """the folder with relations.tsv and one folder per relation (relative to the config)"""
     relations: Annotated[list[str], Field(min_length=1),
                          Says("{place}: a lama task needs data_dir and relations (e.g. [P101, P103]); got "
                                "relations: {value!r}")]
+    """the relations to probe, e.g. [P101, P103]"""
     template: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a template ([X] the subject, "
                                              "[Y] the object)")] = None
+    """one template for every relation instead of each relation's own"""
 
     @classmethod
     def missing_key(cls, at: Where, key) -> str:
@@ -218,8 +239,6 @@ def _task_kind(value) -> str | None:
         return "named"
     if isinstance(value, dict):
         return "lama" if value.get("name") == "lama" else "custom" if "train" in value else "builtin"
-    if isinstance(value, (BuiltinTask, CustomTask, LamaTask)):
-        return {BuiltinTask: "builtin", CustomTask: "custom", LamaTask: "lama"}[type(value)]
     return None
 
 
