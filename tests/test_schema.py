@@ -129,6 +129,19 @@ def test_prompting_run_refuses_a_lama_config_with_a_duplicate_key(tmp_path, caps
     assert err.startswith("prompting run: error: ") and "the key 'methods' is given twice" in err
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["sweep", "{path}", "--n-trials", "1"], "is a fact-probing (lama) config; a sweep runs a few-shot task's"),
+    (["eval", "--config", "{path}"], "is a fact-probing (lama) config; run it with prompting run"),
+])
+def test_commands_for_few_shot_tasks_refuse_a_lama_config_clearly(tmp_path, capsys, argv, expected):
+    from prompting.cli import main
+
+    path = write(tmp_path, LAMA)
+    assert main([a.replace("{path}", str(path)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1, err
+
+
 @pytest.mark.parametrize("changes, expected", [
     ({"limits": {"test": 3}}, "config: 'limits' goes with the lama task only"),
     ({"protocols": ["vocab"]}, "config: 'protocols' goes with the lama task only"),
