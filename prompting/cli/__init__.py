@@ -7,6 +7,7 @@
     prompting sweep experiments/sst2_sweep.yaml --n-trials 10 --export-best runs/sst2_best.yaml
     prompting models
     prompting methods                                     # every method's settings, as a table
+    prompting schema --output prompting.schema.json       # the JSON Schema of a config, for editors
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from prompting.cli.labels import add_search_labels_parser
     from prompting.cli.report import add_report_parser
     from prompting.cli.run import add_run_parser
+    from prompting.cli.schema import add_schema_parser
     from prompting.cli.sweep import add_sweep_parser
 
     add_eval_parser(sub)
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="every method's settings: defaults, allowed values, sweep ranges")
     p.set_defaults(func=cmd_methods)
+    add_schema_parser(sub)
     return parser
 
 

@@ -26,7 +26,7 @@ def task_source(args) -> tuple[dict, Path | None, list | None]:
     (its first document) or of ``--task-file`` (a YAML file with a ``task:`` section, or the section
     itself). Returns the checked section, the folder its paths are relative to, and the config's
     prompts (pattern, verbalizer pairs; None without ``--config``)."""
-    from prompting.config.experiment import ConfigError, check_task, load_configs
+    from prompting.config.experiment import ConfigError, ProbeConfig, check_task, load_configs
     from prompting.core.yamlfile import load_yaml
     from prompting.core.paths import check_text_file
 
@@ -38,6 +38,9 @@ def task_source(args) -> tuple[dict, Path | None, list | None]:
         raise ValueError(f"--data-dir goes with --task; the task section of {given[0]} names its own files")
     if args.config:
         cfg = load_configs(check_config_file(args.config))[0]
+        if isinstance(cfg, ProbeConfig):
+            raise ConfigError(f"--config {args.config!r} is a fact-probing (lama) config; run it with prompting run, "
+                              "or probe one relation with --task lama --relation ID")
         return cfg.task, cfg.base, cfg.prompts
     if args.task_file:
         path = check_text_file(args.task_file, "--task-file")

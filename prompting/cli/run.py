@@ -29,15 +29,18 @@ def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
 
 
 def cmd_run(args) -> int:
-    from prompting.config.experiment import load_configs
+    from prompting.config.experiment import ConfigError, ProbeConfig, load_configs
     from prompting.core.paths import check_output_dir, slug
     from prompting.cli.workers import check_worker_options, run_workers
     from prompting.experiment.workers import share_runs, study_name
 
     check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
-    if _probe_config(check_config_file(args.config)) is not None:
-        return cmd_probe(args)
     configs = load_configs(check_config_file(args.config))
+    probes = [cfg for cfg in configs if isinstance(cfg, ProbeConfig)]
+    if probes and len(probes) < len(configs):
+        raise ConfigError(f"{args.config}: mixes lama (fact probing) documents with others; give each its own file")
+    if probes:
+        return cmd_probe(args, probes)
     output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
     check_worker_options(args, output)
     started = time.perf_counter()
@@ -72,30 +75,18 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _probe_config(path: Path) -> dict | None:
-    """The YAML of a fact-probing config (``task: {name: lama, ...}``), else None."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError:
-        return None  # load_configs says what is wrong with it
-    task = data.get("task") if isinstance(data, dict) else None
-    return data if isinstance(task, dict) and task.get("name") == "lama" else None
-
-
-def cmd_probe(args) -> int:
+def cmd_probe(args, configs) -> int:
     """``prompting run`` of a LAMA config: every relation x method x protocol (see prompting.experiment.probing)."""
     from prompting.core.paths import check_output_dir, slug
-    from prompting.experiment.probing import parse_probe_config, run_probe
+    from prompting.experiment.probing import run_probe
     from prompting.reporting.probing import probe_table
 
-    cfg = parse_probe_config(_probe_config(args.config), base=Path(args.config).parent)
-    if args.test_limit is not None:
-        cfg.limits["test"] = args.test_limit
     output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
     started = time.perf_counter()
-    run_probe(cfg, output, progress=not args.quiet)
+    for cfg in configs:
+        if args.test_limit is not None:
+            cfg.limits["test"] = args.test_limit
+        run_probe(cfg, output, progress=not args.quiet)
     print(f"\n{args.config}: {output / 'results.jsonl'} ({time.perf_counter() - started:.0f} s this time)\n")
     from prompting.experiment.results import ResultsStore
 

@@ -17,7 +17,7 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--n-trials", type=int, help="finished trials the study should have (all workers together)")
     p.add_argument("--study", help="study name (default CONFIG_NAME-METHOD-params|seeds)")
     p.add_argument("--method", help="name or label of the config's method to sweep")
-    p.add_argument("--objective", choices=["mean", "stable"], help="mean dev over data seeds, or mean - λ·std")
+    p.add_argument("--objective", help="mean (dev over data seeds) or stable (mean - λ·std)")
     p.add_argument("--stability-lambda", type=float, help="λ of the stable objective (default 1)")
     p.add_argument("--seed-sweep", action="store_true", help="sweep training seeds 1..N at fixed hyper-parameters")
     p.add_argument("--export-best", metavar="OUT.yaml", help="write the best trial as a config for `prompting run`")
@@ -35,7 +35,7 @@ def cmd_sweep(args) -> int:
 
     import optuna
 
-    from prompting.config.experiment import ConfigError, load_configs
+    from prompting.config.experiment import ConfigError, ProbeConfig, load_configs
     from prompting.core.paths import check_output_dir
     from prompting.experiment.storage import shown_url
     from prompting.sweeps.sweep import Sweep
@@ -45,6 +45,8 @@ def cmd_sweep(args) -> int:
     if len(configs) != 1:
         raise ConfigError(f"{args.config}: holds {len(configs)} experiments; a sweep needs one")
     cfg = configs[0]
+    if isinstance(cfg, ProbeConfig):
+        raise ConfigError(f"{args.config} is a fact-probing (lama) config; a sweep runs a few-shot task's config")
     if args.test_limit is not None:
         cfg.protocol.test_limit = args.test_limit
     n_trials = args.n_trials if args.n_trials is not None else (cfg.sweep.n_trials if cfg.sweep else None)

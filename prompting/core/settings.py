@@ -10,25 +10,43 @@ sweep search space, a saved prompt's JSON and the README's settings table are de
         prompt_tokens: int | None = setting(None, "vectors in front of a template without {soft} slots",
                                             minimum=1, search={"low": 2, "high": 32, "log": True})
 
+Each class is validated by a pydantic model made from its fields (:func:`settings_model`); a config's
+method entry (:mod:`prompting.config.schema`) is made of the same fields (:func:`setting_fields`).
 This module imports neither torch nor transformers, so a config is checked in an instant.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import types
 import typing
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Sequence, Union
+
+from pydantic import Field, WithJsonSchema, create_model
 
 from prompting.core.data import DATA_SEEDS
+from prompting.core.schema import Section, Says, Where, check
 
 __all__ = ["SettingsError", "setting", "Settings", "MethodConfig", "TrainConfig", "TrainingError", "TRAIN_KEYS", "Protocol",
-           "MethodSpec", "ENSEMBLES", "CALIBRATIONS", "DATA_SEEDS", "settings_table"]
+           "MethodSpec", "ENSEMBLES", "CALIBRATIONS", "DATA_SEEDS", "settings_table", "settings_model", "setting_fields",
+           "default_of", "KV_CACHE_MB", "CacheMegabytes", "cache_megabytes"]
 
 ENSEMBLES = ("mean", "wmean")
 CALIBRATIONS = ("none", "contextual", "domain")
+
+#: the default memory cap of a model's cache of frozen spans' keys and values (prompting.lm.spans.SpanCache)
+KV_CACHE_MB = 4096
+#: megabytes of that cache: the one rule for a config's ``kv_cache_mb`` and the LM's own argument
+CacheMegabytes = Annotated[float, Field(ge=0, allow_inf_nan=False),
+                           Says("{path}: {value!r} is not valid; give megabytes >= 0 (0: no cache of frozen text)")]
+
+
+def cache_megabytes(value) -> float:
+    """``value`` if it is a valid ``kv_cache_mb`` (else ValueError, worded as a config's error)."""
+    check(CacheMegabytes, value, Where("kv_cache_mb", "kv_cache_mb"), ValueError)
+    return value
 
 
 class SettingsError(ValueError):
@@ -39,20 +57,36 @@ class SettingsError(ValueError):
 
     def __init__(self, owner: str, detail: str, sep: str = ": "):
         super().__init__(f"{owner}{sep}{detail}")
-        self.detail = detail
+        self.owner, self.detail, self.sep = owner, detail, sep
+
+    @classmethod
+    def worded(cls, owner: str, message: str) -> SettingsError:
+        """The error of a whole ``message`` that starts with ``owner``."""
+        for sep in (": ", " "):
+            if message.startswith(owner + sep):
+                return cls(owner, message[len(owner) + len(sep):], sep)
+        return cls(owner, message)
 
 
 def setting(default: Any, help: str, *, choices: Sequence | None = None, minimum: float | None = None,
-            positive: bool = False, search: dict | None = None, saved: bool = True) -> Any:
+            positive: bool = False, below: float | None = None, search: dict | None = None,
+            saved: bool = True) -> Any:
     """A dataclass field with what a user needs to know about it.
 
-    ``choices``: the allowed values; ``minimum``: the least allowed number (``positive``: > 0);
-    ``search``: the range a sweep samples by default (see :mod:`prompting.config.searchspace`); ``saved``:
-    whether a saved prompt records it (a training setting such as P-tuning's ``input_lr`` is not).
+    ``choices``: the allowed values; ``minimum``: the least allowed number (``positive``: > 0;
+    ``below``: what it must stay under); ``search``: the range a sweep samples by default (see
+    :mod:`prompting.config.searchspace`); ``saved``: whether a saved prompt records it (a training
+    setting such as P-tuning's ``input_lr`` is not).
     """
     return field(default=default, metadata={"help": help, "choices": tuple(choices) if choices else None,
-                                            "minimum": minimum, "positive": positive, "search": search,
-                                            "saved": saved})
+                                            "minimum": minimum, "positive": positive, "below": below,
+                                            "search": search, "saved": saved})
+
+
+def default_of(cls, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name`` (where it is written)."""
+    found = cls.__dataclass_fields__[name]
+    return found.default_factory() if found.default is dataclasses.MISSING else found.default
 
 
 def _kinds(hint) -> tuple[tuple[type, ...], bool]:
@@ -63,14 +97,8 @@ def _kinds(hint) -> tuple[tuple[type, ...], bool]:
     return (hint,), False
 
 
-def _type_ok(value, kinds: tuple[type, ...]) -> bool:
-    if isinstance(value, bool):  # YAML's true is not a count, and 1 is not a flag
-        return bool in kinds
-    if isinstance(value, int) and (int in kinds or float in kinds):
-        return True
-    if isinstance(value, float) and float in kinds:
-        return math.isfinite(value)
-    return any(k not in (int, float, bool) and isinstance(value, k) for k in kinds)
+def _is_settings(kind) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Settings)
 
 
 def _expected(kinds: tuple[type, ...], nullable: bool, meta: Mapping) -> str:
@@ -79,13 +107,93 @@ def _expected(kinds: tuple[type, ...], nullable: bool, meta: Mapping) -> str:
     elif kinds == (bool,):
         text = "true or false"
     else:
-        noun = {int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(kinds[0], kinds[0].__name__)
+        nouns = {int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+        noun = "a mapping" if _is_settings(kinds[0]) else nouns.get(kinds[0], getattr(kinds[0], "__name__", "?"))
         if meta.get("minimum") is not None:
             noun += f" >= {meta['minimum']}"
         elif meta.get("positive"):
             noun += " > 0"
         text = noun
     return text + (" (or null)" if nullable else "")
+
+
+def _one_type(kind, meta: Mapping):
+    """The pydantic type of one allowed kind, with the field's bounds."""
+    bounds = {"ge": meta.get("minimum"), "gt": 0 if meta.get("positive") else None, "lt": meta.get("below")}
+    bounds = {k: v for k, v in bounds.items() if v is not None}
+    if kind is float:
+        return Annotated[float, Field(allow_inf_nan=False, **bounds)]
+    if kind is int:
+        return Annotated[int, Field(**bounds)] if bounds else int
+    if kind in (str, bool, dict, list):
+        return kind
+    if _is_settings(kind):
+        return settings_model(kind)
+    return Annotated[kind, WithJsonSchema({})]  # a class of a method's own: checked with isinstance
+
+
+def _field_type(kinds: tuple[type, ...], nullable: bool, meta: Mapping):
+    if meta.get("choices"):
+        base = Literal[tuple(meta["choices"])]
+    else:
+        members = tuple(_one_type(k, meta) for k in kinds)
+        base = members[0] if len(members) == 1 else Union[members]
+    return Optional[base] if nullable else base
+
+
+def setting_fields(cls: type[Settings], keys: Sequence[str] | None = None,
+                   defaults: Mapping | None = None) -> dict[str, tuple]:
+    """The pydantic fields of ``cls``'s settings (those in ``keys``; ``defaults`` replace the class's):
+    type and bounds, default, help, and errors worded by :meth:`Settings.problem`."""
+    out = {}
+    for f, kinds, nullable in cls.field_info():
+        if keys is not None and f.name not in keys:
+            continue
+        nested = any(_is_settings(k) for k in kinds)
+        says = Says(functools.partial(_setting_message, cls, f.name), deep=not nested)
+        default = (defaults or {}).get(f.name, default_of(cls, f.name))
+        out[f.name] = (Annotated[_field_type(kinds, nullable, f.metadata), says],
+                       Field(default, description=f.metadata.get("help")))
+    return out
+
+
+def _setting_message(cls, name: str, section: Where, here: Where, key, value, error) -> str:
+    return f"{section.owner}: {cls.problem(name, value)}"
+
+
+class SettingsSection(Section):
+    """The pydantic model of a :class:`Settings` class: errors name its owner, as the class's own do."""
+
+    settings: ClassVar[type]
+
+    @classmethod
+    def unknown_key(cls, at: Where, key, data) -> str:
+        return f"{at.owner} {cls.settings.unknown_detail(key)}"
+
+    @classmethod
+    def not_a_mapping(cls, at: Where, value) -> str:
+        return f"{at.owner}: {value!r} is not valid; give a mapping with keys {', '.join(cls.keys())}"
+
+    @classmethod
+    def child_of(cls, parent: Where, key: str) -> Where:
+        return Where(parent.key(key).path, f"{parent.owner}: {key}")
+
+
+_MODELS: dict[type, type[SettingsSection]] = {}
+
+
+def settings_model(cls: type[Settings]) -> type[SettingsSection]:
+    """The pydantic model of a settings class (made once per class)."""
+    if cls not in _MODELS:
+        model = create_model(cls.__name__, __base__=SettingsSection, __doc__=(cls.__doc__ or "").strip() or None,
+                             **setting_fields(cls))
+        model.settings = cls
+        _MODELS[cls] = model
+    return _MODELS[cls]
+
+
+def _plain(value):
+    return asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
 
 @dataclass
@@ -97,6 +205,19 @@ class Settings:
 
     def __post_init__(self):
         self.validate()
+        self._nest()
+
+    def _nest(self) -> None:
+        typed = {}  # nested settings given as a mapping (kept as written): their class, made once here
+        for f, kinds, _ in self.field_info():
+            kind, value = next((k for k in kinds if _is_settings(k)), None), getattr(self, f.name)
+            if kind is not None and value is not None:
+                typed[f.name] = kind.checked(value) if isinstance(value, Mapping) else value
+        object.__setattr__(self, "_typed", typed)
+
+    def nested(self, name: str):
+        """The nested settings of field ``name`` as their class (None when not given)."""
+        return self._typed.get(name)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -107,31 +228,44 @@ class Settings:
         hints = typing.get_type_hints(cls)
         return [(f, *_kinds(hints[f.name])) for f in dataclasses.fields(cls)]
 
+    @classmethod
+    def problem(cls, name: str, value) -> str:
+        """What is wrong with ``value`` for setting ``name``, and what is valid."""
+        f, kinds, nullable = next(info for info in cls.field_info() if info[0].name == name)
+        verb = "use" if kinds == (bool,) else "give"
+        return f"{name}={value!r} is not valid; {verb} {_expected(kinds, nullable, f.metadata)}"
+
+    @classmethod
+    def unknown_detail(cls, key) -> str:
+        return f"has no parameter {key!r}; its parameters: {', '.join(cls.keys()) or 'none'}"
+
+    @classmethod
+    def checked(cls, values: Mapping[str, Any]):
+        """Settings from values already validated by :func:`settings_model` (not validated again)."""
+        made = cls.__new__(cls)
+        for f in dataclasses.fields(cls):
+            object.__setattr__(made, f.name, values[f.name] if f.name in values else default_of(cls, f.name))
+        made._nest()
+        return made
+
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first setting whose value is not allowed."""
-        for f, kinds, nullable in self.field_info():
-            value, meta = getattr(self, f.name), f.metadata
-            if value is None and nullable:
-                continue
-            ok = _type_ok(value, kinds)
-            if ok and meta.get("choices"):
-                ok = value in meta["choices"]
-            if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
-                ok = (meta.get("minimum") is None or value >= meta["minimum"]) and \
-                     (not meta.get("positive") or value > 0)
-            if not ok:
-                verb = "use" if kinds == (bool,) else "give"
-                raise SettingsError(self.owner, f"{f.name}={value!r} is not valid; {verb} "
-                                                f"{_expected(kinds, nullable, meta)}")
+        values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        check(settings_model(type(self)), values, Where("", self.owner),
+              lambda message: SettingsError.worded(self.owner, message))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], where: str | None = None):
         """Settings from a mapping; an unknown key is an error that lists the valid ones."""
         unknown = [k for k in values if k not in cls.keys()]
         if unknown:
-            raise SettingsError(where or cls.owner, f"has no parameter {unknown[0]!r}; its parameters: "
-                                                    f"{', '.join(cls.keys()) or 'none'}", sep=" ")
-        return cls(**values)
+            raise SettingsError(where or cls.owner, cls.unknown_detail(unknown[0]), sep=" ")
+        try:
+            return cls(**values)
+        except SettingsError as err:
+            if where is None or where == err.owner:
+                raise
+            raise SettingsError(where, err.detail, err.sep) from None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,7 +300,7 @@ class MethodConfig(Settings):
 
     def saved(self) -> dict:
         """What a saved prompt records to rebuild the method (training-only settings left out)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("saved", True)}
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata.get("saved", True)}
 
     @classmethod
     def from_saved(cls, values: Mapping[str, Any]):
@@ -191,7 +325,8 @@ class TrainConfig(Settings):
     max_steps: int | None = setting(None, "optimiser steps; wins over epochs", minimum=1)
     batch_size: int = setting(8, "training examples per step", minimum=1)
     eval_batch_size: int = setting(32, "examples per forward pass when scoring", minimum=1)
-    warmup_ratio: float = setting(0.0, "share of the steps with a rising learning rate (0 <= r < 1)", minimum=0)
+    warmup_ratio: float = setting(0.0, "share of the steps with a rising learning rate (0 <= r < 1)", minimum=0,
+                                  below=1)
     weight_decay: float = setting(0.0, "AdamW weight decay", minimum=0)
     max_grad_norm: float = setting(1.0, "gradient clipping norm (0: none)", minimum=0)
     eval_every: int | None = setting(None, "steps between dev evaluations (default: once per epoch)", minimum=1)
@@ -204,10 +339,12 @@ class TrainConfig(Settings):
     select_untrained: bool = setting(True, "the untrained state may be selected on dev")
     seed: int = setting(1, "training seed (data order, initialisation)")
 
-    def validate(self) -> None:
-        super().validate()
-        if self.warmup_ratio >= 1:
-            raise SettingsError(self.owner, f"warmup_ratio={self.warmup_ratio!r} is not valid; use 0 <= ratio < 1")
+    @classmethod
+    def problem(cls, name: str, value) -> str:
+        meta = cls.__dataclass_fields__[name].metadata
+        if meta.get("below") is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f"{name}={value!r} is not valid; use {meta['minimum']:g} <= ratio < {meta['below']:g}"
+        return super().problem(name, value)
 
 
 #: training settings a config's method entry may give (the harness sets seed and select_metric)
@@ -222,8 +359,8 @@ class Protocol:
     data_seeds: Sequence[int] = DATA_SEEDS
     train_seeds: Sequence[int] = (1,)
     test_limit: int | None = None  # a fixed random subset of the test set (seed 0), for speed
-    select_metric: str = "accuracy"
-    eval_batch_size: int = 32
+    select_metric: str = default_of(TrainConfig, "select_metric")
+    eval_batch_size: int = default_of(TrainConfig, "eval_batch_size")
 
 
 @dataclass

@@ -27,58 +27,24 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from prompting.config.experiment import ConfigError, ProbeConfig, parse_config
+from prompting.config.schema import Limits
 from prompting.core.data import DataError, Example
-from prompting.tasks.lama import (PROTOCOLS, Relation, candidate_ranks, load_relation, majority_scores, ranking_metrics, ranks,
-                   vocab_facts, vocab_ranks)
+from prompting.tasks.lama import (Relation, candidate_ranks, load_relation, majority_scores, ranking_metrics, ranks,
+                                  vocab_facts, vocab_ranks)
 from prompting.experiment.results import ResultsStore, run_id
 
 __all__ = ["LIMIT_KEYS", "ProbeConfig", "parse_probe_config", "run_probe", "first_tokens", "first_token_method"]
 
-LIMIT_KEYS = ("train", "dev", "test", "vocab_test")
-PROBE_KEYS = ("name", "model", "device", "task", "limits", "protocols", "methods")
-
-
-class ProbeConfig:
-    """A parsed LAMA experiment config (see the module docstring)."""
-
-    def __init__(self, name, model, data_dir: Path, relations, limits, protocols, methods, device="auto",
-                 template: str | None = None):
-        self.name, self.model, self.data_dir, self.relations = name, model, data_dir, list(relations)
-        self.limits, self.protocols, self.methods, self.device = limits, list(protocols), methods, device
-        self.template = template
+LIMIT_KEYS = Limits.keys()
 
 
 def parse_probe_config(data: dict, base: Path | None = None) -> ProbeConfig:
-    """Check a LAMA config's keys and values (errors name the key and what is valid)."""
-    from prompting.config.experiment import ConfigError, _check_keys, _method
-
-    _check_keys("config", data, PROBE_KEYS)
-    task = _check_keys("task", data.get("task"), ("name", "data_dir", "relations", "template"))
-    if "data_dir" not in task or not task.get("relations"):
-        raise ConfigError("task: a lama task needs data_dir and relations (e.g. [P101, P103])")
-    limits = _check_keys("limits", data.get("limits") or {}, LIMIT_KEYS)
-    for key, value in limits.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ConfigError(f"limits.{key}={value!r} is not valid; give a count >= 1 or null (all facts)")
-    protocols = data.get("protocols", list(PROTOCOLS))
-    bad = [p for p in protocols if p not in PROTOCOLS]
-    if bad:
-        raise ConfigError(f"protocols: {bad[0]!r} is not known; choose from {', '.join(PROTOCOLS)}")
-    methods = []
-    for i, entry in enumerate(data.get("methods") or []):
-        if isinstance(entry, dict) and entry.get("name") == "majority":
-            _check_keys(f"methods[{i}] (majority)", entry, ("name", "label"))
-            methods.append(("majority", entry.get("label", "majority object")))
-        else:
-            methods.append(_method(i, entry))
-    if not methods:
-        raise ConfigError("methods: give at least one (majority, manual, soft, autoprompt, ...)")
-    data_dir = Path(task["data_dir"]).expanduser()
-    if base is not None and not data_dir.is_absolute() and not data_dir.is_dir() and (base / data_dir).is_dir():
-        data_dir = base / data_dir  # relative to the config file rather than the working folder
-    return ProbeConfig(str(data.get("name", "lama")), data.get("model", "smollm2-135m"), data_dir,
-                       [str(r) for r in task["relations"]], limits, protocols, methods,
-                       data.get("device", "auto"), task.get("template"))
+    """A LAMA config checked by the one config schema (see :mod:`prompting.config.schema`)."""
+    cfg = parse_config(data, base)
+    if not isinstance(cfg, ProbeConfig):
+        raise ConfigError("task: a fact-probing config has task: {name: lama, data_dir: ..., relations: [...]}")
+    return cfg
 
 
 def _cap(facts: Sequence[Example], limit: int | None) -> list[Example]:

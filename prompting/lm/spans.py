@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from prompting.core.settings import KV_CACHE_MB, cache_megabytes
 from prompting.core.template import Encoding, collate
 from prompting.lm.logprobs import MAX_BATCH_TOKENS, token_budget_batches
 
@@ -13,10 +14,6 @@ if TYPE_CHECKING:
     from prompting.lm.model import LanguageModel
 
 __all__ = ["SpanCache", "KV_CACHE_MB"]
-
-
-#: the default memory cap of a model's cache of frozen spans' keys and values (:class:`SpanCache`)
-KV_CACHE_MB = 4096
 
 
 class SpanCache:
@@ -35,9 +32,7 @@ class SpanCache:
     """
 
     def __init__(self, lm: LanguageModel, cap_mb: float = KV_CACHE_MB):
-        if cap_mb < 0:
-            raise ValueError(f"kv_cache_mb={cap_mb!r} is not valid; give a size in megabytes >= 0 (0: no cache)")
-        self.lm, self.cap = lm, int(cap_mb * 2 ** 20)
+        self.lm, self.cap = lm, int(cache_megabytes(cap_mb) * 2 ** 20)
         self.entries: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self.bytes, self.computed, self.hits, self._version = 0, 0, 0, None
         self._stash: tuple = (None, {}, 0)  # (weights version, entries, bytes) of the weights before

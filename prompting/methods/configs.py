@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from prompting.core.demonstrations import SELECTIONS
-from prompting.core.settings import MethodConfig, Settings, SettingsError, setting
+from prompting.core.settings import MethodConfig, Settings, setting
 
 __all__ = ["MethodConfig", "PromptConfig", "DemonstrationSettings", "ICLConfig", "ManualConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
            "BUILTIN_CONFIGS", "SOFT_INITS", "ENCODERS", "PREFIX_INITS"]
@@ -56,20 +56,12 @@ class DemonstrationSettings(Settings):
 class PromptConfig(MethodConfig):
     """Settings every template-based method has: demonstrations in front of each input (LM-BFF)."""
 
-    demonstrations: dict | None = setting(None, "training examples put in front of every input, rendered with "
-                                                "the template and their label word: `{k: 1, selection: random}` "
-                                                "(or `similarity`; `separator` as for `icl`), LM-BFF's \"+ demos\"")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.demonstrations is not None:
-            try:
-                DemonstrationSettings.from_mapping(self.demonstrations)
-            except SettingsError as err:
-                raise SettingsError(self.owner, str(err)) from None
+    demonstrations: DemonstrationSettings | None = setting(
+        None, "training examples put in front of every input, rendered with the template and their label word: "
+              "`{k: 1, selection: random}` (or `similarity`; `separator` as for `icl`), LM-BFF's \"+ demos\"")
 
     def demonstration_settings(self) -> DemonstrationSettings | None:
-        return None if self.demonstrations is None else DemonstrationSettings.from_mapping(self.demonstrations)
+        return self.nested("demonstrations")
 
 
 @dataclass

@@ -36,6 +36,8 @@ from typing import Any
 import yaml
 
 from prompting.config.experiment import ConfigError, ExperimentConfig, method_space, parse_config, select_method
+from prompting.config.schema import OBJECTIVES, SweepConfig
+from prompting.core.schema import choices_text
 from prompting.core.paths import slug
 from prompting.reporting.report import fmt
 from prompting.config.searchspace import SLOT_PARAMS, apply_params, resize_slots
@@ -80,7 +82,7 @@ class Sweep:
     max_retry: int = 3
 
     def __post_init__(self):
-        settings = self.cfg.sweep or _default_settings()
+        settings = self.cfg.sweep or SweepConfig()
         self.settings = settings
         self.output_dir = Path(self.output_dir)
         self.index = select_method(self.cfg.methods, self.method or settings.method,
@@ -90,8 +92,8 @@ class Sweep:
             raise ConfigError(f"--seed-sweep: method {self.base.label!r} is not trained (train: false); "
                               "training seeds change nothing")
         self.objective = self.objective or settings.objective
-        if self.objective not in ("mean", "stable"):
-            raise ConfigError(f"--objective: {self.objective!r} is not valid; choose mean or stable")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"--objective: {self.objective!r} is not valid; choose {choices_text(OBJECTIVES, ' or ')}")
         self.stability_lambda = settings.stability_lambda if self.stability_lambda is None else self.stability_lambda
         self.space = {} if self.seed_sweep else method_space(self.base, self.cfg.prompts, settings.params)
         if not self.seed_sweep and not self.space:
@@ -299,9 +301,3 @@ class Sweep:
         from prompting.sweeps.report import write_sweep_report
 
         return write_sweep_report(study, self.output_dir, self.study_name, seed_param=SEED_PARAM)
-
-
-def _default_settings():
-    from prompting.config.experiment import SweepConfig
-
-    return SweepConfig()

@@ -30,12 +30,13 @@ from typing import Sequence
 import torch
 
 from prompting.core.data import DataError, Example, Task
+from prompting.tasks.schema import LAMA_PROTOCOLS
 
 __all__ = ["PROTOCOLS", "Relation", "load_facts", "load_relation", "relation_template", "lama_template",
            "ranks", "ranking_metrics", "macro_average", "vocab_facts", "majority_scores", "vocab_ranks",
            "candidate_ranks"]
 
-PROTOCOLS = ("candidates", "vocab")
+PROTOCOLS = LAMA_PROTOCOLS
 SPLITS = ("train", "dev", "test")
 
 
