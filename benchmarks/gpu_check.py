@@ -119,7 +119,7 @@ def _examples(items: list, n: int) -> list:
 
 def measure(cfg, spec, lm, task, args) -> dict:
     """Scoring and training examples/s of one method entry, and the peak GPU memory of each."""
-    from prompting.experiment.plan import prompts_for
+    from prompting.tasks.classification import prompts_for
     from prompting.methods import build_method
     from prompting.core.settings import TrainConfig
     from prompting.training.loop import train

@@ -13,7 +13,7 @@ from prompting.training.calibration import calibrate, contextual, domain
 from prompting.config.experiment import ConfigError, parse_config
 from prompting.core.data import Example, Task
 from prompting.experiment.harness import Experiment, MethodSpec, Protocol
-from prompting.experiment.plan import calibrated_id
+from prompting.experiment.derived import calibrated_id
 from prompting.experiment.results import ResultsStore, aggregate
 
 PATTERNS = ["{text_a} It was {mask}.", "Review: {text_a} Sentiment: {mask}"]

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.cli import main
-from prompting.experiment.results import ResultsStore, run_id
+from prompting.core.ids import run_id
+from prompting.experiment.results import ResultsStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -179,8 +179,8 @@ def test_pet_with_demonstrations_trains_on_inputs_that_carry_them(make_tiny_lm, 
     experiment = Experiment(lm, task, [spec], [("{text_a} It was {mask}.", VERBALIZER)],
                             Protocol(k=4, data_seeds=[1], train_seeds=[1]), output_dir=tmp_path)
     original = RunExecutor.fit
-    monkeypatch.setattr(RunExecutor, "fit", lambda self, method, *a: seen.append(method.encode(TASK_TEST[:1]))
-                        or original(self, method, *a))
+    monkeypatch.setattr(RunExecutor, "fit", lambda self, run, method, *a: seen.append(method.encode(TASK_TEST[:1]))
+                        or original(self, run, method, *a))
     records = experiment.run(progress=False)
     assert records[0]["steps"] == 2 and records[0]["describe"]["demonstrations"] == {"k": 1}
     assert lm.tokenizer.decode(seen[0].encodings[1][0].input_ids).count("It was") == 3  # 2 demos + the query

@@ -227,11 +227,17 @@ def test_zero_shot_entry_point_records_both_protocols(tmp_path, tiny_llama_dir, 
     assert "manual zero-shot (candidates)" in capsys.readouterr().out
 
 
-def test_probe_config_runs_every_method_and_reports(tmp_path, tiny_llama_dir):
+def test_probe_config_runs_every_method_and_reports(tmp_path, tiny_llama_dir, monkeypatch):
+    """A LAMA config runs through the one harness: every (method, protocol) is a run its executor does."""
     import yaml
 
     from prompting.cli import main
+    from prompting.experiment.executor import RunExecutor
     from prompting.reporting.report import write_report
+
+    executed, original = [], RunExecutor.execute
+    monkeypatch.setattr(RunExecutor, "execute", lambda self, run, *a, **k: executed.append(run.evaluation)
+                        or original(self, run, *a, **k))
 
     root = write_relation(tmp_path / "lama")
     config = {"name": "tiny-lama", "model": str(tiny_llama_dir),
@@ -247,6 +253,7 @@ def test_probe_config_runs_every_method_and_reports(tmp_path, tiny_llama_dir):
     assert main(["run", str(path), "--output-dir", str(out), "-q"]) == 0
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 3 * 2  # majority: candidates only; the others: both protocols
+    assert sorted(executed) == ["candidates"] * 4 + ["vocab"] * 3
     trained = [json.loads(l) for l in lines if json.loads(l)["method"] == "soft"]
     assert trained[0]["steps"] == 2 and trained[0]["n_first_tokens"] <= len(OBJECTS)
     assert main(["run", str(path), "--output-dir", str(out), "-q"]) == 0  # resumes: nothing new
@@ -257,7 +264,7 @@ def test_probe_config_runs_every_method_and_reports(tmp_path, tiny_llama_dir):
 
 def test_probe_config_errors_name_the_key(tmp_path):
     from prompting.config.experiment import ConfigError
-    from prompting.experiment.probing import parse_probe_config
+    from prompting.config.experiment import parse_probe_config
 
     base = {"task": {"name": "lama", "data_dir": str(tmp_path), "relations": ["P1"]},
             "methods": [{"name": "manual", "train": False}]}
@@ -297,14 +304,14 @@ def test_shipped_lama_config_parses_and_its_methods_build(tiny_causal_lm):
 
     import yaml
 
-    from prompting.experiment.probing import parse_probe_config
+    from prompting.config.experiment import parse_probe_config
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "lama.yaml"
     cfg = parse_probe_config(yaml.safe_load(path.read_text()), base=path.parent)
     assert cfg.relations == ["P101", "P103", "P138", "P1412", "P176", "P19"]
     assert set(cfg.protocols) == {"candidates", "vocab"}
     for spec in cfg.methods:
-        if isinstance(spec, tuple):  # the majority baseline
+        if spec.name == "majority":  # the task's baseline, not a prompt method
             continue
         method = build_method(spec.name, tiny_causal_lm, spec.template or TEMPLATE,
                               Verbalizer({o: [o] for o in OBJECTS}), **spec.params)

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.cli import main
-from prompting.experiment.results import ResultsStore, run_id
+from prompting.core.ids import run_id
+from prompting.experiment.results import ResultsStore
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 

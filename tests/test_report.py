@@ -2,7 +2,8 @@
 interval, and how a fixed (FewGLUE) split is reported."""
 
 from prompting.reporting.report import found_prompts_table, write_report
-from prompting.experiment.results import ResultsStore, run_id
+from prompting.core.ids import run_id
+from prompting.experiment.results import ResultsStore
 
 START = "{text_a} {trigger:3} {mask}"
 VERBALIZER = {"0": ["bad"], "1": ["good"]}

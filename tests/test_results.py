@@ -11,7 +11,8 @@ import random
 import pytest
 import torch
 
-from prompting.experiment.results import REQUIRED, ResultsFileError, ResultsStore, aggregate, run_id, select_runs
+from prompting.core.ids import run_id
+from prompting.experiment.results import REQUIRED, ResultsFileError, ResultsStore, aggregate, select_runs
 
 VERBALIZER = {"0": ["bad"], "1": ["good"]}
 

@@ -101,7 +101,16 @@ def test_a_lama_config_is_loaded_like_any_config(tmp_path):
     assert (cfg.name, cfg.relations, cfg.limits, cfg.protocols) == ("tiny-lama", ["P1"], {"test": 4},
                                                                     ["candidates", "vocab"])
     assert cfg.data_dir == tmp_path / "lama"  # relative to the config file
-    assert cfg.methods[0] == ("majority", "majority object") and cfg.methods[1].label == "manual zero-shot"
+    majority, manual = cfg.methods
+    assert (majority.name, majority.label, majority.train) == ("majority", "majority object", False)
+    assert manual.label == "manual zero-shot"
+
+
+def test_a_lama_config_takes_the_model_settings_of_any_config(tmp_path):
+    """dtype, max_length and kv_cache_mb reach the fact-probing runs' model as they reach any run's."""
+    (tmp_path / "lama").mkdir()
+    cfg, = load_configs(write(tmp_path, LAMA + "dtype: bfloat16\nmax_length: 64\nkv_cache_mb: 0\n"))
+    assert (cfg.dtype, cfg.max_length, cfg.kv_cache_mb) == ("bfloat16", 64, 0)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -109,7 +118,8 @@ def test_a_lama_config_is_loaded_like_any_config(tmp_path):
     (LAMA + "limts: {test: 3}\n", "config: unknown key 'limts'; allowed keys:"),
     (LAMA.replace("limits: {test: 4}", "limits: {test: true}"), "limits.test=True is not valid"),
     (LAMA + "fewshot: {k: 4}\n", "config: 'fewshot' is not used with the lama task; a lama config takes name, "
-                                 "model, device, task, limits, protocols, methods"),
+                                 "model, device, dtype, device_map, max_length, kv_cache_mb, task, limits, "
+                                 "protocols, methods"),
     (LAMA + "protocols: [candidates, every]\n", "protocols: 'every' is not known; choose from candidates, vocab"),
     (LAMA.replace("{name: majority}", "{name: majority, k: 1}"),
      "methods[0] (majority): unknown key 'k'; allowed keys: name, label"),

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from prompting.reporting.report import write_report
-from prompting.experiment.results import ResultsStore, run_id
+from prompting.core.ids import run_id
+from prompting.experiment.results import ResultsStore
 from prompting.reporting.significance import paired_bootstrap, resampled_differences, two_sided_p, variance_split
 
 VERBALIZER = {"0": ["bad"], "1": ["good"]}

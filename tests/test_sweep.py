@@ -381,7 +381,7 @@ def test_a_diverged_trial_leaves_the_lm_as_it_was_for_the_next(make_tiny_lm, mon
                 p.add_(1.0)
         raise TrainingError("loss became nan")
 
-    monkeypatch.setattr(RunExecutor, "fit", lambda self, method, *args: diverge(method))
+    monkeypatch.setattr(RunExecutor, "fit", lambda self, run, method, *args: diverge(method))
     examples = [Example({"text_a": f"the film was {a}."}, str(int(a in POSITIVE))) for a in POSITIVE + NEGATIVE]
     task = Task("toy", ("0", "1"), ("text_a",), examples, examples[:4])
     experiment = Experiment(lm, task, [MethodSpec("manual", train=True, train_config={"max_steps": 1})],

@@ -10,7 +10,7 @@ import pytest
 from prompting.config.experiment import ConfigError, load_config
 from prompting.core.data import DataError, Example, load_examples
 from prompting.experiment.harness import Experiment
-from prompting.experiment.plan import describe_protocol, protocol_name
+from prompting.tasks.classification import Classification, protocol_name
 from prompting.core.settings import Protocol
 from prompting.tasks.spec import load_task_spec
 
@@ -200,7 +200,7 @@ def test_a_dev_file_keeps_the_kshot_sampler_and_draws_dev_from_it(tiny_causal_lm
     assert all(e["text_a"].startswith("train") for e in train) and all(e["text_a"].startswith("dev") for e in dev)
     assert sorted(e.label for e in train) == sorted(e.label for e in dev) == ["0"] * 3 + ["1"] * 3
     assert exp.split(21) != exp.split(13)
-    said = describe_protocol(task, exp.protocol)
+    said = Classification(task).describe(exp.protocol)
     assert "protocol kshot-dev-file: K = 3 per class from train (20 examples), dev K = 3 per class from the dev file (12" in said
 
 

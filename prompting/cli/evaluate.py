@@ -44,9 +44,10 @@ def cmd_eval(args) -> int:
 def cmd_probe_eval(args) -> int:
     """``prompting eval --task lama --relation P103``: the relation's manual template, zero-shot, both
     protocols (or --protocol), over --limit test facts (default all)."""
+    from prompting.config.experiment import parse_probe_config
     from prompting.core.paths import check_output_dir, slug
+    from prompting.experiment.harness import build_experiments
     from prompting.reporting.probing import probe_table
-    from prompting.experiment.probing import parse_probe_config, run_probe
 
     if args.task != "lama" or not args.relation or not args.data_dir:
         raise ValueError("fact probing: give --task lama, --relation (e.g. P103) and --data-dir (the folder "
@@ -60,10 +61,8 @@ def cmd_probe_eval(args) -> int:
     cfg = parse_probe_config(data)
     output = check_output_dir(args.output_dir or Path("runs") / slug(f"lama-{args.relation}-zero-shot"))
     started = time.perf_counter()
-    records = run_probe(cfg, output, progress=not args.quiet)
-    from prompting.experiment.results import ResultsStore
-
-    records = records or ResultsStore(output).records()
+    records = [r for experiment in build_experiments(cfg, output, allow_download=args.allow_download)
+               for r in experiment.run(progress=not args.quiet)]
     print(f"\nzero-shot fact probing, relation {args.relation} (model {args.model}), "
           f"{time.perf_counter() - started:.0f} s\n")
     for metric in ("p_at_1", "p_at_10", "mrr"):

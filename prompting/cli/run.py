@@ -12,15 +12,17 @@ __all__ = ['add_run_parser', 'cmd_run']
 
 
 def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
-    from prompting.reporting.report import summary_rows, summary_table, write_report
     from prompting.experiment.results import ResultsStore
+    from prompting.reporting.probing import is_probe_record, probe_table
+    from prompting.reporting.report import summary_rows, summary_table, write_report
 
     by_task = {}
     for r in records:
         by_task.setdefault(r["task"], []).append(r)
     for task, recs in by_task.items():
         print(f"\n## {task}\n")
-        print(summary_table(summary_rows(ResultsStore(directory), recs, metric)))
+        probes = [r for r in recs if is_probe_record(r)]
+        print(probe_table(probes) if probes else summary_table(summary_rows(ResultsStore(directory), recs, metric)))
     paths = write_report(directory, metric)
     print(f"\nreport: {paths['report']}\nsummary: {paths['summary']}")
     plots = [str(p) for k, p in paths.items() if k not in ("report", "summary", "runs")]
@@ -29,18 +31,12 @@ def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
 
 
 def cmd_run(args) -> int:
-    from prompting.config.experiment import ConfigError, ProbeConfig, load_configs
-    from prompting.core.paths import check_output_dir, slug
     from prompting.cli.workers import check_worker_options, run_workers
-    from prompting.experiment.workers import share_runs, study_name
+    from prompting.config.experiment import load_configs
+    from prompting.core.paths import check_output_dir, slug
 
     check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
     configs = load_configs(check_config_file(args.config))
-    probes = [cfg for cfg in configs if isinstance(cfg, ProbeConfig)]
-    if probes and len(probes) < len(configs):
-        raise ConfigError(f"{args.config}: mixes lama (fact probing) documents with others; give each its own file")
-    if probes:
-        return cmd_probe(args, probes)
     output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
     check_worker_options(args, output)
     started = time.perf_counter()
@@ -52,46 +48,34 @@ def cmd_run(args) -> int:
         names = {cfg.name for cfg in configs}
         records = [r for r in ResultsStore(output).records() if r.get("experiment") in names]
     else:
-        from prompting.experiment.harness import build_experiment
+        records = _run_here(args, configs, output)
+    print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "
+          f"({time.perf_counter() - started:.0f} s this time)")
+    if not args.no_summary:
+        _print_summary(records, output, configs[0].select_metric)
+    return 0
 
-        records, lm = [], None
-        for cfg in configs:
-            if args.test_limit is not None:
-                cfg.protocol.test_limit = args.test_limit
-            if args.device is not None:
-                cfg.device = args.device
-            same = lm is not None and (lm.name, str(lm.dtype)) == (cfg.model, f"torch.{cfg.dtype}")
-            experiment = build_experiment(cfg, output, lm if same else None, allow_download=args.allow_download)
+
+def _run_here(args, configs, output: Path) -> list[dict]:
+    """Every experiment of the file in this process, one LM for the configs that name the same model."""
+    from prompting.experiment.harness import build_experiments
+    from prompting.experiment.workers import share_runs, study_name
+
+    records, lm = [], None
+    for cfg in configs:
+        if args.test_limit is not None:
+            cfg.limit_test(args.test_limit)
+        if args.device is not None:
+            cfg.device = args.device
+        same = lm is not None and (lm.name, str(lm.dtype)) == (cfg.model, f"torch.{cfg.dtype}")
+        for experiment in build_experiments(cfg, output, lm if same else None, allow_download=args.allow_download):
             lm = experiment.lm
             if args.storage is not None:
                 quiet_optuna(args)
                 share_runs(experiment.store, args.storage, study_name(cfg.name), args.heartbeat_interval,
                            args.grace_period)
             records += experiment.run(progress=not args.quiet)
-    print(f"\n{args.config}: {len(records)} runs in {output / 'results.jsonl'} "
-          f"({time.perf_counter() - started:.0f} s this time)")
-    if not args.no_summary:
-        _print_summary(records, output, configs[0].protocol.select_metric)
-    return 0
-
-
-def cmd_probe(args, configs) -> int:
-    """``prompting run`` of a LAMA config: every relation x method x protocol (see prompting.experiment.probing)."""
-    from prompting.core.paths import check_output_dir, slug
-    from prompting.experiment.probing import run_probe
-    from prompting.reporting.probing import probe_table
-
-    output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
-    started = time.perf_counter()
-    for cfg in configs:
-        if args.test_limit is not None:
-            cfg.limits["test"] = args.test_limit
-        run_probe(cfg, output, progress=not args.quiet)
-    print(f"\n{args.config}: {output / 'results.jsonl'} ({time.perf_counter() - started:.0f} s this time)\n")
-    from prompting.experiment.results import ResultsStore
-
-    print(probe_table(ResultsStore(output).records()))
-    return 0
+    return records
 
 
 def add_run_parser(sub) -> None:

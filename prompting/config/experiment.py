@@ -32,14 +32,14 @@ import yaml
 
 from prompting.config.schema import DTYPES, Majority, SweepConfig, check_config
 from prompting.core.data import Task
-from prompting.core.settings import MethodSpec, Protocol
+from prompting.core.settings import KV_CACHE_MB, MethodSpec, Protocol
 from prompting.core.yamlfile import load_yaml
 from prompting.methods import METHODS
 from prompting.tasks.schema import LamaTask
 from prompting.tasks.spec import TaskSpecError, check_task_spec, default_choice_verbalizer
 from prompting.tasks.spec import load_task_spec as _load_task_spec
 
-__all__ = ["ConfigError", "ExperimentConfig", "ProbeConfig", "SweepConfig", "load_config", "load_configs",
+__all__ = ["ConfigError", "ExperimentConfig", "ProbeConfig", "parse_probe_config", "SweepConfig", "load_config", "load_configs",
            "parse_config", "load_prompt_file", "builtin_templates", "load_task_spec"]
 
 
@@ -183,13 +183,21 @@ class ExperimentConfig:
     sweep: SweepConfig | None = None
     source: dict | None = field(default=None, repr=False)  # the mapping it was read from (sweeps export it)
 
+    @property
+    def select_metric(self) -> str:
+        return self.protocol.select_metric
+
+    def limit_test(self, n: int) -> None:
+        """Score a fixed random ``n`` of the test examples (``--test-limit``)."""
+        self.protocol.test_limit = n
+
 
 @dataclass
 class ProbeConfig:
     """A LAMA fact-probing config (``task: {name: lama, ...}``), as
-    :func:`prompting.experiment.probing.run_probe` runs it: ``data_dir`` found relative to the config
-    file, ``limits`` as the config wrote them (every record keeps them), ``methods`` a
-    :class:`MethodSpec` each or ``("majority", label)`` for the baseline."""
+    :func:`prompting.experiment.harness.build_experiments` runs it (one experiment per relation):
+    ``data_dir`` found relative to the config file, ``limits`` as the config wrote them (every record
+    keeps them), ``methods`` a :class:`MethodSpec` each (``majority``: the task's baseline)."""
 
     name: str
     model: str
@@ -197,10 +205,20 @@ class ProbeConfig:
     relations: list[str]
     limits: dict
     protocols: list[str]
-    methods: list
+    methods: list[MethodSpec]
     device: str
     template: str | None
+    dtype: str = DTYPES[0]
+    device_map: str | None = None
+    kv_cache_mb: float = KV_CACHE_MB
+    max_length: int | None = None
     source: dict | None = field(default=None, repr=False)
+
+    select_metric = "accuracy"  # runs are ranked, not selected by a dev metric
+
+    def limit_test(self, n: int) -> None:
+        """Rank a fixed random ``n`` of each relation's test facts (``--test-limit``)."""
+        self.limits["test"] = n
 
 
 def select_method(specs: list[MethodSpec], wanted: str | None, where: str = "sweep.method") -> int:
@@ -237,7 +255,7 @@ def _entries(section, data: dict) -> list:
     specs = []
     for i, (entry, raw) in enumerate(zip(section.methods, data["methods"])):
         if isinstance(entry, Majority):
-            specs.append(("majority", entry.label))
+            specs.append(MethodSpec("majority", train=False, label=entry.label))
             continue
         verbalizer = raw.get("verbalizer")
         verbalizer = normalise_verbalizer(f"methods[{i}].verbalizer", verbalizer) if verbalizer is not None else None
@@ -278,7 +296,8 @@ def _probe_config(section, data: dict, specs: list, base: Path | None) -> ProbeC
         data_dir = base / data_dir  # relative to the config file rather than the working folder
     return ProbeConfig(section.name or "lama", section.model, data_dir, list(task.relations),
                        dict(data.get("limits") or {}), list(section.protocols), specs, section.device, task.template,
-                       source=data)
+                       dtype=section.dtype, device_map=section.device_map, kv_cache_mb=section.kv_cache_mb,
+                       max_length=section.max_length, source=data)
 
 
 def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | ProbeConfig:
@@ -286,7 +305,9 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | Prob
     section = check_config(data, ConfigError)
     specs = _entries(section, data)
     if isinstance(section.task, LamaTask):
-        _check_templates([], [s for s in specs if isinstance(s, MethodSpec)])
+        methods = [s for s in specs if s.name in METHODS]  # and the task's baseline
+        _check_templates([], methods)
+        _hardware(section, methods)
         return _probe_config(section, data, specs, base)
     task = {"name": data["task"]} if isinstance(data["task"], str) else dict(data["task"])
     templates = data.get("templates")
@@ -305,6 +326,14 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | Prob
                             prompts=prompts, methods=specs, device=section.device, dtype=section.dtype,
                             device_map=section.device_map, kv_cache_mb=section.kv_cache_mb,
                             max_length=section.max_length, base=base, sweep=sweep, source=data)
+
+
+def parse_probe_config(data: dict, base: Path | None = None) -> ProbeConfig:
+    """A LAMA config checked by the one config schema (see :mod:`prompting.config.schema`)."""
+    cfg = parse_config(data, base)
+    if not isinstance(cfg, ProbeConfig):
+        raise ConfigError("task: a fact-probing config has task: {name: lama, data_dir: ..., relations: [...]}")
+    return cfg
 
 
 def load_configs(path: str | Path) -> list[ExperimentConfig | ProbeConfig]:

@@ -31,7 +31,8 @@ DEVICE_MAPS = ("auto",)  # accelerate spreads a model too large for one device o
 OBJECTIVES = ("mean", "stable")  # a sweep's: mean dev over data seeds, or mean - stability_lambda * std
 PRUNERS = ("median", "none")
 METRICS = TrainConfig.__dataclass_fields__["select_metric"].metadata["choices"]
-LAMA_KEYS = ("name", "model", "device", "task", "limits", "protocols", "methods")
+LAMA_KEYS = ("name", "model", "device", "dtype", "device_map", "max_length", "kv_cache_mb", "task", "limits",
+             "protocols", "methods")
 TEMPLATE_KEYS = ("file", "patterns", "verbalizers", "task")
 
 _CHOOSE = "{path}: {value!r} is not valid; choose one of "

@@ -12,13 +12,20 @@ import torch
 
 from prompting.core.data import Example, Task
 from prompting.core.settings import MethodSpec, Protocol
-from prompting.experiment.plan import PlannedRun, calibrated_id, describe_run, protocol_name
-from prompting.experiment.records import Outcome, Predictions, RunRecord
-from prompting.experiment.results import ResultsStore, gold_indices, run_id
+from prompting.core.ids import run_id
+from prompting.experiment.results import ResultsStore, gold_indices
 from prompting.methods import PromptMethod
+from prompting.tasks.base import PlannedRun, RunRecord, describe_run
+from prompting.tasks.classification import protocol_name
+from prompting.tasks.outcome import Outcome, Predictions
 from prompting.training.calibration import calibrate, content_free_scores
 
-__all__ = ["DerivedRecords"]
+__all__ = ["DerivedRecords", "calibrated_id"]
+
+
+def calibrated_id(rid: str, how: str) -> str:
+    """The id of run ``rid``'s record calibrated by ``how``."""
+    return run_id({"calibrated": rid, "how": how})
 
 
 class DerivedRecords:
@@ -138,7 +145,8 @@ class DerivedRecords:
                                           "choice_score") if k in first}
         settings.update(label=f"{spec.label} ensemble ({spec.ensemble})", template=f"ensemble of {len(members)} patterns",
                         verbalizer=first["verbalizer"], ensemble_of=list(ids), train=True)
-        return RunRecord(settings, rid, self.name, outcome, protocol=protocol_name(self.task), cost={
+        return RunRecord(settings, rid, self.name, {
+            **outcome.to_dict(), "protocol": protocol_name(self.task),
             "n_train": first.get("n_train"), "n_dev": len(dev_examples), "n_test": len(self.test),
             "trainable_params": sum(r.get("trainable_params", 0) for r in records),
             "seconds": sum(r.get("seconds", 0.0) for r in records),

@@ -8,9 +8,10 @@
 
 LM-BFF protocol (default): K per class from train, a disjoint K per class as dev, the task's test
 set as test. FewGLUE protocol (tasks with fixed files): train and dev32 as given; data seeds then
-only name repetitions. The harness never knows which method it runs: what runs is planned in
-:mod:`prompting.experiment.plan`, one run is done by :class:`prompting.experiment.executor.RunExecutor`,
-and calibrated and ensemble records come from saved scores (:mod:`prompting.experiment.derived`).
+only name repetitions. The harness never knows which method or which kind of task it runs: the task
+type (:mod:`prompting.tasks`) plans the runs, fits and scores them; one run is done by
+:class:`prompting.experiment.executor.RunExecutor`; calibrated and ensemble records come from saved
+scores (:mod:`prompting.experiment.derived`).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from typing import Sequence
 
 from prompting.core.data import Example, Task
 from prompting.core.settings import ENSEMBLES, MethodSpec, Protocol
-from prompting.experiment.derived import DerivedRecords
+from prompting.experiment.derived import DerivedRecords, calibrated_id
 from prompting.experiment.executor import RunExecutor
-from prompting.experiment.plan import (PlannedRun, calibrated_id, check_prompts, describe_protocol, describe_run,
-                                       jsonable_verbalizer, plan_runs, split_examples, test_examples)
 from prompting.experiment.results import ResultsStore
 from prompting.lm.model import LanguageModel
+from prompting.tasks.base import PlannedRun, TaskType, describe_run
+from prompting.tasks.classification import Classification, jsonable_verbalizer
 
-__all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "build_experiment", "ENSEMBLES"]
+__all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "build_experiment", "build_experiments", "ENSEMBLES"]
 
 
 def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: Sequence[MethodSpec] | None = None,
@@ -39,36 +40,64 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     unless ``lm`` is given. ``methods`` replaces the config's methods (a sweep runs one at a time)."""
     from prompting.config.experiment import load_task_spec
 
-    task = load_task_spec(cfg.task, cfg.base)
+    task = Classification(load_task_spec(cfg.task, cfg.base))
     methods = list(cfg.methods if methods is None else methods)
-    check_prompts(task, methods, cfg.prompts, templates)
-    lm = lm or LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
-                                  allow_download=allow_download, dtype=cfg.dtype, device_map=cfg.device_map,
-                                  kv_cache_mb=cfg.kv_cache_mb)
+    task.check(methods, cfg.prompts, templates)
+    lm = lm or load_model(cfg, allow_download)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
                       max_length=cfg.max_length)
+
+
+def build_experiments(cfg, output_dir, lm: LanguageModel | None = None, allow_download: bool = False) -> list["Experiment"]:
+    """The experiments of one parsed config: one, or for fact probing one per relation (all on one LM);
+    every task is loaded and checked before the model loads."""
+    from prompting.config.experiment import ProbeConfig
+
+    if not isinstance(cfg, ProbeConfig):
+        return [build_experiment(cfg, output_dir, lm, allow_download=allow_download)]
+    from prompting.tasks.lama import load_relation
+    from prompting.tasks.probing import FactProbing
+
+    tasks = [FactProbing(load_relation(cfg.data_dir, r, template=cfg.template), cfg.limits, cfg.protocols,
+                         cfg.template, experiment=cfg.name) for r in cfg.relations]
+    for task in tasks:
+        task.check(cfg.methods, [])
+    lm = lm or load_model(cfg, allow_download)
+    # every fact is its own split: one data seed, and a trained prompt's seed 1
+    protocol = Protocol(k=0, data_seeds=(0,), train_seeds=(1,))
+    return [Experiment(lm, task, cfg.methods, [], protocol, output_dir=output_dir, name=cfg.name,
+                       max_length=cfg.max_length) for task in tasks]
+
+
+def load_model(cfg, allow_download: bool = False) -> LanguageModel:
+    """The LM a config names, as it asks for it (device, precision, placement, length, cache)."""
+    return LanguageModel.load(cfg.model, device=cfg.device, max_length=cfg.max_length or 512,
+                              allow_download=allow_download, dtype=cfg.dtype, device_map=cfg.device_map,
+                              kv_cache_mb=cfg.kv_cache_mb)
 
 
 class Experiment:
     """Plans and runs every (method, prompt, data seed, train seed); resumes from ``output_dir``.
 
-    ``executor`` does each run (default: a :class:`RunExecutor` on this experiment's LM, task and test
-    set); pass one of your own to watch or change what a run does.
+    ``task`` is a :class:`prompting.core.data.Task` (classification) or any task type
+    (:class:`prompting.tasks.base.TaskType`). ``executor`` does each run (default: a
+    :class:`RunExecutor` on this experiment's LM and task); pass one of your own to watch or change what
+    a run does.
     """
 
-    def __init__(self, lm: LanguageModel, task: Task, methods: Sequence[MethodSpec],
+    def __init__(self, lm: LanguageModel, task: Task | TaskType, methods: Sequence[MethodSpec],
                  prompts: Sequence[tuple[str, dict]], protocol: Protocol | None = None,
                  output_dir=None, name: str = "experiment", max_length: int | None = None,
                  executor: RunExecutor | None = None):
-        self.lm, self.task, self.methods = lm, task, list(methods)
+        self.task_type = task if isinstance(task, TaskType) else Classification(task)
+        self.lm, self.methods = lm, list(methods)
         self.prompts = [(t, jsonable_verbalizer(v)) for t, v in prompts]
         self._protocol = protocol or Protocol()
         self.store = ResultsStore(output_dir) if output_dir is not None else None
         self.name = name
         self.max_length = max_length
-        check_prompts(task, self.methods, self.prompts)
-        self.executor = executor or RunExecutor(lm, task, self._protocol, test_examples(task, self._protocol),
-                                                self.prompts, name=name, max_length=max_length)
+        self.task_type.check(self.methods, self.prompts)
+        self.executor = executor or RunExecutor(lm, self.task_type, self._protocol, name=name, max_length=max_length)
 
     @property
     def protocol(self) -> Protocol:
@@ -79,21 +108,30 @@ class Experiment:
         """A new protocol (a sweep's trial, a seed sweep's seed) also reaches the executor."""
         self._protocol = self.executor.protocol = protocol
 
+    @property
+    def task(self) -> Task | None:
+        """The classification task (None for another task type)."""
+        return getattr(self.task_type, "task", None)
+
     def split(self, data_seed: int) -> tuple[list[Example], list[Example]]:
         """The (train, dev) examples of one data split."""
-        return split_examples(self.task, self.protocol, data_seed)
+        return self.task_type.split(self.protocol, data_seed)
 
     def plan(self) -> list[PlannedRun]:
         """Every run of the experiment, in the order it runs them."""
-        return plan_runs(self.task, self.methods, self.prompts, self.protocol, self.lm.name, self.lm.dtype,
-                         self.max_length)
+        return self.task_type.plan(self.methods, self.prompts, self.protocol, self.lm.name, self.lm.dtype,
+                                   self.max_length)
+
+    def data_seeds(self) -> list[int]:
+        """The data splits the plan runs, in order."""
+        return list(dict.fromkeys(run.data_seed for run in self.plan()))
 
     def execute(self, run: PlannedRun, train_examples, dev_examples, progress: bool = True) -> dict:
         """Do one run with the executor and record it (with its label scores); returns the record."""
         done = self.executor.execute(run, train_examples, dev_examples, progress=progress)
         record = done.record.to_dict()
         if self.store:
-            self.store.save_predictions(run.run_id, done.predictions.to_dict())
+            self.store.save_predictions(run.run_id, done.predictions)
             self.store.append(record, once=True)  # a worker whose claim lapsed may have recorded it meanwhile
         return record
 
@@ -113,7 +151,7 @@ class Experiment:
         from tqdm.auto import tqdm
 
         planned = self.plan()
-        print(describe_protocol(self.task, self.protocol), file=sys.stderr, flush=True)
+        print(self.task_type.describe(self.protocol), file=sys.stderr, flush=True)
         # two method entries that differ only in how they are ensembled plan the same runs: run each once
         unique = list({r.run_id: r for r in planned}.values())
         done = self.store.done() if self.store else set()
@@ -147,10 +185,11 @@ class Experiment:
         """Calibrated and ensemble records added (one process at a time: each then sees what the others
         recorded and adds nothing twice); this experiment's records and the ensembles of them, not those
         of another experiment sharing the folder."""
-        derived = DerivedRecords(self.store, self.task, self.protocol, self.executor.test, self.name,
-                                 self.executor.build, self.split)
-        with self.store.claims.hold("ensembles"):
-            derived.add(planned, self.methods)
+        if self.task_type.derives_records:
+            derived = DerivedRecords(self.store, self.task, self.protocol, self.executor.test, self.name,
+                                     self.executor.build, self.split)
+            with self.store.claims.hold("ensembles"):
+                derived.add(planned, self.methods)
         ids = {r.run_id for r in planned} | {calibrated_id(r.run_id, how) for r in planned for how in r.spec.calibration}
         return [r for r in self.store.records()
                 if r["run_id"] in ids or (r.get("ensemble_of") and set(r["ensemble_of"]) <= ids)]

@@ -8,7 +8,6 @@ again, and a run that another process is running is left to it (see :class:`prom
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ try:  # POSIX; elsewhere appends rely on O_APPEND alone
 except ImportError:  # pragma: no cover
     fcntl = None
 
-__all__ = ["ResultsFileError", "ResultsStore", "run_id", "dev_key", "select_runs", "aggregate", "bootstrap_interval",
+__all__ = ["ResultsFileError", "ResultsStore", "dev_key", "select_runs", "aggregate", "bootstrap_interval",
            "score", "gold_indices", "run_classes", "GROUP_KEYS"]
 
 
@@ -49,12 +48,6 @@ def score(record: dict, split: str, metric: str) -> float:
     scores = record.get(split)
     value = scores.get(metric) if isinstance(scores, dict) else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
-def run_id(settings: dict) -> str:
-    """A stable id for a run's settings (anything that changes the result changes the id)."""
-    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class ResultsStore:

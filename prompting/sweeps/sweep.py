@@ -232,7 +232,7 @@ class Sweep:
         experiment = self._experiment
         experiment.methods, experiment.protocol = [spec], protocol
         metric = protocol.select_metric
-        n_splits = 1 if experiment.task.fixed_split else len(protocol.data_seeds)
+        n_splits = len(experiment.data_seeds())
         per_seed: dict[int, float] = {}
         run_ids: list[str] = []
 

@@ -1,15 +1,12 @@
-"""The run record, built in one place: a run's own, and those derived from saved scores (a calibrated
-run, a pattern ensemble).
-
-Every record is the run's settings (what its id is the digest of) and what came of them; the store
-keeps it as one JSON line, and its label scores in ``predictions/RUN_ID.json`` (:class:`Predictions`).
-"""
+"""What a classification run's label scores say: its metrics on dev and test (:class:`Outcome`) and the
+scores it saves in ``predictions/RUN_ID.json`` (:class:`Predictions`), for its own record and for the
+records derived from it (a calibrated run, a pattern ensemble)."""
 
 from __future__ import annotations
 
 import resource
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -17,7 +14,7 @@ import torch
 from prompting.core.data import Example, class_results, compute_metrics
 from prompting.methods.evaluation import TrainResult, gold_cross_entropy
 
-__all__ = ["RunRecord", "Outcome", "Predictions", "cross_entropy", "peak_memory_mb", "predicted_labels"]
+__all__ = ["Outcome", "Predictions", "cross_entropy", "peak_memory_mb", "predicted_labels", "training_fields"]
 
 
 @dataclass
@@ -43,46 +40,8 @@ class Outcome:
                    test=compute_metrics(list(test_gold), test_pred, labels) if len(test_gold) else {},
                    collapsed=found["collapsed"], test_majority=found["majority"])
 
-
-@dataclass
-class RunRecord:
-    """One line of ``results.jsonl``. ``settings`` (with ``tags``, which are not part of the id) come
-    first; ``extra`` holds what only some records have (a derived record's origin, a calibration)."""
-
-    settings: dict
-    run_id: str
-    experiment: str
-    outcome: Outcome
-    protocol: str | None = None
-    describe: dict | None = None
-    tags: dict = field(default_factory=dict)
-    cost: dict = field(default_factory=dict)
-    training: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
     def to_dict(self) -> dict:
-        head = {**self.settings, **self.tags, "run_id": self.run_id, "experiment": self.experiment}
-        if self.describe is not None:
-            head["describe"] = self.describe
-        outcome = asdict(self.outcome)
-        body = {"dev": outcome["dev"], "dev_loss": outcome["dev_loss"], "test": outcome["test"],
-                "collapsed": outcome["collapsed"], "test_majority": outcome["test_majority"]}
-        if self.protocol is not None:
-            body["protocol"] = self.protocol
-        return {**head, **body, **self.training, **self.cost, **self.extra}
-
-    @staticmethod
-    def training_fields(result: TrainResult | None, config, trainable: int, model_params: int,
-                        select_metric: str) -> dict:
-        """What a run's training says: parameters trained, steps, the dev curve and the settings used."""
-        history = result.history if result else []
-        return {
-            "trainable_params": trainable, "model_params": model_params,
-            "steps": result.steps if result else 0, "best_step": result.best_step if result else 0,
-            # how dev went while training: [step, selection metric, dev cross-entropy or None (a search)]
-            "dev_curve": [[h["step"], h["dev"].get(select_metric), h.get("dev_loss")] for h in history if "dev" in h],
-            "train_config_used": config.to_dict() if config else None,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -133,3 +92,15 @@ def peak_memory_mb() -> float:
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def training_fields(result: TrainResult | None, config, trainable: int, model_params: int, select_metric: str) -> dict:
+    """What a run's training says: parameters trained, steps, the dev curve and the settings used."""
+    history = result.history if result else []
+    return {
+        "trainable_params": trainable, "model_params": model_params,
+        "steps": result.steps if result else 0, "best_step": result.best_step if result else 0,
+        # how dev went while training: [step, selection metric, dev cross-entropy or None (a search)]
+        "dev_curve": [[h["step"], h["dev"].get(select_metric), h.get("dev_loss")] for h in history if "dev" in h],
+        "train_config_used": config.to_dict() if config else None,
+    }

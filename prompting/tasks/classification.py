@@ -1,0 +1,202 @@
+"""Classification (labels worded by a verbalizer, or each example's own choices): the few-shot protocol
+(K per class from train, a disjoint K per class as dev; or fixed train and dev files), accuracy and
+macro-F1 of the label scores on dev and test, and the scores saved for calibration and ensembles."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Sequence
+
+import torch
+
+from prompting.core.data import Example, Task, sample_kshot
+from prompting.core.settings import MethodSpec, Protocol, TrainConfig
+from prompting.core.template import Template
+from prompting.core.verbalizer import Verbalizer, VerbalizerError
+from prompting.core.ids import run_id
+from prompting.methods import METHODS, PromptMethod, build_method
+from prompting.methods.choices import ChoiceVerbalizer, choice_fields, make_verbalizer
+from prompting.methods.evaluation import TrainResult
+from prompting.methods.scores import SCORES, score_key
+from prompting.tasks.base import Evaluated, Fitted, PlannedRun, TaskType
+from prompting.tasks.outcome import Outcome, Predictions, peak_memory_mb, training_fields
+from prompting.training.calibration import content_free_scores
+from prompting.training.loop import train
+
+__all__ = ["Classification", "prompts_for", "jsonable_verbalizer", "protocol_name"]
+
+
+def jsonable_verbalizer(verbalizer: dict) -> dict:
+    return {str(k): ([v] if isinstance(v, str) else list(v)) for k, v in verbalizer.items()}
+
+
+def prompts_for(spec: MethodSpec, prompts: Sequence[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The prompts a method runs on: every prompt of the experiment, unless it brings its own template
+    (then with each distinct verbalizer) or verbalizer (then with each distinct template)."""
+    if spec.template and spec.verbalizer:
+        return [(spec.template, jsonable_verbalizer(spec.verbalizer))]
+    if spec.template:
+        verbalizers = {json.dumps(v, sort_keys=True): v for _, v in prompts}
+        return [(spec.template, v) for v in verbalizers.values()]
+    if spec.verbalizer:
+        return [(t, jsonable_verbalizer(spec.verbalizer)) for t in dict.fromkeys(t for t, _ in prompts)]
+    return list(prompts)
+
+
+def protocol_name(task: Task) -> str:
+    """How a task's train and dev sets are made: ``kshot`` (K per class from train, a disjoint K per
+    class as dev), ``kshot-dev-file`` (K per class from train, K per class from the dev file) or
+    ``fixed`` (the train and dev files as given)."""
+    if task.fixed_split:
+        return "fixed"
+    return "kshot-dev-file" if task.dev is not None else "kshot"
+
+
+class Classification(TaskType):
+    """A :class:`prompting.core.data.Task` as an experiment runs it (see the module docstring)."""
+
+    derives_records = True
+
+    def __init__(self, task: Task):
+        self.task, self.name = task, task.name
+
+    # ------------------------------------------------------------------------------ before the model
+    def check(self, methods: Sequence[MethodSpec], prompts: Sequence[tuple[str, dict]],
+              templates: Sequence[str] = ()) -> None:
+        """Every template a run will use has only fields the task has, and every verbalizer words for
+        exactly the task's labels. ``templates``: more to check (a sweep's template choices)."""
+        task = self.task
+        prompts = [(t, jsonable_verbalizer(v)) for t, v in prompts]
+        for spec, (template, verbalizer) in [(spec, p) for spec in methods for p in prompts_for(spec, prompts)]:
+            Template(template).check_fields(task.text_fields)
+            verbalizer = make_verbalizer(verbalizer, task.choice_score)
+            verbalizer.check_labels(task.labels)
+            if isinstance(verbalizer, ChoiceVerbalizer):
+                verbalizer.check_fields(task.text_fields)
+                _check_choice_method(spec)
+        for template in templates:
+            Template(template).check_fields(task.text_fields)
+
+    def describe(self, protocol: Protocol) -> str:
+        task, name, k = self.task, protocol_name(self.task), protocol.k
+        if name == "fixed":
+            how = (f"the train and dev sets as given ({len(task.train)} and {len(task.dev or [])} examples); "
+                   "k is not used and the data seeds are one split")
+        elif name == "kshot-dev-file":
+            how = (f"K = {k} per class from train ({len(task.train)} examples), dev K = {k} per class from the "
+                   f"dev file ({len(task.dev)}; say protocol: fixed to use the files as given)")
+        else:
+            how = f"K = {k} per class from train ({len(task.train)} examples), a disjoint K per class from train as dev"
+        return f"task {task.name!r}: protocol {name}: {how}; test: {len(task.test)} examples"
+
+    def plan(self, methods, prompts, protocol: Protocol, model: str, dtype, max_length) -> list[PlannedRun]:
+        """Every (data seed, method entry, prompt, training seed); fixed train and dev files are one data
+        split (the spread then comes from training seeds)."""
+        task, runs = self.task, []
+        data_seeds = [protocol.data_seeds[0]] if task.fixed_split else protocol.data_seeds
+        for data_seed in data_seeds:
+            for spec in methods:
+                for template, verbalizer in prompts_for(spec, prompts):
+                    for train_seed in ((spec.train_seeds or protocol.train_seeds) if spec.train else [None]):
+                        settings = {
+                            "task": task.name, "model": model, "method": spec.name, "label": spec.label,
+                            "train": spec.train, "params": spec.params,
+                            "train_config": spec.train_config if spec.train else {},
+                            "template": template, "verbalizer": verbalizer,
+                            "k": None if task.fixed_split else protocol.k,
+                            # low precision changes the numbers: its runs are others than float32's
+                            **({"dtype": str(dtype).replace("torch.", "")} if dtype != torch.float32 else {}),
+                            "data_seed": data_seed, "train_seed": train_seed,
+                            "test_limit": protocol.test_limit, "max_length": max_length}
+                        if task.choices:  # how choices are scored changes the result
+                            settings["choice_score"] = task.choice_score
+                        siblings = [v for t, v in prompts_for(spec, prompts) if t == template]
+                        runs.append(PlannedRun(spec, template, verbalizer, data_seed, train_seed, settings,
+                                               run_id(settings), context={"siblings": siblings}))
+        return runs
+
+    def split(self, protocol: Protocol, data_seed: int) -> tuple[list[Example], list[Example]]:
+        """The (train, dev) examples of one data split."""
+        task = self.task
+        if task.fixed_split:
+            return list(task.train), list(task.dev or [])
+        if task.dev is not None:  # a dev file: the dev set is drawn from it, K per class
+            return (sample_kshot(task.train, protocol.k, data_seed, task.labels, with_dev=False)[0],
+                    sample_kshot(task.dev, protocol.k, data_seed, task.labels, with_dev=False)[0])
+        return sample_kshot(task.train, protocol.k, data_seed, task.labels)
+
+    def test_examples(self, protocol: Protocol) -> list[Example]:
+        """The task's test set, or a fixed random subset of it (seed 0)."""
+        test = list(self.task.test)
+        if protocol.test_limit is not None and protocol.test_limit < len(test):
+            test = random.Random(0).sample(test, protocol.test_limit)
+        return test
+
+    def method_labels(self) -> Sequence[str]:
+        return self.task.labels
+
+    def verbalizer(self, run: PlannedRun):
+        return make_verbalizer(run.verbalizer, self.task.choice_score)
+
+    # ------------------------------------------------------------------------------ fitting and scoring
+    def fit(self, run: PlannedRun, method: PromptMethod, config: TrainConfig, train_examples, dev_examples,
+            progress: bool) -> TrainResult:
+        return train(method, method.encode(train_examples), method.encode(dev_examples), config, progress=progress)
+
+    def evaluate(self, run: PlannedRun, method: PromptMethod, fitted: Fitted, protocol: Protocol,
+                 progress: bool) -> Evaluated:
+        """Dev and test scores (training's own dev scores where it kept them), the content-free inputs'
+        scores, and the record's metrics, training and cost."""
+        test, batch = self.test_examples(protocol), protocol.eval_batch_size
+        dev = method.encode(fitted.dev)
+        result, config = fitted.result, fitted.config
+        if result is not None and result.dev_scores is not None and config.eval_batch_size == batch:
+            dev_scores = result.dev_scores  # training scored dev under the state it kept: the same numbers
+        else:
+            dev_scores = method.predict_scores(dev, batch)
+        if config is None and not method.demonstrations:
+            self._share_untrained_pass(run, method, test, batch, progress)
+        test_scores = method.predict_scores(method.encode(test), batch, progress="test" if progress else False)
+        free = content_free_scores(method, batch)
+        labels = list(self.task.labels)
+        outcome = Outcome.of(labels, [e.label for e in fitted.dev], dev_scores, [e.label for e in test],
+                             test_scores, dev.labels)
+        fields = {"describe": method.describe(), **outcome.to_dict(), "protocol": protocol_name(self.task),
+                  **training_fields(result, config, fitted.trainable, method.lm.num_parameters(),
+                                    protocol.select_metric),
+                  "seconds": round(time.perf_counter() - fitted.started, 3), "peak_memory_mb": peak_memory_mb(),
+                  "n_train": len(fitted.train), "n_dev": len(fitted.dev), "n_test": len(test)}
+        predictions = Predictions.of(labels, fitted.dev, test, dev_scores, test_scores, free)
+        return Evaluated(fields, predictions.to_dict())
+
+    def _share_untrained_pass(self, run: PlannedRun, method: PromptMethod, test, batch: int, progress: bool) -> None:
+        """The verbalizers that share an untrained prompt's template, scored in one pass (one verbalizer
+        over all their words gives every label word's log-probability at once), each one's scores kept."""
+        siblings = run.context.get("siblings", [])
+        if not type(method).verbalizers_share_a_pass or len(siblings) < 2 or choice_fields(run.verbalizer):
+            return
+        if score_key(method, method.encode(test)) in SCORES:
+            return
+        lm, max_length = method.lm, run.settings.get("max_length")
+        joint = {f"{i}\x1f{label}": words for i, v in enumerate(siblings) for label, words in v.items()}
+        combined = build_method(run.spec.name, lm, run.template, Verbalizer(joint), max_length=max_length)
+        scores = combined.predict_scores(combined.encode(test), batch, progress="test" if progress else False)
+        for i, verbalizer in enumerate(siblings):
+            sibling = build_method(run.spec.name, lm, run.template, make_verbalizer(verbalizer),
+                                   labels=self.task.labels, max_length=max_length, **run.spec.params)
+            columns = [list(joint).index(f"{i}\x1f{label}") for label in self.task.labels]
+            SCORES.put(score_key(sibling, sibling.encode(test)), scores[:, columns])
+
+
+def _check_choice_method(spec: MethodSpec) -> None:
+    """Calibration and demonstrations need label words shared by every input; a multiple-choice
+    verbalizer's words are each example's own choices."""
+    wanted = [f"calibration={list(spec.calibration)!r}"] if spec.calibration else []
+    config = METHODS.config(spec.name)
+    if config.demonstrations_always or spec.params.get("demonstrations") is not None:
+        wanted.append(f"the {spec.name} method" if config.demonstrations_always else "demonstrations")
+    if wanted:
+        raise VerbalizerError(f"method {spec.label!r}: {' and '.join(wanted)} is not valid with a multiple-choice "
+                              "verbalizer (its words are each example's own choices); leave it out for this task")
