@@ -12,11 +12,9 @@ method, test accuracy of the dev-selected run over the data splits and the sprea
 import argparse
 from pathlib import Path
 
-from prompting.lm.model import LanguageModel
-from prompting.core.data import Task, load_examples
-from prompting.experiment.harness import Experiment, MethodSpec, Protocol
-from prompting.reporting.report import summary_table
+from prompting import Experiment, LanguageModel, MethodSpec, Protocol, Task, load_examples
 from prompting.experiment.results import aggregate
+from prompting.reporting.report import summary_table
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", default="smollm2-135m", help="alias, local checkpoint folder or cached hub id")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prompting.core.data import METRICS
+
 __all__ = ['add_report_parser', 'cmd_report']
 
 
@@ -33,7 +35,7 @@ def _shown_url(url: str) -> str:
 def add_report_parser(sub) -> None:
     p = sub.add_parser("report", help="tables and plots from a results directory")
     p.add_argument("directory")
-    p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1"])
+    p.add_argument("--metric", default="accuracy", choices=list(METRICS))
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--storage", help="first copy in the runs that `prompting run --storage URL` workers recorded there")
     p.add_argument("--study", help="with --storage: only this study of runs (default: every one, CONFIG_NAME-runs)")

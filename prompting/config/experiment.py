@@ -31,12 +31,18 @@ from typing import Any
 import yaml
 
 from prompting.config.schema import DTYPES, Majority, SweepConfig, check_config
+from prompting.config.searchspace import SearchSpaceError, build_space
 from prompting.core.data import Task
 from prompting.core.settings import KV_CACHE_MB, MethodSpec, Protocol
+from prompting.core.template import Template, TemplateError
 from prompting.core.yamlfile import load_yaml
 from prompting.methods import METHODS
 from prompting.tasks.schema import LamaTask
-from prompting.tasks.spec import TaskSpecError, check_task_spec, default_choice_verbalizer
+from prompting.tasks.spec import (
+    TaskSpecError,
+    check_task_spec,
+    default_choice_verbalizer,
+)
 from prompting.tasks.spec import load_task_spec as _load_task_spec
 
 __all__ = ["ConfigError", "ExperimentConfig", "ProbeConfig", "parse_probe_config", "SweepConfig", "load_config", "load_configs",
@@ -240,8 +246,6 @@ def select_method(specs: list[MethodSpec], wanted: str | None, where: str = "swe
 def method_space(spec: MethodSpec, prompts: list[tuple[str, dict]], overrides: dict | None,
                  where: str = "sweep.params") -> dict:
     """The search space of one method entry: its class's, less what the entry fixes, plus ``overrides``."""
-    from prompting.config.searchspace import SearchSpaceError, build_space
-
     fixed = list(spec.params) + list(spec.train_config) + (["template"] if spec.template else [])
     templates = [spec.template] if spec.template else list(dict.fromkeys(t for t, _ in prompts))
     try:
@@ -265,8 +269,6 @@ def _entries(section, data: dict) -> list:
 
 def _check_templates(prompts: list[tuple[str, dict]], specs: list[MethodSpec]) -> None:
     """Every template parses (one {mask}, known slots), before any data or model is loaded."""
-    from prompting.core.template import Template, TemplateError
-
     where = [("templates", t) for t, _ in prompts] + \
         [(f"methods[{i}].template", s.template) for i, s in enumerate(specs) if s.template]
     for place, text in where:

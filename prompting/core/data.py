@@ -19,10 +19,11 @@ from typing import Callable, Mapping, Sequence
 
 __all__ = [
     "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot",
-    "compute_metrics", "dev_key", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS",
+    "compute_metrics", "METRICS", "dev_key", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS",
 ]
 
 DATA_SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's data seeds
+METRICS = ("accuracy", "macro_f1")  # what every classification run records (compute_metrics), and selects by
 
 
 class DataError(ValueError):
@@ -417,9 +418,10 @@ def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequen
     """Accuracy and macro-F1 (scikit-learn) over the task's label set."""
     from sklearn.metrics import accuracy_score, f1_score
 
+    accuracy, macro_f1 = METRICS
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)),
+        accuracy: float(accuracy_score(y_true, y_pred)),
+        macro_f1: float(f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)),
     }
 
 

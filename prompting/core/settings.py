@@ -26,7 +26,7 @@ from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Sequenc
 
 from pydantic import Field, WithJsonSchema, create_model
 
-from prompting.core.data import DATA_SEEDS
+from prompting.core.data import DATA_SEEDS, METRICS
 from prompting.core.schema import Section, Says, Where, check
 
 __all__ = ["SettingsError", "setting", "Settings", "MethodConfig", "TrainConfig", "TrainingError", "TRAIN_KEYS", "Protocol",
@@ -333,7 +333,7 @@ class TrainConfig(Settings):
     patience: int | None = setting(None, "stop after this many dev evaluations without a better score",
                                    minimum=1)
     select_metric: str = setting("accuracy", "dev metric that selects the best state",
-                                 choices=("accuracy", "macro_f1"))
+                                 choices=METRICS)
     # the state before training is a candidate for the best-on-dev state; false: only trained states
     # (what PET fine-tuning wants: its untrained state is the zero-shot run, reported on its own)
     select_untrained: bool = setting(True, "the untrained state may be selected on dev")

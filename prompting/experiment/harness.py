@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Sequence
 
+from prompting.config.experiment import ProbeConfig, load_task_spec
 from prompting.core.data import Example, Task
 from prompting.core.settings import ENSEMBLES, MethodSpec, Protocol
 from prompting.experiment.derived import DerivedRecords, calibrated_id
@@ -29,6 +30,8 @@ from prompting.experiment.results import ResultsStore
 from prompting.lm.model import LanguageModel
 from prompting.tasks.base import PlannedRun, TaskType, describe_run
 from prompting.tasks.classification import Classification, jsonable_verbalizer
+from prompting.tasks.lama import load_relation
+from prompting.tasks.probing import FactProbing
 
 __all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "build_experiment", "build_experiments", "ENSEMBLES"]
 
@@ -38,8 +41,6 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     """The experiment a parsed config describes (see :mod:`prompting.config.experiment`): its task loaded and its
     prompts checked first, so that a wrong template fails before the model loads; then the model,
     unless ``lm`` is given. ``methods`` replaces the config's methods (a sweep runs one at a time)."""
-    from prompting.config.experiment import load_task_spec
-
     task = Classification(load_task_spec(cfg.task, cfg.base))
     methods = list(cfg.methods if methods is None else methods)
     task.check(methods, cfg.prompts, templates)
@@ -51,12 +52,8 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
 def build_experiments(cfg, output_dir, lm: LanguageModel | None = None, allow_download: bool = False) -> list["Experiment"]:
     """The experiments of one parsed config: one, or for fact probing one per relation (all on one LM);
     every task is loaded and checked before the model loads."""
-    from prompting.config.experiment import ProbeConfig
-
     if not isinstance(cfg, ProbeConfig):
         return [build_experiment(cfg, output_dir, lm, allow_download=allow_download)]
-    from prompting.tasks.lama import load_relation
-    from prompting.tasks.probing import FactProbing
 
     tasks = [FactProbing(load_relation(cfg.data_dir, r, template=cfg.template), cfg.limits, cfg.protocols,
                          cfg.template, experiment=cfg.name) for r in cfg.relations]

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from prompting.experiment.claims import Claims
-from prompting.core.data import dev_key
+from prompting.core.data import BUILTIN_LABELS, METRICS, class_results, dev_key
 from prompting.core.paths import atomic_write, slug
+from prompting.experiment.claims import Claims
 
 try:  # POSIX; elsewhere appends rely on O_APPEND alone
     import fcntl
@@ -268,8 +268,6 @@ def run_classes(store: ResultsStore, record: dict) -> dict | None:
     predictions; None when it has none. Files written before the label order was saved beside the
     scores (their gold labels are column indices) take the built-in task's order, else the record's
     verbalizer's, and are used only where that order gives the record's own test accuracy."""
-    from prompting.core.data import BUILTIN_LABELS, class_results
-
     saved = store.load_predictions(record["run_id"])
     if not saved or not saved.get("test") or "test_gold" not in saved:
         return None
@@ -303,7 +301,7 @@ def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str 
     """
     import numpy as np
 
-    if metric not in ("accuracy", "macro_f1") or not run_ids:
+    if metric not in METRICS or not run_ids:
         return None
     runs = []
     for rid in run_ids:

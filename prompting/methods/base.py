@@ -20,15 +20,17 @@ from typing import ClassVar, Iterator, Sequence
 
 import torch
 
-from prompting.lm.model import LanguageModel
-from prompting.methods.batches import Batch, EncodedExamples
-from prompting.methods.scores import SCORES, score_key
-from prompting.methods.demonstrating import WithDemonstrations
-from prompting.methods.choices import ChoiceScorer, ChoiceVerbalizer
 from prompting.core.data import Example
 from prompting.core.template import PromptBatch, Template, collate
 from prompting.core.verbalizer import Verbalizer
+from prompting.lm.logprobs import MAX_BATCH_TOKENS, token_budget_batches
+from prompting.lm.model import LanguageModel
+from prompting.methods.batches import Batch, EncodedExamples
+from prompting.methods.choices import ChoiceScorer, ChoiceVerbalizer
 from prompting.methods.configs import ManualConfig, MethodConfig
+from prompting.methods.demonstrating import WithDemonstrations
+from prompting.methods.saving import load_prompt, save_prompt
+from prompting.methods.scores import SCORES, score_key
 
 __all__ = ["PromptMethod", "ManualPrompt", "SearchMethod", "EncodedExamples", "Batch"]
 
@@ -129,15 +131,11 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
 
     def save(self, directory) -> None:
         """Save the learned prompt (see :func:`prompting.methods.saving.save_prompt`)."""
-        from prompting.methods.saving import save_prompt
-
         save_prompt(self, directory)
 
     @staticmethod
     def load(directory, lm: LanguageModel, strict: bool = True) -> "PromptMethod":
         """Load a prompt saved with :meth:`save` onto ``lm`` (see :func:`prompting.methods.saving.load_prompt`)."""
-        from prompting.methods.saving import load_prompt
-
         return load_prompt(directory, lm, strict=strict)
 
     # ----------------------------------------------------------------- shared machinery
@@ -218,8 +216,6 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
         """Rows of ``data`` in batches for scoring: sorted by length and cut where ``batch_size`` rows or
         ``max_tokens`` padded tokens would be exceeded, so that little of each batch is padding. With
         frozen text (:attr:`frozen_text`) only the tokens after it are counted."""
-        from prompting.lm.logprobs import MAX_BATCH_TOKENS, token_budget_batches
-
         encodings = data.encodings[min(data.encodings)]
         lengths = self.run_lengths(data)
         order = sorted(range(len(data)), key=lambda i: (lengths[i], len(encodings[i].input_ids)))

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from prompting.lm.model import LanguageModel
-from prompting.methods.choices import ChoiceVerbalizer
 from prompting.core.verbalizer import Verbalizer
+from prompting.lm.model import LanguageModel
+from prompting.methods import METHODS
+from prompting.methods.choices import ChoiceVerbalizer
 
 if TYPE_CHECKING:  # a saved prompt is any method; methods.base calls save_prompt
     from prompting.methods.base import PromptMethod
@@ -88,8 +89,6 @@ def load_prompt(directory: str | Path, lm: LanguageModel, strict: bool = True) -
     (the same model loaded under another name or path).
     """
     from safetensors.torch import load_file
-
-    from prompting.methods import METHODS
 
     directory = Path(directory)
     for name in (META_FILE, TENSORS_FILE):

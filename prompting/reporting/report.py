@@ -17,9 +17,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from prompting.core.paths import atomic_path, atomic_write, inside, slug
 from prompting.core.data import COLLAPSE_SHARE
-from prompting.experiment.results import ResultsStore, aggregate, bootstrap_interval, gold_indices, run_classes, score, select_runs
+from prompting.core.paths import atomic_path, atomic_write, inside, slug
+from prompting.experiment.results import (
+    ResultsStore,
+    aggregate,
+    bootstrap_interval,
+    gold_indices,
+    run_classes,
+    score,
+    select_runs,
+)
+from prompting.reporting.probing import is_probe_record, probe_report
 from prompting.reporting.significance import paired_bootstrap, variance_split
 
 __all__ = ["summary_table", "zero_shot_table", "found_prompts_table", "write_report", "short", "paired_test",
@@ -440,7 +449,6 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
     records = store.records()
     if not records:
         raise FileNotFoundError(f"no run records in {directory / 'results.jsonl'}; run an experiment first")
-    from prompting.reporting.probing import is_probe_record, probe_report
 
     probes = [r for r in records if is_probe_record(r)]  # fact probing: ranks, not label accuracy
     records = [r for r in records if not is_probe_record(r)]

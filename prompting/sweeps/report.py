@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prompting.core.paths import atomic_path, atomic_write, inside
 from prompting.core.paths import slug as safe_slug
-from prompting.reporting.report import fmt, pct
+from prompting.reporting.report import fmt, pct, write_report
 
 __all__ = ["write_sweep_report"]
 
@@ -123,7 +123,6 @@ def write_sweep_report(study, directory: str | Path, name: str | None = None,
     atomic_write(out["sweep_report"], "\n".join(lines))
     _write_trials_csv(out["sweep_trials"], trials)
     if (directory / "results.jsonl").exists():
-        from prompting.reporting.report import write_report
 
         out.update(write_report(directory))
     return out

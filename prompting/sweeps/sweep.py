@@ -35,14 +35,28 @@ from typing import Any
 
 import yaml
 
-from prompting.config.experiment import ConfigError, ExperimentConfig, method_space, parse_config, select_method
+from prompting.config.experiment import (
+    ConfigError,
+    ExperimentConfig,
+    method_space,
+    parse_config,
+    select_method,
+)
 from prompting.config.schema import OBJECTIVES, SweepConfig
-from prompting.core.schema import choices_text
-from prompting.core.paths import slug
-from prompting.reporting.report import fmt
 from prompting.config.searchspace import SLOT_PARAMS, apply_params, resize_slots
+from prompting.core.paths import slug
+from prompting.core.schema import choices_text
 from prompting.core.settings import MethodSpec, TrainingError
-from prompting.experiment.storage import StorageError, default_storage, open_storage, retry_trial, shown_url
+from prompting.experiment.harness import build_experiment
+from prompting.experiment.storage import (
+    StorageError,
+    default_storage,
+    open_storage,
+    retry_trial,
+    shown_url,
+)
+from prompting.reporting.report import fmt
+from prompting.sweeps.report import write_sweep_report
 
 __all__ = ["SweepError", "Sweep", "objective_value"]
 
@@ -205,7 +219,6 @@ class Sweep:
         return next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
 
     def _make_experiment(self, lm):
-        from prompting.experiment.harness import build_experiment
 
         # one experiment per worker: its test set and LM snapshot serve every trial
         choices = self.space["template"].choices if "template" in self.space else ()
@@ -298,6 +311,5 @@ class Sweep:
         return path
 
     def write_report(self, study) -> dict[str, Path]:
-        from prompting.sweeps.report import write_sweep_report
 
         return write_sweep_report(study, self.output_dir, self.study_name, seed_param=SEED_PARAM)

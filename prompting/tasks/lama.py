@@ -30,6 +30,8 @@ from typing import Sequence
 import torch
 
 from prompting.core.data import DataError, Example, Task
+from prompting.core.template import collate
+from prompting.lm.trie import CandidateWords, gold_rank, shared_scoring
 from prompting.tasks.schema import LAMA_PROTOCOLS
 
 __all__ = ["PROTOCOLS", "Relation", "load_facts", "load_relation", "relation_template", "lama_template",
@@ -206,8 +208,6 @@ def vocab_facts(facts: Sequence[Example], tokenizer, leading_space: bool) -> tup
 def whole_prompts(method, data, batch_size: int):
     """Batches of whole prompts (``method.batches`` may leave out text whose keys and values it has cached;
     ranking here runs the LM itself and needs every token)."""
-    from prompting.core.template import collate
-
     encodings = data.encodings[min(data.encodings)]
     for start in range(0, len(encodings), batch_size):
         chunk = {n: collate(encs[start:start + batch_size], method.lm.pad_id, left=method.lm.causal).to(method.lm.device)
@@ -283,8 +283,6 @@ def candidate_ranks(method, facts: Sequence[Example], progress: bool = False) ->
     candidate scored with all its tokens; a causal LM computes only the trie nodes that could rank
     before the gold object (:func:`prompting.lm.trie.gold_rank`), a masked LM scores all candidates."""
     from tqdm.auto import tqdm
-
-    from prompting.lm.trie import CandidateWords, gold_rank, shared_scoring
 
     method.eval()
     index = {label: i for i, label in enumerate(method.labels)}
