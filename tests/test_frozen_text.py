@@ -237,3 +237,17 @@ def test_spans_are_found_again_when_tuned_weights_are_put_back(lm):
     again = method.predict_scores(data, 8, cached=False)
     assert lm.spans.computed == 2 * len(EXAMPLES)  # the original weights' spans, not computed again
     torch.testing.assert_close(again, first, atol=1e-5, rtol=0)
+
+
+def test_a_few_shot_set_in_one_length_group_is_shuffled_anew_each_epoch(lm):
+    """32 examples in batches of 8 fit one group: sorted by length, every epoch would have the same four
+    batches. They are shuffled instead, so what shares a batch changes from epoch to epoch."""
+    method = SoftPrompt(lm, "{soft:2} {text_a} {mask}", VERBALIZER, init="vocab")
+    data = method.encode((EXAMPLES * 6)[:32])
+    generator = torch.Generator().manual_seed(1)
+    epochs = [method.training_batches(data, 8, generator) for _ in range(3)]
+    expected = torch.Generator().manual_seed(1)
+    for batches in epochs:
+        order = torch.randperm(len(data), generator=expected).tolist()
+        assert batches == [order[i:i + 8] for i in range(0, 32, 8)]
+    assert len({tuple(sorted(map(tuple, (sorted(b) for b in batches)))) for batches in epochs}) == 3

@@ -194,10 +194,17 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
         """One epoch's batches: shuffled with ``generator``, then within each run of ``group`` batches
         the rows sorted by length and cut again, and the batches shuffled (as Hugging Face's
         length-grouped sampler): similar lengths share a batch, so less of it is padding, and a seed
-        gives the same batches every time."""
-        lengths = self.run_lengths(data)
+        gives the same batches every time.
+
+        A training set that fits in one run of ``group`` batches (a few-shot split: 32 examples in
+        batches of 8) is only shuffled: sorted by length, its batches would hold the same examples
+        every epoch (the shortest quarter together, its labels as they fall), and there is little
+        padding to save."""
         order = torch.randperm(len(data), generator=generator).tolist()
         span = batch_size * group
+        if len(order) <= span:
+            return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        lengths = self.run_lengths(data)
         batches = []
         for start in range(0, len(order), span):
             rows = sorted(order[start:start + span], key=lengths.__getitem__)
