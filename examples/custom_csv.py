@@ -13,8 +13,8 @@ import argparse
 from pathlib import Path
 
 from prompting import Experiment, LanguageModel, MethodSpec, Protocol, Task, load_examples
-from prompting.experiment.results import aggregate
-from prompting.reporting.report import summary_table
+from prompting.reporting.aggregate import aggregate
+from prompting.reporting.tables import summary_table
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", default="smollm2-135m", help="alias, local checkpoint folder or cached hub id")

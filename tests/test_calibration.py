@@ -14,7 +14,8 @@ from prompting.config.experiment import ConfigError, parse_config
 from prompting.core.data import Example, Task
 from prompting.experiment.harness import Experiment, MethodSpec, Protocol
 from prompting.experiment.derived import calibrated_id
-from prompting.experiment.results import ResultsStore, aggregate
+from prompting.experiment.results import ResultsStore
+from prompting.reporting.aggregate import aggregate
 
 PATTERNS = ["{text_a} It was {mask}.", "Review: {text_a} Sentiment: {mask}"]
 VERBALIZER = {"0": ["bad"], "1": ["good"]}

@@ -79,7 +79,7 @@ def test_report_writes_markdown_csv_and_png_plots(tmp_path, capsys):
 
 
 def test_by_method_error_bars_are_the_test_interval_on_one_split_and_the_std_over_several():
-    from prompting.reporting.report import bar_errors
+    from prompting.reporting.plots import bar_errors
 
     def row(mean, std, splits, interval):
         return {"test_selected": {"mean": mean, "std": std}, "data_seeds": splits, "test_interval": interval}

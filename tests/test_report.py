@@ -1,7 +1,8 @@
 """report.md from hand-written run records: the "Found prompts" section of AutoPrompt runs, the test-sample
 interval, and how a fixed (FewGLUE) split is reported."""
 
-from prompting.reporting.report import found_prompts_table, write_report
+from prompting.reporting.report import write_report
+from prompting.reporting.tables import found_prompts_table
 from prompting.core.ids import run_id
 from prompting.experiment.results import ResultsStore
 

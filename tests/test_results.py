@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from prompting.core.ids import run_id
-from prompting.experiment.results import REQUIRED, ResultsFileError, ResultsStore, aggregate, select_runs
+from prompting.experiment.results import REQUIRED, ResultsFileError, ResultsStore
+from prompting.reporting.aggregate import aggregate, select_runs
 
 VERBALIZER = {"0": ["bad"], "1": ["good"]}
 
@@ -192,7 +193,7 @@ def _saved(store, rid, predicted, gold, n_labels=2):
 def test_bootstrap_interval_brackets_the_score_with_the_width_of_the_test_sample(tmp_path):
     """A deterministic run still gets a spread: the luck of drawing this test sample. 400 examples
     at 75% give about ±4.2 points (1.96 * sqrt(.75 * .25 / 400)); identical runs change nothing."""
-    from prompting.experiment.results import bootstrap_interval
+    from prompting.reporting.aggregate import bootstrap_interval
 
     store = ResultsStore(tmp_path)
     gold = [0, 1] * 200
@@ -208,7 +209,7 @@ def test_bootstrap_interval_brackets_the_score_with_the_width_of_the_test_sample
 
 
 def test_bootstrap_interval_of_macro_f1_and_when_it_cannot_be_computed(tmp_path):
-    from prompting.experiment.results import bootstrap_interval
+    from prompting.reporting.aggregate import bootstrap_interval
 
     store = ResultsStore(tmp_path)
     gold = [0, 1] * 100

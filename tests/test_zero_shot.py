@@ -9,7 +9,7 @@ from prompting.core.data import Example, Task
 from prompting.experiment.harness import Experiment, MethodSpec, Protocol
 from prompting.methods import ManualPrompt
 from prompting.methods.scores import SCORES, score_key
-from prompting.reporting.report import zero_shot_table
+from prompting.reporting.tables import zero_shot_table
 from prompting.core.verbalizer import Verbalizer
 
 POS = ["the movie was great and fun", "a good film with a lovely story", "the acting was brilliant",

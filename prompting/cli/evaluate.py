@@ -14,7 +14,7 @@ def cmd_eval(args) -> int:
     from prompting.config.experiment import parse_config
     from prompting.experiment.harness import build_experiment
     from prompting.core.paths import check_output_dir, slug
-    from prompting.reporting.report import zero_shot_table
+    from prompting.reporting.tables import zero_shot_table
 
     check_count("--limit", args.limit, "test examples to score (leave it out for the whole test set)")
     if args.task == "lama" or args.relation:

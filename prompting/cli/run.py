@@ -14,7 +14,8 @@ __all__ = ['add_run_parser', 'cmd_run']
 def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
     from prompting.experiment.results import ResultsStore
     from prompting.reporting.probing import is_probe_record, probe_table
-    from prompting.reporting.report import summary_rows, summary_table, write_report
+    from prompting.reporting.report import summary_rows, write_report
+    from prompting.reporting.tables import summary_table
 
     by_task = {}
     for r in records:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from prompting.core.paths import atomic_path, atomic_write, inside
 from prompting.core.paths import slug as safe_slug
-from prompting.reporting.report import fmt, pct, write_report
+from prompting.reporting.report import write_report
+from prompting.reporting.tables import fmt, pct
 
 __all__ = ["write_sweep_report"]
 

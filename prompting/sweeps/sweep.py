@@ -55,7 +55,7 @@ from prompting.experiment.storage import (
     retry_trial,
     shown_url,
 )
-from prompting.reporting.report import fmt
+from prompting.reporting.tables import fmt
 from prompting.sweeps.report import write_sweep_report
 
 __all__ = ["SweepError", "Sweep", "objective_value"]

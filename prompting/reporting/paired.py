@@ -1,0 +1,126 @@
+"""Which row is better, and by how much that is more than luck: the best row against the runner-up,
+paired bootstrap tests between rows over data seeds and test examples, and where each method's
+spread comes from."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from prompting.experiment.results import ResultsStore, gold_indices
+from prompting.reporting.aggregate import score
+from prompting.reporting.significance import paired_bootstrap, variance_split
+from prompting.reporting.tables import pct, row_label, short
+
+__all__ = ["SIGNIFICANCE", "winner_line", "paired_test", "paired_table", "paired_sections", "variance_line"]
+
+
+SIGNIFICANCE = 0.05
+
+
+def winner_line(rows: Sequence[dict], test: dict | None = None) -> str:
+    """The best row against the runner-up: the gap, the spread, the test-sample interval, and the paired
+    test (``test``: :func:`paired_test` of the two, when they can be paired)."""
+    if len(rows) < 2 or any(math.isnan(r["test_selected"]["mean"]) for r in rows[:2]):
+        return ""
+    best, second = rows[0], rows[1]
+    gap = best["test_selected"]["mean"] - second["test_selected"]["mean"]
+    if min(best["data_seeds"], second["data_seeds"]) > 1:
+        spread, across = max(best["std_data_seeds"], second["std_data_seeds"]), "data seeds"
+    else:  # one fixed split: the luck left to measure is the training seed's
+        spread, across = max(best["std_train_seeds"], second["std_train_seeds"]), "training seeds (one data split)"
+    verdict = ("larger than" if gap > spread else "within") + f" the spread across {across}"
+    text = (f"Best: **{best['label']}** (`{short(best['template'])}`) at {pct(best['test_selected']['mean'])}; "
+            f"{100 * gap:.1f} points above {second['label']} ({pct(second['test_selected']['mean'])}), "
+            f"{verdict} (std {pct(spread)})")
+    ci = best.get("test_interval")
+    if ci:
+        inside = "inside" if ci[0] <= second["test_selected"]["mean"] <= ci[1] else "outside"
+        text += f"; the runner-up is {inside} the best's 95% test-sample interval ({pct(ci[0])}–{pct(ci[1])})"
+    if test:
+        text += f"; paired test: {_verdict(test, second['label'])}"
+    return text + "."
+
+
+def _verdict(test: dict, other: str) -> str:
+    better = test["p"] < SIGNIFICANCE and test["difference"] > 0
+    what = "significantly better than" if better else "not distinguishable from"
+    return f"{what} {other} (p = {_p(test['p'])})"
+
+
+def _p(p: float) -> str:
+    return f"{p:.3f}"  # 2,000 draws: never below 2/2001, shown as 0.001
+
+
+def correct(store: ResultsStore, rid: str):
+    """A run's test gold labels (as column indices of its scores; -1: unknown) and whether it got each
+    right (None without saved predictions). Gold labels are saved by name beside the label order, or,
+    in files written before that, as the indices themselves."""
+    import numpy as np
+
+    saved = store.load_predictions(rid)
+    if not saved or not saved.get("test") or "test_gold" not in saved:
+        return None
+    gold = np.asarray(gold_indices(saved, "test"))
+    return gold, (np.asarray(saved["test"]).argmax(1) == gold).astype(float)
+
+
+def paired_test(store: ResultsStore, a: dict, b: dict) -> dict | None:
+    """:func:`prompting.reporting.significance.paired_bootstrap` of rows ``a`` and ``b`` (accuracy of the
+    dev-selected runs) over the data seeds both have and their shared test examples; None when they
+    cannot be paired (no common data seed, missing predictions, other test examples)."""
+    seeds = sorted(set(a["selected_by_seed"]) & set(b["selected_by_seed"]), key=str)
+    pairs = [(correct(store, a["selected_by_seed"][s]), correct(store, b["selected_by_seed"][s])) for s in seeds]
+    if not pairs or any(x is None or y is None or len(x[0]) != len(y[0]) or (x[0] != y[0]).any() for x, y in pairs):
+        return None
+    return paired_bootstrap([x[1] for x, _ in pairs], [y[1] for _, y in pairs])
+
+
+def paired_table(store: ResultsStore, reference: dict, others: Sequence[dict], above: bool = False) -> str:
+    """Markdown: each of ``others`` paired with ``reference`` (see :func:`paired_test`); the difference is
+    reference − other, or other − reference when ``above`` (how far each row is above the reference)."""
+    name = f"{row_label(reference)} (`{short(reference['template'], 32)}`)"
+    header = f"row − {name}" if above else f"{name} − row"
+    lines = [f"| row | template | {header} (points) | 95% CI | p | |", "|---|---|---:|---:|---:|---|"]
+    for other in others:
+        test = paired_test(store, other, reference) if above else paired_test(store, reference, other)
+        if test is None:
+            lines.append(f"| {row_label(other)} | `{short(other['template'])}` | – | – | – | not paired (other test "
+                         "examples or data seeds) |")
+            continue
+        verdict = ("higher" if test["difference"] > 0 else "lower") if test["p"] < SIGNIFICANCE else "not distinguishable"
+        lines.append(f"| {row_label(other)} | `{short(other['template'])}` | {100 * test['difference']:+.1f} | "
+                     f"{100 * test['low']:+.1f} to {100 * test['high']:+.1f} | {_p(test['p'])} | {verdict} |")
+    return "\n".join(lines)
+
+
+def variance_line(records: Sequence[dict], rows: Sequence[dict], metric: str) -> str:
+    """Where each method's spread comes from: shares of the variance of its runs' test scores between
+    templates, data seeds and training seeds (see :func:`prompting.reporting.significance.variance_split`)."""
+    parts = []
+    for label in dict.fromkeys(row_label(r) for r in rows if not r["ensemble"] and not r["calibration"]):
+        runs = [(r["template"], r["data_seed"], r["train_seed"], score(r, "test", metric)) for r in records
+                if row_label(r) == label and not r.get("ensemble_of") and not r.get("calibration")]
+        split = variance_split(runs)
+        if split:
+            parts.append(f"{label} " + " / ".join(f"{100 * v:.0f}%" for v in split.values()))
+    if not parts:
+        return ""
+    return (f"Variance split (share of the variance of test {metric} over every run of a method between templates / "
+            "data seeds / training seeds): " + "; ".join(parts) + ".")
+
+
+def paired_sections(store: ResultsStore, rows: list[dict]) -> list[str]:
+    """The best row against every other, and the best zero-shot row against every row that is not
+    zero-shot: paired bootstrap over data seeds and test examples."""
+    how = ("Paired bootstrap of test accuracy over data seeds and test examples (2,000 draws; the dev-selected "
+           f"run of each data seed); p < {SIGNIFICANCE} counts as a difference.")
+    lines = ["### Paired tests", "", how, "", "The best row against every other:", "",
+             paired_table(store, rows[0], rows[1:]), ""]
+    zero = [r for r in rows if r["method"] == "manual" and r["train"] is False and not r["calibration"]
+            and not r["ensemble"]]
+    others = [r for r in rows if r["train"] is not False or r["calibration"]]
+    if zero and others:
+        lines += [f"Against the best zero-shot prompt ({row_label(zero[0])}, `{short(zero[0]['template'], 32)}`):", "",
+                  paired_table(store, zero[0], others, above=True), ""]
+    return lines
