@@ -129,10 +129,10 @@ def test_a_fixed_split_reports_the_spread_across_training_seeds_not_a_zero_acros
     assert [row[2:] for row in per_class] == [["67.9 / 65.5", "64.3 / 66.7", "0 (51.8%)"],
                                              ["64.3 / 64.3", "64.3 / 64.3", "0 (50.0%)"]]
     assert "No run collapsed." in report
-    assert [row[5] for row in table] == ["66.1", "64.3"], "one split: the selected run's score, no '± 0.0'"
-    assert [row[7] for row in table] == ["62.5 ± 3.6", "60.5 ± 3.6"]  # all runs: the training seeds' spread
+    assert [row[6] for row in table] == ["66.1", "64.3"], "one split: the selected run's score, no '± 0.0'"
+    assert [row[9] for row in table] == ["62.5 ± 3.6", "60.5 ± 3.6"]  # all runs: the training seeds' spread
     assert [row[2:4] for row in stability] == [["–", "3.6"], ["–", "3.6"]]
-    low, high = (float(x) for x in table[0][6].split("–"))
+    low, high = (float(x) for x in table[0][7].split("–"))
     assert low < 64.3 < high  # 56 test examples: the runner-up is well inside the best's interval
     assert ("Best: **soft prompt** (`{text_a} {soft:2} {mask}`) at 66.1; 1.8 points above PET (64.3), "
             "within the spread across training seeds (one data split) (std 3.6); the runner-up is inside "
@@ -151,9 +151,11 @@ def test_the_report_gives_the_selected_runs_macro_f1_beside_accuracy(tmp_path):
     report = write(tmp_path, runs)
     assert ("Test macro-F1 of the dev-selected runs: PET (`{text_a} It was {mask}.`) 40.0; "
             "PET (`Premise: {text_a} {mask}`) 52.0; soft prompt 25.0.") in report
-    summary = (tmp_path / "runs" / "summary.csv").read_text().splitlines()
-    assert summary[0].endswith(",test_selected_macro_f1")
-    assert [line.rsplit(",", 1)[1] for line in summary[1:]] == ["0.4", "0.52", "0.25"]
+    import csv
+
+    with open(tmp_path / "runs" / "summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert [row["test_selected_macro_f1"] for row in summary] == ["0.4", "0.52", "0.25"]
 
 
 def test_a_run_that_answers_one_class_is_flagged_and_a_skewed_test_set_is_not(tmp_path):
@@ -184,8 +186,8 @@ def test_a_run_that_answers_one_class_is_flagged_and_a_skewed_test_set_is_not(tm
     summary = {}
     for line in report.splitlines():  # the first table: the summary
         if line.startswith(("| PET", "| manual")):
-            summary.setdefault(cells(line)[0], cells(line))
-    assert summary["PET"][9] == "1" and summary["manual zero-shot"][9] == "0"  # the "collapsed" column
+            summary.setdefault(cells(line)[0].removesuffix(" †"), cells(line))
+    assert summary["PET"][12] == "1" and summary["manual zero-shot"][12] == "0"  # the "collapsed" column
     # the selected PET run (train seed 2, better dev): recall of neg 4/10, precision 4/4; predicts pos most
     per_class = [cells(line) for line in report.splitlines() if line.startswith("| PET")][-1]
     assert per_class[2:] == ["40.0 / 100.0", "0.0 / –", "100.0 / 38.5", "pos (86.7%)"]

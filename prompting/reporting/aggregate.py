@@ -7,19 +7,20 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
 from prompting.core.data import BUILTIN_LABELS, METRICS, class_results, dev_key
 from prompting.experiment.results import ResultsStore, gold_indices
 
-__all__ = ["GROUP_KEYS", "score", "select_runs", "aggregate", "bootstrap_interval", "run_classes", "pooled_confusion"]
+__all__ = ["GROUP_KEYS", "score", "select_runs", "aggregate", "bootstrap_interval", "run_classes", "pooled_confusion",
+           "test_sample"]
 
 
 # a "setting": one method with its parameters, training settings, template and verbalizer;
 # its runs differ only by data and training seeds
 GROUP_KEYS = ("task", "label", "method", "params", "train_config", "template", "verbalizer", "model", "k",
-              "choice_score")
+              "choice_score", "test_limit")  # runs scored on other test examples never share a row
 
 
 def score(record: dict, split: str, metric: str) -> float:
@@ -147,6 +148,7 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
         row = {k: first.get(k) for k in GROUP_KEYS}
         row.update({
             "method": first["method"],
+            "n_test": next((r["n_test"] for r in runs if r.get("n_test") is not None), None),
             "trainable_params": first.get("trainable_params"),
             "runs": len(runs),
             "data_seeds": len(by_split),
@@ -185,3 +187,26 @@ def pooled_confusion(row: dict, classes: dict) -> tuple[list[str], list[list[int
     size = len(found[0]["labels"])
     matrix = [[sum(f["confusion"][i][j] for f in found) for j in range(size)] for i in range(size)]
     return found[0]["labels"], matrix
+
+
+def test_sample(store: ResultsStore, runs: Sequence[dict]) -> dict | None:
+    """What the saved predictions of ``runs`` (one setting's dev-selected runs) say about their test
+    sample (see :func:`run_classes`): the labels in the task's order, the class that is most of the gold
+    labels and its share (what always answering it scores), and the class the runs predict most with
+    its share of their predictions. None when a run's predictions are missing."""
+    gold, predicted, labels = Counter(), Counter(), None
+    for record in runs:
+        found = run_classes(store, record)
+        if found is None:
+            return None
+        labels = found["labels"]
+        for label, counts in found["per_class"].items():
+            gold[label] += counts["support"]
+            predicted[label] += counts["predicted"]
+    if not labels or not sum(gold.values()) or not sum(predicted.values()):
+        return None
+    # ties go to the label listed first, as argmax breaks them
+    top_gold = max(labels, key=lambda label: (gold[label], -labels.index(label)))
+    top_predicted = max(labels, key=lambda label: (predicted[label], -labels.index(label)))
+    return {"labels": labels, "majority": [top_gold, gold[top_gold] / sum(gold.values())],
+            "predicted_most": [top_predicted, predicted[top_predicted] / sum(predicted.values())]}

@@ -10,9 +10,10 @@ from typing import Sequence
 from prompting.experiment.results import ResultsStore, gold_indices
 from prompting.reporting.aggregate import score
 from prompting.reporting.significance import paired_bootstrap, variance_split
-from prompting.reporting.tables import pct, row_label, short
+from prompting.reporting.tables import above_majority, majority_rows, pct, row_label, short
 
-__all__ = ["SIGNIFICANCE", "winner_line", "paired_test", "paired_table", "paired_sections", "variance_line"]
+__all__ = ["SIGNIFICANCE", "winner_line", "paired_test", "paired_table", "paired_sections", "variance_line",
+           "pairing_problem"]
 
 
 SIGNIFICANCE = 0.05
@@ -24,15 +25,18 @@ def winner_line(rows: Sequence[dict], test: dict | None = None) -> str:
     if len(rows) < 2 or any(math.isnan(r["test_selected"]["mean"]) for r in rows[:2]):
         return ""
     best, second = rows[0], rows[1]
+    gain = above_majority(best, majority_rows(rows))
+    if gain is not None and gain <= 0:
+        label, share = best["sample"]["majority"]
+        return (f"No setting scores above the majority class of its test sample (always `{label}`: "
+                f"{pct(share)}%); the highest, **{best['label']}** (`{short(best['template'])}`), is at "
+                f"{pct(best['test_selected']['mean'])}.")
     gap = best["test_selected"]["mean"] - second["test_selected"]["mean"]
-    if min(best["data_seeds"], second["data_seeds"]) > 1:
-        spread, across = max(best["std_data_seeds"], second["std_data_seeds"]), "data seeds"
-    else:  # one fixed split: the luck left to measure is the training seed's
-        spread, across = max(best["std_train_seeds"], second["std_train_seeds"]), "training seeds (one data split)"
-    verdict = ("larger than" if gap > spread else "within") + f" the spread across {across}"
     text = (f"Best: **{best['label']}** (`{short(best['template'])}`) at {pct(best['test_selected']['mean'])}; "
-            f"{100 * gap:.1f} points above {second['label']} ({pct(second['test_selected']['mean'])}), "
-            f"{verdict} (std {pct(spread)})")
+            f"{100 * gap:.1f} points above {second['label']} ({pct(second['test_selected']['mean'])})")
+    spread = _spread_said(best, second, gap)
+    if spread:
+        text += ", " + spread
     ci = best.get("test_interval")
     if ci:
         inside = "inside" if ci[0] <= second["test_selected"]["mean"] <= ci[1] else "outside"
@@ -40,6 +44,19 @@ def winner_line(rows: Sequence[dict], test: dict | None = None) -> str:
     if test:
         text += f"; paired test: {_verdict(test, second['label'])}"
     return text + "."
+
+
+def _spread_said(best: dict, second: dict, gap: float) -> str:
+    """The gap against the spread the runs measured: across data seeds, or with one fixed split across
+    training seeds; nothing where neither was measured (one run of each)."""
+    if min(best["data_seeds"], second["data_seeds"]) > 1:
+        spread, across = max(best["std_data_seeds"], second["std_data_seeds"]), "data seeds"
+    elif max(best["runs"] / best["data_seeds"], second["runs"] / second["data_seeds"]) > 1:
+        # one fixed split: the luck left to measure is the training seed's
+        spread, across = max(best["std_train_seeds"], second["std_train_seeds"]), "training seeds (one data split)"
+    else:
+        return ""
+    return ("larger than" if gap > spread else "within") + f" the spread across {across} (std {pct(spread)})"
 
 
 def _verdict(test: dict, other: str) -> str:
@@ -76,6 +93,17 @@ def paired_test(store: ResultsStore, a: dict, b: dict) -> dict | None:
     return paired_bootstrap([x[1] for x, _ in pairs], [y[1] for _, y in pairs])
 
 
+def pairing_problem(store: ResultsStore, a: dict, b: dict) -> str:
+    """Why rows ``a`` and ``b`` cannot be paired, in a few words."""
+    seeds = sorted(set(a["selected_by_seed"]) & set(b["selected_by_seed"]), key=str)
+    if not seeds:
+        return "no data seed in common"
+    found = [correct(store, row["selected_by_seed"][s]) for s in seeds for row in (a, b)]
+    if any(f is None for f in found):
+        return "saved predictions missing"
+    return "other test examples"
+
+
 def paired_table(store: ResultsStore, reference: dict, others: Sequence[dict], above: bool = False) -> str:
     """Markdown: each of ``others`` paired with ``reference`` (see :func:`paired_test`); the difference is
     reference − other, or other − reference when ``above`` (how far each row is above the reference)."""
@@ -85,8 +113,8 @@ def paired_table(store: ResultsStore, reference: dict, others: Sequence[dict], a
     for other in others:
         test = paired_test(store, other, reference) if above else paired_test(store, reference, other)
         if test is None:
-            lines.append(f"| {row_label(other)} | `{short(other['template'])}` | – | – | – | not paired (other test "
-                         "examples or data seeds) |")
+            why = pairing_problem(store, reference, other)
+            lines.append(f"| {row_label(other)} | `{short(other['template'])}` | – | – | – | not paired ({why}) |")
             continue
         verdict = ("higher" if test["difference"] > 0 else "lower") if test["p"] < SIGNIFICANCE else "not distinguishable"
         lines.append(f"| {row_label(other)} | `{short(other['template'])}` | {100 * test['difference']:+.1f} | "

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from prompting.core.paths import atomic_path, inside, slug
 from prompting.reporting.aggregate import pooled_confusion, score, select_runs
-from prompting.reporting.tables import row_verbalizer, short
+from prompting.reporting.tables import majority_rows, row_verbalizer, short
 
 __all__ = ["task_plots", "bar_errors", "TaskPlots", "setting_name"]
 
@@ -63,6 +63,8 @@ class TaskPlots:
         self.height = max(2.6, 0.42 * len(rows) + 1.4)
         verbalizer = rows[0]["verbalizer"]
         self.chance = 100 / max(1, len(verbalizer)) if isinstance(verbalizer, dict) else None
+        majorities = majority_rows(rows) if metric == "accuracy" else []
+        self.majority = majorities[0] if len(majorities) == 1 else None
 
     @staticmethod
     def key(rec: dict) -> tuple:
@@ -79,7 +81,12 @@ class TaskPlots:
     def finish(self, fig, ax, title: str, name: str) -> Path:
         ax.set_yticks(range(len(self.rows)), self.names, fontsize=8)
         ax.invert_yaxis()  # best on top
-        if self.chance:
+        if self.majority:  # what always answering the commonest class of the test sample scores
+            share = 100 * self.majority["share"]
+            ax.axvline(share, color="#c44e52", lw=0.9, ls="--",
+                       label=f"majority class, always {short(str(self.majority['label']), 16)} ({share:.1f}%)")
+            ax.legend(fontsize=7, loc="lower right")
+        elif self.chance:
             ax.axvline(self.chance, color="grey", lw=0.8, ls=":", label=f"chance ({self.chance:.0f}%)")
         ax.set_xlabel(f"test {self.metric} (%)")
         fig.suptitle(title, fontsize=10)

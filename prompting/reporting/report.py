@@ -19,12 +19,13 @@ from typing import Sequence
 from prompting.core.data import COLLAPSE_SHARE
 from prompting.core.paths import atomic_path, atomic_write
 from prompting.experiment.results import ResultsStore
-from prompting.reporting.aggregate import aggregate, bootstrap_interval, run_classes, score, select_runs
+from prompting.reporting.aggregate import aggregate, bootstrap_interval, run_classes, score, select_runs, test_sample
 from prompting.reporting.paired import paired_sections, paired_test, variance_line, winner_line
 from prompting.reporting.plots import task_plots
 from prompting.reporting.probing import is_probe_record, probe_report
-from prompting.reporting.tables import (METRIC_NAMES, csv_cell, found_prompts_table, pct, per_class_table,
-                                        short, stability_table, summary_table, verbalizer_text)
+from prompting.reporting.tables import (METRIC_NAMES, above_majority, csv_cell, found_prompts_table, majority_rows,
+                                        pct, per_class_table, row_verbalizer, short, stability_table,
+                                        summary_table, verbalizer_text)
 
 __all__ = ["write_report", "summary_rows"]
 
@@ -45,8 +46,10 @@ def _other_metrics(rows: Sequence[dict], metric: str) -> list[str]:
 def summary_rows(store: ResultsStore, records: list[dict], metric: str = "accuracy") -> list[dict]:
     """The aggregate rows of one task's records, each with the bootstrap interval of its test mean."""
     rows = aggregate(records, metric)
+    by_id = {r["run_id"]: r for r in records}
     for row in rows:
         row["test_interval"] = bootstrap_interval(store, row["selected_run_ids"], metric)
+        row["sample"] = test_sample(store, [by_id[rid] for rid in row["selected_run_ids"]])
     return rows
 
 
@@ -98,11 +101,16 @@ def _task_section(task: str, recs: list[dict], rows: list[dict], metric: str, st
                 f"dev examples ({given}), so the spread is across training seeds")
     if how == "kshot-dev-file":
         protocol += "; the dev set K per class from the dev file"
+    sizes = sorted({r["n_test"] for r in recs if r.get("n_test")})
+    limits = {r.get("test_limit") for r in recs}
+    if sizes:
+        sample = "a fixed random sample (seed 0) of the test set" if limits != {None} else "the whole test set"
+        protocol += f"; test: {' and '.join(map(str, sizes))} examples, {sample}"
     lines = [f"## {task}", "", f"Model: {', '.join(models)}; {protocol}; metric: {metric}. "
              "\"sel.\" = the run selected by dev in each data split; \"all\" = every run; "
              "95% CI: the mean of the selected runs when the test examples are drawn again "
              "(bootstrap, 1,000 draws), the part of a score that is the luck of the test sample.", "",
-             summary_table(rows), ""]
+             summary_table(rows), ""] + _caveats(recs, rows, store)
     if len(rows) > 1:
         lines += [winner_line(rows, paired_test(store, rows[0], rows[1])), ""] + paired_sections(store, rows)
     variance = variance_line(recs, rows, metric)
@@ -146,23 +154,44 @@ def _write_summary_csv(path: Path, summary: list[dict]) -> None:
                     "runs", "dev_selected", "test_selected_mean", "test_selected_std", "test_all_mean",
                     "test_all_std", "test_min", "test_max", "std_data_seeds", "std_train_seeds",
                     "selection_gain", "collapsed", "seconds", "test_ci_low", "test_ci_high",
-                    "test_selected_macro_f1"])
+                    "test_selected_macro_f1", "n_test", "majority_label", "majority_share", "predicted_most",
+                    "predicted_most_share"])
         for r in summary:
-            w.writerow([r["task"], r["method"], r["label"], r["template"], verbalizer_text(r["verbalizer"]), r["model"],
+            sample = r.get("sample") or {}
+            majority, most = sample.get("majority") or (None, None), sample.get("predicted_most") or (None, None)
+            w.writerow([r["task"], r["method"], r["label"], r["template"], row_verbalizer(r), r["model"],
                         r["k"], r["trainable_params"], r["runs"], r["dev_selected"], r["test_selected"]["mean"],
                         r["test_selected"]["std"], r["test_all"]["mean"], r["test_all"]["std"], r["test_all"]["min"],
                         r["test_all"]["max"], r["std_data_seeds"], r["std_train_seeds"], r["selection_gain"],
                         r["collapsed"], r["seconds"], *(r["test_interval"] or (None, None)),
-                        r["test_selected_metrics"].get("macro_f1")])
+                        r["test_selected_metrics"].get("macro_f1"), r.get("n_test"), *majority, *most])
 
 
 def _write_runs_csv(path: Path, records: list[dict], selected: set[str]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run_id", "task", "label", "template", "verbalizer", "data_seed", "train_seed", "selected",
-                    "dev_accuracy", "test_accuracy", "test_macro_f1", "collapsed", "seconds"])
+                    "dev_accuracy", "test_accuracy", "test_macro_f1", "collapsed", "seconds", "n_test"])
         for r in records:
             w.writerow([r["run_id"], r["task"], r["label"], r["template"], verbalizer_text(r["verbalizer"]),
                         r["data_seed"], r["train_seed"], r["run_id"] in selected, csv_cell(score(r, "dev", "accuracy")),
                         csv_cell(score(r, "test", "accuracy")), csv_cell(score(r, "test", "macro_f1")), r.get("collapsed"),
-                        r.get("seconds")])
+                        r.get("seconds"), r.get("n_test")])
+
+
+def _caveats(recs: list[dict], rows: list[dict], store: ResultsStore) -> list[str]:
+    """What a reader must know under the table: the settings not above the majority class, and runs
+    whose saved predictions are missing (their rows lack intervals, paired tests and per-class results)."""
+    lines = []
+    majorities = majority_rows(rows)
+    below = [r for r in rows if (gain := above_majority(r, majorities)) is not None and gain <= 0]
+    if below:
+        names = "; ".join(f"{r['label']} (`{short(r['template'], 32)}`)" for r in below)
+        lines += [f"† not above the majority class of its test sample: {names}.", ""]
+    missing = [r for r in recs if store.load_predictions(r["run_id"]) is None]
+    if missing:
+        lines += [f"{len(missing)} of {len(recs)} runs have no saved predictions (`predictions/RUN_ID.json`, e.g. "
+                  f"`predictions/{missing[0]['run_id']}.json`): their rows have no test-sample interval, majority "
+                  "class, paired test or per-class results. Delete those runs' records and run the config again "
+                  "to have them.", ""]
+    return lines

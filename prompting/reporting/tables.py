@@ -9,7 +9,7 @@ from prompting.reporting.aggregate import pooled_confusion, score, select_runs
 
 __all__ = ["summary_table", "zero_shot_table", "stability_table", "found_prompts_table", "found_template",
            "per_class_table", "short", "pct", "fmt", "code", "row_label", "row_verbalizer", "verbalizer_text",
-           "csv_cell", "METRIC_NAMES"]
+           "csv_cell", "METRIC_NAMES", "majority_rows", "above_majority"]
 
 
 def short(text: str, width: int = 48) -> str:
@@ -20,15 +20,19 @@ def short(text: str, width: int = 48) -> str:
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 
 
-def verbalizer_text(v) -> str:
+def verbalizer_text(v, order: Sequence[str] | None = None) -> str:
+    """A verbalizer's words, label by label in the task's order (``order``), else as recorded."""
     if isinstance(v, dict):
-        return " / ".join(",".join(ws) for ws in v.values())
+        labels = [label for label in order if label in v] if order and set(order) == set(v) else list(v)
+        return " / ".join(",".join(v[label]) for label in labels)
     return str(v)
 
 
 def row_verbalizer(r: dict) -> str:
-    """The verbalizer as a table shows it; a multiple-choice task's with how its choices are scored."""
-    return verbalizer_text(r["verbalizer"]) + (f" ({r['choice_score']})" if r.get("choice_score") else "")
+    """The verbalizer as a table shows it (its labels in the task's order where the predictions say
+    it); a multiple-choice task's with how its choices are scored."""
+    order = (r.get("sample") or {}).get("labels")
+    return verbalizer_text(r["verbalizer"], order) + (f" ({r['choice_score']})" if r.get("choice_score") else "")
 
 
 def row_label(r: dict) -> str:
@@ -68,21 +72,61 @@ def mean_std(spread: dict, splits: int) -> str:
     return pct(spread["mean"]) if splits < 2 else f"{pct(spread['mean'])} ± {pct(spread['std'])}"
 
 
-def summary_table(rows: Sequence[dict]) -> str:
-    """Markdown: one row per setting, best first."""
-    lines = ["| method | template | verbalizer | trainable | dev (sel.) | test (sel.) mean ± std | "
-             "95% CI (test sample) | test (all) mean ± std | min–max | collapsed | runs | time (s) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def majority_rows(rows: Sequence[dict]) -> list[dict]:
+    """One row per test sample of ``rows`` (they differ in size only when runs were scored on other test
+    examples): what always answering the class that is most of its gold labels scores."""
+    found = {}
+    sized = any(r.get("n_test") for r in rows if r.get("sample"))
     for r in rows:
-        sel, alls = r["test_selected"], r["test_all"]
-        ci = r.get("test_interval")
-        lines.append(
-            f"| {r['label']} | `{short(r['template'])}` | {short(row_verbalizer(r), 28)} | "
-            f"{param_count(r['trainable_params'])} | {pct(r['dev_selected'])} | "
-            f"{mean_std(sel, r['data_seeds'])} | {f'{pct(ci[0])}–{pct(ci[1])}' if ci else '–'} | "
-            f"{pct(alls['mean'])} ± {pct(alls['std'])} | "
-            f"{pct(alls['min'])}–{pct(alls['max'])} | {r['collapsed']} | {r['runs']} | {r['seconds']:.0f} |")
+        sample = r.get("sample")
+        if sample and r.get("n_test") not in found and (r.get("n_test") or not sized):
+            label, share = sample["majority"]
+            found[r.get("n_test")] = {"label": label, "share": share, "n_test": r.get("n_test")}
+    return list(found.values())
+
+
+def above_majority(row: dict, majorities: Sequence[dict]) -> float | None:
+    """How far (a share) the row's dev-selected test mean is above its test sample's majority class."""
+    same = [m for m in majorities if m["n_test"] == row.get("n_test")] or \
+        (majorities if len(majorities) == 1 else [])  # a row whose records do not say their test size
+    mean = row["test_selected"]["mean"]
+    return None if not same or math.isnan(mean) or row.get("metric", "accuracy") != "accuracy" \
+        else mean - same[0]["share"]
+
+
+def summary_table(rows: Sequence[dict]) -> str:
+    """Markdown: one row per setting, best first, with the majority class of each test sample as a row
+    of its own; a setting that does not score above it is marked †."""
+    majorities = majority_rows(rows) if all(r.get("metric", "accuracy") == "accuracy" for r in rows) else []
+    lines = ["| method | template | verbalizer | trainable | test n | dev (sel.) | test (sel.) mean ± std | "
+             "95% CI (test sample) | vs majority | test (all) mean ± std | min–max | predicted most | collapsed | "
+             "runs | time (s) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    pending = sorted(majorities, key=lambda m: -m["share"])
+    for r in rows:
+        while pending and pending[0]["share"] > r["test_selected"]["mean"]:
+            lines.append(_majority_line(pending.pop(0)))
+        lines.append(_summary_line(r, above_majority(r, majorities)))
+    lines += [_majority_line(m) for m in pending]
     return "\n".join(lines)
+
+
+def _summary_line(r: dict, gain: float | None) -> str:
+    sel, alls = r["test_selected"], r["test_all"]
+    ci, sample = r.get("test_interval"), r.get("sample") or {}
+    most = sample.get("predicted_most")
+    return (f"| {r['label']}{' †' if gain is not None and gain <= 0 else ''} | `{short(r['template'])}` | "
+            f"{short(row_verbalizer(r), 28)} | {param_count(r['trainable_params'])} | {r.get('n_test') or '–'} | "
+            f"{pct(r['dev_selected'])} | {mean_std(sel, r['data_seeds'])} | "
+            f"{f'{pct(ci[0])}–{pct(ci[1])}' if ci else '–'} | {'–' if gain is None else f'{100 * gain:+.1f}'} | "
+            f"{pct(alls['mean'])} ± {pct(alls['std'])} | {pct(alls['min'])}–{pct(alls['max'])} | "
+            f"{f'{short(str(most[0]), 12)} ({pct(most[1])}%)' if most else '–'} | {r['collapsed']} | {r['runs']} | "
+            f"{r['seconds']:.0f} |")
+
+
+def _majority_line(m: dict) -> str:
+    return (f"| *majority class* (always `{short(str(m['label']), 20)}`) | – | – | 0 | {m['n_test'] or '–'} | – | "
+            f"{pct(m['share'])} | – | – | – | – | {short(str(m['label']), 12)} (100.0%) | – | – | – |")
 
 
 def zero_shot_table(records: Sequence[dict]) -> str:

@@ -89,7 +89,14 @@ class Classification(TaskType):
                    f"dev file ({len(task.dev)}; say protocol: fixed to use the files as given)")
         else:
             how = f"K = {k} per class from train ({len(task.train)} examples), a disjoint K per class from train as dev"
-        return f"task {task.name!r}: protocol {name}: {how}; test: {len(task.test)} examples"
+        return f"task {task.name!r}: protocol {name}: {how}; test: {self._test_said(protocol)}"
+
+    def _test_said(self, protocol: Protocol) -> str:
+        """How many test examples are scored, out of how many, and where they come from."""
+        task, scored = self.task, len(self.test_examples(protocol))
+        said = (f"{scored} examples" if scored == len(task.test) else
+                f"{scored} of {len(task.test)} examples (a fixed random sample, seed 0)")
+        return said + (" carved out of the training file" if "test carved from train" in task.description else "")
 
     def plan(self, methods, prompts, protocol: Protocol, model: str, dtype, max_length) -> list[PlannedRun]:
         """Every (data seed, method entry, prompt, training seed); fixed train and dev files are one data
