@@ -135,47 +135,49 @@ def aggregate(records: Sequence[dict], metric: str = "accuracy") -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         groups[_key(r, GROUP_KEYS)].append(r)
-    rows = []
-    for runs in groups.values():
-        first = runs[0]
-        chosen = [r for r in runs if r["run_id"] in selected]
-        test_sel = [score(r, "test", metric) for r in chosen]
-        test_all = [score(r, "test", metric) for r in runs]
-        by_split: dict[object, list[float]] = defaultdict(list)
-        for r in runs:
-            by_split[r["data_seed"]].append(score(r, "test", metric))
-        within = [statistics.stdev(v) for v in by_split.values() if len(v) > 1]
-        row = {k: first.get(k) for k in GROUP_KEYS}
-        row.update({
-            "method": first["method"],
-            "n_test": next((r["n_test"] for r in runs if r.get("n_test") is not None), None),
-            "trainable_params": first.get("trainable_params"),
-            "runs": len(runs),
-            "data_seeds": len(by_split),
-            "dev_selected": statistics.fmean(score(r, "dev", metric) for r in chosen),
-            "selected_run_ids": sorted(r["run_id"] for r in chosen),
-            "test_selected": _spread(test_sel),
-            # every metric the selected runs carry, beside the selection metric (CB is read by both
-            # accuracy and macro-F1; a run that predicts one class shows in macro-F1, not accuracy)
-            "test_selected_metrics": {m: statistics.fmean(score(r, "test", m) for r in chosen)
-                                      for m in (chosen[0]["test"] or {})
-                                      if all(m in (r["test"] or {}) for r in chosen)},
-            "test_all": _spread(test_all),
-            "std_data_seeds": _spread(test_sel)["std"],
-            "std_train_seeds": statistics.fmean(within) if within else 0.0,
-            "selection_gain": statistics.fmean(test_sel) - statistics.fmean(test_all),
-            "collapsed": sum(bool(r.get("collapsed")) for r in runs),
-            "seconds": sum(r.get("seconds", 0.0) for r in runs),
-            "metric": metric,
-            # what kind of row: a zero-shot prompt, a calibrated copy, an ensemble (the report's tests ask)
-            "train": first.get("train"), "calibration": first.get("calibration"),
-            "ensemble": bool(first.get("ensemble_of")),
-            "selected_by_seed": {r["data_seed"]: r["run_id"] for r in chosen},
-        })
-        rows.append(row)
+    rows = [_row(runs, [r for r in runs if r["run_id"] in selected], metric) for runs in groups.values()]
     # best first; a setting without test scores (NaN) last
     rows.sort(key=lambda row: (math.isnan(row["test_selected"]["mean"]), -row["test_selected"]["mean"]))
     return rows
+
+
+def _row(runs: list[dict], chosen: list[dict], metric: str) -> dict:
+    """One setting's row from its runs and the ones the seed search selected."""
+    first = runs[0]
+    test_sel = [score(r, "test", metric) for r in chosen]
+    test_all = [score(r, "test", metric) for r in runs]
+    by_split: dict[object, list[float]] = defaultdict(list)
+    for r in runs:
+        by_split[r["data_seed"]].append(score(r, "test", metric))
+    within = [statistics.stdev(v) for v in by_split.values() if len(v) > 1]
+    row = {k: first.get(k) for k in GROUP_KEYS}
+    row.update({
+        "method": first["method"],
+        "n_test": next((r["n_test"] for r in runs if r.get("n_test") is not None), None),
+        "trainable_params": first.get("trainable_params"),
+        "runs": len(runs),
+        "data_seeds": len(by_split),
+        "dev_selected": statistics.fmean(score(r, "dev", metric) for r in chosen),
+        "selected_run_ids": sorted(r["run_id"] for r in chosen),
+        "test_selected": _spread(test_sel),
+        # every metric the selected runs carry, beside the selection metric (CB is read by both
+        # accuracy and macro-F1; a run that predicts one class shows in macro-F1, not accuracy)
+        "test_selected_metrics": {m: statistics.fmean(score(r, "test", m) for r in chosen)
+                                  for m in (chosen[0]["test"] or {})
+                                  if all(m in (r["test"] or {}) for r in chosen)},
+        "test_all": _spread(test_all),
+        "std_data_seeds": _spread(test_sel)["std"],
+        "std_train_seeds": statistics.fmean(within) if within else 0.0,
+        "selection_gain": statistics.fmean(test_sel) - statistics.fmean(test_all),
+        "collapsed": sum(bool(r.get("collapsed")) for r in runs),
+        "seconds": sum(r.get("seconds", 0.0) for r in runs),
+        "metric": metric,
+        # what kind of row: a zero-shot prompt, a calibrated copy, an ensemble (the report's tests ask)
+        "train": first.get("train"), "calibration": first.get("calibration"),
+        "ensemble": bool(first.get("ensemble_of")),
+        "selected_by_seed": {r["data_seed"]: r["run_id"] for r in chosen},
+    })
+    return row
 
 
 def pooled_confusion(row: dict, classes: dict) -> tuple[list[str], list[list[int]]] | None:
