@@ -310,8 +310,8 @@ def test_shipped_experiment_methods_build_and_encode(path, task_shapes, tiny_cau
             template = spec.template or cfg.prompts[0][0]
             verbalizer = make_verbalizer(spec.verbalizer or cfg.prompts[0][1])
             method = build_method(spec.name, tiny_causal_lm, template, verbalizer, labels=labels, **spec.params)
-            # demonstrations (icl, "+ demos") come from the run's training split
-            method.set_demonstration_pool([Example(example.fields, label) for label in labels], 1)
+            # demonstrations (icl, "+ demos") come from the run's training split (up to 4 per class here)
+            method.set_demonstration_pool([Example(example.fields, label) for label in labels for _ in range(4)], 1)
             encoded = method.encode([example])
             assert len(encoded) == 1, (cfg.name, spec.label)
 

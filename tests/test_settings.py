@@ -16,7 +16,7 @@ from prompting.config.experiment import ConfigError, method_space, parse_config
 from prompting.core.data import Example
 from prompting.methods import METHODS, build_method
 from prompting.methods.configs import BUILTIN_CONFIGS, AutoPromptConfig, PTuningConfig, SoftConfig
-from prompting.experiment.results import dev_key
+from prompting.core.data import dev_key
 from prompting.reporting.aggregate import select_runs
 from prompting.core.settings import MethodSpec, SettingsError, TrainConfig, settings_table
 from prompting.training.loop import train

@@ -38,6 +38,8 @@ def check_worker_options(args, output: Path) -> None:
                          "(or --device for this one process)")
     if args.devices is not None and args.device is not None:
         raise ValueError("give --devices (one per worker) or --device (every worker), not both")
+    if args.workers is not None:
+        _devices(args)  # a device that is not there fails every worker: refused before they start
     if args.workers is not None and args.storage is None:
         args.storage = "sqlite:///" + str((output / ".workers" / "runs.db").resolve())
     if args.storage is not None:
@@ -48,6 +50,8 @@ def _devices(args) -> list[str | None]:
     from prompting.lm.loading import resolve_device
 
     if args.devices is None:
+        if args.device is not None:
+            resolve_device(args.device)  # every worker would fail on it: refused before they start
         return [args.device] * args.workers
     devices = [d.strip() for d in args.devices.split(",")]
     for d in devices:

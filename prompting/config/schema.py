@@ -27,6 +27,7 @@ __all__ = ["ConfigSection", "Fewshot", "Seeds", "PromptFile", "InlinePrompts", "
            "OBJECTIVES", "PRUNERS", "METRICS", "LAMA_KEYS", "TEMPLATE_KEYS"]
 
 DTYPES = ("float32", "bfloat16", "float16")  # what the LM's weights are loaded in and compute in
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"  # what torch.device takes, and auto
 DEVICE_MAPS = ("auto",)  # accelerate spreads a model too large for one device over every visible one
 OBJECTIVES = ("mean", "stable")  # a sweep's: mean dev over data seeds, or mean - stability_lambda * std
 PRUNERS = ("median", "none")
@@ -253,7 +254,8 @@ class ConfigSection(Section):
     """the experiment's name in results (default: experiment, or lama)"""
     model: Annotated[str, Says("{path}: {value!r} is not valid; give an alias, hub id or local path")] = DEFAULT_MODEL
     """an alias (prompting models), a Hugging Face hub id in the local cache, or a local folder"""
-    device: Annotated[str, Field(min_length=1), Says("{path}: {value!r} is not valid; use auto, cpu, cuda or cuda:N")] \
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN), Says("{path}: {value!r} is not valid; use auto, cpu, mps, "
+                                                                "cuda or cuda:N")] \
         = "auto"
     """auto, cpu, cuda or cuda:N"""
     dtype: Annotated[Literal[DTYPES], Says(_CHOOSE + ", ".join(DTYPES))] = DTYPES[0]

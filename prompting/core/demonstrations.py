@@ -100,6 +100,10 @@ class Demonstrations:
         if not self.pool:
             raise ValueError("demonstrations need labelled training examples; the pool has none with a known label")
         self.by_class = {label: [i for i, ex in enumerate(self.pool) if ex.label == label] for label in words}
+        fewest = min(self.by_class, key=lambda label: len(self.by_class[label]))
+        if len(self.by_class[fewest]) < k:
+            raise ValueError(f"demonstrations: k={k} per class, but the training examples hold "
+                             f"{len(self.by_class[fewest])} of label {fewest!r}; give k <= {len(self.by_class[fewest])}")
         self._ids: dict[tuple[int, int | None], list[int]] = {}
         self._similarity = None
 

@@ -287,10 +287,17 @@ class MethodConfig(Settings):
     train_space: ClassVar[dict] = {}
     #: the method is demonstrations in front of each input (in-context learning), whatever its settings
     demonstrations_always: ClassVar[bool] = False
+    #: the learned slots of a template (``soft``, ``trigger``) the method fills; a template with others is refused
+    slots: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.owner = f"method {cls.method!r}"
+
+    def demonstration_settings(self):
+        """The demonstrations these settings ask for (``k``, ``selection``, ``separator``), or None: a
+        method that is demonstrations (in-context learning) is asked by its own settings."""
+        return self if self.demonstrations_always else None
 
     @classmethod
     def search_space(cls) -> dict[str, dict]:

@@ -169,6 +169,23 @@ class Template:
         return hash(self.text)
 
     @property
+    def slot_kinds(self) -> tuple[str, ...]:
+        """The kinds of learned slot the template has (``soft``, ``trigger``), in the order named."""
+        return tuple(kind for kind, part in (("soft", Soft), ("trigger", Trigger))
+                     if any(isinstance(p, part) for p in self.parts))
+
+    def check_slots(self, fills: Sequence[str], method: str) -> None:
+        """Refuse learned slots that ``method`` (which fills the kinds ``fills``) would leave as
+        placeholder tokens."""
+        unfilled = [kind for kind in self.slot_kinds if kind not in fills]
+        if unfilled:
+            fillers = {"soft": "soft or ptuning", "trigger": "autoprompt"}[unfilled[0]]
+            raise TemplateError(
+                f"template {self.text!r} has {{{unfilled[0]}}} slots, which method {method!r} does not learn: "
+                f"it would score placeholder tokens there; give {method!r} a template without them (its own "
+                f"template:), or use {fillers}")
+
+    @property
     def has_soft(self) -> bool:
         return any(isinstance(p, Soft) for p in self.parts)
 

@@ -11,9 +11,10 @@ __all__ = ["YamlLoader", "load_yaml"]
 
 
 class YamlLoader(yaml.SafeLoader):
-    """Safe YAML that also reads ``1e-5`` (no dot) as a number, not as the text "1e-5", and refuses a
-    key given twice in one mapping (YAML would keep the last one silently: a second ``methods:``
-    would replace the first)."""
+    """Safe YAML that also reads ``1e-5`` (no dot) as a number, not as the text "1e-5", reads only
+    ``true`` and ``false`` as booleans (YAML 1.2: ``yes``, ``no``, ``on``, ``off`` are words, as label
+    names and words in a task often are), and refuses a key given twice in one mapping (YAML would keep
+    the last one silently: a second ``methods:`` would replace the first)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -30,9 +31,15 @@ YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"))
+# YAML 1.1 also reads yes/no/on/off (and y/n) as booleans: only true and false are, as in YAML 1.2
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in YamlLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
 
 
-_BOOL, _STR = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:str"
+_BOOL, _STR, _MAP = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:str", "tag:yaml.org,2002:map"
 
 
 def _child(node, key: str):
@@ -46,8 +53,10 @@ def _child(node, key: str):
 def _words_as_written(document) -> None:
     """Label words are words: YAML 1.1 reads ``Yes``, ``No``, ``True``, ``on`` as booleans, which
     would turn the verbalizer ``[Yes]`` into the word "true". Retag them as text before construction
-    (in prompt files' and inline ``templates:`` verbalizers, and a method's ``verbalizer``); booleans
-    anywhere else (``train: false``, label keys, sweep choices) stay booleans."""
+    (in prompt files' and inline ``templates:`` verbalizers, and a method's ``verbalizer``). Label names
+    are names too: the task section's ``labels`` (a list of names, or the names a file's values map to)
+    and ``label_map``'s names keep the words written (``{false: no, true: yes}`` names the labels "no"
+    and "yes"). Booleans anywhere else (``train: false``, a file's values, sweep choices) stay booleans."""
     def retag(verbalizer):
         if isinstance(verbalizer, yaml.MappingNode):
             for _, words in verbalizer.value:
@@ -62,6 +71,12 @@ def _words_as_written(document) -> None:
     methods = _child(document, "methods")
     for method in methods.value if isinstance(methods, yaml.SequenceNode) else []:
         retag(_child(method, "verbalizer"))
+    task = _child(document, "task")
+    for key in ("labels", "label_map"):
+        names = _child(task, key)
+        if isinstance(names, yaml.SequenceNode):
+            names = yaml.MappingNode(_MAP, [(item, item) for item in names.value])
+        retag(names)
 
 
 def load_yaml(text: str) -> list:

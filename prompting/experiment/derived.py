@@ -114,7 +114,14 @@ class DerivedRecords:
         recorded or a member is missing."""
         records = [by_run.get(i) for i in ids]
         scores = [self.store.load_predictions(i) for i in ids]
-        if len(members) < 2 or any(r is None for r in records) or any(s is None for s in scores):
+        if len(members) < 2 or any(r is None for r in records):
+            return
+        missing = [i for i, s in zip(ids, scores) if s is None]
+        if missing:
+            print(f"{self.name}: {spec.label} has no {spec.ensemble} ensemble of data seed {members[0].data_seed}: "
+                  f"the label scores of {len(missing)} of its {len(ids)} runs are missing "
+                  f"(predictions/{missing[0]}.json); delete those runs' records to run them again",
+                  file=sys.stderr)
             return
         rid = run_id({"ensemble_of": sorted(ids), "how": spec.ensemble})
         if rid in by_run:

@@ -43,7 +43,7 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     unless ``lm`` is given. ``methods`` replaces the config's methods (a sweep runs one at a time)."""
     task = Classification(load_task_spec(cfg.task, cfg.base))
     methods = list(cfg.methods if methods is None else methods)
-    task.check(methods, cfg.prompts, templates)
+    task.check(methods, cfg.prompts, templates, protocol=cfg.protocol)
     lm = lm or load_model(cfg, allow_download)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
                       max_length=cfg.max_length)
@@ -93,7 +93,7 @@ class Experiment:
         self.store = ResultsStore(output_dir) if output_dir is not None else None
         self.name = name
         self.max_length = max_length
-        self.task_type.check(self.methods, self.prompts)
+        self.task_type.check(self.methods, self.prompts, protocol=self._protocol)
         self.executor = executor or RunExecutor(lm, self.task_type, self._protocol, name=name, max_length=max_length)
 
     @property

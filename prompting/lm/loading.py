@@ -26,6 +26,8 @@ def cache_dir() -> Path:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The device to run on: ``auto`` (a GPU when there is one, else the CPU), or the one named, which
+    must exist here (a CUDA device with a CPU-only build of torch is refused at once)."""
     if device in (None, "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -33,9 +35,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        found = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device={device!r} is not valid; use auto, cpu, cuda or cuda:N") from None
+        raise ValueError(f"device={device!r} is not valid; use auto, cpu, mps, cuda or cuda:N") from None
+    if found.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch is a build without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise ValueError(f"device {str(device)!r} is not available: {why}; use device: cpu (or auto)")
+    if found.type == "cuda" and found.index is not None and found.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} is not available: {torch.cuda.device_count()} CUDA devices "
+                         f"are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if found.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {str(device)!r} is not available here; use device: cpu (or auto)")
+    return found
 
 
 def offline_alternatives() -> str:

@@ -129,6 +129,8 @@ class LanguageModel:
         accelerate place a model too large for one device over every visible one (``device`` is then
         not used).
         """
+        if device_map is None:
+            device = resolve_device(device)  # a device that is not there is refused before the weights load
         model, tokenizer = load_pretrained(name, allow_download, dtype, device_map)
         if device_map is not None:  # accelerate placed it: the device it starts on takes the inputs
             device = model.get_input_embeddings().weight.device

@@ -59,6 +59,7 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
         super().__init__()
         template = template if isinstance(template, Template) else Template(template)
         self.template, self.config = self.adapt(template, self.configure(config, params))
+        self.template.check_slots(self.config_class.slots, self.name)
         self.lm = lm
         self.verbalizer = verbalizer.ordered(labels) if labels is not None else verbalizer
         self.labels = self.verbalizer.labels

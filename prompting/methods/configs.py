@@ -93,6 +93,7 @@ class ManualConfig(PromptConfig):
 @dataclass
 class SoftConfig(PromptConfig):
     method: ClassVar[str] = "soft"
+    slots: ClassVar[tuple[str, ...]] = ("soft",)
     summary: ClassVar[str] = "soft prompt tuning (Lester et al.): trainable input vectors, the LM frozen"
     train_defaults: ClassVar[dict] = {"lr": 3e-2, "tune_lm": False}
     train_space: ClassVar[dict] = {**TRAIN_SPACE, "lr": {"low": 1e-3, "high": 3e-1, "log": True},
@@ -109,6 +110,7 @@ class SoftConfig(PromptConfig):
 @dataclass
 class PTuningConfig(PromptConfig):
     method: ClassVar[str] = "ptuning"
+    slots: ClassVar[tuple[str, ...]] = ("soft",)
     summary: ClassVar[str] = "P-tuning (Liu et al.): the `{soft}` slots filled by an LSTM or MLP prompt encoder"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "tune_lm": False, "lm_lr": 1e-5}
     train_space: ClassVar[dict] = {**TRAIN_SPACE, "lr": {"low": 1e-4, "high": 3e-2, "log": True},
@@ -144,6 +146,7 @@ class PrefixConfig(PromptConfig):
 @dataclass
 class AutoPromptConfig(PromptConfig):
     method: ClassVar[str] = "autoprompt"
+    slots: ClassVar[tuple[str, ...]] = ("trigger",)
     summary: ClassVar[str] = "AutoPrompt (Shin et al.): `{trigger:N}` tokens found by gradient-guided search"
     train_defaults: ClassVar[dict] = {"tune_lm": False, "batch_size": 16}
     train_space: ClassVar[dict] = {"trigger_length": {"low": 1, "high": 8}, "batch_size": {"choices": [8, 16, 32]}}

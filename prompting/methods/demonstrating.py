@@ -20,8 +20,8 @@ class WithDemonstrations:
 
     def demonstration_settings(self):
         """What the settings ask for (``demonstrations: {k, selection, separator}``), or None."""
-        wanted = getattr(self.config, "demonstration_settings", None)
-        return wanted() if wanted else None
+        return self.config.demonstration_settings()
+
     def set_demonstration_pool(self, examples: Sequence[Example], seed: int = 0) -> None:
         """The labelled examples demonstrations are drawn from (the run's training split) and the seed
         that picks them and their order; nothing for a method without demonstrations."""

@@ -49,9 +49,6 @@ class InContext(PromptMethod, SearchMethod):
     name = "icl"
     config_class = ICLConfig
 
-    def demonstration_settings(self) -> ICLConfig:
-        return self.config
-
     def set_demonstration_pool(self, examples: Sequence[Example], seed: int = 0) -> None:
         c = self.config
         self.demonstrations = Demonstrations(self.encoder, examples, self.shown_words(), c.k, c.selection,

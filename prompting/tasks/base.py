@@ -98,8 +98,9 @@ class TaskType:
     name: str
 
     def check(self, methods: Sequence[MethodSpec], prompts: Sequence[tuple[str, dict]],
-              templates: Sequence[str] = ()) -> None:
-        """Refuse, before any model loads, a method entry or prompt that cannot run on this task."""
+              templates: Sequence[str] = (), protocol: Protocol | None = None) -> None:
+        """Refuse, before any model loads, a method entry or prompt that cannot run on this task (under
+        ``protocol``, where it matters)."""
 
     def describe(self, protocol: Protocol) -> str:
         """One line saying how the task's runs get their train, dev and test examples."""

@@ -13,7 +13,7 @@ import torch
 
 from prompting.core.data import Example, Task, sample_kshot
 from prompting.core.settings import MethodSpec, Protocol, TrainConfig
-from prompting.core.template import Template
+from prompting.core.template import Template, TemplateError
 from prompting.core.verbalizer import Verbalizer, VerbalizerError
 from prompting.core.ids import run_id
 from prompting.methods import METHODS, PromptMethod, build_method
@@ -64,13 +64,21 @@ class Classification(TaskType):
 
     # ------------------------------------------------------------------------------ before the model
     def check(self, methods: Sequence[MethodSpec], prompts: Sequence[tuple[str, dict]],
-              templates: Sequence[str] = ()) -> None:
-        """Every template a run will use has only fields the task has, and every verbalizer words for
-        exactly the task's labels. ``templates``: more to check (a sweep's template choices)."""
+              templates: Sequence[str] = (), protocol: Protocol | None = None) -> None:
+        """Every template a run will use has only fields the task has and slots its method learns, every
+        verbalizer words for exactly the task's labels, and demonstrations no more per class than a
+        training split holds. ``templates``: more to check (a sweep's template choices)."""
+        if protocol is not None:
+            for spec in methods:
+                self._check_demonstrations(spec, protocol)
         task = self.task
         prompts = [(t, jsonable_verbalizer(v)) for t, v in prompts]
         for spec, (template, verbalizer) in [(spec, p) for spec in methods for p in prompts_for(spec, prompts)]:
             Template(template).check_fields(task.text_fields)
+            try:
+                Template(template).check_slots(METHODS.config(spec.name).slots, spec.name)
+            except TemplateError as err:
+                raise TemplateError(f"method {spec.label!r}: {err}") from None
             verbalizer = make_verbalizer(verbalizer, task.choice_score)
             verbalizer.check_labels(task.labels)
             if isinstance(verbalizer, ChoiceVerbalizer):
@@ -78,6 +86,23 @@ class Classification(TaskType):
                 _check_choice_method(spec)
         for template in templates:
             Template(template).check_fields(task.text_fields)
+
+    def _check_demonstrations(self, spec: MethodSpec, protocol: Protocol) -> None:
+        config = METHODS.config(spec.name).from_mapping(spec.params)
+        wanted = config.demonstration_settings()
+        if wanted is None:
+            return
+        task = self.task
+        if task.fixed_split:
+            counts = {label: sum(e.label == label for e in task.train) for label in task.labels}
+            fewest = min(counts, key=counts.get)
+            have, where = counts[fewest], f"the training file holds {counts[fewest]} of label {fewest!r}"
+        else:
+            have, where = protocol.k, f"a training split holds K = {protocol.k} per class"
+        if wanted.k > have:
+            what = "k" if config.demonstrations_always else "demonstrations.k"
+            raise ValueError(f"method {spec.label!r}: {what}={wanted.k} demonstrations per class, but {where}; "
+                             f"give {what} <= {have}")
 
     def describe(self, protocol: Protocol) -> str:
         task, name, k = self.task, protocol_name(self.task), protocol.k

@@ -77,7 +77,7 @@ class FactProbing(TaskType):
         self.experiment = experiment
         self._trained: dict[tuple, tuple[dict, TrainResult]] = {}
 
-    def check(self, methods: Sequence[MethodSpec], prompts, templates=()) -> None:
+    def check(self, methods: Sequence[MethodSpec], prompts, templates=(), protocol: Protocol | None = None) -> None:
         for spec in methods:
             unused = [what for what, given in (("calibration", spec.calibration), ("ensemble", spec.ensemble))
                       if given]
