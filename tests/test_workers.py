@@ -5,8 +5,10 @@ runs into a folder that no worker wrote."""
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -220,3 +222,43 @@ def test_bad_worker_options_are_refused_before_any_model_loads(tmp_path, capsys,
     assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+KILLED_AFTER_RECORDING = """
+import json, os, signal, sys
+from prompting.experiment.results import ResultsStore
+from prompting.experiment.workers import share_runs
+
+url, folder, record = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+store = ResultsStore(folder)
+claims = share_runs(store, url, "toy-runs", heartbeat=1, grace_period=2)
+claims.expect({"r1": "run 1", "r2": "run 2"})
+assert claims.claim("r1", "run 1")
+store.save_predictions("r1", {"dev": [], "test": [[0.0, 1.0]], "labels": ["0", "1"], "dev_gold": [], "test_gold": ["1"]})
+store.append(record)
+os.kill(os.getpid(), signal.SIGKILL)  # recorded, its trial never completed
+"""
+
+
+def test_a_run_a_killed_worker_recorded_but_never_completed_is_completed_and_gathered(tmp_path):
+    """SIGKILL between writing a run's record and completing its trial: the trial must not stay RUNNING
+    for ever. The next worker on the folder completes it from the record once its worker's grace period
+    has passed, and gathering from the storage warns about planned runs that are not recorded."""
+    from prompting.experiment.results import ResultsStore
+    from prompting.experiment.workers import gather, share_runs
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    record = {"run_id": "r1", "task": "toy", "method": "manual", "label": "m", "template": "{text_a} {mask}",
+              "verbalizer": {"0": ["bad"], "1": ["good"]}, "model": "tiny", "k": 2, "data_seed": 13,
+              "train_seed": None, "dev": {}, "test": {"accuracy": 1.0}, "seconds": 1.0}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_RECORDING, url, str(tmp_path / "out"),
+                             json.dumps(record)], env=ENV, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    time.sleep(3.5)  # the grace period (2 s) passes without a heartbeat
+    store = ResultsStore(tmp_path / "out")
+    claims = share_runs(store, url, "toy-runs", heartbeat=1, grace_period=2)
+    claims.expect({"r1": "run 1", "r2": "run 2"}, skip=store.done())
+    assert claims.completed() == ["r1"] and claims.unfinished() == {"waiting": 1}
+    new, unfinished = gather(tmp_path / "elsewhere", url)
+    assert new == 1 and unfinished == {"waiting": 1}
+    assert ResultsStore(tmp_path / "elsewhere").record("r1")["test"] == {"accuracy": 1.0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from prompting.core.data import METRICS
@@ -18,8 +19,13 @@ def cmd_report(args) -> int:
     if args.storage is not None:
         from prompting.experiment.workers import gather
 
-        new = gather(args.directory, args.storage, args.study)
+        new, unfinished = gather(args.directory, args.storage, args.study)
         print(f"gathered {new} run{'s' if new != 1 else ''} from {_shown_url(args.storage)}")
+        if unfinished:
+            states = ", ".join(f"{n} {state}" for state, n in sorted(unfinished.items()))
+            print(f"warning: {sum(unfinished.values())} planned runs are not recorded in the storage ({states}); "
+                  "the report leaves them out. Start the workers again (after the grace period a dead worker's "
+                  "runs are run again, or completed from a record it left)", file=sys.stderr)
     paths = write_report(args.directory, args.metric, plots=not args.no_plots)
     print(Path(paths["report"]).read_text())
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))

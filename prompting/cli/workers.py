@@ -54,9 +54,9 @@ def _devices(args) -> list[str | None]:
             resolve_device(args.device)  # every worker would fail on it: refused before they start
         return [args.device] * args.workers
     devices = [d.strip() for d in args.devices.split(",")]
+    if not all(devices):
+        raise ValueError(f"--devices {args.devices!r} has an empty entry; give e.g. cuda:0,cuda:1")
     for d in devices:
-        if not d:
-            raise ValueError(f"--devices {args.devices!r} has an empty entry; give e.g. cuda:0,cuda:1")
         try:
             resolve_device(d)
         except ValueError as err:

@@ -31,13 +31,14 @@ import socket
 import threading
 import time
 import warnings
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+from prompting.core.paths import slug
 from prompting.experiment.claims import Claims
 from prompting.experiment.results import ResultsStore, json_default
 from prompting.experiment.storage import open_storage, retry_trial
-from prompting.core.paths import slug
 
 __all__ = ["StudyClaims", "share_runs", "gather", "study_name"]
 
@@ -129,6 +130,7 @@ class StudyClaims:
         from optuna.exceptions import DuplicatedStudyError
         from optuna.study import StudyDirection
 
+        self._complete_recorded({key: work[key] for key in skip if key in work})
         digest = hashlib.sha256(json.dumps(sorted(work)).encode()).hexdigest()[:12]
         done = f"planned-{digest}"
         if done in _retrying(lambda: self.study.user_attrs):
@@ -143,6 +145,26 @@ class StudyClaims:
             if key not in known and key not in skip:
                 self._queue(key, what)
         _retrying(lambda: self.study.set_user_attr(done, len(work)))
+
+    def _complete_recorded(self, recorded: dict[str, str]) -> None:
+        """Runs recorded in this folder whose trial never completed (a worker killed after recording a
+        run and before completing its trial): once that worker is gone, each trial is completed with the
+        record, so that the study, and every folder that gathers from it, has the run."""
+        from optuna.trial import TrialState
+
+        if not recorded:
+            return
+        self._stale_checked = -math.inf
+        self._fail_stale()
+        states: dict[str, set] = {}
+        for trial in self._trials(fresh=True):
+            states.setdefault(trial.user_attrs.get("run_id"), set()).add(trial.state)
+        for key, what in recorded.items():
+            if states.get(key, set()) & {TrialState.COMPLETE, TrialState.RUNNING}:
+                continue  # complete, or its worker may still be completing it
+            record = self.store.record(key)
+            if record is not None and self.claim(key, what):
+                self.release(key, record)
 
     def _queue(self, key: str, what: str) -> None:
         import optuna
@@ -266,6 +288,16 @@ class StudyClaims:
         full = self._storage_call("get_trial", done[0]._trial_id)
         return full.user_attrs["record"], full.user_attrs.get("predictions")
 
+    def unfinished(self) -> dict[str, int]:
+        """How many queued runs have no completed trial, by the state of their last trial."""
+        last: dict[str, object] = {}
+        for trial in self._trials(fresh=True):
+            key = trial.user_attrs.get("run_id")
+            if key is not None and last.get(key) != "COMPLETE":
+                last[key] = "COMPLETE" if trial.state.name == "COMPLETE" and "record" in trial.user_attrs \
+                    else trial.state.name.lower()
+        return dict(Counter(state for state in last.values() if state != "COMPLETE"))
+
     def completed(self) -> list[str]:
         """The run ids of every completed trial, in the order they were queued."""
         return [t.user_attrs["run_id"] for t in self._trials(fresh=True)
@@ -301,18 +333,18 @@ def share_runs(store, url: str, name: str, heartbeat: int = 30, grace_period: in
     return claims
 
 
-def gather(directory, url: str, name: str | None = None) -> int:
+def gather(directory, url: str, name: str | None = None) -> tuple[int, dict[str, int]]:
     """Copy every run recorded in the run studies on ``url`` (``name``, or all of them) into
-    ``directory``; returns how many were new there."""
+    ``directory``; returns how many were new there, and how many planned runs the studies have not
+    completed, by state (running, waiting, failed)."""
     import optuna
-
 
     storage = open_storage(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
              if s.user_attrs.get("kind") == "runs" and (name is None or s.study_name == name)]
     if name is not None and not names:
         raise ValueError(f"--study {name!r}: the storage holds no study of runs by that name")
-    new = 0
+    new, unfinished = 0, Counter()
     for each in names:
         store = ResultsStore(directory)
         claims = share_runs(store, url, each)
@@ -321,4 +353,5 @@ def gather(directory, url: str, name: str | None = None) -> int:
             if key not in done:
                 store.record(key)
                 new += 1
-    return new
+        unfinished.update(claims.unfinished())
+    return new, dict(unfinished)
