@@ -34,13 +34,19 @@ from prompting.methods.base import PromptMethod, SearchMethod
 from prompting.methods.batches import EncodedExamples
 from prompting.methods.configs import ICLConfig
 from prompting.methods.prefix import forward_with_prefix
+from prompting.methods.triggers import subset
 
 __all__ = ["InContext"]
 
 
 @dataclass
 class _Encoded(EncodedExamples):
-    shared: bool = False  # the inputs alone: the shared demonstrations come as a key/value prefix
+    # per row: the input alone, the shared demonstrations coming as a key/value prefix (else the whole prompt)
+    rows_shared: tuple[bool, ...] = ()
+
+    @property
+    def shared(self) -> bool:
+        return any(self.rows_shared)
 
 
 class InContext(PromptMethod, SearchMethod):
@@ -53,25 +59,32 @@ class InContext(PromptMethod, SearchMethod):
         c = self.config
         self.demonstrations = Demonstrations(self.encoder, examples, self.shown_words(), c.k, c.selection,
                                              c.separator, seed, c.sets)
-        self._shared_next, self._prefix_on, self._block = False, False, None
+        self._shared_next, self._prefix_on, self._block = (), False, None
 
     def encode(self, examples: Sequence[Example]) -> EncodedExamples:
         data = super().encode(examples)
-        return _Encoded(data.encodings, data.labels, shared=self._shared_next)
+        return _Encoded(data.encodings, data.labels, rows_shared=tuple(self._shared_next))
 
     def with_demonstrations(self, encodings: dict[int, list[Encoding]], examples: Sequence[Example]):
-        """Every input once per demonstration set, set after set (``predict_scores`` averages them); or
-        the inputs alone when they all fit beside the one shared block (see the module docstring)."""
+        """Every input once per demonstration set, set after set (``predict_scores`` averages them); with
+        one shared block (see the module docstring), each input that fits beside it alone, and each that
+        does not with its own (shortened) demonstrations."""
         if self.demonstrations is None:
             super().with_demonstrations(encodings, examples)  # says what is missing
         block, start = self._shared_block(), len(self.encoder.prefix_ids)
-        longest = max((len(e.input_ids) for encs in encodings.values() for e in encs), default=0)
-        self._shared_next = block is not None and \
-            len(block) - start + longest <= self.encoder.max_length - self.encoder.reserve
-        if self._shared_next:
-            return {n: [e.after(start) for e in encs] for n, encs in encodings.items()}
-        return {n: [e for s in range(self.config.sets) for e in self.demonstrations.add(encs, examples, s)]
-                for n, encs in encodings.items()}
+        if block is None:
+            self._shared_next = ()
+            return {n: [e for s in range(self.config.sets) for e in self.demonstrations.add(encs, examples, s)]
+                    for n, encs in encodings.items()}
+        room = self.encoder.max_length - self.encoder.reserve - (len(block) - start)
+        first = encodings[min(encodings)]
+        self._shared_next = tuple(len(e.input_ids) <= room for e in first)
+        out = {}
+        for n, encs in encodings.items():
+            long_rows = [i for i, fits in enumerate(self._shared_next) if not fits]
+            whole = iter(self.demonstrations.add([encs[i] for i in long_rows], [examples[i] for i in long_rows]))
+            out[n] = [e.after(start) if fits else next(whole) for e, fits in zip(encs, self._shared_next)]
+        return out
 
     def _shared_block(self) -> list[int] | None:
         """The token ids every input shares (leading specials and demonstrations), when they can be a
@@ -97,16 +110,27 @@ class InContext(PromptMethod, SearchMethod):
         label scores as they are)."""
         sets = self.config.sets
         if getattr(data, "shared", False):
-            self._prefix_on = True
-            try:
-                return super().predict_scores(data, batch_size, progress, max_tokens, cached)
-            finally:
-                self._prefix_on = False
+            return self._scores_beside_the_block(data, batch_size, progress, max_tokens, cached)
         if sets == 1:
             return super().predict_scores(data, batch_size, progress, max_tokens, cached)
         every = EncodedExamples(data.encodings, data.labels.repeat(sets))
         scores = super().predict_scores(every, batch_size, progress, max_tokens, cached).view(sets, len(data), -1)
         return scores.log_softmax(-1).exp().mean(0).log()
+
+    def _scores_beside_the_block(self, data: "_Encoded", batch_size: int, progress, max_tokens, cached) -> torch.Tensor:
+        """The inputs that fit beside the shared block scored with its keys and values as a prefix, the
+        others whole (their demonstrations in their prompts); rows in order."""
+        beside = [i for i, shared in enumerate(data.rows_shared) if shared]
+        whole = [i for i, shared in enumerate(data.rows_shared) if not shared]
+        scores = torch.empty(len(data), len(self.labels))
+        self._prefix_on = True
+        try:
+            scores[beside] = super().predict_scores(subset(data, beside), batch_size, progress, max_tokens, cached)
+        finally:
+            self._prefix_on = False
+        if whole:
+            scores[whole] = super().predict_scores(subset(data, whole), batch_size, progress, max_tokens, cached)
+        return scores
 
     def search(self, train_data: EncodedExamples, dev_data: EncodedExamples | None, config, progress: bool = True):
         """Nothing to learn: the demonstrations came with the pool (see :meth:`set_demonstration_pool`)."""
