@@ -37,6 +37,7 @@ from pathlib import Path
 
 from prompting.core.paths import slug
 from prompting.experiment.claims import Claims
+from prompting.experiment.heartbeat import Heartbeat
 from prompting.experiment.results import ResultsStore, json_default
 from prompting.experiment.storage import open_storage, retry_trial
 
@@ -88,7 +89,9 @@ class StudyClaims:
         self._study = None
         self._held: dict[str, int] = {}  # run id -> trial id of the runs this process holds
         self._lock = threading.Lock()
-        self._beating: threading.Thread | None = None
+        self._heartbeat = Heartbeat(heartbeat, lambda: self._held.values(),
+                                    lambda trial_id: self._storage_call("record_heartbeat", trial_id), self._lock,
+                                    "runs-heartbeat")
         self._trials_read, self._trials_cache, self._stale_checked = -math.inf, [], -math.inf
 
     # ------------------------------------------------------------------------------ the study
@@ -212,7 +215,7 @@ class StudyClaims:
         with self._lock:
             self._held[key] = trial_id
         self._trials_read = -math.inf
-        self._start_heartbeat()
+        self._heartbeat.start()
         return True
 
     def _unqueued(self, key: str, what: str) -> bool:
@@ -302,28 +305,6 @@ class StudyClaims:
         """The run ids of every completed trial, in the order they were queued."""
         return [t.user_attrs["run_id"] for t in self._trials(fresh=True)
                 if t.state.name == "COMPLETE" and "record" in t.user_attrs]
-
-    # ------------------------------------------------------------------------------ heartbeats
-    def _start_heartbeat(self) -> None:
-        with self._lock:
-            if self._beating is not None and self._beating.is_alive():
-                return
-            self._beating = threading.Thread(target=self._beat, name="runs-heartbeat", daemon=True)
-            self._beating.start()
-
-    def _beat(self) -> None:
-        while True:
-            time.sleep(self.heartbeat)
-            with self._lock:
-                held = list(self._held.values())
-                if not held:
-                    self._beating = None
-                    return
-            for trial_id in held:
-                try:
-                    self._storage_call("record_heartbeat", trial_id)
-                except Exception:  # noqa: BLE001 - a missed beat is retried at the next; the grace period covers a few
-                    pass
 
 
 def share_runs(store, url: str, name: str, heartbeat: int = 30, grace_period: int = 120) -> StudyClaims:
