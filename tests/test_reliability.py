@@ -505,3 +505,75 @@ def test_a_verbalizer_that_would_not_read_back_is_refused_by_name(tmp_path, monk
     with pytest.raises(ValueError, match=r"the verbalizer \{'0': \['null'\], '1': \['good'\]\} would read back"):
         labelsearch.write_verbalizer(path, {0: ["null"], 1: ["good"]}, task="sst2")
     assert not path.exists()
+
+
+# ------------------------------------------------------------------- data files as editors and spreadsheets save them
+def test_a_field_over_the_csv_modules_limit_loads(tmp_path, model_dir):
+    # csv refuses a field over 131,072 characters by default: a long document in one cell
+    config = with_model(write_task(tmp_path), model_dir)
+    long_text = "the film was great and the cast was good , " * 5000  # 215,000 characters
+    with open(tmp_path / "test.tsv", "a") as f:
+        f.write(f"{long_text}\t1\n")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q", "--no-summary"]) == 0
+    assert ResultsStore(tmp_path / "out").records()[0]["n_test"] == 7
+    csv_file = tmp_path / "long.csv"
+    csv_file.write_text(f'sentence,label\n"{long_text}",1\n')
+    from prompting.core.data import load_examples
+
+    assert load_examples(csv_file, {"text_a": "sentence"})[0]["text_a"] == long_text
+
+
+def label_first(folder: Path, header: bool, extra: str) -> Path:
+    """A config whose train file has the label first (with or without a header), then ``extra`` as a row."""
+    config = write_task(folder)
+    config.write_text(f"model: {folder / 'no-such-model'}\n" + config.read_text())
+    rows = [line.split("\t") for line in (folder / "train.tsv").read_text().splitlines()[1:]]
+    (folder / "train.tsv").write_text(("label\tsentence\n" if header else "")
+                                      + "".join(f"{label}\t{text}\n" for text, label in rows) + extra)
+    if not header:
+        config.write_text(config.read_text().replace(
+            "fields: {text_a: sentence}", "header: false, label_column: 0, text_columns: [1]"))
+    return config
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_a_tab_inside_a_text_is_refused_naming_the_row_not_read_as_the_words_before_it(tmp_path, header, capsys):
+    config = label_first(tmp_path, header, "1\tgreat film\tI loved it\n")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    train = tmp_path / "train.tsv"
+    counts = "but the header has 2 (label, sentence)" if header else "but the first row has 2"
+    assert f"{train}: row 24 (line {26 if header else 25} of the file) has 3 fields, {counts}" in err
+    assert "a tab inside a text makes an extra field" in err and "or save the data as JSONL" in err
+    assert "'great film' | 'I loved it'" in err
+    assert "no-such-model" not in err  # refused before the model loads
+    # a row with fewer fields than the first is refused too in a file without a header
+    if not header:
+        config = label_first(tmp_path, header, "1\n")
+        assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+        assert f"{train}: row 24 (line 25 of the file) has 1 fields, but the first row has 2" in \
+            one_error_line(capsys, "run")
+
+
+def test_files_saved_with_a_byte_order_mark_read_as_without_one(tmp_path, model_dir):
+    # Excel's "CSV UTF-8" starts the file with a byte-order mark, as some editors do for YAML and JSONL
+    config = with_model(write_task(tmp_path), model_dir)
+    for name in ("train", "test"):
+        rows = [line.split("\t") for line in (tmp_path / f"{name}.tsv").read_text().splitlines()]
+        (tmp_path / f"{name}.csv").write_text("".join(f"{s},{label}\n" for s, label in rows), encoding="utf-8-sig")
+    jsonl = "".join(json.dumps({"sentence": s, "label": int(label)}) + "\n" for s, label in rows[1:])
+    (tmp_path / "test.jsonl").write_text(jsonl, encoding="utf-8-sig")
+    text = config.read_text().replace("train.tsv", "train.csv").replace("test.tsv", "test.jsonl")
+    config.write_text(text, encoding="utf-8-sig")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q", "--no-summary"]) == 0
+    record = ResultsStore(tmp_path / "out").records()[0]
+    assert record["model"] == str(model_dir) and record["n_test"] == 6
+    # without a header the mark would have gone into the first text; a fact file is read the same way
+    from prompting.core.data import load_examples
+    from prompting.tasks.lama import load_facts
+
+    first = load_examples(tmp_path / "test.csv", {"text_a": 0}, label_column=1, header=False)[0]
+    assert first["text_a"] == "sentence"
+    facts = tmp_path / "facts.csv"
+    facts.write_text("sub_label,obj_label\nParis,France\n", encoding="utf-8-sig")
+    assert load_facts(facts)[0].fields == {"sub_label": "Paris"}
