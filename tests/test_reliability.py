@@ -577,3 +577,37 @@ def test_files_saved_with_a_byte_order_mark_read_as_without_one(tmp_path, model_
     facts = tmp_path / "facts.csv"
     facts.write_text("sub_label,obj_label\nParis,France\n", encoding="utf-8-sig")
     assert load_facts(facts)[0].fields == {"sub_label": "Paris"}
+
+
+def test_texts_in_both_train_and_dev_of_a_split_are_noted_once_per_split_and_the_split_is_unchanged(
+        tmp_path, model_dir, capsys):
+    from prompting.core.data import load_examples, sample_kshot, shared_texts
+
+    config = with_model(write_task(tmp_path, data_seeds=(13, 21, 42)), model_dir)
+    train = tmp_path / "train.tsv"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join(lines[:9] + lines[1:9] * 3) + "\n")  # 8 texts, each four times
+    examples = load_examples(train, {"text_a": "sentence"})
+    splits = {seed: sample_kshot(examples, 2, seed, ("0", "1")) for seed in (13, 21, 42)}
+    shared = {seed: shared_texts(*split) for seed, split in splits.items()}
+    assert any(shared.values())
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q", "--no-summary"]) == 0
+    err = capsys.readouterr().err
+    for seed, n in shared.items():
+        note = f"note: toy: data seed {seed}: {n} of the 4 dev examples have a text that is also in train"
+        assert err.count(note) == (1 if n else 0), err
+    assert err.count("de-duplicate the data file") == sum(1 for n in shared.values() if n)
+    # the runs were trained and scored on the splits the sampler always drew
+    for record in ResultsStore(tmp_path / "out").records():
+        assert record["n_train"] == record["n_dev"] == 4
+
+
+# --------------------------------------------------------------------------------- before the model loads
+def test_a_k_larger_than_the_data_holds_is_refused_before_the_model_loads(tmp_path, capsys):
+    config = write_task(tmp_path, data_seeds=(13, 21))
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n"
+                      + config.read_text().replace("fewshot: {k: 2,", "fewshot: {k: 500,"))
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert "task 'toy', K = 500 (fewshot: k), data seed 13: label '0' has 12 examples" in err
+    assert "this data allows K up to 6; lower fewshot: k" in err and "no-such-model" not in err

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 __all__ = [
-    "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot",
+    "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot", "shared_texts",
     "compute_metrics", "METRICS", "dev_key", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS",
 ]
 
@@ -457,14 +457,26 @@ def sample_kshot(examples: Sequence[Example], k: int, seed: int,
         pool = by_label.get(label, [])
         need = 2 * k if with_dev else k
         if len(pool) < need:
+            most = min(len(by_label.get(x, [])) for x in labels) // (2 if with_dev else 1)
             raise DataError(f"label {label!r} has {len(pool)} examples; K={k} per class "
-                            + (f"for train and another K for dev needs at least {need}" if with_dev else f"needs {k}"))
+                            + (f"for train and another K for dev needs at least {need}" if with_dev else f"needs {k}")
+                            + (f"; this data allows K up to {most}" if most else ""))
         picked = rng.sample(pool, need)
         train += picked[:k]
         dev += picked[k:]
     rng.shuffle(train)
     rng.shuffle(dev)
     return train, dev
+
+
+def shared_texts(train: Sequence[Example], dev: Sequence[Example]) -> int:
+    """How many ``dev`` examples have the text (every field, spaces aside) of a ``train`` example: data
+    that holds a text twice can put it on both sides of a split."""
+    def text(ex: Example) -> tuple:
+        return tuple(sorted((name, " ".join(str(value).split())) for name, value in ex.fields.items()))
+
+    seen = {text(ex) for ex in train}
+    return sum(text(ex) in seen for ex in dev)
 
 
 def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, float]:

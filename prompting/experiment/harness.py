@@ -22,7 +22,7 @@ import time
 from typing import Sequence
 
 from prompting.config.experiment import ProbeConfig, load_task_spec
-from prompting.core.data import Example, Task
+from prompting.core.data import DataError, Example, Task, shared_texts
 from prompting.core.settings import ENSEMBLES, MethodSpec, Protocol
 from prompting.experiment.derived import DerivedRecords, calibrated_id
 from prompting.experiment.executor import RunExecutor
@@ -44,6 +44,7 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     task = Classification(load_task_spec(cfg.task, cfg.base))
     methods = list(cfg.methods if methods is None else methods)
     task.check(methods, cfg.prompts, templates)
+    check_splits(task, cfg.protocol)
     lm = lm or load_model(cfg, allow_download)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
                       max_length=cfg.max_length)
@@ -64,6 +65,17 @@ def build_experiments(cfg, output_dir, lm: LanguageModel | None = None, allow_do
     protocol = Protocol(k=0, data_seeds=(0,), train_seeds=(1,))
     return [Experiment(lm, task, cfg.methods, [], protocol, output_dir=output_dir, name=cfg.name,
                        max_length=cfg.max_length) for task in tasks]
+
+
+def check_splits(task_type: TaskType, protocol: Protocol) -> None:
+    """Draw every data seed's split, as the runs will (sampling is cheap and seeded): a K larger than the
+    data holds is refused before the model loads, not after."""
+    for data_seed in dict.fromkeys(protocol.data_seeds):
+        try:
+            task_type.split(protocol, data_seed)
+        except DataError as err:
+            raise DataError(f"task {task_type.name!r}, K = {protocol.k} (fewshot: k), data seed {data_seed}: {err}; "
+                            "lower fewshot: k") from None
 
 
 def load_model(cfg, allow_download: bool = False) -> LanguageModel:
@@ -94,6 +106,7 @@ class Experiment:
         self.name = name
         self.max_length = max_length
         self.task_type.check(self.methods, self.prompts)
+        self._noted: set[tuple] = set()  # the splits whose duplicate texts were noted
         self.executor = executor or RunExecutor(lm, self.task_type, self._protocol, name=name, max_length=max_length)
 
     @property
@@ -111,8 +124,18 @@ class Experiment:
         return getattr(self.task_type, "task", None)
 
     def split(self, data_seed: int) -> tuple[list[Example], list[Example]]:
-        """The (train, dev) examples of one data split."""
-        return self.task_type.split(self.protocol, data_seed)
+        """The (train, dev) examples of one data split; a classification split whose dev set holds texts
+        that are also in its train set (the data holds them twice) is noted on stderr, once."""
+        train, dev = self.task_type.split(self.protocol, data_seed)
+        if self.task is not None and (data_seed, self.protocol.k) not in self._noted:
+            self._noted.add((data_seed, self.protocol.k))
+            shared = shared_texts(train, dev)
+            if shared:
+                print(f"note: {self.name}: data seed {data_seed}: {shared} of the {len(dev)} dev examples have a text "
+                      f"that is also in train (task {self.task.name!r} holds some texts more than once), so dev "
+                      "scores are partly on training texts; de-duplicate the data file to keep them apart",
+                      file=sys.stderr, flush=True)
+        return train, dev
 
     def plan(self) -> list[PlannedRun]:
         """Every run of the experiment, in the order it runs them."""
