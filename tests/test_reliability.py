@@ -602,6 +602,33 @@ def test_texts_in_both_train_and_dev_of_a_split_are_noted_once_per_split_and_the
         assert record["n_train"] == record["n_dev"] == 4
 
 
+# ------------------------------------------------------------------------------------ claims left behind
+def test_an_empty_claim_file_left_by_a_killed_process_is_taken_over_without_naming_no_process(
+        tmp_path, model_dir, capsys):
+    config = with_model(write_task(tmp_path), model_dir)
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 0
+    rid = ResultsStore(out).records()[0]["run_id"]
+    # a process killed between creating its claim and writing it left an empty file; the run is not recorded
+    (out / "results.jsonl").unlink()
+    claim = out / ".claims" / f"{rid}.claim"
+    claim.write_text("")
+    os.utime(claim, (time.time() - 10, time.time() - 10))
+    capsys.readouterr()
+    started = time.monotonic()
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 0
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 60 and "waiting" not in err  # taken over at once
+    assert [r["run_id"] for r in ResultsStore(out).records()] == [rid] and not claim.exists()
+    # one that is still being written is waited for a moment, and its (unknown) process is not named
+    (out / "results.jsonl").unlink()
+    claim.write_text("")
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 0
+    err = capsys.readouterr().err
+    assert "waiting for 1 run" in err and "pid None" not in err and "None on None" not in err
+    assert [r["run_id"] for r in ResultsStore(out).records()] == [rid] and not claim.exists()
+
+
 # --------------------------------------------------------------------------------- before the model loads
 def test_a_k_larger_than_the_data_holds_is_refused_before_the_model_loads(tmp_path, capsys):
     config = write_task(tmp_path, data_seeds=(13, 21))

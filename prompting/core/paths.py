@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["slug", "inside", "check_output_dir", "check_text_file", "atomic_write", "atomic_path",
-           "os_error_message"]
+           "os_error_message", "naming"]
 
 MAX_SLUG = 100  # file systems allow 255 bytes; room is left for the prefixes and suffixes added around it
 # mkstemp makes a file only its owner can read; a finished file gets the usual mode (0666 less the umask)
@@ -68,6 +68,19 @@ def os_error_message(err: OSError) -> str:
     if code == errno.ENOSPC:
         return f"no space left on the device holding {shown}; free some space and run the same command again"
     return f"{shown}: {err.strerror or err}; check the path and its permissions"
+
+
+@contextmanager
+def naming(path: str | Path, replacing: str | Path | None = None):
+    """Give ``path`` to an OSError raised in the block that names no file (a write to an open file or
+    descriptor: a full disk, an I/O error), or names ``replacing`` (the temporary file written for it), so
+    that :func:`os_error_message` says which file failed."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None or (replacing is not None and str(err.filename) == str(replacing)):
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
 
 
 def check_output_dir(path: str | Path, option: str = "--output-dir") -> Path:

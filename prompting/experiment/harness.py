@@ -231,7 +231,7 @@ class Experiment:
             if time.monotonic() - told >= 60:
                 told = time.monotonic()
                 holders = [self.store.claims.holder(r.run_id) for r in pending]
-                who = sorted({f"pid {h['pid']} on {h['host']}" for h in holders if h})
+                who = sorted({f"pid {h['pid']} on {h['host']}" for h in holders if h and h.get("pid") is not None})
                 print(f"{self.name}: waiting for {len(pending)} run{'s' if len(pending) > 1 else ''} that "
                       f"{'another process is' if len(who) < 2 else 'other processes are'} running "
                       f"({', '.join(who) or 'finishing'}): {', '.join(describe_run(r) for r in pending[:3])}"
