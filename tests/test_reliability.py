@@ -629,6 +629,115 @@ def test_an_empty_claim_file_left_by_a_killed_process_is_taken_over_without_nami
     assert [r["run_id"] for r in ResultsStore(out).records()] == [rid] and not claim.exists()
 
 
+# ------------------------------------------------------------------------ messages that name what is wrong
+def test_a_cut_off_predictions_file_is_named_with_what_to_do(tmp_path, capsys):
+    store = ResultsStore(tmp_path)
+    store.append(record(train_seed=1))
+    store.append(record(train_seed=2))
+    rid = store.records()[0]["run_id"]
+    store.save_predictions(rid, {"labels": ["0", "1"], "test": [[0.2, 0.8]] * 4, "test_gold": ["1"] * 4})
+    path = tmp_path / "predictions" / f"{rid}.json"
+    path.write_text(path.read_text()[:50])  # cut off
+    assert main(["report", str(tmp_path)]) == 2
+    err = one_error_line(capsys, "report")
+    assert f"{path} is not complete JSON" in err and "Delete it: the run's record" in err
+    assert "delete it and the run's line in results.jsonl to run it again" in err
+    path.unlink()  # as the message says: the report is made without that run's scores
+    assert main(["report", str(tmp_path)]) == 0
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, model_dir, monkeypatch, capsys):
+    import prompting.core.paths as paths
+
+    config = with_model(write_task(tmp_path), model_dir)
+    out = tmp_path / "out"
+
+    class Full:
+        """A file on a full disk: writes fail with ENOSPC, which names no file."""
+
+        def __init__(self, *args, **kwargs):
+            self.file = open(*args, **kwargs)
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(paths, "open", Full, raising=False)  # the predictions file, written whole
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the task's line, as the run had begun
+    assert f"no space left on the device holding '{out / 'predictions'}{os.sep}" in err and ".json'" in err
+    assert ".tmp" not in err
+    monkeypatch.undo()
+
+    records, write = set(), os.write
+    opened = os.open
+
+    def open_fd(path, flags, *args, **kwargs):
+        fd = opened(path, flags, *args, **kwargs)
+        (records.add if str(path).endswith("results.jsonl") else records.discard)(fd)
+        return fd
+
+    def full_write(fd, data):
+        if fd in records:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "open", open_fd)
+    monkeypatch.setattr(os, "write", full_write)
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert f"no space left on the device holding '{out / 'results.jsonl'}'; free some space" in err
+
+
+def test_an_output_dir_that_is_a_dangling_symbolic_link_says_so(tmp_path, capsys):
+    config = write_task(tmp_path / "cfg")
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n" + config.read_text())
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "gone")
+    for out, where in ((link, ""), (link / "sub", f" (its part '{link}')")):
+        assert main(["run", str(config), "--output-dir", str(out), "-q"]) == 2
+        err = one_error_line(capsys, "run")
+        assert f"--output-dir '{out}'{where} is a symbolic link to '{tmp_path / 'gone'}', which does not exist" in err
+
+
+def test_a_sqlite_storage_below_a_file_says_so(tmp_path, capsys):
+    config = write_task(tmp_path / "cfg")
+    (tmp_path / "notes").write_text("")
+    for database in (tmp_path / "notes" / "runs.db", tmp_path / "notes" / "more" / "runs.db"):
+        assert main(["run", str(config), "--storage", f"sqlite:///{database}", "--output-dir",
+                     str(tmp_path / "out"), "-q"]) == 2
+        err = one_error_line(capsys, "run")
+        assert f"'{tmp_path / 'notes'}' is a file, not a folder, so the database '{database}' cannot be made" in err
+
+
+def test_a_typo_in_a_local_model_folder_says_the_folder_does_not_exist(tmp_path, monkeypatch, capsys):
+    config = write_task(tmp_path)
+    (tmp_path / "checkpoints" / "tiny-llama").mkdir(parents=True)
+    config.write_text("model: ./checkpoints/tiny-lama\n" + config.read_text())
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert ("model './checkpoints/tiny-lama': folder './checkpoints/tiny-lama' does not exist; folders in "
+            "'checkpoints' with a close name: tiny-llama") in err
+    assert "Hugging Face cache" not in err
+
+
+def test_a_jsonl_line_that_is_a_list_is_named_as_one(tmp_path, capsys):
+    config = write_task(tmp_path)
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n"
+                      + config.read_text().replace("test: test.tsv", "test: test.jsonl"))
+    (tmp_path / "test.jsonl").write_text('{"sentence": "the film was great .", "label": 1}\n["the film was bad .", 0]\n')
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert f"{tmp_path / 'test.jsonl'}: line 2 is a JSON list, not an object with named fields" in err
+    assert "position" not in err
+
+
 # --------------------------------------------------------------------------------- before the model loads
 def test_a_k_larger_than_the_data_holds_is_refused_before_the_model_loads(tmp_path, capsys):
     config = write_task(tmp_path, data_seeds=(13, 21))

@@ -95,8 +95,12 @@ def check_output_dir(path: str | Path, option: str = "--output-dir") -> Path:
                              "(it is created if missing)")
         _check_writable(path, option, path)
         return path
-    parent = path.parent
+    parent = path
     while not parent.exists() and parent != parent.parent:
+        if parent.is_symlink():  # a link to nothing: no folder can be made there
+            where = "" if parent == path else f" (its part {str(parent)!r})"
+            raise ValueError(f"{option} {str(path)!r}{where} is a symbolic link to {os.readlink(parent)!r}, which "
+                             "does not exist; create the folder it points to, or give another folder")
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"{option} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a folder")
@@ -157,8 +161,8 @@ def atomic_path(path: str | Path):
 def atomic_write(path: str | Path, text: str, encoding: str = "utf-8", sync: bool = False) -> Path:
     """Write ``text`` to ``path`` through :func:`atomic_path` (``sync``: flushed to disk first)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding=encoding, newline="") as f:
+    with naming(path), atomic_path(path) as tmp:
+        with naming(path, replacing=tmp), open(tmp, "w", encoding=encoding, newline="") as f:
             f.write(text)
             if sync:
                 f.flush()
