@@ -747,3 +747,13 @@ def test_a_k_larger_than_the_data_holds_is_refused_before_the_model_loads(tmp_pa
     err = one_error_line(capsys, "run")
     assert "task 'toy', K = 500 (fewshot: k), data seed 13: label '0' has 12 examples" in err
     assert "this data allows K up to 6; lower fewshot: k" in err and "no-such-model" not in err
+
+
+def test_an_unreachable_storage_is_refused_before_the_model_loads(tmp_path, capsys):
+    config = write_task(tmp_path)
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n" + config.read_text())
+    assert main(["run", str(config), "--storage", "postgresql://me:s3cret@127.0.0.1:1/runs",
+                 "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert "cannot open storage 'postgresql://me:***@127.0.0.1:1/runs'" in err and "can be reached" in err
+    assert "no-such-model" not in err and "s3cret" not in err

@@ -73,7 +73,8 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
             if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(first):
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
                 continue
-            raise StorageError(f"cannot open storage {shown!r}: {first}") from None
+            raise StorageError(f"cannot open storage {shown!r}: {first}; check that the database can be reached "
+                               "from here and that the URL's host, port, user, password and database are right") from None
 
 
 def _immediate_transactions(engine) -> None:
