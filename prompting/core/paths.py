@@ -148,7 +148,8 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
-        yield Path(tmp)
+        with naming(path, replacing=tmp):  # a failed write (a full disk) names the file, not the temporary one
+            yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -161,8 +162,8 @@ def atomic_path(path: str | Path):
 def atomic_write(path: str | Path, text: str, encoding: str = "utf-8", sync: bool = False) -> Path:
     """Write ``text`` to ``path`` through :func:`atomic_path` (``sync``: flushed to disk first)."""
     path = Path(path)
-    with naming(path), atomic_path(path) as tmp:
-        with naming(path, replacing=tmp), open(tmp, "w", encoding=encoding, newline="") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding=encoding, newline="") as f:
             f.write(text)
             if sync:
                 f.flush()

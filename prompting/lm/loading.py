@@ -106,7 +106,8 @@ def check_device_map(device_map: str) -> str:
 def missing_folder(name: str) -> str | None:
     """What to say about a model name that names a local folder that does not exist, or None for a name
     that is not a path. A path starts with ``.``, ``/`` or ``~``, ends with a separator, has more parts than
-    a hub id (``ORG/NAME``), or has a parent folder that exists here."""
+    a hub id (``ORG/NAME``), or has a parent folder that exists here. Folders with a close name are listed;
+    without one, the models that work offline."""
     shown = os.path.expanduser(name).rstrip("/" + os.sep) or name
     path = Path(shown)
     if name in ALIASES or path.exists():
@@ -116,16 +117,19 @@ def missing_folder(name: str) -> str | None:
     if not (name.startswith((".", "/", "~")) or name[-1:] in separators
             or sum(name.count(s) for s in separators) >= 2 or (str(parent) != "." and parent.is_dir())):
         return None
+    elsewhere = f"; check the path, or give a model that works offline.\n{offline_alternatives()}"
     if not parent.is_dir():
         found = next((p for p in parent.parents if p.is_dir()), None)
         return (f"model {name!r}: folder {shown!r} does not exist, nor does {str(parent)!r}"
-                + (f" (the nearest folder that does is {str(found)!r})" if found is not None else "") + "; check the path")
+                + (f" (the nearest folder that does is {str(found)!r})" if found is not None else "") + elsewhere)
     import difflib
 
     names = sorted(p.name for p in parent.iterdir() if p.is_dir())
     close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)
-    return (f"model {name!r}: folder {shown!r} does not exist"
-            + (f"; folders in {str(parent)!r} with a close name: {', '.join(close)}" if close else "") + "; check the path")
+    if not close:
+        return f"model {name!r}: folder {shown!r} does not exist{elsewhere}"
+    return (f"model {name!r}: folder {shown!r} does not exist; folders in {str(parent)!r} with a close name: "
+            f"{', '.join(close)}; check the path")
 
 
 def load_pretrained(name: str, allow_download: bool = False, dtype=torch.float32, device_map: str | None = None):
