@@ -16,8 +16,9 @@ claimer takes it over, when its process is gone (same host) or when it has not b
 ``stale_after`` seconds (any host: a background thread of the owner touches its claims every
 ``heartbeat`` seconds, so only a dead owner, or one cut off from the folder, goes stale; a hung one
 keeps its claims until it is stopped). A claim file that is still empty or unreadable after
-:data:`UNWRITTEN` seconds (its creator writes it at once; one killed in between leaves it so) is stale too. Taking over and releasing run under an ``flock`` on
-``.guard``, so a claim is never removed between another process's look and its move.
+:data:`UNWRITTEN` seconds is stale too (its creator writes it at once; one killed in between leaves it
+so). Taking over and releasing run under an ``flock`` on ``.guard``, so a claim is never removed
+between another process's look and its move.
 Nothing here knows about runs: a sweep worker can claim trials the same way.
 """
 
