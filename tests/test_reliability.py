@@ -505,3 +505,255 @@ def test_a_verbalizer_that_would_not_read_back_is_refused_by_name(tmp_path, monk
     with pytest.raises(ValueError, match=r"the verbalizer \{'0': \['null'\], '1': \['good'\]\} would read back"):
         labelsearch.write_verbalizer(path, {0: ["null"], 1: ["good"]}, task="sst2")
     assert not path.exists()
+
+
+# ------------------------------------------------------------------- data files as editors and spreadsheets save them
+def test_a_field_over_the_csv_modules_limit_loads(tmp_path, model_dir):
+    # csv refuses a field over 131,072 characters by default: a long document in one cell
+    config = with_model(write_task(tmp_path), model_dir)
+    long_text = "the film was great and the cast was good , " * 5000  # 215,000 characters
+    with open(tmp_path / "test.tsv", "a") as f:
+        f.write(f"{long_text}\t1\n")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q", "--no-summary"]) == 0
+    assert ResultsStore(tmp_path / "out").records()[0]["n_test"] == 7
+    csv_file = tmp_path / "long.csv"
+    csv_file.write_text(f'sentence,label\n"{long_text}",1\n')
+    from prompting.core.data import load_examples
+
+    assert load_examples(csv_file, {"text_a": "sentence"})[0]["text_a"] == long_text
+
+
+def label_first(folder: Path, header: bool, extra: str) -> Path:
+    """A config whose train file has the label first (with or without a header), then ``extra`` as a row."""
+    config = write_task(folder)
+    config.write_text(f"model: {folder / 'no-such-model'}\n" + config.read_text())
+    rows = [line.split("\t") for line in (folder / "train.tsv").read_text().splitlines()[1:]]
+    (folder / "train.tsv").write_text(("label\tsentence\n" if header else "")
+                                      + "".join(f"{label}\t{text}\n" for text, label in rows) + extra)
+    if not header:
+        config.write_text(config.read_text().replace(
+            "fields: {text_a: sentence}", "header: false, label_column: 0, text_columns: [1]"))
+    return config
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_a_tab_inside_a_text_is_refused_naming_the_row_not_read_as_the_words_before_it(tmp_path, header, capsys):
+    config = label_first(tmp_path, header, "1\tgreat film\tI loved it\n")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    train = tmp_path / "train.tsv"
+    counts = "but the header has 2 (label, sentence)" if header else "but the first row has 2"
+    assert f"{train}: row 24 (line {26 if header else 25} of the file) has 3 fields, {counts}" in err
+    assert "a tab inside a text makes an extra field" in err and "or save the data as JSONL" in err
+    assert "'great film' | 'I loved it'" in err
+    assert "no-such-model" not in err  # refused before the model loads
+    # a row with fewer fields than the first is refused too in a file without a header
+    if not header:
+        config = label_first(tmp_path, header, "1\n")
+        assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+        assert f"{train}: row 24 (line 25 of the file) has 1 fields, but the first row has 2" in \
+            one_error_line(capsys, "run")
+
+
+def test_files_saved_with_a_byte_order_mark_read_as_without_one(tmp_path, model_dir):
+    # Excel's "CSV UTF-8" starts the file with a byte-order mark, as some editors do for YAML and JSONL
+    config = with_model(write_task(tmp_path), model_dir)
+    for name in ("train", "test"):
+        rows = [line.split("\t") for line in (tmp_path / f"{name}.tsv").read_text().splitlines()]
+        (tmp_path / f"{name}.csv").write_text("".join(f"{s},{label}\n" for s, label in rows), encoding="utf-8-sig")
+    jsonl = "".join(json.dumps({"sentence": s, "label": int(label)}) + "\n" for s, label in rows[1:])
+    (tmp_path / "test.jsonl").write_text(jsonl, encoding="utf-8-sig")
+    text = config.read_text().replace("train.tsv", "train.csv").replace("test.tsv", "test.jsonl")
+    config.write_text(text, encoding="utf-8-sig")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q", "--no-summary"]) == 0
+    record = ResultsStore(tmp_path / "out").records()[0]
+    assert record["model"] == str(model_dir) and record["n_test"] == 6
+    # without a header the mark would have gone into the first text; a fact file is read the same way
+    from prompting.core.data import load_examples
+    from prompting.tasks.lama import load_facts
+
+    first = load_examples(tmp_path / "test.csv", {"text_a": 0}, label_column=1, header=False)[0]
+    assert first["text_a"] == "sentence"
+    facts = tmp_path / "facts.csv"
+    facts.write_text("sub_label,obj_label\nParis,France\n", encoding="utf-8-sig")
+    assert load_facts(facts)[0].fields == {"sub_label": "Paris"}
+
+
+def test_texts_in_both_train_and_dev_of_a_split_are_noted_once_per_split_and_the_split_is_unchanged(
+        tmp_path, model_dir, capsys):
+    from prompting.core.data import load_examples, sample_kshot, shared_texts
+
+    config = with_model(write_task(tmp_path, data_seeds=(13, 21, 42)), model_dir)
+    train = tmp_path / "train.tsv"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join(lines[:9] + lines[1:9] * 3) + "\n")  # 8 texts, each four times
+    examples = load_examples(train, {"text_a": "sentence"})
+    splits = {seed: sample_kshot(examples, 2, seed, ("0", "1")) for seed in (13, 21, 42)}
+    shared = {seed: shared_texts(*split) for seed, split in splits.items()}
+    assert any(shared.values())
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q", "--no-summary"]) == 0
+    err = capsys.readouterr().err
+    for seed, n in shared.items():
+        note = f"note: task 'toy': data seed {seed}: {n} of the 4 dev examples have a text that is also in train"
+        assert err.count(note) == (1 if n else 0), err
+    assert err.count("de-duplicate the data file") == sum(1 for n in shared.values() if n)
+    # the runs were trained and scored on the splits the sampler always drew
+    for record in ResultsStore(tmp_path / "out").records():
+        assert record["n_train"] == record["n_dev"] == 4
+
+
+# ------------------------------------------------------------------------------------ claims left behind
+def test_an_empty_claim_file_left_by_a_killed_process_is_taken_over_without_naming_no_process(
+        tmp_path, model_dir, capsys):
+    config = with_model(write_task(tmp_path), model_dir)
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 0
+    rid = ResultsStore(out).records()[0]["run_id"]
+    # a process killed between creating its claim and writing it left an empty file; the run is not recorded
+    (out / "results.jsonl").unlink()
+    claim = out / ".claims" / f"{rid}.claim"
+    claim.write_text("")
+    os.utime(claim, (time.time() - 10, time.time() - 10))
+    capsys.readouterr()
+    started = time.monotonic()
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 0
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 60 and "waiting" not in err  # taken over at once
+    assert [r["run_id"] for r in ResultsStore(out).records()] == [rid] and not claim.exists()
+    # one that is still being written is waited for a moment, and its (unknown) process is not named
+    (out / "results.jsonl").unlink()
+    claim.write_text("")
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 0
+    err = capsys.readouterr().err
+    assert "waiting for 1 run" in err and "pid None" not in err and "None on None" not in err
+    assert [r["run_id"] for r in ResultsStore(out).records()] == [rid] and not claim.exists()
+
+
+# ------------------------------------------------------------------------ messages that name what is wrong
+def test_a_cut_off_predictions_file_is_named_with_what_to_do(tmp_path, capsys):
+    store = ResultsStore(tmp_path)
+    store.append(record(train_seed=1))
+    store.append(record(train_seed=2))
+    rid = store.records()[0]["run_id"]
+    store.save_predictions(rid, {"labels": ["0", "1"], "test": [[0.2, 0.8]] * 4, "test_gold": ["1"] * 4})
+    path = tmp_path / "predictions" / f"{rid}.json"
+    path.write_text(path.read_text()[:50])  # cut off
+    assert main(["report", str(tmp_path)]) == 2
+    err = one_error_line(capsys, "report")
+    assert f"{path} is not complete JSON" in err and "Delete it: the run's record" in err
+    assert "delete it and the run's line in results.jsonl to run it again" in err
+    path.unlink()  # as the message says: the report is made without that run's scores
+    assert main(["report", str(tmp_path)]) == 0
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, model_dir, monkeypatch, capsys):
+    import prompting.core.paths as paths
+
+    config = with_model(write_task(tmp_path), model_dir)
+    out = tmp_path / "out"
+
+    class Full:
+        """A file on a full disk: writes fail with ENOSPC, which names no file."""
+
+        def __init__(self, *args, **kwargs):
+            self.file = open(*args, **kwargs)
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(paths, "open", Full, raising=False)  # the predictions file, written whole
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the task's line, as the run had begun
+    assert f"no space left on the device holding '{out / 'predictions'}{os.sep}" in err and ".json'" in err
+    assert ".tmp" not in err
+    monkeypatch.undo()
+
+    records, write = set(), os.write
+    opened = os.open
+
+    def open_fd(path, flags, *args, **kwargs):
+        fd = opened(path, flags, *args, **kwargs)
+        (records.add if str(path).endswith("results.jsonl") else records.discard)(fd)
+        return fd
+
+    def full_write(fd, data):
+        if fd in records:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "open", open_fd)
+    monkeypatch.setattr(os, "write", full_write)
+    assert main(["run", str(config), "--output-dir", str(out), "-q", "--no-summary"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert f"no space left on the device holding '{out / 'results.jsonl'}'; free some space" in err
+
+
+def test_an_output_dir_that_is_a_dangling_symbolic_link_says_so(tmp_path, capsys):
+    config = write_task(tmp_path / "cfg")
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n" + config.read_text())
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "gone")
+    for out, where in ((link, ""), (link / "sub", f" (its part '{link}')")):
+        assert main(["run", str(config), "--output-dir", str(out), "-q"]) == 2
+        err = one_error_line(capsys, "run")
+        assert f"--output-dir '{out}'{where} is a symbolic link to '{tmp_path / 'gone'}', which does not exist" in err
+
+
+def test_a_sqlite_storage_below_a_file_says_so(tmp_path, capsys):
+    config = write_task(tmp_path / "cfg")
+    (tmp_path / "notes").write_text("")
+    for database in (tmp_path / "notes" / "runs.db", tmp_path / "notes" / "more" / "runs.db"):
+        assert main(["run", str(config), "--storage", f"sqlite:///{database}", "--output-dir",
+                     str(tmp_path / "out"), "-q"]) == 2
+        err = one_error_line(capsys, "run")
+        assert f"'{tmp_path / 'notes'}' is a file, not a folder, so the database '{database}' cannot be made" in err
+
+
+def test_a_typo_in_a_local_model_folder_says_the_folder_does_not_exist(tmp_path, monkeypatch, capsys):
+    config = write_task(tmp_path)
+    (tmp_path / "checkpoints" / "tiny-llama").mkdir(parents=True)
+    config.write_text("model: ./checkpoints/tiny-lama\n" + config.read_text())
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert ("model './checkpoints/tiny-lama': folder './checkpoints/tiny-lama' does not exist; folders in "
+            "'checkpoints' with a close name: tiny-llama") in err
+    assert "Hugging Face cache" not in err
+
+
+def test_a_jsonl_line_that_is_a_list_is_named_as_one(tmp_path, capsys):
+    config = write_task(tmp_path)
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n"
+                      + config.read_text().replace("test: test.tsv", "test: test.jsonl"))
+    (tmp_path / "test.jsonl").write_text('{"sentence": "the film was great .", "label": 1}\n["the film was bad .", 0]\n')
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert f"{tmp_path / 'test.jsonl'}: line 2 is a JSON list, not an object with named fields" in err
+    assert "position" not in err
+
+
+# --------------------------------------------------------------------------------- before the model loads
+def test_a_k_larger_than_the_data_holds_is_refused_before_the_model_loads(tmp_path, capsys):
+    config = write_task(tmp_path, data_seeds=(13, 21))
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n"
+                      + config.read_text().replace("fewshot: {k: 2,", "fewshot: {k: 500,"))
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert "task 'toy', K = 500 (fewshot: k), data seed 13: label '0' has 12 examples" in err
+    assert "this data allows K up to 6; lower fewshot: k" in err and "no-such-model" not in err
+
+
+def test_an_unreachable_storage_is_refused_before_the_model_loads(tmp_path, capsys):
+    config = write_task(tmp_path)
+    config.write_text(f"model: {tmp_path / 'no-such-model'}\n" + config.read_text())
+    assert main(["run", str(config), "--storage", "postgresql://me:s3cret@127.0.0.1:1/runs",
+                 "--output-dir", str(tmp_path / "out"), "-q"]) == 2
+    err = one_error_line(capsys, "run")
+    assert "cannot open storage 'postgresql://me:***@127.0.0.1:1/runs'" in err and "can be reached" in err
+    assert "no-such-model" not in err and "s3cret" not in err

@@ -10,7 +10,7 @@ import pytest
 
 from prompting.cli import main
 from prompting.experiment.results import ResultsStore
-from test_reliability import model_dir, one_error_line, with_model, write_task  # noqa: F401 (a fixture)
+from test_reliability import one_error_line, with_model, write_task
 
 
 def test_demonstrations_asking_more_per_class_than_a_split_holds_are_refused_before_the_model(tmp_path, capsys):
@@ -40,7 +40,7 @@ def test_a_manual_prompt_on_a_template_with_learned_slots_is_refused(tmp_path, c
     assert "method 'manual zero-shot'" in err and "{soft} slots, which method 'manual' does not learn" in err
 
 
-def test_label_names_that_yaml_reads_as_booleans_keep_their_words(tmp_path, model_dir):
+def test_label_names_that_yaml_reads_as_booleans_keep_their_words(tmp_path, tiny_llama_dir):
     folder = tmp_path / "task"
     folder.mkdir()
     rows = [{"text": f"the film was {w}.", "label": flag} for w, flag in
@@ -48,7 +48,7 @@ def test_label_names_that_yaml_reads_as_booleans_keep_their_words(tmp_path, mode
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
     config = folder / "exp.yaml"
-    config.write_text(f"""model: {model_dir}
+    config.write_text(f"""model: {tiny_llama_dir}
 device: cpu
 task: {{name: flags, train: train.jsonl, test: test.jsonl, fields: {{text_a: text}}, labels: {{false: no, true: yes}}}}
 fewshot: {{k: 2, data_seeds: [13]}}
@@ -62,8 +62,8 @@ methods:
     assert ResultsStore(tmp_path / "out").load_predictions(record["run_id"])["labels"] == ["no", "yes"]
 
 
-def test_an_ensemble_whose_members_scores_are_gone_says_so(tmp_path, model_dir, capsys):
-    config = with_model(write_task(tmp_path, patterns=2), model_dir)
+def test_an_ensemble_whose_members_scores_are_gone_says_so(tmp_path, tiny_llama_dir, capsys):
+    config = with_model(write_task(tmp_path, patterns=2), tiny_llama_dir)
     out = tmp_path / "out"
     assert main(["run", str(config), "--output-dir", str(out), "-q"]) == 0
     shutil.rmtree(out / "predictions")
@@ -87,8 +87,8 @@ def test_a_device_that_is_not_a_device_is_refused_before_the_model(tmp_path, cap
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is here")
 @pytest.mark.parametrize("options", [["--device", "cuda"], ["--workers", "2", "--devices", "cuda:0,cuda:1"]])
-def test_a_cuda_device_without_cuda_is_refused_before_any_model_loads(tmp_path, capsys, model_dir, options):
-    config = with_model(write_task(tmp_path), model_dir)
+def test_a_cuda_device_without_cuda_is_refused_before_any_model_loads(tmp_path, capsys, tiny_llama_dir, options):
+    config = with_model(write_task(tmp_path), tiny_llama_dir)
     assert main(["run", str(config), "--output-dir", str(tmp_path / "out"), "-q", *options]) == 2
     err = one_error_line(capsys, "run")
     assert "is not available: this torch is a build without CUDA; use device: cpu (or auto)" in err

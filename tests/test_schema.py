@@ -178,6 +178,7 @@ def test_the_default_kv_cache_reaches_the_lm(tmp_path, tiny_llama_dir):
     cfg = parse_config({"model": str(tiny_llama_dir), "task": {"name": "toy", "train": "train.tsv",
                                                                "test": "train.tsv", "labels": [0, 1]},
                         "templates": {"patterns": ["{text_a} {mask}"], "verbalizers": [{0: "bad", 1: "good"}]},
+                        "fewshot": {"k": 2},  # 4 examples per class: K = 2 for train and 2 for dev
                         "methods": [{"name": "manual", "train": False}]}, base=tmp_path)
     assert cfg.kv_cache_mb == KV_CACHE_MB
     experiment = build_experiment(cfg, tmp_path / "out")

@@ -44,7 +44,7 @@ def task_source(args) -> tuple[dict, Path | None, list | None]:
         return cfg.task, cfg.base, cfg.prompts
     if args.task_file:
         path = check_text_file(args.task_file, "--task-file")
-        documents = load_yaml(path.read_text(encoding="utf-8"))
+        documents = load_yaml(path.read_text(encoding="utf-8-sig"))
         data = documents[0] if documents else None
         section = data["task"] if isinstance(data, dict) and "task" in data else data
         try:

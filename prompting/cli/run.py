@@ -32,7 +32,7 @@ def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
 
 
 def cmd_run(args) -> int:
-    from prompting.cli.workers import check_worker_options, run_workers
+    from prompting.cli.workers import check_storage, check_worker_options, run_workers
     from prompting.config.experiment import load_configs
     from prompting.core.paths import check_output_dir, slug
 
@@ -40,6 +40,8 @@ def cmd_run(args) -> int:
     configs = load_configs(check_config_file(args.config))
     output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
     check_worker_options(args, output)
+    if args.storage is not None:
+        check_storage(args)
     started = time.perf_counter()
     if args.workers is not None:
         if run_workers(args, output):

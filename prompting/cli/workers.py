@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prompting.cli.common import check_count
-from prompting.experiment.storage import engine_url, shown_url
+from prompting.cli.common import check_count, quiet_optuna
+from prompting.experiment.storage import engine_url, open_storage, shown_url
 
-__all__ = ["add_worker_options", "check_worker_options", "run_workers"]
+__all__ = ["add_worker_options", "check_worker_options", "check_storage", "run_workers"]
 
 
 def add_worker_options(p) -> None:
@@ -44,6 +44,13 @@ def check_worker_options(args, output: Path) -> None:
         args.storage = "sqlite:///" + str((output / ".workers" / "runs.db").resolve())
     if args.storage is not None:
         engine_url(args.storage)  # a bad URL is refused before any model loads
+
+
+def check_storage(args) -> None:
+    """Connect to ``--storage`` once, before any model loads: a database that cannot be reached (no server,
+    a wrong password) is found now, not after the model has loaded."""
+    quiet_optuna(args)
+    open_storage(args.storage, args.heartbeat_interval, args.grace_period).engine.dispose()
 
 
 def _devices(args) -> list[str | None]:

@@ -127,7 +127,7 @@ def load_prompt_file(path_or_name: str | Path, base: Path | None = None,
     ``default_verbalizer``: what a file without verbalizers gets (a multiple-choice task's choices)."""
     path = _resolve(str(path_or_name), base, "templates")
     try:
-        documents = load_yaml(path.read_text())
+        documents = load_yaml(path.read_text(encoding="utf-8-sig"))
         data = documents[0] if documents else None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
@@ -346,7 +346,7 @@ def load_configs(path: str | Path) -> list[ExperimentConfig | ProbeConfig]:
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        documents = [d for d in load_yaml(path.read_text()) if d is not None]
+        documents = [d for d in load_yaml(path.read_text(encoding="utf-8-sig")) if d is not None]
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not documents:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 __all__ = [
-    "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot",
+    "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot", "shared_texts",
     "compute_metrics", "METRICS", "dev_key", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS",
 ]
 
@@ -158,21 +158,26 @@ def _nested(row: Mapping, column: str):
     return value
 
 
+CSV_FIELD_LIMIT = 2**31 - 1  # csv's own limit, 131,072 characters, refuses a long document in one field
+
+
+def wide_csv_fields() -> None:
+    """Let the csv module read a field of any length (its default limit fails on long documents)."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+
+
+# text files are read as utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, not read as text
+ENCODING = "utf-8-sig"
+
+
 def _read_table(path: Path, fmt: str, header: bool) -> _Table:
     if fmt == "jsonl":
-        rows, lines = [], []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise DataError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
-                    lines.append(n)
-        return _Table(path, rows, lines)
+        return _read_jsonl(path)
     if fmt in DATASETS_FORMATS:
         return _Table(path, _datasets_rows(path, fmt), [])
-    with open(path, encoding="utf-8", newline="") as f:
+    wide_csv_fields()
+    with open(path, encoding=ENCODING, newline="") as f:
         # GLUE tsv files contain unbalanced quote characters: never treat quotes as special there
         reader = (csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(f))
         rows, lines, start = [], [], 1
@@ -181,9 +186,56 @@ def _read_table(path: Path, fmt: str, header: bool) -> _Table:
                 rows.append(row)
                 lines.append(start)
             start = reader.line_num + 1
-    if header and rows:
-        return _Table(path, rows[1:], lines[1:], header=rows[0])
+    table = _Table(path, rows[1:], lines[1:], header=rows[0]) if header and rows else _Table(path, rows, lines)
+    _check_widths(table, fmt)
+    return table
+
+
+def _read_jsonl(path: Path) -> _Table:
+    """One JSON object a line (blank lines skipped)."""
+    rows, lines = [], []
+    with open(path, encoding=ENCODING) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
+            if not isinstance(row, Mapping):
+                kind = {list: "a JSON list", str: "a JSON string", bool: "true or false", type(None): "null"}
+                raise DataError(f"{path}: line {n} is {kind.get(type(row), 'a number')}, not an object with "
+                                'named fields; write each line as an object: {"sentence": "...", "label": 1}')
+            rows.append(row)
+            lines.append(n)
     return _Table(path, rows, lines)
+
+
+def _check_widths(table: _Table, fmt: str) -> None:
+    """Every csv / tsv row has as many fields as the header (or, without one, as the first row): a tab or
+    comma inside a text would otherwise shift or drop words silently. Extra fields that are empty (a
+    trailing tab or comma) are dropped."""
+    if not table.rows:
+        return
+    width = len(table.header) if table.header is not None else len(table.rows[0])
+    for n, row in enumerate(table.rows):
+        extra = row[width:]
+        if any(field.strip() for field in extra) or (table.header is None and len(row) < width):
+            name = "tab" if fmt == "tsv" else "comma"
+            what = (f"the header has {width} ({', '.join(table.header)}); a {name} inside a text makes an extra "
+                    "field" if table.header is not None else f"the first row has {width}; every row needs as many "
+                    f"(a {name} inside a text makes an extra field, in this row or in the first)")
+            hint = ("replace that tab with a space (tab-separated files are read without quotes)" if fmt == "tsv"
+                    else "put that text in double quotes")
+            raise DataError(f"{table.path}: row {n} (line {table.lines[n]} of the file) has {len(row)} fields, "
+                            f"but {what}: {hint}, or save the data as JSONL{_shown_fields(row)}")
+        if extra:
+            table.rows[n] = row[:width]
+
+
+def _shown_fields(row: list) -> str:
+    shown = [field if len(field) <= 30 else field[:27] + "..." for field in row[:6]]
+    return f" (its fields: {' | '.join(repr(f) for f in shown)}{' ...' if len(row) > 6 else ''})"
 
 
 def _datasets_rows(path: Path, fmt: str) -> list[dict]:
@@ -341,7 +393,8 @@ def _mr(data_dir=None, **_) -> Task:
     if not path.exists():
         raise DataError(f"task 'mr': {str(path)!r} does not exist")
     seen, by_label = set(), defaultdict(list)
-    with bz2.open(path, "rt", encoding="utf-8") as f:
+    wide_csv_fields()
+    with bz2.open(path, "rt", encoding=ENCODING) as f:
         for row in csv.DictReader(f):
             label = {"rotten": "0", "fresh": "1"}.get(row["category"])
             text = " ".join(row["text"].split())
@@ -404,14 +457,26 @@ def sample_kshot(examples: Sequence[Example], k: int, seed: int,
         pool = by_label.get(label, [])
         need = 2 * k if with_dev else k
         if len(pool) < need:
+            most = min(len(by_label.get(x, [])) for x in labels) // (2 if with_dev else 1)
             raise DataError(f"label {label!r} has {len(pool)} examples; K={k} per class "
-                            + (f"for train and another K for dev needs at least {need}" if with_dev else f"needs {k}"))
+                            + (f"for train and another K for dev needs at least {need}" if with_dev else f"needs {k}")
+                            + (f"; this data allows K up to {most}" if most else ""))
         picked = rng.sample(pool, need)
         train += picked[:k]
         dev += picked[k:]
     rng.shuffle(train)
     rng.shuffle(dev)
     return train, dev
+
+
+def shared_texts(train: Sequence[Example], dev: Sequence[Example]) -> int:
+    """How many ``dev`` examples have the text (every field, spaces aside) of a ``train`` example: data
+    that holds a text twice can put it on both sides of a split."""
+    def text(ex: Example) -> tuple:
+        return tuple(sorted((name, " ".join(str(value).split())) for name, value in ex.fields.items()))
+
+    seen = {text(ex) for ex in train}
+    return sum(text(ex) in seen for ex in dev)
 
 
 def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, float]:

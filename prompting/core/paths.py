@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["slug", "inside", "check_output_dir", "check_text_file", "atomic_write", "atomic_path",
-           "os_error_message"]
+           "os_error_message", "naming"]
 
 MAX_SLUG = 100  # file systems allow 255 bytes; room is left for the prefixes and suffixes added around it
 # mkstemp makes a file only its owner can read; a finished file gets the usual mode (0666 less the umask)
@@ -70,6 +70,19 @@ def os_error_message(err: OSError) -> str:
     return f"{shown}: {err.strerror or err}; check the path and its permissions"
 
 
+@contextmanager
+def naming(path: str | Path, replacing: str | Path | None = None):
+    """Give ``path`` to an OSError raised in the block that names no file (a write to an open file or
+    descriptor: a full disk, an I/O error), or names ``replacing`` (the temporary file written for it), so
+    that :func:`os_error_message` says which file failed."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None or (replacing is not None and str(err.filename) == str(replacing)):
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
+
+
 def check_output_dir(path: str | Path, option: str = "--output-dir") -> Path:
     """Check, before any work, that ``path`` is (or can become) a folder this process can write to.
 
@@ -82,8 +95,12 @@ def check_output_dir(path: str | Path, option: str = "--output-dir") -> Path:
                              "(it is created if missing)")
         _check_writable(path, option, path)
         return path
-    parent = path.parent
+    parent = path
     while not parent.exists() and parent != parent.parent:
+        if parent.is_symlink():  # a link to nothing: no folder can be made there
+            where = "" if parent == path else f" (its part {str(parent)!r})"
+            raise ValueError(f"{option} {str(path)!r}{where} is a symbolic link to {os.readlink(parent)!r}, which "
+                             "does not exist; create the folder it points to, or give another folder")
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"{option} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a folder")
@@ -131,7 +148,8 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
-        yield Path(tmp)
+        with naming(path, replacing=tmp):  # a failed write (a full disk) names the file, not the temporary one
+            yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:

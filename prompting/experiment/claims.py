@@ -15,8 +15,10 @@ over NFS), holding the owner's pid, host, start time and a random token. It is s
 claimer takes it over, when its process is gone (same host) or when it has not been refreshed for
 ``stale_after`` seconds (any host: a background thread of the owner touches its claims every
 ``heartbeat`` seconds, so only a dead owner, or one cut off from the folder, goes stale; a hung one
-keeps its claims until it is stopped). Taking over and releasing run under an ``flock`` on
-``.guard``, so a claim is never removed between another process's look and its move.
+keeps its claims until it is stopped). A claim file that is still empty or unreadable after
+:data:`UNWRITTEN` seconds is stale too (its creator writes it at once; one killed in between leaves it
+so). Taking over and releasing run under an ``flock`` on ``.guard``, so a claim is never removed
+between another process's look and its move.
 Nothing here knows about runs: a sweep worker can claim trials the same way.
 """
 
@@ -32,14 +34,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Collection, ContextManager, Mapping, Protocol
 
-from prompting.core.paths import slug
+from prompting.core.paths import naming, slug
 
 try:  # POSIX; elsewhere the O_EXCL create alone decides, and a stale claim is taken over unguarded
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
 
-__all__ = ["Claims", "ClaimsBackend"]
+__all__ = ["Claims", "ClaimsBackend", "UNWRITTEN"]
+
+UNWRITTEN = 2.0  # seconds after which a claim file that holds no owner is stale
 
 
 class ClaimsBackend(Protocol):
@@ -139,7 +143,8 @@ class Claims:
             self.release(key)
 
     def holder(self, key: str) -> dict | None:
-        """Who holds ``key`` (pid, host, started, what), or None when nobody does or the claim is stale."""
+        """Who holds ``key`` (pid, host, started, what), or None when nobody does or the claim is stale;
+        a claim being written this moment gives ``pid`` and ``host`` None."""
         path = self.path(key)
         if not path.exists() or self._stale(path):
             return None
@@ -153,10 +158,16 @@ class Claims:
             return False
         info = {"pid": os.getpid(), "host": self.host, "started": time.time(), "token": token, "what": what}
         try:
-            os.write(fd, json.dumps(info).encode())
-        finally:
+            with naming(path):
+                os.write(fd, json.dumps(info).encode())
+        except OSError:
             os.close(fd)
-        return True
+            _unlink(path)  # an empty claim would hold the work from others until it goes stale
+            raise
+        os.close(fd)
+        # held up for longer than UNWRITTEN between creating and writing, the claim may have been taken
+        # over as unwritten: then it is the other process's
+        return (_read(path) or {}).get("token") == token
 
     def _make_folder(self) -> None:
         if not self.folder.is_dir():
@@ -170,10 +181,10 @@ class Claims:
         except FileNotFoundError:
             return True  # released meanwhile: free
         info = _read(path)
-        if info and info.get("host") == self.host and isinstance(info.get("pid"), int):
-            if not _alive(info["pid"]):
-                return True
-        # an unreadable claim is one being written right now, unless it is old
+        if info is None:  # empty or unreadable: being written right now, or its creator died before writing it
+            return age > UNWRITTEN
+        if info.get("host") == self.host and isinstance(info.get("pid"), int) and not _alive(info["pid"]):
+            return True
         return age > self.stale_after
 
     @contextmanager

@@ -22,7 +22,7 @@ import time
 from typing import Sequence
 
 from prompting.config.experiment import ProbeConfig, load_task_spec
-from prompting.core.data import Example, Task
+from prompting.core.data import DataError, Example, Task
 from prompting.core.settings import ENSEMBLES, MethodSpec, Protocol
 from prompting.experiment.derived import DerivedRecords, calibrated_id
 from prompting.experiment.executor import RunExecutor
@@ -44,6 +44,7 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     task = Classification(load_task_spec(cfg.task, cfg.base))
     methods = list(cfg.methods if methods is None else methods)
     task.check(methods, cfg.prompts, templates, protocol=cfg.protocol)
+    check_splits(task, cfg.protocol)
     lm = lm or load_model(cfg, allow_download)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
                       max_length=cfg.max_length)
@@ -64,6 +65,17 @@ def build_experiments(cfg, output_dir, lm: LanguageModel | None = None, allow_do
     protocol = Protocol(k=0, data_seeds=(0,), train_seeds=(1,))
     return [Experiment(lm, task, cfg.methods, [], protocol, output_dir=output_dir, name=cfg.name,
                        max_length=cfg.max_length) for task in tasks]
+
+
+def check_splits(task_type: TaskType, protocol: Protocol) -> None:
+    """Draw every data seed's split, as the runs will (sampling is cheap and seeded): a K larger than the
+    data holds is refused before the model loads, not after."""
+    for data_seed in dict.fromkeys(protocol.data_seeds):
+        try:
+            task_type.split(protocol, data_seed)
+        except DataError as err:
+            raise DataError(f"task {task_type.name!r}, K = {protocol.k} (fewshot: k), data seed {data_seed}: {err}; "
+                            "lower fewshot: k") from None
 
 
 def load_model(cfg, allow_download: bool = False) -> LanguageModel:
@@ -208,7 +220,7 @@ class Experiment:
             if time.monotonic() - told >= 60:
                 told = time.monotonic()
                 holders = [self.store.claims.holder(r.run_id) for r in pending]
-                who = sorted({f"pid {h['pid']} on {h['host']}" for h in holders if h})
+                who = sorted({f"pid {h['pid']} on {h['host']}" for h in holders if h and h.get("pid") is not None})
                 print(f"{self.name}: waiting for {len(pending)} run{'s' if len(pending) > 1 else ''} that "
                       f"{'another process is' if len(who) < 2 else 'other processes are'} running "
                       f"({', '.join(who) or 'finishing'}): {', '.join(describe_run(r) for r in pending[:3])}"

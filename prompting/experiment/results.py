@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from prompting.core.paths import atomic_write, slug
+from prompting.core.paths import atomic_write, naming, slug
 from prompting.experiment.claims import Claims
 
 try:  # POSIX; elsewhere appends rely on O_APPEND alone
@@ -144,7 +144,7 @@ class ResultsStore:
         # one write of the whole line, then fsync: a killed process leaves whole lines behind
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            with _locked(fd):
+            with naming(self.path), _locked(fd):
                 size = os.fstat(fd).st_size
                 if once and size and self._holds(os.pread(fd, size, 0), record["run_id"]):
                     return
@@ -188,7 +188,17 @@ class ResultsStore:
             path = self._predictions_path(rid)
         except ValueError:
             return None
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            why = (f"{err.msg} at line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError)
+                   else f"not UTF-8 text at byte {err.start}")
+            raise ResultsFileError(
+                f"{path} is not complete JSON ({why}): it was cut off or damaged. Delete it: the run's record in "
+                f"{self.path} stays (without the label scores that calibration, ensembles and the report's "
+                "intervals use); or delete it and the run's line in results.jsonl to run it again") from None
 
 
 @contextmanager

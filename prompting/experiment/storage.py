@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from prompting.core.paths import os_error_message
+
 __all__ = ["StorageError", "shown_url", "default_storage", "open_storage", "engine_url", "retry_trial"]
 
 SCHEMA_ATTEMPTS = 8  # workers started together race to create a new storage's tables
@@ -71,7 +73,8 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
             if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(first):
                 time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
                 continue
-            raise StorageError(f"cannot open storage {shown!r}: {first}") from None
+            raise StorageError(f"cannot open storage {shown!r}: {first}; check that the database can be reached "
+                               "from here and that the URL's host, port, user, password and database are right") from None
 
 
 def _immediate_transactions(engine) -> None:
@@ -132,8 +135,22 @@ def engine_url(url: str) -> tuple[str, dict[str, Any]]:
         # long trials leave pooled connections idle: check them before use; fail fast on a dead host
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     if dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _database_folder(Path(parsed.database).expanduser(), shown)
     return url, engine_kwargs
+
+
+def _database_folder(database: Path, shown: str) -> None:
+    """Make the folder of a SQLite database; a file in its place is named."""
+    folder = database.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise StorageError(f"storage {shown!r}: {str(blocking)!r} is a file, not a folder, so the database "
+                               f"{str(database)!r} cannot be made there; give a path in a folder "
+                               "(sqlite:///PATH/runs.db)") from None
+        raise StorageError(f"storage {shown!r}: {os_error_message(err)}") from None
 
 
 def _schema_race(message: str) -> bool:

@@ -114,6 +114,35 @@ def check_device_map(device_map: str) -> str:
     return device_map
 
 
+def missing_folder(name: str) -> str | None:
+    """What to say about a model name that names a local folder that does not exist, or None for a name
+    that is not a path. A path starts with ``.``, ``/`` or ``~``, ends with a separator, has more parts than
+    a hub id (``ORG/NAME``), or has a parent folder that exists here. Folders with a close name are listed;
+    without one, the models that work offline."""
+    shown = os.path.expanduser(name).rstrip("/" + os.sep) or name
+    path = Path(shown)
+    if name in ALIASES or path.exists():
+        return None
+    separators = {"/", os.sep}
+    parent = path.parent
+    if not (name.startswith((".", "/", "~")) or name[-1:] in separators
+            or sum(name.count(s) for s in separators) >= 2 or (str(parent) != "." and parent.is_dir())):
+        return None
+    elsewhere = f"; check the path, or give a model that works offline.\n{offline_alternatives()}"
+    if not parent.is_dir():
+        found = next((p for p in parent.parents if p.is_dir()), None)
+        return (f"model {name!r}: folder {shown!r} does not exist, nor does {str(parent)!r}"
+                + (f" (the nearest folder that does is {str(found)!r})" if found is not None else "") + elsewhere)
+    import difflib
+
+    names = sorted(p.name for p in parent.iterdir() if p.is_dir())
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)
+    if not close:
+        return f"model {name!r}: folder {shown!r} does not exist{elsewhere}"
+    return (f"model {name!r}: folder {shown!r} does not exist; folders in {str(parent)!r} with a close name: "
+            f"{', '.join(close)}; check the path")
+
+
 def load_pretrained(name: str, allow_download: bool = False, dtype=torch.float32, device_map: str | None = None):
     """(model, tokenizer) of an alias (its packaged model de-quantised once), a local folder, or a hub id
     in the local cache; nothing is downloaded unless ``allow_download``."""
@@ -126,6 +155,9 @@ def load_pretrained(name: str, allow_download: bool = False, dtype=torch.float32
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=local_only)
     except (OSError, ValueError) as err:
+        missing = missing_folder(name)
+        if missing is not None:
+            raise ModelNotAvailableError(missing) from None
         where = "a local folder" if Path(str(path)).exists() else "the local Hugging Face cache"
         raise ModelNotAvailableError(
             f"model {name!r} is not in {where} and downloads are off "

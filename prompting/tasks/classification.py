@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from typing import Sequence
 
 import torch
 
-from prompting.core.data import Example, Task, sample_kshot
+from prompting.core.data import Example, Task, sample_kshot, shared_texts
 from prompting.core.settings import MethodSpec, Protocol, TrainConfig
 from prompting.core.template import Template, TemplateError
 from prompting.core.verbalizer import Verbalizer, VerbalizerError
@@ -61,6 +62,7 @@ class Classification(TaskType):
 
     def __init__(self, task: Task):
         self.task, self.name = task, task.name
+        self._noted: set[tuple] = set()  # the splits whose duplicate texts were noted
 
     # ------------------------------------------------------------------------------ before the model
     def check(self, methods: Sequence[MethodSpec], prompts: Sequence[tuple[str, dict]],
@@ -150,7 +152,20 @@ class Classification(TaskType):
         return runs
 
     def split(self, protocol: Protocol, data_seed: int) -> tuple[list[Example], list[Example]]:
-        """The (train, dev) examples of one data split."""
+        """The (train, dev) examples of one data split; a split whose dev set holds texts that are also in
+        its train set (the data holds them twice) is noted on stderr, once."""
+        train, dev = self._split(protocol, data_seed)
+        if (data_seed, protocol.k) not in self._noted:
+            self._noted.add((data_seed, protocol.k))
+            shared = shared_texts(train, dev)
+            if shared:
+                print(f"note: task {self.task.name!r}: data seed {data_seed}: {shared} of the {len(dev)} dev examples "
+                      "have a text that is also in train (the data holds some texts more than once), so dev scores "
+                      "are partly on training texts; de-duplicate the data file to keep them apart",
+                      file=sys.stderr, flush=True)
+        return train, dev
+
+    def _split(self, protocol: Protocol, data_seed: int) -> tuple[list[Example], list[Example]]:
         task = self.task
         if task.fixed_split:
             return list(task.train), list(task.dev or [])

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import torch
 
-from prompting.core.data import DataError, Example, Task
+from prompting.core.data import ENCODING, DataError, Example, Task, wide_csv_fields
 from prompting.core.template import collate
 from prompting.lm.trie import CandidateWords, gold_rank, shared_scoring
 from prompting.tasks.schema import LAMA_PROTOCOLS
@@ -83,7 +83,8 @@ def relation_template(data_dir: str | Path, relation: str) -> tuple[str, str]:
     path = Path(data_dir) / "relations.tsv"
     if not path.is_file():
         raise DataError(f"{str(path)!r} does not exist; give the relation's template with template=")
-    with open(path, encoding="utf-8", newline="") as f:
+    wide_csv_fields()
+    with open(path, encoding=ENCODING, newline="") as f:
         rows = {row.get("relation"): row for row in csv.DictReader(f, delimiter="\t")}
     if relation not in rows:
         raise DataError(f"relation {relation!r} is not in {str(path)!r}; relations there: "
@@ -98,9 +99,18 @@ def _rows(path: Path, fmt: str):
     """A fact file's rows: JSON objects a line, or csv / tsv rows by header."""
     import json
 
-    with open(path, encoding="utf-8", newline="") as f:
+    wide_csv_fields()
+    with open(path, encoding=ENCODING, newline="") as f:
         if fmt != "jsonl":
-            yield from csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
+            reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
+            for n, row in enumerate(reader):
+                if any(str(v).strip() for v in row.get(None) or []):  # DictReader keeps extra fields under None
+                    name = "tab" if fmt == "tsv" else "comma"
+                    raise DataError(f"{path}: row {n} (line {reader.line_num} of the file) has more fields than the "
+                                    f"header ({', '.join(reader.fieldnames)}); a {name} inside a text makes an "
+                                    "extra field: remove it or quote the text, or save the facts as JSONL")
+                row.pop(None, None)
+                yield row
             return
         for n, line in enumerate(f, 1):
             if line.strip():

@@ -311,7 +311,7 @@ def read_templates_file(path: str | Path, task: str | None = None) -> tuple[list
             raise ValueError(f"{path}: give task= to create a templates file")
         return [], {"task": task}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text ({err.reason} byte {err.object[err.start:err.start + 1]!r}); "
                          "save it as UTF-8 or give another file") from None
