@@ -19,7 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 __all__ = [
     "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot", "shared_texts",
-    "compute_metrics", "METRICS", "dev_key", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS",
+    "compute_metrics", "METRICS", "dev_key", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS", "BUILTIN_FIELDS",
 ]
 
 DATA_SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's data seeds
@@ -63,6 +63,8 @@ class Task:
     # labels name the choices in order, and each choice is scored by the LM's likelihood of its text
     choices: tuple[str, ...] = ()
     choice_score: str = "sum"  # a choice's score: the sum of its tokens' log-probabilities, or their mean
+    # unlabelled examples (PET's distillation, iPET): a number to draw from train per data seed, or a file's examples
+    unlabeled: int | list[Example] | None = None
 
     def __post_init__(self):
         self.labels = tuple(str(label) for label in self.labels)
@@ -354,7 +356,7 @@ def _need_dir(name: str, data_dir) -> Path:
 
 def _sst2(data_dir=None, **_) -> Task:
     root = _need_dir("sst2", data_dir)
-    fields = {"text_a": "sentence"}
+    fields = BUILTIN_FIELDS["sst2"]
     return Task("sst2", ("0", "1"), ("text_a",), load_examples(root / "train.tsv", fields),
                 load_examples(root / "test.tsv", fields),
                 description="GLUE SST-2 binary sentiment; 0 negative, 1 positive; test = test.tsv")
@@ -416,6 +418,11 @@ def _mr(data_dir=None, **_) -> Task:
                             "seeded split: 2,000 test (1,000 per class), rest train")
 
 
+# the built-in tasks' template fields and the columns of their files that hold them
+BUILTIN_FIELDS = {"mr": {"text_a": "text"}, "sst2": {"text_a": "sentence"},
+                  "cb": {"premise": "premise", "hypothesis": "hypothesis"},
+                  "rte": {"premise": "premise", "hypothesis": "hypothesis"},
+                  "boolq": {"passage": "passage", "question": "question"}}
 # the built-in tasks' labels, in the order of their scores' columns
 BUILTIN_LABELS = {"mr": ("0", "1"), "sst2": ("0", "1"), "cb": ("entailment", "contradiction", "neutral"),
                   "rte": ("entailment", "not_entailment"), "boolq": ("false", "true")}
@@ -423,9 +430,9 @@ BUILTIN_LABELS = {"mr": ("0", "1"), "sst2": ("0", "1"), "cb": ("entailment", "co
 TASKS: dict[str, Callable[..., Task]] = {
     "mr": _mr,
     "sst2": _sst2,
-    "cb": _fewglue("cb", "CB", {"premise": "premise", "hypothesis": "hypothesis"}, BUILTIN_LABELS["cb"]),
-    "rte": _fewglue("rte", "RTE", {"premise": "premise", "hypothesis": "hypothesis"}, BUILTIN_LABELS["rte"]),
-    "boolq": _fewglue("boolq", "BoolQ", {"passage": "passage", "question": "question"}, BUILTIN_LABELS["boolq"]),
+    "cb": _fewglue("cb", "CB", BUILTIN_FIELDS["cb"], BUILTIN_LABELS["cb"]),
+    "rte": _fewglue("rte", "RTE", BUILTIN_FIELDS["rte"], BUILTIN_LABELS["rte"]),
+    "boolq": _fewglue("boolq", "BoolQ", BUILTIN_FIELDS["boolq"], BUILTIN_LABELS["boolq"]),
 }
 
 

@@ -104,6 +104,10 @@ class ChoiceColumn(Section):
 
 
 _CHOICE = "{path}: {value!r} is not valid; choose one of "
+#: a task's unlabelled examples (PET's distillation and iPET): a number drawn from train, or a file
+Unlabeled = Annotated[Optional[Union[Annotated[int, Field(ge=1)], Annotated[str, Field(min_length=1)]]],
+                      Says("{path}: {value!r} is not valid; give a number of examples >= 1 (drawn from the training "
+                           "file) or a file of unlabelled examples")]
 
 
 class CustomTask(Section):
@@ -146,6 +150,8 @@ class CustomTask(Section):
     """multiple choice: the choice columns, or {column, count} for a column holding a list"""
     choice_score: Annotated[Literal[CHOICE_SCORES], Says(_CHOICE + ", ".join(CHOICE_SCORES))] = CHOICE_SCORES[0]
     """a choice's score: the sum of its tokens' log-probabilities, or their mean"""
+    unlabeled: Unlabeled = None
+    """unlabelled examples for distill and ipet: N drawn (per data seed) from train without the K-shot split and its dev, or a file with the task's columns and no label"""
 
     @model_validator(mode="after")
     def _fits(self):
@@ -206,6 +212,8 @@ class BuiltinTask(Section):
     """a built-in task"""
     data_dir: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a folder")] = None
     """the folder of the task's files (not needed for mr)"""
+    unlabeled: Unlabeled = None
+    """unlabelled examples for distill and ipet: N drawn (per data seed) from train without the K-shot split and its dev, or a file with the columns of the task's files and no label"""
 
     @classmethod
     def unknown_key(cls, at: Where, key, data) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from prompting.core.data import DataError, Example, Task, load_examples, load_task
+from prompting.core.data import BUILTIN_FIELDS, DataError, Example, Task, load_examples, load_task
 from prompting.core.schema import Where, check
 from prompting.tasks.schema import CHOICE_SCORES, PROTOCOLS, TASK_KEYS, CustomTask, TaskSection, n_choices
 
@@ -110,12 +110,23 @@ def _path(value, base: Path | None) -> Path:
     return p if p.exists() or base is None or not (base / str(value)).exists() else base / str(value)
 
 
+def _unlabeled(spec: dict, base: Path | None, load) -> int | list[Example] | None:
+    """The section's ``unlabeled``: a number (drawn per data seed from train), or the examples of its file
+    (read by ``load``, as the task's files are, without a label column)."""
+    value = spec.get("unlabeled")
+    if value is None or isinstance(value, int):
+        return value
+    return [Example(e.fields, None, e.idx) for e in load(_path(value, base))]
+
+
 def load_task_spec(spec: Any, base: Path | None = None) -> Task:
     """A built-in task, or a custom one from its files (paths relative to ``base`` when not found as given)."""
     spec = check_task_spec(spec)
     if "train" not in spec:
         data_dir = spec.get("data_dir")
-        return load_task(spec["name"], data_dir=_path(data_dir, base) if data_dir else None)
+        task = load_task(spec["name"], data_dir=_path(data_dir, base) if data_dir else None)
+        task.unlabeled = _unlabeled(spec, base, lambda path: load_examples(path, BUILTIN_FIELDS[spec["name"]], None))
+        return task
     section: CustomTask = checked_task(spec)  # its defaults: label column, header, protocol, choice score
     names, label_map = _labels(spec)
     fields, choices = _fields(spec), spec.get("choices")
@@ -131,8 +142,10 @@ def load_task_spec(spec: Any, base: Path | None = None) -> Task:
     split = section.split
     train, test = _carve(train, split.test, split.seed, str(spec["train"]), spec["split"]) if split else (train, load("test"))
     choice_fields = tuple(f"choice{i}" for i in range(1, (count or 0) + 1))
+    unlabeled = _unlabeled(spec, base, lambda path: load_examples(path, fields, None, header=section.header,
+                                                                  choices=column, n_choices=count))
     return Task(spec["name"], names, task_shape(spec)[1], train,
                 test, dev=dev, fixed_split=section.protocol == "fixed", choices=choice_fields,
-                choice_score=section.choice_score,
+                choice_score=section.choice_score, unlabeled=unlabeled,
                 description=f"your files: train {spec['train']}" + (f", dev {spec['dev']}" if dev else "")
                 + (f", test {spec['test']}" if "test" in spec else f", test carved from train ({spec['split']})"))
