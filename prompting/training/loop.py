@@ -1,6 +1,7 @@
 """The one training loop every method uses.
 
-Cross-entropy over label scores; parameter groups with their own learning rates; linear
+Cross-entropy over label scores (or, for examples with soft labels, PET's distillation objective);
+parameter groups with their own learning rates; linear
 warm-up and decay; gradient clipping; evaluation on dev every N steps (ties of the dev metric go
 to the lower dev cross-entropy); the best-on-dev state is
 kept and restored; early stopping; deterministic on CPU for a given seed.
@@ -18,7 +19,8 @@ from prompting.methods.batches import EncodedExamples
 from prompting.methods.evaluation import TrainResult, dev_score, evaluate, gold_cross_entropy
 from prompting.core.settings import TrainConfig, TrainingError
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate", "dev_score", "gold_cross_entropy"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate", "dev_score", "gold_cross_entropy",
+           "objective"]
 
 
 def _trainable_state(method: PromptMethod, tune_lm: bool) -> dict[str, torch.Tensor]:
@@ -68,9 +70,22 @@ class _Best:
         return {"dev": dev, "dev_loss": round(loss, 6)}
 
 
-def _step(method: PromptMethod, batch, optimizer, schedule, params, config: TrainConfig, step: int) -> float:
-    """One optimiser step on a batch; the loss, or an error naming the step where it is not finite."""
-    loss = torch.nn.functional.cross_entropy(method(batch), batch.labels)
+def objective(scores: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None,
+              temperature: float = 1.0) -> torch.Tensor:
+    """The gold labels' cross-entropy; with soft labels ``targets`` (distributions made at ``temperature``),
+    PET's distillation loss instead: the KL divergence of the scores at that temperature from the targets,
+    times the temperature squared (so that its gradients keep their scale)."""
+    if targets is None:
+        return torch.nn.functional.cross_entropy(scores, labels)
+    student = torch.log_softmax(scores.float() / temperature, dim=-1)
+    return torch.nn.functional.kl_div(student, targets.to(student), reduction="batchmean") * temperature ** 2
+
+
+def _step(method: PromptMethod, batch, optimizer, schedule, params, config: TrainConfig, step: int,
+          soft: tuple | None = None) -> float:
+    """One optimiser step on a batch (``soft``: its soft labels and their temperature); the loss, or an error
+    naming the step where it is not finite."""
+    loss = objective(method(batch), batch.labels, *(soft or ()))
     if not torch.isfinite(loss):
         raise TrainingError(
             f"loss became {loss.item()} at step {step} of {method.name} (lr={config.lr}); "
@@ -92,7 +107,7 @@ def _set_mode(method: PromptMethod, training: bool, tune_lm: bool) -> None:
 def _check_data(train_data: EncodedExamples) -> None:
     if len(train_data) == 0:
         raise ValueError("no training examples")
-    if (train_data.labels < 0).any():
+    if train_data.targets is None and (train_data.labels < 0).any():
         raise ValueError("training examples need labels the verbalizer knows")
 
 
@@ -122,9 +137,11 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
     _set_mode(method, True, config.tune_lm)
     while step < total and (config.patience is None or stale < config.patience):
         rows = method.training_batches(train_data, config.batch_size, generator)
-        for batch in method.batches(train_data, config.batch_size, rows=rows):
+        for chunk, batch in zip(rows, method.batches(train_data, config.batch_size, rows=rows)):
             step += 1
-            record = {"step": step, "loss": round(_step(method, batch, optimizer, schedule, params, config, step - 1), 6)}
+            soft = None if train_data.targets is None else (train_data.targets[chunk], train_data.temperature)
+            loss = _step(method, batch, optimizer, schedule, params, config, step - 1, soft)
+            record = {"step": step, "loss": round(loss, 6)}
             bar.update(1)
             if use_dev and (step % eval_every == 0 or step == total):
                 record.update(best.offer(method, dev_data, config, step))
