@@ -12,7 +12,7 @@ from typing import ClassVar
 from prompting.core.demonstrations import SELECTIONS
 from prompting.core.settings import MethodConfig, Settings, setting
 
-__all__ = ["MethodConfig", "PromptConfig", "DemonstrationSettings", "ICLConfig", "ManualConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
+__all__ = ["MethodConfig", "PromptConfig", "DemonstrationSettings", "ICLConfig", "ManualConfig", "IPetConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
            "BUILTIN_CONFIGS", "SOFT_INITS", "ENCODERS", "PREFIX_INITS"]
 
 SOFT_INITS = ("text", "vocab", "uniform")
@@ -88,6 +88,23 @@ class ManualConfig(PromptConfig):
     # 32 dev examples the zero-shot state can win on dev and lose on test (see the README)
     train_defaults: ClassVar[dict] = {"lr": 1e-5, "tune_lm": True, "select_untrained": False}
     train_space: ClassVar[dict] = TRAIN_SPACE
+
+
+@dataclass
+class IPetConfig(ManualConfig):
+    method: ClassVar[str] = "ipet"
+    summary: ClassVar[str] = ("iPET (Schick & Schütze): after PET (generation 0), generations of one model per "
+                              "pattern, each trained on the K-shot examples and unlabelled examples that other "
+                              "patterns' models of the generation before labelled, then distilled into one model "
+                              "(`distill:`); needs the task's `unlabeled:`")
+
+    # the recipe, not the model: a saved iPET model is a PET model and does not keep them
+    generations: int = setting(2, "generations after PET's own (generation 0); PET's code counts generation 0, so "
+                                  "its default of 3 is 2 here", minimum=1, saved=False)
+    ensemble_share: float = setting(0.25, "share of the other patterns' models whose ensemble labels a model's "
+                                          "examples, at least one (PET: 0.25)", positive=True, maximum=1, saved=False)
+    growth: float = setting(5.0, "the factor the training set grows by each generation, its label distribution "
+                                 "that of the K-shot examples (PET: 5)", minimum=1, saved=False)
 
 
 @dataclass
@@ -181,4 +198,4 @@ class AutoPromptConfig(PromptConfig):
     seed: int = setting(0, "seed of `init: random`")
 
 
-BUILTIN_CONFIGS = (ManualConfig, SoftConfig, PTuningConfig, PrefixConfig, AutoPromptConfig, ICLConfig)
+BUILTIN_CONFIGS = (ManualConfig, IPetConfig, SoftConfig, PTuningConfig, PrefixConfig, AutoPromptConfig, ICLConfig)
