@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -18,6 +19,7 @@ from prompting.core.settings import Protocol, TrainConfig
 from prompting.lm.model import LanguageModel
 from prompting.methods import PromptMethod, build_method
 from prompting.methods.evaluation import TrainResult
+from prompting.methods.saving import save_prompt
 from prompting.tasks.base import Fitted, PlannedRun, RunRecord, TaskType
 
 __all__ = ["RunExecutor", "Executed"]
@@ -39,6 +41,8 @@ class RunExecutor:
         self.lm, self.task_type, self.protocol = lm, task_type, protocol
         self.name, self.max_length = name, max_length
         self._lm_snapshot: tuple[dict[str, torch.Tensor], int] | None = None
+        #: where a run whose plan asks to keep its model (``context["save"]``) saves it, as models/RUN_ID
+        self.models_dir: Path | None = None
 
     @property
     def test(self) -> list[Example]:
@@ -74,7 +78,11 @@ class RunExecutor:
             result = self.fit(run, method, config, train_examples, dev_examples, progress) if config else None
             fitted = Fitted(result, config, self._trainable_params(method, config), train_examples, dev_examples,
                             started)
-            return self.task_type.evaluate(run, method, fitted, self.protocol, progress)
+            evaluated = self.task_type.evaluate(run, method, fitted, self.protocol, progress)
+            if run.context.get("save") and self.models_dir is not None:  # before the LM is put back
+                save_prompt(method, self.models_dir / run.run_id, lm_weights=bool(config and config.tune_lm))
+                evaluated.fields["saved_model"] = f"models/{run.run_id}"
+            return evaluated
         finally:
             if config is not None and config.tune_lm:  # the next run starts from the same LM
                 self.lm.restore(self._lm_snapshot)

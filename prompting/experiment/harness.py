@@ -107,6 +107,8 @@ class Experiment:
         self.max_length = max_length
         self.task_type.check(self.methods, self.prompts, protocol=self._protocol)
         self.executor = executor or RunExecutor(lm, self.task_type, self._protocol, name=name, max_length=max_length)
+        if self.store is not None:  # where runs that ask to keep their model save it
+            self.executor.models_dir = self.store.directory / "models"
 
     @property
     def protocol(self) -> Protocol:
@@ -136,7 +138,11 @@ class Experiment:
         return list(dict.fromkeys(run.data_seed for run in self.plan()))
 
     def execute(self, run: PlannedRun, train_examples, dev_examples, progress: bool = True) -> dict:
-        """Do one run with the executor and record it (with its label scores); returns the record."""
+        """Do one run with the executor and record it (with its label scores); returns the record. A run that
+        learns from other runs gets their records and saved scores (:attr:`PlannedRun.inputs`)."""
+        if run.needs:
+            run.inputs = {rid: {"record": self.store.record(rid), "predictions": self.store.load_predictions(rid)}
+                          for rid in run.needs}
         done = self.executor.execute(run, train_examples, dev_examples, progress=progress)
         record = done.record.to_dict()
         if self.store:
@@ -160,6 +166,9 @@ class Experiment:
         from tqdm.auto import tqdm
 
         planned = self.plan()
+        if self.store is None and any(r.needs for r in planned):
+            raise ValueError("distilled models and iPET generations learn from the saved scores of earlier runs; "
+                             "give the experiment an output folder (output_dir)")
         print(self.task_type.describe(self.protocol), file=sys.stderr, flush=True)
         # two method entries that differ only in how they are ensembled plan the same runs: run each once
         unique = list({r.run_id: r for r in planned}.values())
@@ -238,10 +247,13 @@ class _Attempt:
         self.fresh: list[dict] = []
 
     def __call__(self, run: PlannedRun) -> dict | None:
-        """The run's record, run here; None while another live process has claimed it."""
+        """The run's record, run here; None while another live process has claimed it, or while a run it
+        learns from is not recorded yet."""
         store = self.experiment.store
         if store is None:
             return self.execute(run)
+        if any(store.record(rid) is None for rid in run.needs):
+            return None
         if not store.claims.claim(run.run_id, what=describe_run(run)):
             return None
         record = None
