@@ -175,6 +175,7 @@ def _row(runs: list[dict], chosen: list[dict], metric: str) -> dict:
         # what kind of row: a zero-shot prompt, a calibrated copy, an ensemble (the report's tests ask)
         "train": first.get("train"), "calibration": first.get("calibration"),
         "ensemble": bool(first.get("ensemble_of")),
+        "stage": first.get("stage"),  # PET's recipe: a distilled model or an iPET generation
         "selected_by_seed": {r["data_seed"]: r["run_id"] for r in chosen},
     })
     return row
