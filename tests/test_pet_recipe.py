@@ -1,0 +1,196 @@
+"""PET's full recipe on a tiny random causal LM and a toy task: unlabelled examples, the pattern ensemble
+distilled into one saved model, iPET's generations, resume after a kill between stages, and PET's KL
+objective in the one training loop."""
+
+import pytest
+import torch
+
+from conftest import NEGATIVE, POSITIVE, SUBJECTS
+from prompting.config.experiment import ConfigError, parse_config
+from prompting.core.data import DataError, Example
+from prompting.core.settings import MethodSpec, TrainConfig
+from prompting.core.verbalizer import Verbalizer
+from prompting.experiment.executor import RunExecutor
+from prompting.experiment.harness import Experiment, Protocol
+from prompting.experiment.results import ResultsStore
+from prompting.methods import build_method
+from prompting.methods.saving import load_prompt
+from prompting.tasks.pet import POOL_KEY, RecipeError, draw_pool
+from prompting.tasks.spec import load_task_spec
+from prompting.training.loop import objective, train
+from test_harness import PATTERNS, VERBALIZER, toy_task
+
+FAST = {"lr": 1e-3, "max_steps": 2, "batch_size": 4}
+PROMPTS = [(PATTERNS[0], VERBALIZER), (PATTERNS[1], VERBALIZER)]
+PROTOCOL = Protocol(k=4, data_seeds=(13,), train_seeds=(1,))
+DOCS_CONFIG = {"task": {"name": "sst2", "data_dir": "../shared/data/sst2", "unlabeled": 1000},
+               "templates": {"file": "sst2", "patterns": [0, 3], "verbalizers": [0]},
+               "methods": [{"name": "manual", "train": True, "lr": 1.0e-5, "max_steps": 32, "ensemble": "mean",
+                            "distill": True},
+                           {"name": "ipet", "lr": 1.0e-5, "max_steps": 32, "generations": 2}]}
+
+
+def recipe(**ipet):
+    return [MethodSpec("manual", train=True, train_config=FAST, ensemble="mean", distill=True),
+            MethodSpec("ipet", train_config=FAST, params={"generations": 2, "growth": 2.0, **ipet})]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, bpe_tokenizer):
+    """The docs' recipe on the toy task: its records, and its output folder."""
+    from conftest import build_tiny_lm
+
+    out = tmp_path_factory.mktemp("recipe")
+    exp = Experiment(build_tiny_lm("llama", bpe_tokenizer), toy_task(unlabeled=24), recipe(), PROMPTS, PROTOCOL,
+                     output_dir=out)
+    return exp.run(progress=False), out
+
+
+def labelled(records, label):
+    return [r for r in records if r["label"] == label]
+
+
+# ------------------------------------------------------------------------------------ configs and data
+def test_the_documented_config_parses_into_pet_distilled_and_ipet():
+    manual, ipet = parse_config(DOCS_CONFIG).methods
+    assert manual.distill.temperature == ipet.distill.temperature == 2.0 and manual.ensemble == "mean"
+    assert (ipet.name, ipet.label, ipet.params, ipet.ensemble) == ("ipet", "iPET", {"generations": 2}, "mean")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "manual", "train": True, "distill": True}, r"distill=True needs ensemble .*give ensemble: mean or wmean"),
+    ({"name": "soft", "ensemble": "mean", "distill": True},
+     r"distill=True is not valid with method 'soft'; distillation goes with name: manual and train: true"),
+    ({"name": "manual", "ensemble": "mean", "distill": {"save": False}}, r"distill is not valid with train=False"),
+    ({"name": "ipet", "train": False}, r"train=False is not valid for ipet"),
+    ({"name": "ipet", "distill": False}, r"distill=False is not valid for ipet.*keys temperature, pattern"),
+    ({"name": "manual", "train": True, "ensemble": "mean", "distill": "yes"},
+     r"distill='yes' is not valid; give true, or a mapping with keys temperature, pattern, max_steps, save"),
+    ({"name": "manual", "train": True, "ensemble": "mean", "distill": {"temperature": 0}},
+     r"distill: temperature=0 is not valid; give a number > 0"),
+    ({"name": "ipet", "ensemble_share": 1.5}, r"ensemble_share=1.5 is not valid; give a number > 0 and <= 1"),
+    ({"name": "ipet", "generations": 0}, r"generations=0 is not valid; give an integer >= 1"),
+    ({"name": "manual", "ensemble": "mean", "distill": {"temp": 2}}, "distill has no parameter 'temp'"),
+    ({"name": "ipet", "growth": 0.5}, "growth=0.5 is not valid"),
+])
+def test_recipe_mistakes_are_config_errors(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**DOCS_CONFIG, "methods": [entry]})
+
+
+def test_distilling_without_unlabelled_examples_is_refused_before_any_run(tiny_causal_lm):
+    with pytest.raises(ValueError, match="unlabeled: N"):
+        Experiment(tiny_causal_lm, toy_task(), recipe(), PROMPTS, PROTOCOL)
+    with pytest.raises(DataError, match=r"unlabeled: <= 62"):
+        Experiment(tiny_causal_lm, toy_task(unlabeled=500), recipe(), PROMPTS, PROTOCOL)
+
+
+def test_the_pool_is_drawn_per_data_seed_apart_from_the_split_and_without_labels(tiny_causal_lm):
+    task = toy_task(unlabeled=20)
+    exp = Experiment(tiny_causal_lm, task, recipe(), PROMPTS, Protocol(k=4, data_seeds=(13, 21)))
+    pools = {seed: draw_pool(task, *exp.split(seed), seed) for seed in (13, 21)}
+    for seed, pool in pools.items():
+        taken = {e["text_a"] for e in sum(exp.split(seed), [])}
+        assert len(pool) == 20 and all(e.label is None and e["text_a"] not in taken for e in pool)
+        assert pool == draw_pool(task, *exp.split(seed), seed)
+    assert pools[13] != pools[21]
+
+
+def test_an_unlabelled_file_has_the_task_s_columns_and_no_label(tmp_path):
+    rows = [f"{s} was {w}.\t{label}" for s in SUBJECTS for w, label in ((POSITIVE[0], 1), (NEGATIVE[0], 0))]
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\nok .\t1\n")
+    (tmp_path / "extra.tsv").write_text("sentence\nit was fine.\nit was dull.\n")
+    task = load_task_spec({"name": "sst2", "data_dir": str(tmp_path), "unlabeled": "extra.tsv"}, tmp_path)
+    assert [(e["text_a"], e.label) for e in task.unlabeled] == [("it was fine.", None), ("it was dull.", None)]
+    custom = load_task_spec({"name": "mine", "train": "train.tsv", "test": "train.tsv", "labels": [0, 1],
+                             "fields": {"text_a": "sentence"}, "unlabeled": "extra.tsv"}, tmp_path)
+    assert draw_pool(custom, [], [], 13) == task.unlabeled
+
+
+# ------------------------------------------------------------------------------------ the objective
+def test_the_distillation_objective_is_pet_s_kl_at_a_temperature():
+    scores, teacher = torch.tensor([[0.2, -1.0], [1.5, 0.3]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    targets = (teacher / 2).softmax(-1)
+    expected = (targets * (targets.log() - (scores / 2).log_softmax(-1))).sum(-1).mean() * 4
+    assert torch.allclose(objective(scores, torch.tensor([-1, -1]), targets, 2.0), expected)
+    one_hot = torch.eye(2)[[1, 0]]
+    assert torch.allclose(objective(scores, torch.tensor([1, 0]), one_hot, 1.0), objective(scores, torch.tensor([1, 0])))
+
+
+def test_the_training_loop_learns_soft_labels_of_unlabelled_examples(make_tiny_lm):
+    lm = make_tiny_lm("llama")
+    method = build_method("manual", lm, PATTERNS[0], Verbalizer(VERBALIZER), labels=("0", "1"))
+    data = method.encode([Example({"text_a": f"{s} was fine."}) for s in SUBJECTS])
+    data.targets, data.temperature = torch.tensor([[0.9, 0.1]]).repeat(len(SUBJECTS), 1), 2.0
+    before = method.predict_scores(data).div(2).softmax(-1)[:, 0].mean()
+    train(method, data, None, TrainConfig(lr=1e-2, tune_lm=True, max_steps=6, batch_size=13), progress=False)
+    assert method.predict_scores(data, cached=False).div(2).softmax(-1)[:, 0].mean() > before
+
+
+# ------------------------------------------------------------------------------------ the recipe
+def test_distilled_and_ipet_records_say_what_they_learned_from(finished):
+    records, _ = finished
+    [distilled] = labelled(records, "PET distilled (2 patterns, 24 unlabelled)")
+    pets = labelled(records, "PET")
+    assert len(pets) == 2 and all(r["unlabeled_scored"] == 24 for r in pets)
+    assert sorted(distilled["learned_from"]) == sorted(r["run_id"] for r in pets)
+    assert (distilled["stage"], distilled["generation"], distilled["patterns"], distilled["unlabeled"],
+            distilled["n_train"]) == ("distilled", 0, 2, 24, 24)
+    # the training set grows by the factor each generation (8 K-shot examples, growth 2): 16, then 32
+    for generation, size in ((1, 16), (2, 32)):
+        gen = labelled(records, f"iPET gen {generation} ({size} examples)")
+        assert len(gen) == 2 and all((r["generation"], r["n_train"], r["stage"]) == (generation, size, "generation")
+                                     for r in gen)
+        assert labelled(records, f"iPET gen {generation} ({size} examples) ensemble (mean)")
+    [final] = labelled(records, "iPET (2 generations, 2 patterns, 24 unlabelled)")
+    assert (final["generation"], final["n_train"]) == (2, 24)
+    assert final["recipe_seconds"] > final["seconds"] and len(final["recipe_runs"]) == 6  # every earlier run
+
+
+def test_the_distilled_model_is_saved_and_loads_with_its_tuned_lm(finished, make_tiny_lm):
+    records, out = finished
+    [record] = labelled(records, "PET distilled (2 patterns, 24 unlabelled)")
+    method = load_prompt(out / record["saved_model"], make_tiny_lm("llama"))
+    saved = ResultsStore(out).load_predictions(record["run_id"])
+    scores = method.predict_scores(method.encode(toy_task().test))
+    assert torch.allclose(scores, torch.tensor(saved["test"]), atol=1e-5)
+
+
+def test_a_kill_between_stages_loses_nothing(tmp_path, make_tiny_lm, monkeypatch, finished):
+    """Killed before its distilled models, a run resumes with them alone, from the saved scores."""
+    original, executed = RunExecutor.execute, []
+
+    def killed_before_distilling(self, run, *args, **kwargs):
+        if run.context.get("stage") == "distill":
+            raise KeyboardInterrupt
+        executed.append(run.settings["label"])
+        return original(self, run, *args, **kwargs)
+
+    monkeypatch.setattr(RunExecutor, "execute", killed_before_distilling)
+    task, lm = toy_task(unlabeled=24), make_tiny_lm("llama")
+    with pytest.raises(KeyboardInterrupt):
+        Experiment(lm, task, recipe()[:1], PROMPTS, PROTOCOL, output_dir=tmp_path).run(progress=False)
+    assert executed == ["PET", "PET"]
+    monkeypatch.setattr(RunExecutor, "execute", lambda self, run, *a, **k: executed.append(run.settings["label"])
+                        or original(self, run, *a, **k))
+    records = Experiment(lm, task, recipe()[:1], PROMPTS, PROTOCOL, output_dir=tmp_path).run(progress=False)
+    assert executed[2:] == ["PET distilled (2 patterns, 24 unlabelled)"]
+    [resumed] = labelled(records, "PET distilled (2 patterns, 24 unlabelled)")
+    [uninterrupted] = labelled(finished[0], "PET distilled (2 patterns, 24 unlabelled)")
+    assert resumed["run_id"] == uninterrupted["run_id"] and resumed["test"] == uninterrupted["test"]
+
+
+def test_a_run_recorded_without_pool_scores_is_named_with_what_to_do(tmp_path, make_tiny_lm, finished):
+    _, out = finished
+    store = ResultsStore(tmp_path)
+    for record in ResultsStore(out).records():
+        if record["label"] == "PET":
+            store.append(record)
+            saved = ResultsStore(out).load_predictions(record["run_id"])
+            store.save_predictions(record["run_id"], {k: v for k, v in saved.items() if k != POOL_KEY})
+    exp = Experiment(make_tiny_lm("llama"), toy_task(unlabeled=24), recipe()[:1], PROMPTS, PROTOCOL,
+                     output_dir=tmp_path)
+    with pytest.raises(RecipeError, match=r"recorded without scores on the unlabelled examples.*delete its line"):
+        exp.run(progress=False)
+
