@@ -2,12 +2,15 @@
 distilled into one saved model, iPET's generations, resume after a kill between stages, and PET's KL
 objective in the one training loop."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
-from prompting.config.experiment import ConfigError, parse_config
-from prompting.core.data import DataError, Example
+from prompting.config.experiment import ConfigError, load_configs, parse_config
+from prompting.core.data import DataError, Example, Task
 from prompting.core.settings import MethodSpec, TrainConfig
 from prompting.core.verbalizer import Verbalizer
 from prompting.experiment.executor import RunExecutor
@@ -15,10 +18,13 @@ from prompting.experiment.harness import Experiment, Protocol
 from prompting.experiment.results import ResultsStore
 from prompting.methods import build_method
 from prompting.methods.saving import load_prompt
+from prompting.tasks.classification import Classification
 from prompting.tasks.pet import POOL_KEY, RecipeError, draw_pool
 from prompting.tasks.spec import load_task_spec
 from prompting.training.loop import objective, train
-from test_harness import PATTERNS, VERBALIZER, toy_task
+from test_harness import PATTERNS, TRAIN, VERBALIZER, toy_task
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FAST = {"lr": 1e-3, "max_steps": 2, "batch_size": 4}
 PROMPTS = [(PATTERNS[0], VERBALIZER), (PATTERNS[1], VERBALIZER)]
@@ -61,7 +67,8 @@ def test_the_documented_config_parses_into_pet_distilled_and_ipet():
     ({"name": "manual", "train": True, "distill": True}, r"distill=True needs ensemble .*give ensemble: mean or wmean"),
     ({"name": "soft", "ensemble": "mean", "distill": True},
      r"distill=True is not valid with method 'soft'; distillation goes with name: manual and train: true"),
-    ({"name": "manual", "ensemble": "mean", "distill": {"save": False}}, r"distill is not valid with train=False"),
+    ({"name": "manual", "train": False, "ensemble": "mean", "distill": {"save": False}},
+     r"distill is not valid with train=False; it learns from trained pattern models: give train: true"),
     ({"name": "ipet", "train": False}, r"train=False is not valid for ipet"),
     ({"name": "ipet", "distill": False}, r"distill=False is not valid for ipet.*keys temperature, pattern"),
     ({"name": "manual", "train": True, "ensemble": "mean", "distill": "yes"},
@@ -106,6 +113,80 @@ def test_an_unlabelled_file_has_the_task_s_columns_and_no_label(tmp_path):
     custom = load_task_spec({"name": "mine", "train": "train.tsv", "test": "train.tsv", "labels": [0, 1],
                              "fields": {"text_a": "sentence"}, "unlabeled": "extra.tsv"}, tmp_path)
     assert draw_pool(custom, [], [], 13) == task.unlabeled
+
+
+def test_an_unlabelled_file_that_is_not_there_is_named_as_the_task_s_unlabeled(tmp_path):
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\nit was fine.\t1\n")
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\nok .\t1\n")
+    with pytest.raises(DataError, match=r"task.unlabeled: 'extra.tsv': .*does not exist; give a file of unlabelled"):
+        load_task_spec({"name": "sst2", "data_dir": str(tmp_path), "unlabeled": "extra.tsv"}, tmp_path)
+
+
+def test_a_task_with_fixed_files_draws_no_pool_from_its_training_file_and_is_told_to_give_a_file():
+    task = toy_task(unlabeled=10, fixed_split=True, dev=list(TRAIN[:4]))
+    with pytest.raises(DataError, match=r"unlabeled: 10 draws from the training file, but it holds no example "
+                                        r"beside the split .*unlabeled: FILE"):
+        draw_pool(task, task.train, task.dev, 13)
+
+
+def test_a_distilled_pattern_the_entry_does_not_have_is_refused_before_any_run(tiny_causal_lm):
+    spec = MethodSpec("manual", train=True, train_config=FAST, ensemble="mean", distill={"pattern": 2})
+    with pytest.raises(ValueError, match=r"distill: pattern=2 but the entry has 2 prompts; give pattern: 0 to 1"):
+        Experiment(tiny_causal_lm, toy_task(unlabeled=8), [spec], PROMPTS, PROTOCOL)
+    with pytest.raises(ValueError, match=r"iPET labels each pattern's examples .*at least two patterns"):
+        Experiment(tiny_causal_lm, toy_task(unlabeled=8), recipe()[1:], PROMPTS[:1], PROTOCOL)
+
+
+# ------------------------------------------------------------------------------------ planning
+def test_ipet_generations_learn_from_the_other_patterns_models_of_the_generation_before(tiny_causal_lm):
+    runs = Experiment(tiny_causal_lm, toy_task(unlabeled=24), recipe(), PROMPTS, PROTOCOL).plan()
+    pets = [r for r in runs if r.settings["label"] == "PET"]
+    # generation 0 is PET: the manual entry's runs, planned for both entries and run once
+    assert len(pets) == 4 and [r.run_id for r in pets[:2]] == [r.run_id for r in pets[2:]]
+    previous = pets[:2]
+    for generation, size in ((1, 16), (2, 32)):
+        gen = [r for r in runs if r.settings.get("generation") == generation]
+        assert [r.settings["label"] for r in gen] == [f"iPET gen {generation} ({size} examples)"] * 2
+        assert [r.needs for r in gen] == [(previous[1].run_id,), (previous[0].run_id,)]  # the other pattern's
+        assert all(r.context["pool"] for r in previous)  # every labeller scores the unlabelled examples
+        previous = gen
+    distilled = [r for r in runs if r.context.get("stage") == "distill"]
+    assert [sorted(r.needs) for r in distilled] == [sorted(r.run_id for r in pets[:2]),
+                                                   sorted(r.run_id for r in previous)]
+    assert not any(r.context.get("pool") for r in distilled)  # nothing learns from the final models
+    assert runs[-1].settings["distill"]["temperature"] == 2.0 and runs[-1].template == PATTERNS[0]
+
+
+def test_ipet_s_labelling_ensemble_is_a_share_of_the_other_patterns(tiny_causal_lm):
+    prompts = PROMPTS + [("{text_a} All in all, {mask}.", VERBALIZER)]
+    for share, labellers in ((0.25, 1), (0.5, 1), (1.0, 2)):
+        runs = Experiment(tiny_causal_lm, toy_task(unlabeled=24), recipe(ensemble_share=share)[1:], prompts,
+                          PROTOCOL).plan()
+        gen = [r for r in runs if r.settings.get("generation") == 1]
+        assert len(gen) == 3 and all(len(r.needs) == labellers for r in gen)
+        assert all(r.needs[0] not in {p.run_id for p in runs if p.template == r.template} for r in gen)
+
+
+def test_without_distill_the_plan_is_the_one_it_was_and_scores_no_unlabelled_examples(tiny_causal_lm):
+    plain = [MethodSpec("manual", train=True, train_config=FAST, ensemble="mean")]
+    with_pool = Experiment(tiny_causal_lm, toy_task(unlabeled=24), plain, PROMPTS, PROTOCOL).plan()
+    without = Experiment(tiny_causal_lm, toy_task(), plain, PROMPTS, PROTOCOL).plan()
+    assert [r.run_id for r in with_pool] == [r.run_id for r in without] and len(without) == 2
+    assert not any(r.context.get("pool") or r.needs for r in with_pool)
+
+
+@pytest.mark.parametrize("name", ["sst2_pet", "sst2_compare"])
+def test_committed_configs_plan_the_run_ids_their_committed_results_hold(name):
+    """Run ids depend only on what a run's result depends on: the recipe's settings leave every other
+    config's ids as they were."""
+    committed = {json.loads(line)["run_id"] for line in (ROOT / "experiments" / "results" / name /
+                                                         "results.jsonl").read_text().splitlines() if line}
+    planned = set()
+    for cfg in load_configs(ROOT / "experiments" / f"{name}.yaml"):
+        task = Classification(Task("sst2", ("0", "1"), ("text_a",), [], []))
+        planned |= {r.run_id for r in task.plan(cfg.methods, cfg.prompts, cfg.protocol, cfg.model, torch.float32,
+                                                cfg.max_length)}
+    assert planned and planned <= committed
 
 
 # ------------------------------------------------------------------------------------ the objective
@@ -179,6 +260,30 @@ def test_a_kill_between_stages_loses_nothing(tmp_path, make_tiny_lm, monkeypatch
     [resumed] = labelled(records, "PET distilled (2 patterns, 24 unlabelled)")
     [uninterrupted] = labelled(finished[0], "PET distilled (2 patterns, 24 unlabelled)")
     assert resumed["run_id"] == uninterrupted["run_id"] and resumed["test"] == uninterrupted["test"]
+
+
+def test_a_kill_between_ipet_generations_resumes_with_the_later_ones_alone(tmp_path, make_tiny_lm, monkeypatch,
+                                                                          finished):
+    original, executed = RunExecutor.execute, []
+
+    def killed_at_generation_two(self, run, *args, **kwargs):
+        if run.context.get("generation") == 2:
+            raise KeyboardInterrupt
+        executed.append(run.settings["label"])
+        return original(self, run, *args, **kwargs)
+
+    monkeypatch.setattr(RunExecutor, "execute", killed_at_generation_two)
+    task, lm = toy_task(unlabeled=24), make_tiny_lm("llama")
+    with pytest.raises(KeyboardInterrupt):
+        Experiment(lm, task, recipe()[1:], PROMPTS, PROTOCOL, output_dir=tmp_path).run(progress=False)
+    assert executed == ["PET", "PET", "iPET gen 1 (16 examples)", "iPET gen 1 (16 examples)"]
+    monkeypatch.setattr(RunExecutor, "execute", lambda self, run, *a, **k: executed.append(run.settings["label"])
+                        or original(self, run, *a, **k))
+    records = Experiment(lm, task, recipe()[1:], PROMPTS, PROTOCOL, output_dir=tmp_path).run(progress=False)
+    assert executed[4:] == ["iPET gen 2 (32 examples)"] * 2 + ["iPET (2 generations, 2 patterns, 24 unlabelled)"]
+    final = {r["label"]: r for r in records}["iPET (2 generations, 2 patterns, 24 unlabelled)"]
+    [uninterrupted] = labelled(finished[0], "iPET (2 generations, 2 patterns, 24 unlabelled)")
+    assert final["run_id"] == uninterrupted["run_id"] and final["test"] == uninterrupted["test"]
 
 
 def test_a_run_recorded_without_pool_scores_is_named_with_what_to_do(tmp_path, make_tiny_lm, finished):

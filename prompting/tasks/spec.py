@@ -116,7 +116,11 @@ def _unlabeled(spec: dict, base: Path | None, load) -> int | list[Example] | Non
     value = spec.get("unlabeled")
     if value is None or isinstance(value, int):
         return value
-    return [Example(e.fields, None, e.idx) for e in load(_path(value, base))]
+    try:
+        return [Example(e.fields, None, e.idx) for e in load(_path(value, base))]
+    except DataError as err:
+        raise DataError(f"task.unlabeled: {value!r}: {err}; give a file of unlabelled examples with the task's "
+                        "columns, or a number of examples to draw from the training file") from None
 
 
 def load_task_spec(spec: Any, base: Path | None = None) -> Task:
