@@ -33,25 +33,32 @@ def test_every_check_is_a_config_of_one_method_on_the_fixed_test_sample(check):
         assert cfg.methods[0].train_config == {}  # the library's training defaults
 
 
-def _toy_run(folder: Path, name: str, lm) -> None:
+def _toy_run(check, folder: Path, name: str, lm) -> None:
+    """A check's run as the script does it (its training timed into about.json), on a toy task."""
     from prompting.experiment.harness import Experiment
     from tests.test_harness import PATTERNS, VERBALIZER, toy_task
 
     spec = MethodSpec("soft", params={"init": "text"}, template='{soft:"Review:"} {text_a} {mask}',
                       train_config={"lr": 1e-3, "max_steps": 2, "batch_size": 4})
-    Experiment(lm, toy_task(), [spec], [(PATTERNS[0], VERBALIZER)], Protocol(k=4, data_seeds=(13,), train_seeds=(1,)),
-               output_dir=folder, name=name).run(progress=False)
+    experiment = Experiment(lm, toy_task(), [spec], [(PATTERNS[0], VERBALIZER)],
+                            Protocol(k=4, data_seeds=(13,), train_seeds=(1,)), output_dir=folder, name=name)
+    training = {}
+    check._time_training(experiment.executor, training)
+    experiment.run(progress=False)
+    assert list(training) == ["13/1"] and training["13/1"] >= 0
+    (folder / check.ABOUT).write_text(json.dumps({"threads": 1, "train_seconds": {name: training}}))
 
 
 def test_the_same_run_twice_is_bit_identical_and_a_worse_one_is_flagged(check, tiny_causal_lm, tmp_path, capsys,
                                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)  # main() moves to the repository root; put the working folder back after
     committed, new = tmp_path / "committed", tmp_path / "new"
-    _toy_run(committed, "soft-text", tiny_causal_lm)
-    _toy_run(new, "soft-text", tiny_causal_lm)
+    _toy_run(check, committed, "soft-text", tiny_causal_lm)
+    _toy_run(check, new, "soft-text", tiny_causal_lm)
     assert check.compare(committed, new, ["soft-text"]) == 0
     out = capsys.readouterr().out
     assert "bit-identical" in out and "no check dropped" in out and "+0.000" in out
+    assert " run " not in out  # the training times compared, not the runs' whole times
 
     # every committed answer right, every new one wrong: the interval lies below 0
     for folder, right in ((committed, True), (new, False)):
@@ -70,7 +77,7 @@ def test_the_same_run_twice_is_bit_identical_and_a_worse_one_is_flagged(check, t
 
 def test_a_check_without_records_is_reported_not_compared(check, tiny_causal_lm, tmp_path, capsys):
     committed = tmp_path / "committed"
-    _toy_run(committed, "soft-text", tiny_causal_lm)
+    _toy_run(check, committed, "soft-text", tiny_causal_lm)
     empty = tmp_path / "new"
     shutil.copytree(committed, empty)
     (empty / "results.jsonl").write_text("")
