@@ -191,7 +191,8 @@ def compare(committed: Path, new: Path, names) -> int:
     print("\nA check is flagged DROP when the 95% interval of (new − committed) test accuracy lies entirely below 0: "
           "a paired bootstrap\nof per-example correctness over the data seeds and the test examples (2,000 draws, "
           "prompting.reporting.significance.paired_bootstrap).\nTime is the training time new / committed (\"run\": "
-          "the runs' whole time, scoring included, where nothing trains); it is for information only.")
+          "the runs' whole time, scoring included, where nothing trains or a folder\nhas no training times); it is for "
+          "information only.")
     if missing:
         print(f"not compared: {', '.join(missing)}")
     print(f"\n{len(dropped)} check(s) dropped: {', '.join(dropped)}" if dropped else "\nno check dropped")
