@@ -3,15 +3,17 @@ distilled into one saved model, iPET's generations, resume after a kill between 
 objective in the one training loop."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import NEGATIVE, POSITIVE, SUBJECTS
 from prompting.config.experiment import ConfigError, load_configs, parse_config
 from prompting.core.data import DataError, Example, Task
-from prompting.core.settings import MethodSpec, TrainConfig
+from prompting.core.settings import DistillSettings, MethodSpec, TrainConfig
 from prompting.core.verbalizer import Verbalizer
 from prompting.experiment.executor import RunExecutor
 from prompting.experiment.harness import Experiment, Protocol
@@ -61,6 +63,14 @@ def test_the_documented_config_parses_into_pet_distilled_and_ipet():
     manual, ipet = parse_config(DOCS_CONFIG).methods
     assert manual.distill.temperature == ipet.distill.temperature == 2.0 and manual.ensemble == "mean"
     assert (ipet.name, ipet.label, ipet.params, ipet.ensemble) == ("ipet", "iPET", {"generations": 2}, "mean")
+
+
+def test_the_docs_show_the_check_config_and_every_distill_setting():
+    page = (ROOT / "docs" / "pet.md").read_text()
+    shown = yaml.safe_load(re.search(r"```yaml\n(.*?)```", page, re.S).group(1))
+    check = yaml.safe_load((ROOT / "experiments" / "pet_recipe_check.yaml").read_text())
+    assert shown == DOCS_CONFIG == {key: check[key] for key in shown}
+    assert all(f"| `{key}` |" in page for key in DistillSettings.keys())
 
 
 @pytest.mark.parametrize("entry, message", [
