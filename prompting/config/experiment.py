@@ -116,7 +116,7 @@ def _resolve(path_or_name: str, base: Path | None, what: str) -> Path:
     builtin = builtin_templates()
     if what == "templates" and path_or_name in builtin:
         return builtin[path_or_name]
-    tried = " or ".join(repr(str(c)) for c in candidates)
+    tried = " or ".join(dict.fromkeys(repr(str(c)) for c in candidates))
     extra = f"; built-in prompt files: {', '.join(builtin)}" if what == "templates" else ""
     raise ConfigError(f"{what}: {path_or_name!r} not found (tried {tried}){extra}")
 
@@ -313,7 +313,16 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | Prob
         return _probe_config(section, data, specs, base)
     task = {"name": data["task"]} if isinstance(data["task"], str) else dict(data["task"])
     templates = data.get("templates")
-    prompts = _templates(task["name"] if templates is None else templates, base, default_choice_verbalizer(task))
+    try:
+        prompts = _templates(task["name"] if templates is None else templates, base, default_choice_verbalizer(task))
+    except ConfigError:
+        if templates is not None:
+            raise
+        raise ConfigError(f"templates: task {task['name']!r} has no built-in prompt file, so the config needs a "
+                          "templates: section: a prompt file (templates: my_prompts.yaml), or patterns and "
+                          "verbalizers written in it (templates: {patterns: [\"{text_a} It was {mask}.\"], "
+                          "verbalizers: [{neg: bad, pos: good}]}); built-in prompt files: "
+                          f"{', '.join(builtin_templates())}") from None
     _check_templates(prompts, specs)
     sweep = section.sweep
     if sweep is not None and (sweep.method is not None or len(specs) == 1):  # else the command line says which
