@@ -132,7 +132,8 @@ def test_template_file_not_found_names_the_paths_tried_and_the_built_in_files():
 
 
 def test_a_task_of_ones_own_without_templates_is_told_to_give_them():
-    task = {"name": "reviews", "train": "train.csv", "fields": {"text_a": "review"}, "labels": ["neg", "pos"]}
+    task = {"name": "reviews", "train": "train.csv", "test": "test.csv", "fields": {"text_a": "review"},
+            "labels": ["neg", "pos"]}
     message = error({"task": task, "methods": [{"name": "manual"}]})
     assert "templates: task 'reviews' has no built-in prompt file, so the config needs a templates: section" in message
     assert "built-in prompt files: boolq, cb, mr, rte, sst2" in message
