@@ -188,6 +188,8 @@ class ExperimentConfig:
     base: Path | None = field(default=None, repr=False)
     sweep: SweepConfig | None = None
     source: dict | None = field(default=None, repr=False)  # the mapping it was read from (sweeps export it)
+    tensorboard: str | None = None  # live curves: TensorBoard's folder (prompting.experiment.tracking)
+    mlflow: str | bool | None = None  # live curves: MLflow's tracking URI, or True for its default store
 
     @property
     def select_metric(self) -> str:
@@ -219,6 +221,8 @@ class ProbeConfig:
     kv_cache_mb: float = KV_CACHE_MB
     max_length: int | None = None
     source: dict | None = field(default=None, repr=False)
+    tensorboard: str | None = None
+    mlflow: str | bool | None = None
 
     select_metric = "accuracy"  # runs are ranked, not selected by a dev metric
 
@@ -299,7 +303,8 @@ def _probe_config(section, data: dict, specs: list, base: Path | None) -> ProbeC
     return ProbeConfig(section.name or "lama", section.model, data_dir, list(task.relations),
                        dict(data.get("limits") or {}), list(section.protocols), specs, section.device, task.template,
                        dtype=section.dtype, device_map=section.device_map, kv_cache_mb=section.kv_cache_mb,
-                       max_length=section.max_length, source=data)
+                       max_length=section.max_length, source=data, tensorboard=section.tensorboard,
+                       mlflow=section.mlflow)
 
 
 def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | ProbeConfig:
@@ -336,7 +341,8 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | Prob
     return ExperimentConfig(name=section.name or "experiment", model=section.model, task=task, protocol=protocol,
                             prompts=prompts, methods=specs, device=section.device, dtype=section.dtype,
                             device_map=section.device_map, kv_cache_mb=section.kv_cache_mb,
-                            max_length=section.max_length, base=base, sweep=sweep, source=data)
+                            max_length=section.max_length, base=base, sweep=sweep, source=data,
+                            tensorboard=section.tensorboard, mlflow=section.mlflow)
 
 
 def parse_probe_config(data: dict, base: Path | None = None) -> ProbeConfig:
