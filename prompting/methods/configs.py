@@ -1,7 +1,7 @@
 """The settings of every built-in method: one typed config class each (see :mod:`prompting.core.settings`).
 
 Kept apart from the method modules, which need torch, so that a YAML config is checked without
-loading it. ``prompting methods`` prints every method's settings as the README's table.
+loading it. ``prompting methods`` prints every method's settings as the table in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class ManualConfig(PromptConfig):
     summary: ClassVar[str] = ("PET: the template and verbalizer as written; `train: false` is zero-shot, "
                               "`train: true` fine-tunes the LM")
     # PET fine-tuning keeps the best *trained* state: its untrained state is the zero-shot run, and with
-    # 32 dev examples the zero-shot state can win on dev and lose on test (see the README)
+    # 32 dev examples the zero-shot state can win on dev and lose on test (docs/methods.md)
     train_defaults: ClassVar[dict] = {"lr": 1e-5, "tune_lm": True, "select_untrained": False}
     train_space: ClassVar[dict] = TRAIN_SPACE
 
