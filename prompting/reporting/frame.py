@@ -64,17 +64,31 @@ def load_results(directory: str | Path, *, predictions: bool = False, metric: st
     return (runs, _predictions(pd, store, records)) if predictions else runs
 
 
+def _fact_rows(run_id: str, split: str, saved: dict) -> list[dict]:
+    """A fact-probing run's rows: the gold object's rank and, where the run saved them, the subject, the
+    gold object and the model's first object (the best of its saved top objects)."""
+    rows = []
+    for i, rank in enumerate(saved[f"{split}_ranks"]):
+        row = {"run_id": run_id, "split": split, "example": i, "rank": rank}
+        if saved.get(f"{split}_top") is not None:
+            top = saved[f"{split}_top"][i]
+            row.update(subject=saved[f"{split}_subjects"][i], gold=saved[f"{split}_objects"][i],
+                       predicted=top[0][0] if top else None, correct=rank == 1)
+        rows.append(row)
+    return rows
+
+
 def _predictions(pd, store: ResultsStore, records: list[dict]):
     """One row per run, split and example: the gold label, the predicted one (the highest score) and each
-    label's score (``score_<label>``); a fact-probing run's gold object's ``rank`` instead."""
+    label's score (``score_<label>``); a fact-probing run's gold object's ``rank`` instead (with its
+    subject, gold and predicted object where the run saved its top objects)."""
     rows = []
     for record in records:
         saved = store.load_predictions(record["run_id"]) or {}
         labels = score_labels(saved, record)
         for split in ("dev", "test"):
             if saved.get(f"{split}_ranks") is not None:
-                rows += [{"run_id": record["run_id"], "split": split, "example": i, "rank": rank}
-                         for i, rank in enumerate(saved[f"{split}_ranks"])]
+                rows += _fact_rows(record["run_id"], split, saved)
             if labels is None or not saved.get(split):
                 continue
             gold = gold_indices(saved, split)
