@@ -116,7 +116,7 @@ def _resolve(path_or_name: str, base: Path | None, what: str) -> Path:
     builtin = builtin_templates()
     if what == "templates" and path_or_name in builtin:
         return builtin[path_or_name]
-    tried = " or ".join(repr(str(c)) for c in candidates)
+    tried = " or ".join(dict.fromkeys(repr(str(c)) for c in candidates))
     extra = f"; built-in prompt files: {', '.join(builtin)}" if what == "templates" else ""
     raise ConfigError(f"{what}: {path_or_name!r} not found (tried {tried}){extra}")
 
@@ -188,6 +188,8 @@ class ExperimentConfig:
     base: Path | None = field(default=None, repr=False)
     sweep: SweepConfig | None = None
     source: dict | None = field(default=None, repr=False)  # the mapping it was read from (sweeps export it)
+    tensorboard: str | None = None  # live curves: TensorBoard's folder (prompting.experiment.tracking)
+    mlflow: str | bool | None = None  # live curves: MLflow's tracking URI, or True for its default store
 
     @property
     def select_metric(self) -> str:
@@ -219,6 +221,8 @@ class ProbeConfig:
     kv_cache_mb: float = KV_CACHE_MB
     max_length: int | None = None
     source: dict | None = field(default=None, repr=False)
+    tensorboard: str | None = None
+    mlflow: str | bool | None = None
 
     select_metric = "accuracy"  # runs are ranked, not selected by a dev metric
 
@@ -299,7 +303,8 @@ def _probe_config(section, data: dict, specs: list, base: Path | None) -> ProbeC
     return ProbeConfig(section.name or "lama", section.model, data_dir, list(task.relations),
                        dict(data.get("limits") or {}), list(section.protocols), specs, section.device, task.template,
                        dtype=section.dtype, device_map=section.device_map, kv_cache_mb=section.kv_cache_mb,
-                       max_length=section.max_length, source=data)
+                       max_length=section.max_length, source=data, tensorboard=section.tensorboard,
+                       mlflow=section.mlflow)
 
 
 def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | ProbeConfig:
@@ -313,7 +318,16 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | Prob
         return _probe_config(section, data, specs, base)
     task = {"name": data["task"]} if isinstance(data["task"], str) else dict(data["task"])
     templates = data.get("templates")
-    prompts = _templates(task["name"] if templates is None else templates, base, default_choice_verbalizer(task))
+    try:
+        prompts = _templates(task["name"] if templates is None else templates, base, default_choice_verbalizer(task))
+    except ConfigError:
+        if templates is not None:
+            raise
+        raise ConfigError(f"templates: task {task['name']!r} has no built-in prompt file, so the config needs a "
+                          "templates: section: a prompt file (templates: my_prompts.yaml), or patterns and "
+                          "verbalizers written in it (templates: {patterns: [\"{text_a} It was {mask}.\"], "
+                          "verbalizers: [{neg: bad, pos: good}]}); built-in prompt files: "
+                          f"{', '.join(builtin_templates())}") from None
     _check_templates(prompts, specs)
     sweep = section.sweep
     if sweep is not None and (sweep.method is not None or len(specs) == 1):  # else the command line says which
@@ -327,7 +341,8 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | Prob
     return ExperimentConfig(name=section.name or "experiment", model=section.model, task=task, protocol=protocol,
                             prompts=prompts, methods=specs, device=section.device, dtype=section.dtype,
                             device_map=section.device_map, kv_cache_mb=section.kv_cache_mb,
-                            max_length=section.max_length, base=base, sweep=sweep, source=data)
+                            max_length=section.max_length, base=base, sweep=sweep, source=data,
+                            tensorboard=section.tensorboard, mlflow=section.mlflow)
 
 
 def parse_probe_config(data: dict, base: Path | None = None) -> ProbeConfig:

@@ -34,7 +34,7 @@ OBJECTIVES = ("mean", "stable")  # a sweep's: mean dev over data seeds, or mean 
 PRUNERS = ("median", "none")
 METRICS = TrainConfig.__dataclass_fields__["select_metric"].metadata["choices"]
 LAMA_KEYS = ("name", "model", "device", "dtype", "device_map", "max_length", "kv_cache_mb", "task", "limits",
-             "protocols", "methods")
+             "protocols", "methods", "tensorboard", "mlflow")
 TEMPLATE_KEYS = ("file", "patterns", "verbalizers", "task")
 
 _CHOOSE = "{path}: {value!r} is not valid; choose one of "
@@ -294,6 +294,13 @@ class ConfigSection(Section):
     methods: list[Any]
     sweep: Optional[SweepConfig] = None
     """for prompting sweep (prompting run ignores it)"""
+    tensorboard: Annotated[Optional[str], Field(min_length=1), Says("{path}: {value!r} is not valid; give a folder")] \
+        = None
+    """live curves: each run's training loss, learning rate, dev metric and final metrics for TensorBoard, in a folder per run id under this one (relative to where prompting runs; needs the tensorboard package)"""
+    mlflow: Annotated[Optional[Union[Literal[True], Annotated[str, Field(min_length=1)]]],
+                      Says("{path}: {value!r} is not valid; give a tracking URI (e.g. sqlite:///mlflow.db or "
+                           "http://localhost:5000), or true for MLflow's default store")] = None
+    """live curves in MLflow: a tracking URI, or true for MLflow's default (a local store); one MLflow run per run (needs mlflow)"""
     limits: Optional[Limits] = None
     """lama only: facts per split of each relation"""
     protocols: Annotated[list[Literal[LAMA_PROTOCOLS]], Says(_protocols_message)] = list(LAMA_PROTOCOLS)

@@ -2,7 +2,7 @@
 
 One dataclass per method (:mod:`prompting.methods.configs`) and one for training (:class:`TrainConfig`)
 are the single source from which the YAML schema, the errors that list valid keys and values, the
-sweep search space, a saved prompt's JSON and the README's settings table are derived:
+sweep search space, a saved prompt's JSON and the settings table in docs/methods.md are derived:
 
     @dataclass
     class SoftConfig(MethodConfig):
@@ -505,7 +505,7 @@ def _rows(cls: type[Settings], first: str, keys: Sequence[str] | None = None) ->
 def settings_table(config_classes: Sequence[type[MethodConfig]]) -> str:
     """Markdown tables of every method's settings (name, default, allowed values, sweep range, meaning,
     and the training settings the method runs with and sweeps), then of the training settings.
-    ``prompting methods`` prints it; the README's tables are this text."""
+    ``prompting methods`` prints it; docs/methods.md's table is this text."""
     lines = ["| method | setting | default | allowed | sweep range | what it does |", "|---|---|---|---|---|---|"]
     for cls in config_classes:
         train = ", ".join(f"`{k}: {_cell(v).strip('`')}`" for k, v in cls.train_defaults.items()) or "–"

@@ -2,7 +2,8 @@
 
 :class:`RunExecutor` is the seam between the harness (which plans, claims and records runs) and the
 work of one run; a caller that wants to watch or alter runs passes its own executor to
-:class:`prompting.experiment.harness.Experiment`.
+:class:`prompting.experiment.harness.Experiment`. With a tracker (:mod:`prompting.experiment.tracking`),
+each run's curves are opened before it starts and the training loop reports its steps to them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from prompting.lm.model import LanguageModel
 from prompting.methods import PromptMethod, build_method
 from prompting.methods.evaluation import TrainResult
 from prompting.methods.saving import save_prompt
+from prompting.experiment.tracking import Tracker
 from prompting.tasks.base import Fitted, PlannedRun, RunRecord, TaskType
+from prompting.training.curves import reporting_to
 
 __all__ = ["RunExecutor", "Executed"]
 
@@ -37,9 +40,9 @@ class RunExecutor:
     """Runs planned runs of one experiment on one LM (see the module docstring)."""
 
     def __init__(self, lm: LanguageModel, task_type: TaskType, protocol: Protocol, name: str = "experiment",
-                 max_length: int | None = None):
+                 max_length: int | None = None, tracker: Tracker | None = None):
         self.lm, self.task_type, self.protocol = lm, task_type, protocol
-        self.name, self.max_length = name, max_length
+        self.name, self.max_length, self.tracker = name, max_length, tracker
         self._lm_snapshot: tuple[dict[str, torch.Tensor], int] | None = None
         #: where a run whose plan asks to keep its model (``context["save"]``) saves it, as models/RUN_ID
         self.models_dir: Path | None = None
@@ -56,7 +59,21 @@ class RunExecutor:
 
     def execute(self, run: PlannedRun, train_examples: Sequence[Example], dev_examples: Sequence[Example],
                 progress: bool = True) -> Executed:
-        """Build, fit (when trained) and score the run; the LM is put back as it was whatever happens."""
+        """Build, fit (when trained) and score the run; the LM is put back as it was whatever happens. With
+        a tracker, the run's curves take its steps, then its record."""
+        if self.tracker is None:
+            return self._execute(run, train_examples, dev_examples, progress)
+        curves = self.tracker.open(run, self.name)
+        try:
+            with reporting_to(curves):
+                done = self._execute(run, train_examples, dev_examples, progress)
+        except BaseException:
+            curves.fail()
+            raise
+        curves.finish(done.record.to_dict())
+        return done
+
+    def _execute(self, run: PlannedRun, train_examples, dev_examples, progress: bool) -> Executed:
         started = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()

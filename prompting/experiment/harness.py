@@ -27,13 +27,15 @@ from prompting.core.settings import ENSEMBLES, MethodSpec, Protocol
 from prompting.experiment.derived import DerivedRecords, calibrated_id
 from prompting.experiment.executor import RunExecutor
 from prompting.experiment.results import ResultsStore
+from prompting.experiment.tracking import Tracker, open_tracker
 from prompting.lm.model import LanguageModel
 from prompting.tasks.base import PlannedRun, TaskType, describe_run
 from prompting.tasks.classification import Classification, jsonable_verbalizer
 from prompting.tasks.lama import load_relation
 from prompting.tasks.probing import FactProbing
 
-__all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "build_experiment", "build_experiments", "ENSEMBLES"]
+__all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "build_experiment", "build_experiments", "ENSEMBLES",
+           "config_tracker"]
 
 
 def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: Sequence[MethodSpec] | None = None,
@@ -45,9 +47,10 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     methods = list(cfg.methods if methods is None else methods)
     task.check(methods, cfg.prompts, templates, protocol=cfg.protocol)
     check_splits(task, cfg.protocol)
+    tracker = config_tracker(cfg)
     lm = lm or load_model(cfg, allow_download)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
-                      max_length=cfg.max_length)
+                      max_length=cfg.max_length, tracker=tracker)
 
 
 def build_experiments(cfg, output_dir, lm: LanguageModel | None = None, allow_download: bool = False) -> list["Experiment"]:
@@ -60,11 +63,18 @@ def build_experiments(cfg, output_dir, lm: LanguageModel | None = None, allow_do
                          cfg.template, experiment=cfg.name) for r in cfg.relations]
     for task in tasks:
         task.check(cfg.methods, [])
+    tracker = config_tracker(cfg)
     lm = lm or load_model(cfg, allow_download)
     # every fact is its own split: one data seed, and a trained prompt's seed 1
     protocol = Protocol(k=0, data_seeds=(0,), train_seeds=(1,))
     return [Experiment(lm, task, cfg.methods, [], protocol, output_dir=output_dir, name=cfg.name,
-                       max_length=cfg.max_length) for task in tasks]
+                       max_length=cfg.max_length, tracker=tracker) for task in tasks]
+
+
+def config_tracker(cfg) -> Tracker | None:
+    """Where a config's runs write live curves (``tensorboard:``, ``mlflow:``, or the command line's
+    ``--tensorboard`` / ``--mlflow``), checked before the model loads; None: nowhere."""
+    return open_tracker(cfg.tensorboard, cfg.mlflow, cfg.name)
 
 
 def check_splits(task_type: TaskType, protocol: Protocol) -> None:
@@ -91,13 +101,14 @@ class Experiment:
     ``task`` is a :class:`prompting.core.data.Task` (classification) or any task type
     (:class:`prompting.tasks.base.TaskType`). ``executor`` does each run (default: a
     :class:`RunExecutor` on this experiment's LM and task); pass one of your own to watch or change what
-    a run does.
+    a run does. ``tracker``: where runs write live training curves
+    (:mod:`prompting.experiment.tracking`: TensorBoard, MLflow).
     """
 
     def __init__(self, lm: LanguageModel, task: Task | TaskType, methods: Sequence[MethodSpec],
                  prompts: Sequence[tuple[str, dict]], protocol: Protocol | None = None,
                  output_dir=None, name: str = "experiment", max_length: int | None = None,
-                 executor: RunExecutor | None = None):
+                 executor: RunExecutor | None = None, tracker: Tracker | None = None):
         self.task_type = task if isinstance(task, TaskType) else Classification(task)
         self.lm, self.methods = lm, list(methods)
         self.prompts = [(t, jsonable_verbalizer(v)) for t, v in prompts]
@@ -109,6 +120,8 @@ class Experiment:
         self.executor = executor or RunExecutor(lm, self.task_type, self._protocol, name=name, max_length=max_length)
         if self.store is not None:  # where runs that ask to keep their model save it
             self.executor.models_dir = self.store.directory / "models"
+        if tracker is not None:
+            self.executor.tracker = tracker
 
     @property
     def protocol(self) -> Protocol:

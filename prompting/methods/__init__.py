@@ -15,7 +15,7 @@ A method is a :class:`PromptMethod` subclass with a typed config class (see
         def forward(self, batch):
             return super().forward(batch) / self.config.temperature
 
-(the README's "Adding a method" has one that learns).
+(docs/adding-a-method.md has one that learns).
 
 The built-in methods are registered by name and module, so that this package, and with it a YAML
 config's check, loads without torch; their classes are imported when first used.

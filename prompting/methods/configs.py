@@ -1,7 +1,7 @@
 """The settings of every built-in method: one typed config class each (see :mod:`prompting.core.settings`).
 
 Kept apart from the method modules, which need torch, so that a YAML config is checked without
-loading it. ``prompting methods`` prints every method's settings as the README's table.
+loading it. ``prompting methods`` prints every method's settings as the table in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class ManualConfig(PromptConfig):
     summary: ClassVar[str] = ("PET: the template and verbalizer as written; `train: false` is zero-shot, "
                               "`train: true` fine-tunes the LM")
     # PET fine-tuning keeps the best *trained* state: its untrained state is the zero-shot run, and with
-    # 32 dev examples the zero-shot state can win on dev and lose on test (see the README)
+    # 32 dev examples the zero-shot state can win on dev and lose on test (docs/methods.md)
     train_defaults: ClassVar[dict] = {"lr": 1e-5, "tune_lm": True, "select_untrained": False}
     train_space: ClassVar[dict] = TRAIN_SPACE
 
@@ -133,12 +133,17 @@ class PTuningConfig(PromptConfig):
     train_space: ClassVar[dict] = {**TRAIN_SPACE, "lr": {"low": 1e-4, "high": 3e-2, "log": True},
                                    "soft_length": {"low": 1, "high": 8}}
 
+    # A bottleneck encoder whose output is added to its inputs: at K = 16 the paper's encoder (as wide as
+    # the embeddings, its output unrelated to its inputs; 11% of SmolLM2's weights) learned little and lost
+    # a text start (benchmarks/learning_check.py: SST-2 from the manual words 0.498 against 0.774 zero-shot)
     encoder: str = setting("lstm", "the prompt encoder", choices=ENCODERS, search={"choices": list(ENCODERS)})
-    hidden_size: int | None = setting(None, "the encoder's width (the LM's embedding size when not given)",
+    hidden_size: int | None = setting(64, "the encoder's width (null: the LM's embedding size, the paper's)",
                                       minimum=1, search={"choices": [64, 128, 256]})
-    residual: bool = setting(False, "the encoder's output is added to its inputs (which then start as the prompt)")
-    input_lr: float | None = setting(None, "learning rate of the encoder's input vectors (the training rate "
-                                           "when not given)", positive=True,
+    residual: bool = setting(True, "the encoder's output is added to its inputs, which then start as the prompt "
+                                   "(false: the paper's encoder, whose output replaces them)")
+    input_lr: float | None = setting(None, "learning rate of the encoder's input vectors (null: a soft prompt's "
+                                           "rate when `residual`, the inputs being the prompt; else the training "
+                                           "rate)", positive=True,
                                      search={"low": 1e-3, "high": 1e-1, "log": True}, saved=False)
 
 

@@ -4,7 +4,10 @@ Cross-entropy over label scores (or, for examples with soft labels, PET's distil
 parameter groups with their own learning rates; linear
 warm-up and decay; gradient clipping; evaluation on dev every N steps (ties of the dev metric go
 to the lower dev cross-entropy); the best-on-dev state is
-kept and restored; early stopping; deterministic on CPU for a given seed.
+kept and restored; early stopping; deterministic on CPU for a given seed. Each step and dev
+evaluation is reported to a :class:`prompting.training.curves.StepLogger` when one is given
+(``logger=``) or set around the call with ``reporting_to`` (live curves in TensorBoard or MLflow);
+without one, nothing is. A search (AutoPrompt) reports its iterations when it ends.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from prompting.methods.base import PromptMethod, SearchMethod
 from prompting.methods.batches import EncodedExamples
 from prompting.methods.evaluation import TrainResult, dev_score, evaluate, gold_cross_entropy
 from prompting.core.settings import TrainConfig, TrainingError
+from prompting.training.curves import StepLogger, current_logger
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate", "dev_score", "gold_cross_entropy",
            "objective"]
@@ -111,19 +115,39 @@ def _check_data(train_data: EncodedExamples) -> None:
         raise ValueError("training examples need labels the verbalizer knows")
 
 
+def _report(logger: StepLogger, record: dict, optimizer, schedule) -> None:
+    """A step's loss and each parameter group's learning rate during it (the schedule's factor at the
+    step), then its dev evaluation if it had one."""
+    factors = [rate(record["step"] - 1) for rate in schedule.lr_lambdas]
+    lrs = {g.get("name", str(i)): base * factor
+           for i, (g, base, factor) in enumerate(zip(optimizer.param_groups, schedule.base_lrs, factors))}
+    logger.step(record["step"], record["loss"], lrs)
+    if "dev" in record:
+        logger.evaluation(record["step"], record["dev"], record["dev_loss"])
+
+
+def _replay(logger: StepLogger | None, result: TrainResult) -> TrainResult:
+    """A search's iterations as steps (its training loss; no learning rate), and its dev evaluations."""
+    for h in result.history if logger is not None else ():
+        logger.step(h["step"], h.get("train_loss", h.get("loss")), {})
+        if "dev" in h:
+            logger.evaluation(h["step"], h["dev"], h.get("dev_loss"))
+    return result
+
+
 def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedExamples | None,
-          config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train ``method`` in place; on return it holds the best-on-dev state."""
+          config: TrainConfig, progress: bool = True, logger: StepLogger | None = None) -> TrainResult:
+    """Train ``method`` in place; on return it holds the best-on-dev state (steps reported: see the module)."""
     from tqdm.auto import tqdm
 
     _check_data(train_data)
+    logger = logger if logger is not None else current_logger()
     if isinstance(method, SearchMethod):  # learns by search, not by gradient descent (AutoPrompt)
-        return method.search(train_data, dev_data, config, progress=progress)
+        return _replay(logger, method.search(train_data, dev_data, config, progress=progress))
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    for p in method.lm.model.parameters():
-        p.requires_grad_(config.tune_lm)
+    method.lm.model.requires_grad_(config.tune_lm)
     per_epoch = math.ceil(len(train_data) / config.batch_size)
     total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
     optimizer, schedule, params = _optimiser(method, config, total)
@@ -149,12 +173,13 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
                 stale = 0 if best.improved else stale + 1
                 bar.set_postfix(loss=f"{record['loss']:.3f}", dev=f"{record['dev'][config.select_metric]:.3f}")
             history.append(record)
+            if logger is not None:
+                _report(logger, record, optimizer, schedule)
             if step >= total or (config.patience is not None and stale >= config.patience):
                 break
     bar.close()
     _set_mode(method, False, config.tune_lm)
-    for p in method.lm.model.parameters():
-        p.requires_grad_(False)
+    method.lm.model.requires_grad_(False)
     if best.state is None:  # no dev set: the last state stands, and it was not scored on dev
         best.scores = None
     else:
