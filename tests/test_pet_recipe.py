@@ -185,6 +185,23 @@ def test_without_distill_the_plan_is_the_one_it_was_and_scores_no_unlabelled_exa
     assert not any(r.context.get("pool") or r.needs for r in with_pool)
 
 
+@pytest.mark.parametrize("entry, distill, steps", [
+    ({"max_steps": 2, "batch_size": 4}, True, 6),              # one pass over 24 unlabelled examples, 4 a step
+    ({"max_steps": 2, "batch_size": 5}, True, 5),              # a last, shorter batch counts as a step
+    ({"max_steps": 9, "batch_size": 4}, True, 9),              # never fewer steps than the entry's
+    ({"max_steps": 2, "batch_size": 4}, {"max_steps": 3}, 3),  # distill.max_steps wins
+])
+def test_the_final_model_sees_every_unlabelled_example_unless_told_its_steps(tiny_causal_lm, entry, distill, steps):
+    for spec in (MethodSpec("manual", train=True, train_config={"lr": 1e-3, **entry}, ensemble="mean",
+                            distill=distill),
+                 MethodSpec("ipet", train_config={"lr": 1e-3, **entry}, params={"generations": 1},
+                            distill=None if distill is True else distill)):
+        runs = Experiment(tiny_causal_lm, toy_task(unlabeled=24), [spec], PROMPTS, PROTOCOL).plan()
+        [final] = [r for r in runs if r.context.get("stage") == "distill"]
+        assert final.settings["train_config"]["max_steps"] == steps
+        assert all(r.settings["train_config"]["max_steps"] == entry["max_steps"] for r in runs if r is not final)
+
+
 @pytest.mark.parametrize("name", ["sst2_pet", "sst2_compare"])
 def test_committed_configs_plan_the_run_ids_their_committed_results_hold(name):
     """Run ids depend only on what a run's result depends on: the recipe's settings leave every other

@@ -383,7 +383,9 @@ class DistillSettings(Settings):
     temperature: float = setting(2.0, "the soft labels' temperature: the ensemble's and the final model's label "
                                       "scores are divided by it (PET: 2)", positive=True)
     pattern: int = setting(0, "which of the entry's prompts the final model uses (0: the first)", minimum=0)
-    max_steps: int | None = setting(None, "the final model's optimiser steps (the entry's when not given)", minimum=1)
+    max_steps: int | None = setting(None, "the final model's optimiser steps (when not given: one pass over the "
+                                          "unlabelled examples at the entry's batch size, at least the entry's "
+                                          "max_steps)", minimum=1)
     save: bool = setting(True, "save the final model (prompt and tuned LM) in the output folder's models/RUN_ID")
 
 

@@ -37,7 +37,7 @@ import torch
 
 from prompting.core.data import DataError, Example, Task
 from prompting.core.ids import run_id
-from prompting.core.settings import MethodSpec, Protocol
+from prompting.core.settings import MethodSpec, Protocol, TrainConfig, default_of
 from prompting.methods import METHODS, PromptMethod
 from prompting.methods.batches import EncodedExamples
 from prompting.tasks.base import PlannedRun
@@ -190,8 +190,7 @@ def _distilled(task, spec, members, pairs, train_seed, protocol, made) -> Planne
     """The final model of one training seed's ensemble ``members``."""
     distill = spec.distill
     template, verbalizer = pairs[distill.pattern]
-    steps = {"max_steps": distill.max_steps} if distill.max_steps else {}
-    own = replace(spec, train_config={**spec.train_config, **steps})
+    own = replace(spec, train_config={**spec.train_config, "max_steps": distill_steps(task, spec)})
     generation = members[0].context.get("generation", 0)
     said = f"{len(pairs)} patterns, {_pool_size(task)} unlabelled"
     label = (f"{spec.label} ({generation} generations, {said})" if is_ipet(spec) else f"{spec.label} distilled ({said})")
@@ -200,6 +199,16 @@ def _distilled(task, spec, members, pairs, train_seed, protocol, made) -> Planne
     return _derived(made(own, template, verbalizer, train_seed), settings, members,
                     {"stage": "distill", "generation": generation, "entry": spec, "patterns": len(pairs),
                      "save": distill.save, "metric": protocol.select_metric})
+
+
+def distill_steps(task: Task, spec: MethodSpec) -> int:
+    """The final model's optimiser steps: ``distill.max_steps``, or one pass over the unlabelled examples at the
+    entry's batch size, at least the entry's ``max_steps`` (steps sized for K examples would show the final
+    model a fraction of a pool many times larger)."""
+    if spec.distill.max_steps:
+        return spec.distill.max_steps
+    batch = spec.train_config.get("batch_size") or default_of(TrainConfig, "batch_size")
+    return max(math.ceil(_pool_size(task) / batch), spec.train_config.get("max_steps") or 1)
 
 
 def _gold_counts(task: Task, protocol: Protocol) -> Counter:
