@@ -245,8 +245,8 @@ class Template:
                 out.append(unparse(part))
         return Template("".join(out))
 
-    def encoder(self, tokenizer, causal: bool, max_length: int = 512) -> "TemplateEncoder":
-        return TemplateEncoder(self, tokenizer, causal=causal, max_length=max_length)
+    def encoder(self, tokenizer, causal: bool, max_length: int = 512, **options) -> "TemplateEncoder":
+        return TemplateEncoder(self, tokenizer, causal=causal, max_length=max_length, **options)
 
 
 _OPENPROMPT_SLOT = re.compile(r'\{\s*["\']')
@@ -341,6 +341,9 @@ class Encoding:
                         shift(self.trigger_positions))
 
 
+_TOKENIZER_MASK = object()  # TemplateEncoder's default mask: the tokenizer's own mask token
+
+
 class TemplateEncoder:
     """Turns examples into :class:`Encoding` s for one tokenizer.
 
@@ -349,7 +352,7 @@ class TemplateEncoder:
     """
 
     def __init__(self, template: Template, tokenizer, causal: bool, max_length: int = 512,
-                 reserve: int = 0):
+                 reserve: int = 0, mask_id: int | None | object = _TOKENIZER_MASK):
         self.template = template
         self.tokenizer = tokenizer
         self.causal = causal
@@ -363,8 +366,9 @@ class TemplateEncoder:
         if causal:
             self.suffix_ids = []
         self.placeholder_id = _placeholder_id(tokenizer)
-        self.mask_id = tokenizer.mask_token_id
-        if not causal and self.mask_id is None:
+        # ``mask_id`` given (an encoder-decoder LM's mask or sentinel, or None: the slot is left empty)
+        self.mask_id = tokenizer.mask_token_id if mask_id is _TOKENIZER_MASK else mask_id
+        if not causal and self.mask_id is None and mask_id is _TOKENIZER_MASK:
             raise TemplateError(f"tokenizer {type(tokenizer).__name__} has no mask token; "
                                 "a masked LM needs one")
         self.mask_leading_space = False
@@ -425,7 +429,7 @@ class TemplateEncoder:
                 fixed += len(value)
             elif kind in ("soft", "trigger"):
                 fixed += value
-            elif kind == "mask" and not self.causal:
+            elif kind == "mask" and not self.causal and self.mask_id is not None:
                 fixed += n_mask
         budget = self.max_length - fixed
         if budget < len(field_ids):
@@ -448,7 +452,7 @@ class TemplateEncoder:
                 elif kind == "trigger":
                     enc.trigger_positions.extend(range(len(ids), len(ids) + value))
                     ids.extend([self.placeholder_id] * value)
-                elif not self.causal:
+                elif not self.causal and self.mask_id is not None:
                     enc.mask_positions.extend(range(len(ids), len(ids) + n_mask))
                     ids.extend([self.mask_id] * n_mask)
             ids.extend(self.suffix_ids)

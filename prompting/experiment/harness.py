@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Sequence
 
-from prompting.config.experiment import ProbeConfig, load_task_spec
+from prompting.config.experiment import ConfigError, ProbeConfig, load_task_spec
 from prompting.core.data import DataError, Example, Task
 from prompting.core.settings import ENSEMBLES, MethodSpec, Protocol
 from prompting.experiment.derived import DerivedRecords, calibrated_id
@@ -31,7 +31,10 @@ from prompting.lm.model import LanguageModel
 from prompting.tasks.base import PlannedRun, TaskType, describe_run
 from prompting.tasks.classification import Classification, jsonable_verbalizer
 from prompting.tasks.lama import load_relation
+from prompting.tasks.generation import Generation
 from prompting.tasks.probing import FactProbing
+from prompting.tasks.textspec import decoding_of, is_generation, load_generation_task
+from prompting.methods.targets import Decoding
 
 __all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "build_experiment", "build_experiments", "ENSEMBLES"]
 
@@ -41,7 +44,7 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     """The experiment a parsed config describes (see :mod:`prompting.config.experiment`): its task loaded and its
     prompts checked first, so that a wrong template fails before the model loads; then the model,
     unless ``lm`` is given. ``methods`` replaces the config's methods (a sweep runs one at a time)."""
-    task = Classification(load_task_spec(cfg.task, cfg.base))
+    task = task_type_of(cfg)
     methods = list(cfg.methods if methods is None else methods)
     task.check(methods, cfg.prompts, templates, protocol=cfg.protocol)
     check_splits(task, cfg.protocol)
@@ -65,6 +68,14 @@ def build_experiments(cfg, output_dir, lm: LanguageModel | None = None, allow_do
     protocol = Protocol(k=0, data_seeds=(0,), train_seeds=(1,))
     return [Experiment(lm, task, cfg.methods, [], protocol, output_dir=output_dir, name=cfg.name,
                        max_length=cfg.max_length) for task in tasks]
+
+
+def task_type_of(cfg) -> TaskType:
+    """The task type a parsed config's ``task:`` section describes, its files read: a generation task, or a
+    classification task (built in or your own files)."""
+    if is_generation(cfg.task):
+        return Generation(load_generation_task(cfg.task, cfg.base, ConfigError), Decoding(**decoding_of(cfg.task)))
+    return Classification(load_task_spec(cfg.task, cfg.base))
 
 
 def check_splits(task_type: TaskType, protocol: Protocol) -> None:
