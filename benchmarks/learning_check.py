@@ -1,244 +1,299 @@
-"""Do the learned prompts learn? SST-2, K=16 per class, frozen SmolLM2-135M-Instruct, CPU.
+"""The learning check: does each learned prompt still learn what it learned? SST-2, K=16, SmolLM2-135M, CPU.
 
-For each method (soft, ptuning, prefix) and each start:
+Every check is a config in ``benchmarks/learning_check/``, run through the harness as a user runs
+it (``prompting.build_experiments`` and ``Experiment.run``; ``prompting run
+benchmarks/learning_check/soft-text.yaml --output-dir DIR`` runs one check the same way), with the
+library's defaults for everything but what defines the method's start:
 
-- ``random``: no manual words anywhere, the learned prompt starts from random vectors
-  (soft / ptuning: ``{soft:2} {text_a}{soft:4} {mask}``, as many soft tokens as the manual
-  template has words; prefix: 10 random key/value positions before ``{text_a} {mask}``);
-- ``text``: the manual template's words are the starting point. Soft / ptuning: the soft slots take
-  the words' places and start from their embeddings, ``{soft:"Review:"} {text_a}{soft:"\\nSentiment:"}
-  {mask}`` (a soft prompt then starts as exactly the manual prompt; so does P-tuning, whose residual
-  encoder starts as its inputs, the words). Prefix: the manual template whose leading word
-  ``Review:`` is moved into the prefix, as the LM's own keys/values for it (2 positions): step 0 is
-  exactly the manual prompt;
-- ``vocab`` (prefix only): 10 prefix positions made of the LM's own keys/values for random common
-  tokens, before ``{text_a} {mask}``: a random start without manual words, but activations of the
-  kind the layers expect.
+- ``zero-shot``: the manual template ``Review: {text_a}\\nSentiment: {mask}`` (verbalizer
+  negative/positive), not trained;
+- ``soft-random`` / ``soft-text``: a soft prompt from random vectors (``init: uniform``,
+  ``{soft:2} {text_a}{soft:4} {mask}``: as many vectors as the manual template has tokens) or from
+  the manual template's words (``{soft:"Review:"} {text_a}{soft:"\\nSentiment:"} {mask}``, ``init:
+  text``: step 0 is the manual prompt);
+- ``ptuning-random`` / ``ptuning-text``: P-tuning on the same two templates (its encoder's inputs
+  random, or the words' embeddings; the default encoder's output does not keep them);
+- ``prefix-random`` / ``prefix-text``: prefix-tuning from random keys and values before ``{text_a}
+  {mask}`` (``init: random``), or on the manual template with its leading word ``Review:`` moved into
+  the prefix as the LM's own keys and values (``init: text``);
+- ``continuous``: P-tuning with four soft tokens either side of the input,
+  ``{soft:4} {text_a} {soft:4} {mask}`` (the config a user reported).
 
-Each run trains on the K-shot train split of one data seed, selects the best step on the K-shot dev
-split (train.py does, step 0 included), and is scored on the first 500 test examples. The baseline is
-the manual template ``Review: {text_a}\\nSentiment: {mask}`` zero-shot on the same 500.
+Each trained check trains on the K-shot train split of data seed 13 (32 examples), training seed 1,
+the library's training defaults (8 epochs of batches of 8: 32 steps, dev scored every epoch, the
+best state on the K-shot dev split kept, step 0 included), and is scored on ``test_limit: 500``: a
+fixed random 500 of the 1,821 SST-2 test sentences (seed 0). One data seed keeps the whole check
+near 25 minutes on one thread.
 
-    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/learning_check.py                 # everything
-    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/learning_check.py --runs soft/random --seeds 13 \\
-        --lr 0.03 --no-test --out /tmp/tune.json                                     # tuning on dev
+Runs use one torch thread (``--threads 1``, the default, and ``OMP_NUM_THREADS=1``): the figures
+depend on the thread count, and one thread makes CPU runs repeat exactly.
 
-Finished runs are kept in ``--out`` (JSON) as they end; running again skips them. A markdown
-table is written beside it.
+    python benchmarks/learning_check.py                # run the check into a fresh folder, compare
+    python benchmarks/learning_check.py --checks soft-text prefix-text    # some checks only
+    python benchmarks/learning_check.py --record       # run it into benchmarks/results/learning_check/
+    python benchmarks/learning_check.py --report       # rewrite the table from the committed records
+
+The comparison prints, per check, the committed and the new test accuracy, their difference and its
+95% interval from a paired bootstrap of per-example correctness (the new run's and the committed
+run's right/wrong on the same 500 test examples, resampled together over data seeds and examples,
+2,000 draws: :func:`prompting.reporting.significance.paired_bootstrap`), and flags ``DROP`` where
+that interval lies entirely below 0; the exit status is 1 when any check drops. It also gives each
+check's training time new / committed (its whole run time where it trains nothing), for information,
+and says whether the new label scores are bit-identical to the committed ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import statistics
+import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from prompting import LanguageModel, Verbalizer, load_task, sample_kshot
-from prompting.methods import build_method
-from prompting.training.loop import TrainConfig, evaluate, train
-
-ROOT = Path(__file__).resolve().parent
-DATA = ROOT.parents[1] / "shared" / "data" / "sst2"  # beside the checkout
-OUT = ROOT / "results" / "learning_check.json"
-
-MANUAL = "Review: {text_a}\nSentiment: {mask}"
-VERBALIZER = {"0": ["negative"], "1": ["positive"]}
-NO_WORDS = "{text_a} {mask}"  # the random prefixes' template: what the LM does with no prompt at all
-SLOTS_RANDOM = "{soft:2} {text_a}{soft:4} {mask}"  # "Review:" is 2 tokens, "\nSentiment:" 4
-SLOTS_TEXT = '{soft:"Review:"} {text_a}{soft:"\nSentiment:"} {mask}'
-RUNS = {
-    "soft/random": ("soft", SLOTS_RANDOM, {"init": "uniform"}),
-    "soft/text": ("soft", SLOTS_TEXT, {"init": "text"}),
-    # P-tuning's encoder and the prefix MLP are sized so that what trains stays under 1% of the model
-    # (the papers' sizes, the embedding width and 512, train 11% and 4.6% of it); P-tuning adds its
-    # head to its inputs (``residual``) so a text start is kept (see ``superseded`` in the JSON).
-    # Its input vectors are then the prompt itself and train at a soft prompt's rate (input_lr).
-    "ptuning/random": ("ptuning", SLOTS_RANDOM, {"encoder": "lstm", "hidden_size": 64, "residual": True,
-                                                 "input_lr": 3e-2}),
-    "ptuning/text": ("ptuning", SLOTS_TEXT, {"encoder": "lstm", "hidden_size": 64, "residual": True,
-                                             "input_lr": 3e-2}),
-    "prefix/random": ("prefix", NO_WORDS, {"prefix_length": 10, "init": "random",
-                                                     "prefix_hidden_size": 64}),
-    "prefix/vocab": ("prefix", NO_WORDS, {"prefix_length": 10, "init": "vocab",
-                                                    "prefix_hidden_size": 64}),
-    "prefix/text": ("prefix", MANUAL, {"init": "text", "prefix_hidden_size": 64}),
-}
-LR = {"soft": 3e-2, "ptuning": 1e-3, "prefix": 1e-4}  # tuned on dev accuracy, data seed 13 only
-SEEDS = (13, 21, 42, 87, 100)
+ROOT = Path(__file__).resolve().parents[1]  # the repository: the configs' data_dir is relative to it
+CONFIGS = ROOT / "benchmarks" / "learning_check"
+RECORDED = ROOT / "benchmarks" / "results" / "learning_check"
+TABLE = ROOT / "benchmarks" / "results" / "learning_check.md"
+CHECKS = ("zero-shot", "soft-random", "soft-text", "ptuning-random", "ptuning-text", "prefix-random",
+          "prefix-text", "continuous")
+ABOUT = "about.json"  # beside the records: threads, versions, time
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch is imported when the checks run, after this
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
-def load_results(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {"runs": [], "baseline": None}
+# ------------------------------------------------------------------------------------------ running
+def run_checks(names, output_dir: Path, threads: int, progress: bool = False) -> dict:
+    """Run the checks' configs into ``output_dir`` (one LM for all of them; runs already recorded
+    there are kept, as the harness resumes); returns what ``about.json`` says of the run."""
+    import torch
+
+    import prompting
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", message="template .* causal LM predicts")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lm, seconds, training, started = None, {}, {}, time.perf_counter()
+    for name in names:
+        cfg = prompting.load_config(CONFIGS / f"{name}.yaml")
+        began = time.perf_counter()
+        for experiment in prompting.build_experiments(cfg, output_dir, lm):
+            lm = experiment.lm
+            _time_training(experiment.executor, training.setdefault(name, {}))
+            records = experiment.run(progress=progress)
+        seconds[name] = round(time.perf_counter() - began, 1)
+        for r in records:
+            print(f"{name}: data seed {r['data_seed']}: test accuracy {r['test']['accuracy']:.3f}, dev "
+                  f"{r['dev']['accuracy']:.3f} (step {r['best_step']} of {r['steps']}), {r['seconds']:.0f} s",
+                  flush=True)
+    about = {"threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+             "cpu": platform.processor() or platform.machine(), "checks": list(names), "check_seconds": seconds,
+             "train_seconds": {name: runs for name, runs in training.items() if runs},
+             "total_seconds": round(time.perf_counter() - started, 1)}
+    (output_dir / ABOUT).write_text(json.dumps(about, indent=1) + "\n")
+    shutil.rmtree(output_dir / ".claims", ignore_errors=True)  # the harness's run claims, all released
+    return about
 
 
-def save_results(path: Path, results: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+def _time_training(executor, into: dict) -> None:
+    """Keep each run's training time (the training loop's own clock), by ``data seed/training seed``;
+    the records give a run's whole time, scoring included."""
+    fit = executor.fit
+
+    def timed(run, *args, **kwargs):
+        result = fit(run, *args, **kwargs)
+        into[_run_key(run.data_seed, run.train_seed)] = round(result.seconds, 1)
+        return result
+
+    executor.fit = timed
 
 
-def run_one(lm, task, key: str, seed: int, lr: float, steps: int, eval_every: int, test, do_test: bool,
-            overrides: dict) -> dict:
-    name, template, params = RUNS[key]
-    params = {**params, **overrides}
-    train_examples, dev_examples = sample_kshot(task.train, 16, seed, task.labels)
-    torch.manual_seed(1)  # one training seed: the prompt's random init and the batch order
-    method = build_method(name, lm, template, Verbalizer(VERBALIZER), labels=task.labels, **params)
-    trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
-    saved = sum(t.numel() for t in method.prompt_state().values())
-    dev = method.encode(dev_examples)
-    start_dev, _ = evaluate(method, dev)
-    config = TrainConfig(lr=lr, max_steps=steps, batch_size=8, eval_every=eval_every, seed=1)
-    result = train(method, method.encode(train_examples), dev, config, progress=False)
-    record = {
-        "run": key, "method": name, "init": key.split("/")[1], "settings": RUNS[key][2],
-        "template": method.template.text,
-        "params": method.config.saved(), "data_seed": seed, "lr": lr, "steps": steps, "eval_every": eval_every,
-        "trainable_params": trainable, "saved_params": saved,
-        "trainable_pct_of_model": round(100 * trainable / lm.num_parameters(), 4),
-        "dev_accuracy_step0": start_dev["accuracy"], "dev_accuracy_best": result.best_dev.get("accuracy"),
-        "best_step": result.best_step, "train_seconds": round(result.seconds, 1),
-        "losses": [h["loss"] for h in result.history],
-        "dev_curve": [(h["step"], h["dev"]["accuracy"]) for h in result.history if "dev" in h],
-    }
-    if do_test:
-        metrics, _ = evaluate(method, method.encode(test))
-        record.update(test_accuracy=metrics["accuracy"], test_macro_f1=metrics["macro_f1"])
-    return record
+def _run_key(data_seed, train_seed) -> str:
+    return f"{data_seed}/{train_seed}"
 
 
-def markdown(results: dict, tuning: dict | None = None) -> str:
-    base = results.get("baseline") or {}
-    lines = ["# Learning check: SST-2, K=16, frozen SmolLM2-135M-Instruct", "",
-             f"Test = first {base.get('test_size', 500)} SST-2 test examples; mean ± std (sample) over the "
-             "data seeds; one training seed; the best step is chosen on the K-shot dev set (step 0 included).",
-             "Made by `benchmarks/learning_check.py` (see its docstring for the exact setup).", ""]
-    if base:
-        lines += [f"Baseline: the manual template `{MANUAL!r}` zero-shot, verbalizer {VERBALIZER}: "
-                  f"**{base['test_accuracy']:.3f}** test accuracy.", ""]
-    plain = results.get("baseline_no_words")
-    if plain:
-        lines += [f"No prompt words at all, `{NO_WORDS!r}` zero-shot (the random prefixes' template): "
-                  f"**{plain['test_accuracy']:.3f}**.", ""]
-    lines += ["| method | init | test acc (mean ± std) | test macro-F1 | per data seed | dev acc step 0 → best "
-              "| trainable params (% of model) | saved params | lr, steps |", "|---|---|---|---|---|---|---|---|---|"]
-    groups: dict[tuple, list[dict]] = {}
-    for record in results["runs"]:
-        if "test_accuracy" in record:
-            setting = (record["run"], record["lr"], record["steps"], json.dumps(record.get("overrides", {})))
-            groups.setdefault(setting, []).append(record)
-    for setting in sorted(groups, key=lambda s: (list(RUNS).index(s[0]), s[1:])):
-        records = sorted(groups[setting], key=lambda r: r["data_seed"])
-        accs = [r["test_accuracy"] for r in records]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        per_seed = ", ".join(f"{r['data_seed']}: {r['test_accuracy']:.3f}" for r in records)
-        dev0 = statistics.mean(r["dev_accuracy_step0"] for r in records)
-        dev1 = statistics.mean(r["dev_accuracy_best"] for r in records)
-        f1 = statistics.mean(r["test_macro_f1"] for r in records)
-        r0 = records[0]
-        extra = f" {r0['overrides']}" if r0.get("overrides") else ""
-        lines.append(f"| {r0['method']} | {r0['init']}{extra} | {statistics.mean(accs):.3f} ± {std:.3f} | {f1:.3f} "
-                     f"| {per_seed} | {dev0:.3f} → {dev1:.3f} | {r0['trainable_params']:,} "
-                     f"({r0['trainable_pct_of_model']:.3g}%) | {r0['saved_params']:,} | {r0['lr']}, {r0['steps']} |")
-    lines += ["", "Settings:", ""] + [f"- {k}: template `{RUNS[k][1]!r}`, {RUNS[k][2]}" for k in RUNS]
-    lines += ["", "Trainable params are those updated while training (P-tuning's LSTM + MLP, prefix-tuning's "
-              "MLP); saved params are what a saved prompt holds (the encoder's output only)."]
-    superseded = results.get("superseded") or []
-    for group in [superseded] if isinstance(superseded, dict) else superseded:
-        lines += ["", "## Earlier settings (superseded)", "", group["why"], "",
-                  "| run | settings | test acc (mean ± std) | per data seed | dev acc step 0 → best | trainable |",
-                  "|---|---|---|---|---|---|"]
-        old: dict[str, list[dict]] = {}
-        for record in group["runs"]:
-            if "test_accuracy" in record:
-                old.setdefault(record["run"], []).append(record)
-        for key, records in old.items():
-            accs = [r["test_accuracy"] for r in records]
-            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            lines.append(f"| {key} | {records[0]['settings']} | {statistics.mean(accs):.3f} ± {std:.3f} | "
-                         + ", ".join(f"{r['data_seed']}: {r['test_accuracy']:.3f}" for r in records)
-                         + f" | {statistics.mean(r['dev_accuracy_step0'] for r in records):.3f} → "
-                         f"{statistics.mean(r['dev_accuracy_best'] for r in records):.3f} | "
-                         f"{records[0]['trainable_params']:,} ({records[0]['trainable_pct_of_model']:.3g}%) |")
-    if tuning and tuning.get("runs"):
-        lines += ["", "## Learning-rate tuning (data seed 13, dev accuracy only, 64 steps)", "",
-                  "| run | lr | overrides | dev acc step 0 → best (step) | first → last batch loss |",
-                  "|---|---|---|---|---|"]
-        for r in tuning["runs"]:
-            lines.append(f"| {r['run']} | {r['lr']} | {r.get('overrides') or ''} | {r['dev_accuracy_step0']:.3f} → "
-                         f"{r['dev_accuracy_best']:.3f} ({r['best_step']}) | {r['losses'][0]:.3f} → "
-                         f"{r['losses'][-1]:.3f} |")
+def _about(directory: Path) -> dict:
+    path = directory / ABOUT
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ------------------------------------------------------------------------------------------ records
+def check_records(directory: Path, name: str) -> dict[tuple, dict]:
+    """The check's records in ``directory`` by (data seed, training seed)."""
+    from prompting.experiment.results import ResultsStore
+
+    records = ResultsStore(directory).records()
+    return {(r["data_seed"], r["train_seed"]): r for r in records if r.get("experiment") == name}
+
+
+def correctness(directory: Path, record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A run's test gold labels, whether it got each right (1/0), and its label scores."""
+    from prompting.experiment.results import ResultsStore, gold_indices
+
+    saved = ResultsStore(directory).load_predictions(record["run_id"])
+    if not saved or not saved.get("test"):
+        raise SystemExit(f"{directory}: run {record['run_id']} ({record['experiment']}) has no saved test scores")
+    scores, gold = np.asarray(saved["test"]), np.asarray(gold_indices(saved, "test"))
+    return gold, (scores.argmax(1) == gold).astype(float), scores
+
+
+# ------------------------------------------------------------------------------------------ comparing
+def compare(committed: Path, new: Path, names) -> int:
+    """Print the comparison table; return the number of checks that dropped."""
+    from prompting.reporting.significance import paired_bootstrap
+
+    old_about, new_about = _about(committed), _about(new)
+    print(f"\ncommitted: {_shown(committed)} ({old_about.get('threads', '?')} thread(s), torch "
+          f"{old_about.get('torch', '?')})\nnew:       {_shown(new)} ({new_about.get('threads', '?')} thread(s), "
+          f"torch {new_about.get('torch', '?')})")
+    if old_about.get("threads") != new_about.get("threads"):
+        print("note: the thread counts differ, and the figures depend on them (use --threads "
+              f"{old_about.get('threads')})")
+    header = (f"{'check':<16} {'committed':>9} {'new':>7} {'new − committed':>15} {'95% interval':>17} "
+              f"{'time new/committed':>18}  scores")
+    print("\n" + header + "\n" + "-" * len(header))
+    dropped, missing = [], []
+    for name in names:
+        old_runs, new_runs = check_records(committed, name), check_records(new, name)
+        keys = sorted(set(old_runs) & set(new_runs), key=str)
+        if not keys:
+            missing.append(name)
+            print(f"{name:<16} {'no committed record' if not old_runs else 'no new record'}")
+            continue
+        old_right, new_right, identical = [], [], True
+        for key in keys:
+            old_gold, old_ok, old_scores = correctness(committed, old_runs[key])
+            new_gold, new_ok, new_scores = correctness(new, new_runs[key])
+            if old_gold.shape != new_gold.shape or (old_gold != new_gold).any():
+                raise SystemExit(f"{name}: the new run was scored on other test examples than the committed one")
+            old_right.append(old_ok)
+            new_right.append(new_ok)
+            identical &= old_scores.shape == new_scores.shape and bool((old_scores == new_scores).all())
+        test = paired_bootstrap(new_right, old_right)
+        old_acc, new_acc = float(np.mean(old_right)), float(np.mean(new_right))
+        ratio = _time_ratio(name, keys, old_runs, new_runs, old_about, new_about)
+        drop = test["high"] < 0
+        if drop:
+            dropped.append(name)
+        if identical:
+            same = "bit-identical"
+        else:
+            moved = int(sum((a != b).sum() for a, b in zip(old_right, new_right)))
+            same = f"differ ({moved} of {sum(len(a) for a in old_right)} answers changed)"
+        print(f"{name:<16} {old_acc:>9.3f} {new_acc:>7.3f} {new_acc - old_acc:>+15.3f} "
+              f"{'[' + format(test['low'], '+.3f') + ', ' + format(test['high'], '+.3f') + ']':>17} "
+              f"{ratio:>18}  {same}{'  DROP' if drop else ''}")
+    print("\nA check is flagged DROP when the 95% interval of (new − committed) test accuracy lies entirely below 0: "
+          "a paired bootstrap\nof per-example correctness over the data seeds and the test examples (2,000 draws, "
+          "prompting.reporting.significance.paired_bootstrap).\nTime is the training time new / committed (\"run\": "
+          "the runs' whole time, scoring included, where nothing trains or a folder\nhas no training times); it is for "
+          "information only.")
+    if missing:
+        print(f"not compared: {', '.join(missing)}")
+    print(f"\n{len(dropped)} check(s) dropped: {', '.join(dropped)}" if dropped else "\nno check dropped")
+    return len(dropped)
+
+
+def _time_ratio(name, keys, old_runs, new_runs, old_about, new_about) -> str:
+    """New / committed training time of a check's runs (``about.json``); a check that trains nothing,
+    or a folder without training times, compares the runs' whole time (marked ``run``)."""
+    old_train, new_train = (about.get("train_seconds", {}).get(name, {}) for about in (old_about, new_about))
+    runs = [_run_key(*k) for k in keys]
+    if all(r in old_train and r in new_train for r in runs):
+        return f"{sum(new_train[r] for r in runs) / max(1e-9, sum(old_train[r] for r in runs)):.2f}"
+    whole = sum(new_runs[k]["seconds"] for k in keys) / max(1e-9, sum(old_runs[k]["seconds"] for k in keys))
+    return f"{whole:.2f} run"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+# ------------------------------------------------------------------------------------------ the table
+def markdown(directory: Path) -> str:
+    """The committed figures as a markdown table."""
+    about = _about(directory)
+    lines = ["# The learning check: SST-2, K=16, SmolLM2-135M", "",
+             ("Made by `python benchmarks/learning_check.py --record` (see its docstring); the records "
+              "(`results.jsonl`, and per-example label scores in `predictions/`) are in "
+              "`benchmarks/results/learning_check/`, the configs in `benchmarks/learning_check/`. "
+              "Training seed 1 and the library's defaults; test = `test_limit: 500`, a fixed random 500 of "
+              "the 1,821 SST-2 test sentences (seed 0). "
+              f"{about.get('threads', 1)} torch thread, torch {about.get('torch', '?')}, "
+              f"{about.get('total_seconds', 0) / 60:.0f} min in all."), "",
+             ("| check | method | template, start | data seed | test acc | test macro-F1 "
+              "| dev acc (best step / steps) | trainable params | training / run time (s) |"),
+             "|---|---|---|---:|---:|---:|---|---:|---:|"]
+    for name in CHECKS:
+        trained = about.get("train_seconds", {}).get(name, {})
+        for (seed, train_seed), r in sorted(check_records(directory, name).items(), key=lambda kv: str(kv[0])):
+            params = ", ".join(f"{k}: {v}" for k, v in r["params"].items())
+            start = f"`{r['template']!r}`" + (f", {params}" if params else "")
+            dev = f"{r['dev']['accuracy']:.3f} " + (f"({r['best_step']} / {r['steps']})" if r["train"]
+                                                   else "(not trained)")
+            lines.append(f"| {name} | {r['method']} | {start} | {seed} | {r['test']['accuracy']:.3f} | "
+                         f"{r['test']['macro_f1']:.3f} | {dev} | {r['trainable_params']:,} | "
+                         f"{_seconds(trained.get(_run_key(seed, train_seed)))} / {r['seconds']:.0f} |")
+    lines += ["", ("Training time is the training loop's (dev scored every epoch included); run time is the run's "
+                   "whole (building, training, scoring dev and the 500 test sentences); on a 2-core machine "
+                   "shared with other work. `python benchmarks/learning_check.py` runs the check "
+                   "again and compares it with these records (docs: Benchmarks and checks, \"The learning "
+                   "check\").")]
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--lr", type=float, default=None, help="override the method's learning rate")
-    parser.add_argument("--steps", type=int, default=48)
-    parser.add_argument("--eval-every", type=int, default=8)
-    parser.add_argument("--test-size", type=int, default=500)
-    parser.add_argument("--no-test", action="store_true", help="dev only (for tuning)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="PARAM=JSON",
-                        help="override a method parameter, e.g. prefix_projection=false")
-    parser.add_argument("--data-dir", type=Path, default=DATA)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: other work can share the CPU)")
-    parser.add_argument("--report", action="store_true", help="only rewrite the markdown from --out")
-    args = parser.parse_args(argv)
-    tuning_file = args.out.with_name(args.out.stem + "_tuning.json")
-    tuning = load_results(tuning_file) if tuning_file.exists() else None
-    if args.report:
-        args.out.with_suffix(".md").write_text(markdown(load_results(args.out), tuning))
-        return
+def _seconds(value) -> str:
+    return "–" if value is None else f"{value:.0f}"
 
-    warnings.filterwarnings("ignore", message="template .* causal LM predicts")
-    torch.set_num_threads(args.threads)
-    lm = LanguageModel.load("smollm2-135m", device="cpu")
-    task = load_task("sst2", data_dir=args.data_dir)
-    test = task.test[:args.test_size]
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    results = load_results(args.out)
-    results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, "model": lm.name, "model_params": lm.num_parameters()}
-    for name, template in (("baseline", MANUAL), ("baseline_no_words", NO_WORDS)):
-        if args.no_test or results.get(name) is not None:
-            continue
-        manual = build_method("manual", lm, template, Verbalizer(VERBALIZER), labels=task.labels)
-        metrics, _ = evaluate(manual, manual.encode(test))
-        results[name] = {"template": template, "verbalizer": VERBALIZER, "test_size": len(test),
-                         "test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"]}
-        save_results(args.out, results)
-        print(f"{template!r} zero-shot: {metrics['accuracy']:.3f}", flush=True)
-    for key in args.runs:
-        lr = args.lr if args.lr is not None else LR[RUNS[key][0]]
-        for seed in args.seeds:
-            done = [r for r in results["runs"] if (r["run"], r["data_seed"], r["lr"], r["steps"]) ==
-                    (key, seed, lr, args.steps) and r.get("overrides", {}) == overrides
-                    and r.get("settings", RUNS[key][2]) == RUNS[key][2]
-                    and ("test_accuracy" in r or args.no_test)]
-            if done:
-                continue
-            started = time.perf_counter()
-            record = run_one(lm, task, key, seed, lr, args.steps, args.eval_every, test, not args.no_test,
-                             overrides)
-            record["overrides"] = overrides
-            record["wall_seconds"] = round(time.perf_counter() - started, 1)
-            results["runs"].append(record)
-            save_results(args.out, results)
-            print(f"{key} seed {seed} lr {lr}: dev {record['dev_accuracy_step0']:.3f} -> "
-                  f"{record['dev_accuracy_best']:.3f} (step {record['best_step']}), "
-                  f"test {record.get('test_accuracy', float('nan')):.3f}, loss {record['losses'][0]:.3f} -> "
-                  f"{record['losses'][-1]:.3f}, {record['wall_seconds']:.0f} s", flush=True)
-    if not args.no_test:
-        args.out.with_suffix(".md").write_text(markdown(results, tuning))
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checks", nargs="+", default=list(CHECKS), choices=CHECKS, metavar="CHECK",
+                        help=f"checks to run (default: all): {', '.join(CHECKS)}")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="where the new run goes (default: runs/learning-check-DATE-TIME; an existing "
+                             "folder's finished runs are kept)")
+    parser.add_argument("--against", type=Path, default=RECORDED, help="the records to compare with "
+                        "(default: the committed ones)")
+    parser.add_argument("--record", action="store_true", help="run every check into the committed folder "
+                                                               "(replacing it) and rewrite the table")
+    parser.add_argument("--report", action="store_true", help="only rewrite the table from the committed records")
+    parser.add_argument("--no-run", action="store_true", help="compare --output-dir as it is, running nothing")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the committed run)")
+    parser.add_argument("--progress", action="store_true", help="show the harness's progress bars")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)  # the configs name the data as ../shared/data/sst2, beside the repository
+
+    if args.report:
+        TABLE.write_text(markdown(RECORDED))
+        print(f"wrote {_shown(TABLE)}")
+        return 0
+    if args.record:
+        if args.checks != list(CHECKS):
+            parser.error("--record records every check: leave --checks out")
+        shutil.rmtree(RECORDED, ignore_errors=True)  # the harness would keep runs already recorded
+        about = run_checks(CHECKS, RECORDED, args.threads, args.progress)
+        TABLE.write_text(markdown(RECORDED))
+        print(f"\nrecorded in {_shown(RECORDED)} ({about['total_seconds'] / 60:.1f} min); wrote {_shown(TABLE)}")
+        return 0
+    output = args.output_dir or ROOT / "runs" / time.strftime("learning-check-%Y%m%d-%H%M%S")
+    if args.no_run:
+        if args.output_dir is None:
+            parser.error("--no-run needs --output-dir: the folder to compare")
+    else:
+        about = run_checks(args.checks, output, args.threads, args.progress)
+        print(f"\nran {len(args.checks)} check(s) into {_shown(output)} in {about['total_seconds'] / 60:.1f} min")
+    return 1 if compare(args.against, output, args.checks) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

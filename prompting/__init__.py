@@ -30,7 +30,7 @@ _LAZY = {
     # experiments
     "Experiment": "experiment.harness", "MethodSpec": "core.settings", "Protocol": "core.settings",
     "load_config": "config.experiment", "load_configs": "config.experiment", "ConfigError": "config.experiment",
-    "build_experiments": "experiment.harness", "write_report": "reporting.report",
+    "build_experiments": "experiment.harness", "write_report": "reporting.report", "load_results": "reporting.frame",
 }
 
 __all__ = list(_LAZY)

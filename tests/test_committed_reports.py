@@ -1,6 +1,7 @@
 """The committed result folders' reports are what ``prompting report`` derives from their records, byte
 for byte (the multiple-choice COPA runs and the fact-probing runs: the two kinds of record a report
-reads besides classification; every folder is re-derived by ``make check-reports``)."""
+reads besides classification; and PET's recipe, whose stages are rows and paired sections of their own;
+every folder is re-derived by ``make check-reports``)."""
 
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ from prompting.cli import main
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
 
 
-@pytest.mark.parametrize("folder", ["copa", "lama"])
+@pytest.mark.parametrize("folder", ["copa", "lama", "pet_recipe_check"])
 def test_a_committed_report_is_derived_again_byte_for_byte(folder, tmp_path, capsys):
     copy = shutil.copytree(RESULTS / folder, tmp_path / folder)
     assert main(["report", str(copy)]) == 0

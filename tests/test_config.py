@@ -131,6 +131,14 @@ def test_template_file_not_found_names_the_paths_tried_and_the_built_in_files():
     assert "built-in prompt files: boolq, cb, mr, rte, sst2" in message
 
 
+def test_a_task_of_ones_own_without_templates_is_told_to_give_them():
+    task = {"name": "reviews", "train": "train.csv", "test": "test.csv", "fields": {"text_a": "review"},
+            "labels": ["neg", "pos"]}
+    message = error({"task": task, "methods": [{"name": "manual"}]})
+    assert "templates: task 'reviews' has no built-in prompt file, so the config needs a templates: section" in message
+    assert "built-in prompt files: boolq, cb, mr, rte, sst2" in message
+
+
 def test_a_folder_named_like_the_task_beside_the_config_is_not_taken_for_its_prompt_file(tmp_path):
     (tmp_path / "sst2").mkdir()  # e.g. the task's data folder
     path = write_yaml(tmp_path, "task: {name: sst2, data_dir: sst2}\ntemplates: sst2\nmethods: [{name: manual}]\n")

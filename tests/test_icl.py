@@ -186,21 +186,21 @@ def test_pet_with_demonstrations_trains_on_inputs_that_carry_them(make_tiny_lm, 
     assert lm.tokenizer.decode(seen[0].encodings[1][0].input_ids).count("It was") == 3  # 2 demos + the query
 
 
-def test_one_shared_set_scored_as_a_prefix_gives_the_whole_prompts_scores(tiny_causal_lm, monkeypatch):
+def test_one_shared_set_scored_as_a_prefix_gives_the_whole_prompts_scores(tiny_causal_lm):
     queries = [QUERY, Example({"text_a": "the cast was weak and the plot was slow."}, "0")]
     method = icl(tiny_causal_lm, k=2, seed=3)
     data = method.encode(queries)
     assert data.shared and len(data.encodings[1][0].input_ids) < 12  # the inputs alone
     shared = method.predict_scores(data)
     # the same demonstrations written into every prompt
-    monkeypatch.setattr(type(method), "_shared_block", lambda self: None)
+    method.share_block = False
     whole = method.encode(queries)
     assert not whole.shared and len(whole.encodings[1][0].input_ids) > 30
     assert torch.allclose(shared, method.predict_scores(whole), atol=1e-4)
 
 
-def test_an_input_too_long_for_the_shared_block_is_scored_whole_and_the_others_beside_the_block(
-        tiny_causal_lm, monkeypatch):
+def test_an_input_too_long_for_theshared_block_is_scored_whole_and_the_others_beside_the_block(
+        tiny_causal_lm):
     """The shared block is not given up for every input because one does not fit beside it: that one
     is scored with its own (shortened) demonstrations, the rest as the inputs alone after the block."""
     long_query = Example({"text_a": " ".join(["the plot was slow and the cast was weak"] * 12)}, "0")
@@ -208,12 +208,12 @@ def test_an_input_too_long_for_the_shared_block_is_scored_whole_and_the_others_b
     method = build_method("icl", tiny_causal_lm, "{text_a} It was {mask}.", _verbalizer(), labels=("0", "1"),
                           max_length=96, k=2)
     method.set_demonstration_pool(POOL, 3)
-    block = len(method._shared_block())
+    block = len(method.shared_block())
     data = method.encode(queries)
     assert data.rows_shared == (True, False, True) and block + len(data.encodings[1][1].input_ids) > 96
     mixed = method.predict_scores(data, cached=False)
     short = method.predict_scores(method.encode([QUERY, queries[2]]), cached=False)
     torch.testing.assert_close(mixed[[0, 2]], short, atol=1e-5, rtol=0)
-    monkeypatch.setattr(type(method), "_shared_block", lambda self: None)  # every prompt whole
+    method.share_block = False  # every prompt whole
     whole = method.predict_scores(method.encode(queries), cached=False)
     torch.testing.assert_close(mixed[1], whole[1], atol=1e-5, rtol=0)

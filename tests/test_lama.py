@@ -111,13 +111,14 @@ def test_vocab_ranks_are_ranks_in_the_next_token_distribution(tiny_causal_lm):
     method = build_method("manual", lm, TEMPLATE, Verbalizer({w: [w] for w in ("great", "bad")}))
     facts = [Example({"sub_label": s}, "great") for s in SUBJECTS[:3]]
     token = lm.tokenizer(" great", add_special_tokens=False)["input_ids"][0]
-    got, top = vocab_ranks(method, facts, [token] * 3)
-    for fact, rank, best in zip(facts, got, top):
+    found = vocab_ranks(method, facts, [token] * 3)
+    for fact, rank, best, score in zip(facts, found.ranks, found.top, found.top_scores):
         ids = [lm.tokenizer.bos_token_id] + lm.tokenizer(f"{fact['sub_label']} It was",
                                                         add_special_tokens=False)["input_ids"]
         logits = lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
         assert rank == 1 + (logits > logits[token]).sum()
         assert best[0] == logits.argmax()
+        assert torch.allclose(score.float(), logits.log_softmax(-1).topk(len(best)).values, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ exact ranking
@@ -290,7 +291,7 @@ def test_ranks_under_triggers_after_the_subject_match_the_library_scores(make_ti
     with torch.no_grad():
         assert method.frozen_text  # scoring: the library's batches leave the subject out
     token = lm.tokenizer(" great", add_special_tokens=False)["input_ids"][0]
-    got, _ = vocab_ranks(method, facts, [token] * len(facts))
+    got = vocab_ranks(method, facts, [token] * len(facts)).ranks
     size = lm.embeddings.num_embeddings
     every = LabelWordIds(tuple((i,) for i in range(size)), torch.arange(size), size)
     batch = next(method.batches(method.encode(facts), len(facts)))

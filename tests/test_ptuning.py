@@ -50,7 +50,7 @@ def test_encoder_output_fills_the_soft_slots_and_anchors_stay(fixture, encoder, 
 
 
 def test_lstm_encoder_is_the_papers_shape(tiny_causal_lm):
-    method = PTuning(tiny_causal_lm, TEMPLATE, VERBALIZER)
+    method = PTuning(tiny_causal_lm, TEMPLATE, VERBALIZER, hidden_size=None, residual=False)
     encoder = method.prompt_encoder
     dim = tiny_causal_lm.embeddings.embedding_dim
     assert encoder.lstm.bidirectional and encoder.lstm.num_layers == 2 and encoder.lstm.hidden_size == dim
@@ -109,8 +109,8 @@ def test_frozen_lm_training_moves_only_the_encoder(kind, make_tiny_lm):
     torch.manual_seed(0)
     method = PTuning(lm, TEMPLATE, VERBALIZER, hidden_size=16, labels=["0", "1"])
     groups = method.parameter_groups(1e-3)
-    assert [g["name"] for g in groups] == ["ptuning"]
-    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in method.prompt_encoder.parameters()}
+    assert [g["name"] for g in groups] == ["ptuning.inputs", "ptuning"]  # the inputs at a soft prompt's rate
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in method.prompt_encoder.parameters()}
     lm_before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     encoder_before = {k: v.clone() for k, v in method.prompt_encoder.state_dict().items()}
     result = train(method, method.encode(EXAMPLES), None, TrainConfig(lr=1e-2, max_steps=15, batch_size=6),
@@ -124,7 +124,7 @@ def test_tune_lm_trains_the_lm_with_its_own_rate(make_tiny_lm):
     lm = make_tiny_lm("llama")
     method = PTuning(lm, TEMPLATE, VERBALIZER, hidden_size=16, labels=["0", "1"])
     groups = method.parameter_groups(1e-3, lm_lr=1e-5, tune_lm=True)
-    assert [(g["name"], g["lr"]) for g in groups] == [("ptuning", 1e-3), ("lm", 1e-5)]
+    assert [(g["name"], g["lr"]) for g in groups] == [("ptuning.inputs", 3e-2), ("ptuning", 1e-3), ("lm", 1e-5)]
     lm_before = {k: v.clone() for k, v in lm.model.named_parameters()}
     train(method, method.encode(EXAMPLES), None,
           TrainConfig(lr=1e-3, lm_lr=1e-3, tune_lm=True, max_steps=2, batch_size=6), progress=False)
@@ -148,4 +148,18 @@ def test_input_vectors_train_at_their_own_rate(make_tiny_lm):
           progress=False)
     moved = (method.prompt_encoder.inputs.detach() - before).abs().amax().item()
     assert 1e-2 < moved <= 3e-2 + 1e-6
-    assert PTuning(lm, TEMPLATE, VERBALIZER).parameter_groups(1e-3)[0]["name"] == "ptuning"  # the paper's: one rate
+    paper = PTuning(lm, TEMPLATE, VERBALIZER, residual=False)
+    assert [g["name"] for g in paper.parameter_groups(1e-3)] == ["ptuning"]  # the paper's: one rate
+
+
+def test_by_default_the_encoder_is_a_residual_bottleneck_and_a_text_start_is_kept(tiny_causal_lm):
+    """The defaults: a 64-wide encoder added to its inputs (which start as the prompt's words) and the
+    inputs trained at a soft prompt's rate, so P-tuning from the manual words starts as the manual prompt."""
+    lm = tiny_causal_lm
+    method = PTuning(lm, '{soft:"Review:"} {text_a} {soft:"It was"} {mask}.', VERBALIZER)
+    assert method.prompt_encoder.residual and method.prompt_encoder.lstm.hidden_size == 64
+    assert [(g["name"], g["lr"]) for g in method.parameter_groups(1e-3)] == [("ptuning.inputs", 3e-2),
+                                                                            ("ptuning", 1e-3)]
+    manual = build_method("manual", lm, "Review: {text_a} It was {mask}.", VERBALIZER)
+    torch.testing.assert_close(method.predict_scores(method.encode(EXAMPLES)),
+                               manual.predict_scores(manual.encode(EXAMPLES)), atol=1e-5, rtol=0)

@@ -74,7 +74,7 @@ def test_prompt_json_says_what_was_saved(tiny_causal_lm, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompt.json", "prompt.safetensors"]
     meta = json.loads((tmp_path / "prompt.json").read_text())
     assert meta["method"] == "ptuning" and meta["template"] == template
-    assert meta["params"] == {"demonstrations": None, "encoder": "lstm", "hidden_size": 16, "residual": False}
+    assert meta["params"] == {"demonstrations": None, "encoder": "lstm", "hidden_size": 16, "residual": True}
     assert meta["verbalizer"] == {"neg": ["bad", "terrible"], "pos": ["great", "greatest"]}
     assert meta["aggregate"] == "max" and meta["labels"] == ["neg", "pos"]
     assert meta["model"]["name"] == "tiny-random-llama" and meta["model"]["hidden_size"] == 32

@@ -422,3 +422,51 @@ def test_workers_started_at_the_same_moment_on_a_new_sqlite_storage_all_join(tmp
             w.join(60)
         outcomes = [results.get(timeout=5) for _ in workers]
         assert outcomes == ["ok"] * 3, f"round {round_}: {outcomes}"
+
+
+# ------------------------------------------------------------------------------------ watching a sweep
+def test_a_sweep_with_tensorboard_writes_every_trials_curves(toy, tmp_path):
+    """`prompting sweep --tensorboard DIR`: every run of every trial has its folder, with its training
+    loss and dev curve, and its trial and parameters among its TensorBoard hyper-parameters."""
+    pytest.importorskip("tensorboard")
+    from test_curves import read_runs
+
+    out, curves = tmp_path / "out", tmp_path / "tb"
+    assert cli.main(["sweep", str(toy(max_steps=4)), "--n-trials", "2", "--output-dir", str(out), "-q",
+                     "--tensorboard", str(curves)]) == 0
+    records = {r["run_id"]: r for r in ResultsStore(out).records()}
+    runs = read_runs(curves)
+    assert set(runs) == set(records) and len(runs) == 4  # two trials, two data seeds each
+    for run_id, run in runs.items():
+        record = records[run_id]
+        assert [s for s, _ in run["scalars"]["train/loss"]] == [1, 2, 3, 4]
+        assert [(s, pytest.approx(v)) for s, v in run["scalars"]["dev/accuracy"]] == \
+            [(s, dev) for s, dev, _ in record["dev_curve"]]
+        assert run["settings"]["sweep_trial"] == record["sweep"]["trial"]
+        assert run["settings"]["sweep_params_lr"] == pytest.approx(record["sweep"]["params"]["lr"])
+
+
+def test_optuna_dashboard_reads_a_sweeps_storage_as_it_is(toy, tmp_path):
+    """The storage a sweep writes by default (sqlite:///OUTPUT_DIR/sweep.db), opened by optuna-dashboard's
+    own server: the study, its trials' parameters and their intermediate values per data seed."""
+    dashboard = pytest.importorskip("optuna_dashboard")
+    from wsgiref.util import setup_testing_defaults
+
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(toy(max_steps=4)), "--n-trials", "1", "--output-dir", str(out), "-q"]) == 0
+    app = dashboard.wsgi(f"sqlite:///{out / 'sweep.db'}")
+
+    def get(path: str) -> dict:
+        environ, answer = {"PATH_INFO": path}, {}
+        setup_testing_defaults(environ)
+        body = b"".join(app(environ, lambda status, headers, exc_info=None: answer.update(status=status)))
+        assert answer["status"] == "200 OK", body[:300]
+        return json.loads(body)
+
+    (study,) = get("/api/studies")["study_summaries"]
+    (swept,) = _trials(f"sqlite:///{out / 'sweep.db'}", study["study_name"])
+    assert study["study_name"] == Sweep(load_config(toy(max_steps=4)), out).study_name
+    (trial,) = get(f"/api/studies/{study['study_id']}")["trials"]
+    assert trial["state"] == "Complete" and {p["name"] for p in trial["params"]} == set(swept.params) >= {"lr"}
+    assert [(v["step"], v["value"]) for v in trial["intermediate_values"]] == sorted(swept.intermediate_values.items())
+    assert len(trial["intermediate_values"]) == 2  # one per data seed

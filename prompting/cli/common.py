@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ['check_count', 'check_config_file', 'task_source', 'prompts_of', 'quiet_optuna', 'add_task_and_model']
+__all__ = ['check_count', 'check_config_file', 'task_source', 'prompts_of', 'quiet_optuna', 'add_task_and_model',
+           'curves']
 
 
 def check_count(option: str, value: int | None, what: str) -> None:
@@ -77,6 +78,17 @@ def prompts_of(args, task: dict, base, prompts) -> tuple[list[str], list[dict]]:
     except ConfigError as err:
         raise ConfigError(f"{err}; give --templates FILE with patterns and verbalizers for task "
                           f"{task['name']!r}") from None
+
+
+def curves(args, configs) -> None:
+    """``--tensorboard`` / ``--mlflow`` in place of the configs' keys; their packages checked before anything
+    runs (live training curves: :mod:`prompting.experiment.tracking`)."""
+    from prompting.experiment.tracking import check_packages
+
+    for cfg in configs:
+        cfg.tensorboard = args.tensorboard or cfg.tensorboard
+        cfg.mlflow = args.mlflow or cfg.mlflow
+        check_packages(cfg.tensorboard, cfg.mlflow)
 
 
 def quiet_optuna(args) -> None:

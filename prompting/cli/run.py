@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from prompting.cli.common import check_config_file, check_count, quiet_optuna
+from prompting.cli.common import check_config_file, check_count, curves, quiet_optuna
 
 __all__ = ['add_run_parser', 'cmd_run']
 
@@ -38,6 +38,7 @@ def cmd_run(args) -> int:
 
     check_count("--test-limit", args.test_limit, "test examples to score (leave it out for the whole test set)")
     configs = load_configs(check_config_file(args.config))
+    curves(args, configs)
     output = check_output_dir(args.output_dir or Path("runs") / slug(Path(args.config).stem))
     check_worker_options(args, output)
     if args.storage is not None:
@@ -88,6 +89,13 @@ def add_run_parser(sub) -> None:
     p.add_argument("--test-limit", type=int, help="override fewshot.test_limit")
     p.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded (off by default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="live training curves for TensorBoard: each run's loss, learning rate, dev metric and "
+                        "final metrics, its settings as hyper-parameters, in DIR/RUN_ID (overrides the config's "
+                        "tensorboard:)")
+    p.add_argument("--mlflow", metavar="URI", nargs="?", const=True,
+                   help="live training curves in MLflow at this tracking URI, e.g. sqlite:///mlflow.db; without one, "
+                        "MLflow's default store (overrides the config's mlflow:)")
     from prompting.cli.workers import add_worker_options
 
     add_worker_options(p)

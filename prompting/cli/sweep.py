@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prompting.cli.common import check_config_file, check_count
+from prompting.cli.common import check_config_file, check_count, curves
 
 __all__ = ["add_sweep_parser", "cmd_sweep"]
 
@@ -27,6 +27,11 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--grace-period", type=int, default=120, help="seconds without heartbeat before a trial fails")
     p.add_argument("--max-retry", type=int, default=3, help="how often a failed (dead worker's) trial is re-run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", metavar="DIR", help="live training curves of every trial's runs for TensorBoard, "
+                                                       "in DIR/RUN_ID (overrides the config's tensorboard:)")
+    p.add_argument("--mlflow", metavar="URI", nargs="?", const=True,
+                   help="live training curves in MLflow at this tracking URI; without one, MLflow's default store "
+                        "(overrides the config's mlflow:)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -49,6 +54,7 @@ def cmd_sweep(args) -> int:
         raise ConfigError(f"{args.config} is a fact-probing (lama) config; a sweep runs a few-shot task's config")
     if args.test_limit is not None:
         cfg.protocol.test_limit = args.test_limit
+    curves(args, configs)
     n_trials = args.n_trials if args.n_trials is not None else (cfg.sweep.n_trials if cfg.sweep else None)
     if n_trials is None or n_trials < 0:
         raise ConfigError(f"give --n-trials N (N >= 0) or sweep.n_trials in {args.config}")

@@ -81,6 +81,10 @@ def _worker_command(args, device: str | None) -> list[str]:
         command += ["--test-limit", str(args.test_limit)]
     if args.allow_download:
         command.append("--allow-download")
+    if args.tensorboard:
+        command += ["--tensorboard", str(args.tensorboard)]
+    if args.mlflow:
+        command += ["--mlflow"] + ([] if args.mlflow is True else [str(args.mlflow)])
     return command
 
 

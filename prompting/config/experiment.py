@@ -117,7 +117,7 @@ def _resolve(path_or_name: str, base: Path | None, what: str) -> Path:
     builtin = builtin_templates()
     if what == "templates" and path_or_name in builtin:
         return builtin[path_or_name]
-    tried = " or ".join(repr(str(c)) for c in candidates)
+    tried = " or ".join(dict.fromkeys(repr(str(c)) for c in candidates))
     extra = f"; built-in prompt files: {', '.join(builtin)}" if what == "templates" else ""
     raise ConfigError(f"{what}: {path_or_name!r} not found (tried {tried}){extra}")
 
@@ -207,6 +207,8 @@ class ExperimentConfig:
     base: Path | None = field(default=None, repr=False)
     sweep: SweepConfig | None = None
     source: dict | None = field(default=None, repr=False)  # the mapping it was read from (sweeps export it)
+    tensorboard: str | None = None  # live curves: TensorBoard's folder (prompting.experiment.tracking)
+    mlflow: str | bool | None = None  # live curves: MLflow's tracking URI, or True for its default store
 
     @property
     def select_metric(self) -> str:
@@ -238,6 +240,8 @@ class ProbeConfig:
     kv_cache_mb: float = KV_CACHE_MB
     max_length: int | None = None
     source: dict | None = field(default=None, repr=False)
+    tensorboard: str | None = None
+    mlflow: str | bool | None = None
 
     select_metric = "accuracy"  # runs are ranked, not selected by a dev metric
 
@@ -318,7 +322,8 @@ def _probe_config(section, data: dict, specs: list, base: Path | None) -> ProbeC
     return ProbeConfig(section.name or "lama", section.model, data_dir, list(task.relations),
                        dict(data.get("limits") or {}), list(section.protocols), specs, section.device, task.template,
                        dtype=section.dtype, device_map=section.device_map, kv_cache_mb=section.kv_cache_mb,
-                       max_length=section.max_length, source=data)
+                       max_length=section.max_length, source=data, tensorboard=section.tensorboard,
+                       mlflow=section.mlflow)
 
 
 def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | ProbeConfig:
@@ -335,7 +340,16 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | Prob
     if is_generation(task):  # the model writes its answer: patterns without verbalizers
         prompts = [(p, {}) for p in _patterns(task["name"] if templates is None else templates, base)]
     else:
-        prompts = _templates(task["name"] if templates is None else templates, base, default_choice_verbalizer(task))
+        try:
+            prompts = _templates(task["name"] if templates is None else templates, base, default_choice_verbalizer(task))
+        except ConfigError:
+            if templates is not None:
+                raise
+            raise ConfigError(f"templates: task {task['name']!r} has no built-in prompt file, so the config needs a "
+                              "templates: section: a prompt file (templates: my_prompts.yaml), or patterns and "
+                              "verbalizers written in it (templates: {patterns: [\"{text_a} It was {mask}.\"], "
+                              "verbalizers: [{neg: bad, pos: good}]}); built-in prompt files: "
+                              f"{', '.join(builtin_templates())}") from None
     _check_templates(prompts, specs)
     sweep = section.sweep
     if sweep is not None and (sweep.method is not None or len(specs) == 1):  # else the command line says which
@@ -349,7 +363,8 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | Prob
     return ExperimentConfig(name=section.name or "experiment", model=section.model, task=task, protocol=protocol,
                             prompts=prompts, methods=specs, device=section.device, dtype=section.dtype,
                             device_map=section.device_map, kv_cache_mb=section.kv_cache_mb,
-                            max_length=section.max_length, base=base, sweep=sweep, source=data)
+                            max_length=section.max_length, base=base, sweep=sweep, source=data,
+                            tensorboard=section.tensorboard, mlflow=section.mlflow)
 
 
 def parse_probe_config(data: dict, base: Path | None = None) -> ProbeConfig:

@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BeforeValidator, Discriminator, Field, Tag, create_model, model_validator
 
 from prompting.core.schema import Problem, Says, Section, Where, check, choices_text
-from prompting.core.settings import (CALIBRATIONS, ENSEMBLES, KV_CACHE_MB, TRAIN_KEYS, CacheMegabytes, MethodConfig,
-                                     MethodSpec, Protocol, TrainConfig, default_of, setting_fields)
+from prompting.core.settings import (CALIBRATIONS, ENSEMBLES, KV_CACHE_MB, TRAIN_KEYS, CacheMegabytes, DistillSettings,
+                                     MethodConfig, MethodSpec, Protocol, SettingsError, TrainConfig, default_of,
+                                     distill_problem, setting_fields, settings_model)
 from prompting.lm.aliases import DEFAULT_MODEL
 from prompting.methods import METHODS
 from prompting.tasks.schema import LAMA_PROTOCOLS, LamaTask, TaskSection
@@ -33,7 +34,7 @@ OBJECTIVES = ("mean", "stable")  # a sweep's: mean dev over data seeds, or mean 
 PRUNERS = ("median", "none")
 METRICS = TrainConfig.__dataclass_fields__["select_metric"].metadata["choices"]
 LAMA_KEYS = ("name", "model", "device", "dtype", "device_map", "max_length", "kv_cache_mb", "task", "limits",
-             "protocols", "methods")
+             "protocols", "methods", "tensorboard", "mlflow")
 TEMPLATE_KEYS = ("file", "patterns", "verbalizers", "task")
 
 _CHOOSE = "{path}: {value!r} is not valid; choose one of "
@@ -124,6 +125,16 @@ def _calibration_message(section: Where, here: Where, key, value, error) -> str:
     return f"{section.place}: calibration={value!r} is not valid; give one of {', '.join(CALIBRATIONS)} or a list of them"
 
 
+def _distill_message(section: Where, here: Where, key, value, error) -> str:
+    if isinstance(value, dict):
+        try:
+            DistillSettings.from_mapping(value)
+        except SettingsError as err:
+            return f"{section.place}: distill{err.sep}{err.detail}"
+    return (f"{section.place}: distill={value!r} is not valid; give true, or a mapping with keys "
+            f"{', '.join(DistillSettings.keys())}")
+
+
 class Entry(Section):
     """An entry of ``methods:``; errors name it by its place and method (``methods[1] (soft)``)."""
 
@@ -153,12 +164,17 @@ class MethodEntry(Entry):
     calibration: Annotated[Optional[Union[Literal[CALIBRATIONS], list[Literal[CALIBRATIONS]]]],
                            Says(_calibration_message)] = None
     """also record each run's label scores calibrated: contextual, domain, or a list of them (none: nothing)"""
+    distill: Annotated[Optional[Union[bool, settings_model(DistillSettings)]], Says(_distill_message)] = None
+    """PET's final model: trained on the soft labels the ensemble gives the task's unlabelled examples (true, or {temperature, pattern, max_steps, save})"""
 
     @model_validator(mode="after")
     def _trained_seeds(self):
         if self.train_seeds is not None and not self.train:
             raise Problem(f"train_seeds={self.train_seeds!r} is given but train is false; an untrained prompt has "
                           "no training seed")
+        problem = distill_problem(self.name, self.train, self.ensemble, self.distill)
+        if problem:
+            raise Problem(problem)
         return self
 
     def spec(self, raw: dict, verbalizer: dict | None) -> MethodSpec:
@@ -168,7 +184,7 @@ class MethodEntry(Entry):
         return MethodSpec(name=self.name, train=self.train, label=self.label, template=self.template,
                           verbalizer=verbalizer, params={k: raw[k] for k in own if k in raw},
                           train_config={k: raw[k] for k in TRAIN_KEYS if k in raw}, ensemble=self.ensemble,
-                          train_seeds=seeds, calibration=self.calibration or ())
+                          train_seeds=seeds, calibration=self.calibration or (), distill=raw.get("distill"))
 
 
 class Majority(Entry):
@@ -278,6 +294,13 @@ class ConfigSection(Section):
     methods: list[Any]
     sweep: Optional[SweepConfig] = None
     """for prompting sweep (prompting run ignores it)"""
+    tensorboard: Annotated[Optional[str], Field(min_length=1), Says("{path}: {value!r} is not valid; give a folder")] \
+        = None
+    """live curves: each run's training loss, learning rate, dev metric and final metrics for TensorBoard, in a folder per run id under this one (relative to where prompting runs; needs the tensorboard package)"""
+    mlflow: Annotated[Optional[Union[Literal[True], Annotated[str, Field(min_length=1)]]],
+                      Says("{path}: {value!r} is not valid; give a tracking URI (e.g. sqlite:///mlflow.db or "
+                           "http://localhost:5000), or true for MLflow's default store")] = None
+    """live curves in MLflow: a tracking URI, or true for MLflow's default (a local store); one MLflow run per run (needs mlflow)"""
     limits: Optional[Limits] = None
     """lama only: facts per split of each relation"""
     protocols: Annotated[list[Literal[LAMA_PROTOCOLS]], Says(_protocols_message)] = list(LAMA_PROTOCOLS)

@@ -2,6 +2,10 @@
 
 >>> task = load_task("sst2", data_dir="data/sst2")          # doctest: +SKIP
 >>> train, dev = sample_kshot(task.train, k=16, seed=13, labels=task.labels)  # doctest: +SKIP
+
+Files are tsv, csv or jsonl; with the ``datasets`` package also parquet, arrow, a folder saved with
+``save_to_disk`` and a split of a dataset in the local Hugging Face cache (:class:`HubSplit`), all
+described by the same fields, label column and labels.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Callable, Mapping, Sequence
 
 __all__ = [
     "DataError", "Example", "Task", "TASKS", "load_task", "load_examples", "sample_kshot", "shared_texts",
-    "compute_metrics", "METRICS", "dev_key", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS",
+    "compute_metrics", "METRICS", "dev_key", "class_results", "COLLAPSE_SHARE", "DATA_SEEDS", "HubSplit",
+    "saved_split", "BUILTIN_FIELDS",
 ]
 
 DATA_SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's data seeds
@@ -63,6 +68,8 @@ class Task:
     # labels name the choices in order, and each choice is scored by the LM's likelihood of its text
     choices: tuple[str, ...] = ()
     choice_score: str = "sum"  # a choice's score: the sum of its tokens' log-probabilities, or their mean
+    # unlabelled examples (PET's distillation, iPET): a number to draw from train per data seed, or a file's examples
+    unlabeled: int | list[Example] | None = None
 
     def __post_init__(self):
         self.labels = tuple(str(label) for label in self.labels)
@@ -82,9 +89,9 @@ Column = str | int  # a column's name (``a.b``: a nested JSON field) or, in a cs
 @dataclass
 class _Table:
     """One file's rows: lists (csv / tsv, with the header's names when it has one) or mappings (JSON,
-    ``datasets``), and the line each row starts on."""
+    ``datasets``), and the line each row starts on (none for ``datasets``' rows)."""
 
-    path: Path
+    path: Path | HubSplit
     rows: list
     lines: list[int]
     header: list[str] | None = None
@@ -238,14 +245,121 @@ def _shown_fields(row: list) -> str:
     return f" (its fields: {' | '.join(repr(f) for f in shown)}{' ...' if len(row) > 6 else ''})"
 
 
-def _datasets_rows(path: Path, fmt: str) -> list[dict]:
+def _datasets(what: str):
+    """The ``datasets`` package, or an error saying that ``what`` needs it."""
     if importlib.util.find_spec("datasets") is None:
-        raise DataError(f"data file {str(path)!r}: format {fmt!r} is read with the `datasets` package, which is "
-                        "not installed (pip install datasets); or save the file as tsv, csv or jsonl")
+        raise DataError(f"{what} is read with the `datasets` package, which is not installed (pip install datasets); "
+                        "or save the data as tsv, csv or jsonl")
     import datasets
 
+    return datasets
+
+
+def _datasets_rows(path: Path, fmt: str) -> list[dict]:
+    datasets = _datasets(f"data file {str(path)!r}: format {fmt!r}")
     table = datasets.Dataset.from_parquet(str(path)) if fmt == "parquet" else datasets.Dataset.from_file(str(path))
-    return [dict(row) for row in table]
+    return table.to_list()
+
+
+SAVED_FILES = ("state.json", "dataset_dict.json")  # what save_to_disk writes: one dataset, or a dict of splits
+
+
+def _saved_rows(path: Path) -> list[dict]:
+    """The rows of a folder saved with ``save_to_disk`` (one dataset, not a dict of splits)."""
+    if not any((path / name).is_file() for name in SAVED_FILES):
+        raise DataError(f"data folder {str(path)!r} is not a dataset saved with save_to_disk (it has neither "
+                        f"{' nor '.join(SAVED_FILES)}); give a file (tsv, csv, jsonl, parquet, arrow) or such a folder")
+    if (path / "dataset_dict.json").is_file():
+        splits = _saved_splits(path)
+        raise DataError(f"data folder {str(path)!r} holds the splits {', '.join(splits)} (a DatasetDict saved with "
+                        f"save_to_disk); give one split's folder ({str(path / splits[0])!r}), or dataset: "
+                        f"{path} with train / dev / test naming its splits")
+    return _datasets(f"data folder {str(path)!r}").load_from_disk(str(path)).to_list()
+
+
+def _saved_splits(folder: Path) -> list[str]:
+    return [str(s) for s in json.loads((folder / "dataset_dict.json").read_text(encoding=ENCODING))["splits"]]
+
+
+def saved_split(folder: str | Path, split: str) -> Path:
+    """The folder of split ``split`` of a DatasetDict saved with ``save_to_disk`` in ``folder``."""
+    folder = Path(folder)
+    if not (folder / "dataset_dict.json").is_file():
+        what = "does not exist" if not folder.exists() else (
+            "holds one dataset, not named splits: give it as train (or test) itself" if (folder / "state.json").is_file()
+            else "is not a dataset saved with save_to_disk (it has no dataset_dict.json)")
+        raise DataError(f"dataset folder {str(folder)!r} {what}")
+    splits = _saved_splits(folder)
+    if split not in splits:
+        raise DataError(f"dataset folder {str(folder)!r} has no split {split!r}; its splits: {', '.join(splits)}")
+    return folder / split
+
+
+@dataclass(frozen=True)
+class HubSplit:
+    """A split of a dataset in the local Hugging Face cache (where ``datasets.load_dataset`` put it), read
+    offline: ``name`` as ``load_dataset`` takes it (``nyu-mll/glue``), ``subset`` its configuration
+    (``sst2``), ``split`` a split name or slice (``train``, ``validation[:500]``)."""
+
+    name: str
+    split: str
+    subset: str | None = None
+
+    def __str__(self) -> str:
+        return f"hf {self.name}" + (f" ({self.subset})" if self.subset else "") + f" split {self.split!r}"
+
+    def rows(self) -> list[dict]:
+        """The split's rows, from the cache alone; an error says how to get a dataset that is not there."""
+        datasets = _datasets(f"{self}")
+        from datasets.packaged_modules.cache.cache import Cache
+
+        cache = Path(datasets.config.HF_DATASETS_CACHE).expanduser()
+        subsets = _cached_subsets(cache, self.name)
+        if not subsets or (self.subset is not None and self.subset not in subsets):
+            raise DataError(self._missing(cache, subsets))
+        if self.subset is None and len(subsets) > 1:
+            raise DataError(f"{self}: the cache holds the subsets {', '.join(subsets)}; say which with subset:")
+        verbosity = datasets.logging.get_verbosity()
+        datasets.logging.set_verbosity_error()  # not "using the latest cached version" on every load
+        try:
+            builder = Cache(cache_dir=str(cache), dataset_name=self.name.split("/")[-1], repo_id=self.name,
+                            config_name=self.subset or subsets[0], version="auto", hash="auto")
+            splits = list(builder.info.splits or {})
+            if self.split.split("[")[0] not in splits and "+" not in self.split:
+                raise DataError(f"{self}: the dataset has no split {self.split.split('[')[0]!r}; its splits: "
+                                f"{', '.join(splits)}")
+            return builder.as_dataset(split=self.split).to_list()
+        except ValueError as err:  # a slice out of range
+            if isinstance(err, DataError):
+                raise
+            raise DataError(f"{self}: {err}") from None
+        finally:
+            datasets.logging.set_verbosity(verbosity)
+
+    def _missing(self, cache: Path, subsets: list[str]) -> str:
+        shown = f"hf {self.name}" + (f" (subset {self.subset})" if self.subset else "")
+        cached = sorted(p.name.replace("___", "/") for p in cache.iterdir() if p.is_dir() and p.name != "downloads") \
+            if cache.is_dir() else []
+        where = (f"the cache holds its subsets {', '.join(subsets)}" if subsets else
+                 f"cached there: {', '.join(cached)}" if cached else "the cache holds no dataset")
+        owner, _, rest = self.name.partition("/")
+        if self.subset is None and rest and rest in _cached_subsets(cache, owner):
+            where += f"; the subset {rest!r} of {owner!r} is there: write hf: {owner}, subset: {rest}"
+        load = ", ".join(repr(x) for x in (self.name, self.subset) if x)
+        return (f"{shown} is not in the Hugging Face datasets cache {str(cache)!r} ({where}); prompting reads it "
+                f"offline and never downloads: fetch it once where the hub is reachable (python -c \"import datasets; "
+                f"datasets.load_dataset({load})\") and set HF_DATASETS_CACHE to the cache that holds it, or save "
+                "it with save_to_disk and give its folder")
+
+
+def _cached_subsets(cache: Path, name: str) -> list[str]:
+    """The subsets (configurations) of dataset ``name`` in a Hugging Face datasets cache, as
+    ``load_dataset`` lays it out (``owner___name/subset/version/hash``)."""
+    from datasets.naming import camelcase_to_snakecase
+
+    parts = name.split("/")
+    folder = cache / "___".join(parts[:-1] + [camelcase_to_snakecase(parts[-1])])
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
 def _label_text(raw) -> str:
@@ -297,11 +411,32 @@ def _label(table: _Table, n: int, label_column: Column, mapping: dict | None, la
     return label
 
 
-def load_examples(path: str | Path, fields: Mapping[str, Column] | Sequence[str] | None = None,
+def _read_source(source: str | Path | HubSplit, format: str | None, header: bool) -> _Table:
+    """A file's, a saved dataset folder's or a cached hub split's rows."""
+    if isinstance(source, HubSplit):
+        return _Table(source, source.rows(), [])
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"data file {str(path)!r} does not exist")
+    if path.is_dir():
+        return _Table(path, _saved_rows(path), [])
+    fmt = (format or path.suffix.lstrip(".")).lower()
+    if fmt not in TEXT_FORMATS + DATASETS_FORMATS:
+        raise DataError(f"data file {str(path)!r}: format {fmt!r} is not supported; use tsv, csv or jsonl "
+                        f"(or {', '.join(DATASETS_FORMATS)} with the datasets package installed)")
+    try:
+        return _read_table(path, fmt, header)
+    except UnicodeDecodeError as err:
+        raise DataError(f"data file {str(path)!r} is not UTF-8 text ({err.reason} byte "
+                        f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
+
+
+def load_examples(path: str | Path | HubSplit, fields: Mapping[str, Column] | Sequence[str] | None = None,
                   label_column: Column | None = "label", label_map: Mapping | None = None,
                   format: str | None = None, *, header: bool = True, labels: Sequence[str] | None = None,
                   choices: Sequence[Column] | Column | None = None, n_choices: int | None = None) -> list[Example]:
-    """Read a tsv / csv / jsonl file (parquet / arrow with the ``datasets`` package) into examples.
+    """Read a tsv / csv / jsonl file into examples; with the ``datasets`` package also a parquet / arrow
+    file, a folder saved with ``save_to_disk`` or a :class:`HubSplit` of the local Hugging Face cache.
 
     ``fields`` maps the template's field names to the file's columns (``{"text_a": "sentence"}``; a
     column may be a position, ``0`` first, or in JSON a nested name, ``"meta.text"``; or
@@ -311,21 +446,10 @@ def load_examples(path: str | Path, fields: Mapping[str, Column] | Sequence[str]
     and checked against ``labels`` if given. ``choices``: the columns of a multiple-choice task's
     choices (or one column that holds a list of them), read into fields ``choice1`` ... ``choiceN``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file {str(path)!r} does not exist")
-    fmt = (format or path.suffix.lstrip(".")).lower()
-    if fmt not in TEXT_FORMATS + DATASETS_FORMATS:
-        raise DataError(f"data file {str(path)!r}: format {fmt!r} is not supported; use tsv, csv or jsonl "
-                        f"(or {', '.join(DATASETS_FORMATS)} with the datasets package installed)")
     fields = {"text_a": "text_a"} if fields is None else fields
     if not isinstance(fields, Mapping):
         fields = {name: name for name in fields}
-    try:
-        table = _read_table(path, fmt, header)
-    except UnicodeDecodeError as err:
-        raise DataError(f"data file {str(path)!r} is not UTF-8 text ({err.reason} byte "
-                        f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
+    table = _read_source(path, format, header)
     mapping = None if label_map is None else {_label_text(k): str(v) for k, v in label_map.items()}
     labels = None if labels is None else [str(x) for x in labels]
     examples = []
@@ -338,7 +462,7 @@ def load_examples(path: str | Path, fields: Mapping[str, Column] | Sequence[str]
         idx = row.get("idx", n) if isinstance(row, Mapping) else n
         examples.append(Example(values, label, idx))
     if not examples:
-        raise DataError(f"data file {str(path)!r} has no rows")
+        raise DataError(f"{path} has no rows" if isinstance(path, HubSplit) else f"data file {str(path)!r} has no rows")
     return examples
 
 
@@ -354,7 +478,7 @@ def _need_dir(name: str, data_dir) -> Path:
 
 def _sst2(data_dir=None, **_) -> Task:
     root = _need_dir("sst2", data_dir)
-    fields = {"text_a": "sentence"}
+    fields = BUILTIN_FIELDS["sst2"]
     return Task("sst2", ("0", "1"), ("text_a",), load_examples(root / "train.tsv", fields),
                 load_examples(root / "test.tsv", fields),
                 description="GLUE SST-2 binary sentiment; 0 negative, 1 positive; test = test.tsv")
@@ -416,6 +540,11 @@ def _mr(data_dir=None, **_) -> Task:
                             "seeded split: 2,000 test (1,000 per class), rest train")
 
 
+# the built-in tasks' template fields and the columns of their files that hold them
+BUILTIN_FIELDS = {"mr": {"text_a": "text"}, "sst2": {"text_a": "sentence"},
+                  "cb": {"premise": "premise", "hypothesis": "hypothesis"},
+                  "rte": {"premise": "premise", "hypothesis": "hypothesis"},
+                  "boolq": {"passage": "passage", "question": "question"}}
 # the built-in tasks' labels, in the order of their scores' columns
 BUILTIN_LABELS = {"mr": ("0", "1"), "sst2": ("0", "1"), "cb": ("entailment", "contradiction", "neutral"),
                   "rte": ("entailment", "not_entailment"), "boolq": ("false", "true")}
@@ -423,9 +552,9 @@ BUILTIN_LABELS = {"mr": ("0", "1"), "sst2": ("0", "1"), "cb": ("entailment", "co
 TASKS: dict[str, Callable[..., Task]] = {
     "mr": _mr,
     "sst2": _sst2,
-    "cb": _fewglue("cb", "CB", {"premise": "premise", "hypothesis": "hypothesis"}, BUILTIN_LABELS["cb"]),
-    "rte": _fewglue("rte", "RTE", {"premise": "premise", "hypothesis": "hypothesis"}, BUILTIN_LABELS["rte"]),
-    "boolq": _fewglue("boolq", "BoolQ", {"passage": "passage", "question": "question"}, BUILTIN_LABELS["boolq"]),
+    "cb": _fewglue("cb", "CB", BUILTIN_FIELDS["cb"], BUILTIN_LABELS["cb"]),
+    "rte": _fewglue("rte", "RTE", BUILTIN_FIELDS["rte"], BUILTIN_LABELS["rte"]),
+    "boolq": _fewglue("boolq", "BoolQ", BUILTIN_FIELDS["boolq"], BUILTIN_LABELS["boolq"]),
 }
 
 

@@ -2,7 +2,7 @@
 
 One dataclass per method (:mod:`prompting.methods.configs`) and one for training (:class:`TrainConfig`)
 are the single source from which the YAML schema, the errors that list valid keys and values, the
-sweep search space, a saved prompt's JSON and the README's settings table are derived:
+sweep search space, a saved prompt's JSON and the settings table in docs/methods.md are derived:
 
     @dataclass
     class SoftConfig(MethodConfig):
@@ -31,7 +31,7 @@ from prompting.core.schema import Section, Says, Where, check
 
 __all__ = ["SettingsError", "setting", "Settings", "MethodConfig", "TrainConfig", "TrainingError", "TRAIN_KEYS", "Protocol",
            "MethodSpec", "ENSEMBLES", "CALIBRATIONS", "DATA_SEEDS", "settings_table", "settings_model", "setting_fields",
-           "default_of", "KV_CACHE_MB", "CacheMegabytes", "cache_megabytes"]
+           "default_of", "KV_CACHE_MB", "CacheMegabytes", "cache_megabytes", "DistillSettings", "distill_problem"]
 
 ENSEMBLES = ("mean", "wmean")
 CALIBRATIONS = ("none", "contextual", "domain")
@@ -69,18 +69,18 @@ class SettingsError(ValueError):
 
 
 def setting(default: Any, help: str, *, choices: Sequence | None = None, minimum: float | None = None,
-            positive: bool = False, below: float | None = None, search: dict | None = None,
-            saved: bool = True) -> Any:
+            positive: bool = False, below: float | None = None, maximum: float | None = None,
+            search: dict | None = None, saved: bool = True) -> Any:
     """A dataclass field with what a user needs to know about it.
 
     ``choices``: the allowed values; ``minimum``: the least allowed number (``positive``: > 0;
-    ``below``: what it must stay under); ``search``: the range a sweep samples by default (see
+    ``below``: what it must stay under; ``maximum``: the greatest allowed number); ``search``: the range a sweep samples by default (see
     :mod:`prompting.config.searchspace`); ``saved``: whether a saved prompt records it (a training
     setting such as P-tuning's ``input_lr`` is not).
     """
     return field(default=default, metadata={"help": help, "choices": tuple(choices) if choices else None,
                                             "minimum": minimum, "positive": positive, "below": below,
-                                            "search": search, "saved": saved})
+                                            "maximum": maximum, "search": search, "saved": saved})
 
 
 def default_of(cls, name: str) -> Any:
@@ -113,13 +113,16 @@ def _expected(kinds: tuple[type, ...], nullable: bool, meta: Mapping) -> str:
             noun += f" >= {meta['minimum']}"
         elif meta.get("positive"):
             noun += " > 0"
+        if meta.get("maximum") is not None:
+            noun += f"{' and' if meta.get('minimum') is not None or meta.get('positive') else ''} <= {meta['maximum']}"
         text = noun
     return text + (" (or null)" if nullable else "")
 
 
 def _one_type(kind, meta: Mapping):
     """The pydantic type of one allowed kind, with the field's bounds."""
-    bounds = {"ge": meta.get("minimum"), "gt": 0 if meta.get("positive") else None, "lt": meta.get("below")}
+    bounds = {"ge": meta.get("minimum"), "gt": 0 if meta.get("positive") else None, "lt": meta.get("below"),
+              "le": meta.get("maximum")}
     bounds = {k: v for k, v in bounds.items() if v is not None}
     if kind is float:
         return Annotated[float, Field(allow_inf_nan=False, **bounds)]
@@ -371,6 +374,48 @@ class Protocol:
 
 
 @dataclass
+class DistillSettings(Settings):
+    """A method entry's ``distill:`` (``true``, or these settings): PET's final model, trained on the soft labels
+    that the entry's pattern ensemble gives the unlabelled examples (see :mod:`prompting.tasks.pet`)."""
+
+    owner: ClassVar[str] = "distill"
+
+    temperature: float = setting(2.0, "the soft labels' temperature: the ensemble's and the final model's label "
+                                      "scores are divided by it (PET: 2)", positive=True)
+    pattern: int = setting(0, "which of the entry's prompts the final model uses (0: the first)", minimum=0)
+    max_steps: int | None = setting(None, "the final model's optimiser steps (when not given: one pass over the "
+                                          "unlabelled examples at the entry's batch size, at least the entry's "
+                                          "max_steps)", minimum=1)
+    save: bool = setting(True, "save the final model (prompt and tuned LM) in the output folder's models/RUN_ID")
+
+
+def distill_problem(name: str, train: bool, ensemble: str | None, distill) -> str | None:
+    """What is wrong with a method entry's ``distill`` (as written: None, a boolean or settings), or None.
+    ``ipet`` always ends with its distillation; ``manual`` distils only when trained and ensembled."""
+    if name == "ipet":
+        if not train:
+            return ("train=False is not valid for ipet: it trains every generation's models; leave train out "
+                    "(or give train: true)")
+        if distill is False:
+            return ("distill=False is not valid for ipet: it ends with its distillation; leave distill out, or "
+                    f"give true or a mapping with keys {', '.join(DistillSettings.keys())}")
+        return None
+    if distill is None or distill is False:
+        return None
+    said = f"distill={distill!r}" if isinstance(distill, bool) else "distill"
+    if name != "manual":
+        return (f"{said} is not valid with method {name!r}; distillation goes with name: manual and train: true "
+                "(PET), or name: ipet")
+    if not train:
+        return (f"{said} is not valid with train=False; it learns from trained pattern models: give train: true, "
+                "or leave distill out")
+    if ensemble is None:
+        return (f"{said} needs ensemble (none given): the final model learns the pattern ensemble's soft labels; "
+                f"give ensemble: {' or '.join(ENSEMBLES)}")
+    return None
+
+
+@dataclass
 class MethodSpec:
     """One method as an experiment runs it.
 
@@ -383,6 +428,8 @@ class MethodSpec:
     ``tags`` are extra fields written into each of this method's records but not part of the run id
     (a sweep puts its trial there); a run already recorded keeps the tags it was recorded with.
     ``train_seeds`` replaces the experiment's training seeds for this method (fewer for a costly one).
+    ``distill`` (``True`` or :class:`DistillSettings`' keys) trains PET's final model on the ensemble's soft labels
+    of the task's unlabelled examples; ``ipet`` always does (see :mod:`prompting.tasks.pet`).
     """
 
     name: str = "manual"
@@ -396,8 +443,10 @@ class MethodSpec:
     tags: dict = field(default_factory=dict)
     train_seeds: Sequence[int] | None = None
     calibration: Sequence[str] | str = ()
+    distill: DistillSettings | Mapping | bool | None = None
 
     def __post_init__(self):
+        self._distill()
         if self.ensemble is not None and self.ensemble not in ENSEMBLES:
             raise ValueError(f"ensemble={self.ensemble!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
         wanted = [self.calibration] if isinstance(self.calibration, str) else list(self.calibration or ())
@@ -410,6 +459,23 @@ class MethodSpec:
             self.label = self.name if self.train or self.name != "manual" else "manual zero-shot"
             if self.name == "manual" and self.train:
                 self.label = "PET"
+            if self.name == "ipet":
+                self.label = "iPET"
+
+    def _distill(self) -> None:
+        """``distill`` as settings (or None); ipet distils always and labels with the mean ensemble unless told."""
+        problem = distill_problem(self.name, self.train, self.ensemble, self.distill)
+        if problem:
+            raise ValueError(problem)
+        if self.name == "ipet":
+            self.ensemble = self.ensemble or ENSEMBLES[0]
+            self.distill = True if self.distill is None else self.distill
+        if self.distill is True:
+            self.distill = DistillSettings()
+        elif isinstance(self.distill, Mapping):
+            self.distill = DistillSettings.from_mapping(self.distill)
+        elif self.distill is False:
+            self.distill = None
 
 
 def _cell(value) -> str:
@@ -441,7 +507,7 @@ def _rows(cls: type[Settings], first: str, keys: Sequence[str] | None = None) ->
 def settings_table(config_classes: Sequence[type[MethodConfig]]) -> str:
     """Markdown tables of every method's settings (name, default, allowed values, sweep range, meaning,
     and the training settings the method runs with and sweeps), then of the training settings.
-    ``prompting methods`` prints it; the README's tables are this text."""
+    ``prompting methods`` prints it; docs/methods.md's table is this text."""
     lines = ["| method | setting | default | allowed | sweep range | what it does |", "|---|---|---|---|---|---|"]
     for cls in config_classes:
         train = ", ".join(f"`{k}: {_cell(v).strip('`')}`" for k, v in cls.train_defaults.items()) or "–"

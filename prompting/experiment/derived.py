@@ -101,9 +101,9 @@ class DerivedRecords:
             if not spec.ensemble:
                 continue
             groups: dict[tuple, list[PlannedRun]] = {}
-            for run in planned:
-                if run.spec is spec:
-                    groups.setdefault((run.data_seed, run.train_seed), []).append(run)
+            for run in planned:  # an iPET generation is a group of its own; a distilled model is none
+                if run.context.get("entry", run.spec) is spec and run.context.get("stage") != "distill":
+                    groups.setdefault((run.data_seed, run.train_seed, run.context.get("generation")), []).append(run)
             for members in groups.values():
                 for how in ("none", *spec.calibration):
                     ids = [m.run_id if how == "none" else calibrated_id(m.run_id, how) for m in members]
@@ -150,7 +150,8 @@ class DerivedRecords:
         first = records[0]
         settings = {k: first[k] for k in ("task", "model", "method", "k", "data_seed", "train_seed", "test_limit",
                                           "choice_score") if k in first}
-        settings.update(label=f"{spec.label} ensemble ({spec.ensemble})", template=f"ensemble of {len(members)} patterns",
+        settings.update(label=f"{members[0].settings['label']} ensemble ({spec.ensemble})",
+                        template=f"ensemble of {len(members)} patterns",
                         verbalizer=first["verbalizer"], ensemble_of=list(ids), train=True)
         return RunRecord(settings, rid, self.name, {
             **outcome.to_dict(), "protocol": protocol_name(self.task),

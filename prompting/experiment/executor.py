@@ -2,13 +2,15 @@
 
 :class:`RunExecutor` is the seam between the harness (which plans, claims and records runs) and the
 work of one run; a caller that wants to watch or alter runs passes its own executor to
-:class:`prompting.experiment.harness.Experiment`.
+:class:`prompting.experiment.harness.Experiment`. With a tracker (:mod:`prompting.experiment.tracking`),
+each run's curves are opened before it starts and the training loop reports its steps to them.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -18,7 +20,10 @@ from prompting.core.settings import Protocol, TrainConfig
 from prompting.lm.model import LanguageModel
 from prompting.methods import PromptMethod, build_method
 from prompting.methods.evaluation import TrainResult
+from prompting.methods.saving import save_prompt
+from prompting.experiment.tracking import Tracker
 from prompting.tasks.base import Fitted, PlannedRun, RunRecord, TaskType
+from prompting.training.curves import reporting_to
 
 __all__ = ["RunExecutor", "Executed"]
 
@@ -35,10 +40,12 @@ class RunExecutor:
     """Runs planned runs of one experiment on one LM (see the module docstring)."""
 
     def __init__(self, lm: LanguageModel, task_type: TaskType, protocol: Protocol, name: str = "experiment",
-                 max_length: int | None = None):
+                 max_length: int | None = None, tracker: Tracker | None = None):
         self.lm, self.task_type, self.protocol = lm, task_type, protocol
-        self.name, self.max_length = name, max_length
+        self.name, self.max_length, self.tracker = name, max_length, tracker
         self._lm_snapshot: tuple[dict[str, torch.Tensor], int] | None = None
+        #: where a run whose plan asks to keep its model (``context["save"]``) saves it, as models/RUN_ID
+        self.models_dir: Path | None = None
 
     @property
     def test(self) -> list[Example]:
@@ -52,7 +59,21 @@ class RunExecutor:
 
     def execute(self, run: PlannedRun, train_examples: Sequence[Example], dev_examples: Sequence[Example],
                 progress: bool = True) -> Executed:
-        """Build, fit (when trained) and score the run; the LM is put back as it was whatever happens."""
+        """Build, fit (when trained) and score the run; the LM is put back as it was whatever happens. With
+        a tracker, the run's curves take its steps, then its record."""
+        if self.tracker is None:
+            return self._execute(run, train_examples, dev_examples, progress)
+        curves = self.tracker.open(run, self.name)
+        try:
+            with reporting_to(curves):
+                done = self._execute(run, train_examples, dev_examples, progress)
+        except BaseException:
+            curves.fail()
+            raise
+        curves.finish(done.record.to_dict())
+        return done
+
+    def _execute(self, run: PlannedRun, train_examples, dev_examples, progress: bool) -> Executed:
         started = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -74,7 +95,11 @@ class RunExecutor:
             result = self.fit(run, method, config, train_examples, dev_examples, progress) if config else None
             fitted = Fitted(result, config, self._trainable_params(method, config), train_examples, dev_examples,
                             started)
-            return self.task_type.evaluate(run, method, fitted, self.protocol, progress)
+            evaluated = self.task_type.evaluate(run, method, fitted, self.protocol, progress)
+            if run.context.get("save") and self.models_dir is not None:  # before the LM is put back
+                save_prompt(method, self.models_dir / run.run_id, lm_weights=bool(config and config.tune_lm))
+                evaluated.fields["saved_model"] = f"models/{run.run_id}"
+            return evaluated
         finally:
             if config is not None and config.tune_lm:  # the next run starts from the same LM
                 self.lm.restore(self._lm_snapshot)

@@ -27,6 +27,7 @@ from prompting.core.settings import ENSEMBLES, MethodSpec, Protocol
 from prompting.experiment.derived import DerivedRecords, calibrated_id
 from prompting.experiment.executor import RunExecutor
 from prompting.experiment.results import ResultsStore
+from prompting.experiment.tracking import Tracker, open_tracker
 from prompting.lm.model import LanguageModel
 from prompting.tasks.base import PlannedRun, TaskType, describe_run
 from prompting.tasks.classification import Classification, jsonable_verbalizer
@@ -36,7 +37,8 @@ from prompting.tasks.probing import FactProbing
 from prompting.tasks.textspec import decoding_of, is_generation, load_generation_task
 from prompting.methods.targets import Decoding
 
-__all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "build_experiment", "build_experiments", "ENSEMBLES"]
+__all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "build_experiment", "build_experiments", "ENSEMBLES",
+           "config_tracker"]
 
 
 def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: Sequence[MethodSpec] | None = None,
@@ -48,9 +50,10 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     methods = list(cfg.methods if methods is None else methods)
     task.check(methods, cfg.prompts, templates, protocol=cfg.protocol)
     check_splits(task, cfg.protocol)
+    tracker = config_tracker(cfg)
     lm = lm or load_model(cfg, allow_download)
     return Experiment(lm, task, methods, cfg.prompts, cfg.protocol, output_dir=output_dir, name=cfg.name,
-                      max_length=cfg.max_length)
+                      max_length=cfg.max_length, tracker=tracker)
 
 
 def build_experiments(cfg, output_dir, lm: LanguageModel | None = None, allow_download: bool = False) -> list["Experiment"]:
@@ -63,11 +66,18 @@ def build_experiments(cfg, output_dir, lm: LanguageModel | None = None, allow_do
                          cfg.template, experiment=cfg.name) for r in cfg.relations]
     for task in tasks:
         task.check(cfg.methods, [])
+    tracker = config_tracker(cfg)
     lm = lm or load_model(cfg, allow_download)
     # every fact is its own split: one data seed, and a trained prompt's seed 1
     protocol = Protocol(k=0, data_seeds=(0,), train_seeds=(1,))
     return [Experiment(lm, task, cfg.methods, [], protocol, output_dir=output_dir, name=cfg.name,
-                       max_length=cfg.max_length) for task in tasks]
+                       max_length=cfg.max_length, tracker=tracker) for task in tasks]
+
+
+def config_tracker(cfg) -> Tracker | None:
+    """Where a config's runs write live curves (``tensorboard:``, ``mlflow:``, or the command line's
+    ``--tensorboard`` / ``--mlflow``), checked before the model loads; None: nowhere."""
+    return open_tracker(cfg.tensorboard, cfg.mlflow, cfg.name)
 
 
 def task_type_of(cfg) -> TaskType:
@@ -102,13 +112,14 @@ class Experiment:
     ``task`` is a :class:`prompting.core.data.Task` (classification) or any task type
     (:class:`prompting.tasks.base.TaskType`). ``executor`` does each run (default: a
     :class:`RunExecutor` on this experiment's LM and task); pass one of your own to watch or change what
-    a run does.
+    a run does. ``tracker``: where runs write live training curves
+    (:mod:`prompting.experiment.tracking`: TensorBoard, MLflow).
     """
 
     def __init__(self, lm: LanguageModel, task: Task | TaskType, methods: Sequence[MethodSpec],
                  prompts: Sequence[tuple[str, dict]], protocol: Protocol | None = None,
                  output_dir=None, name: str = "experiment", max_length: int | None = None,
-                 executor: RunExecutor | None = None):
+                 executor: RunExecutor | None = None, tracker: Tracker | None = None):
         self.task_type = task if isinstance(task, TaskType) else Classification(task)
         self.lm, self.methods = lm, list(methods)
         self.prompts = [(t, jsonable_verbalizer(v)) for t, v in prompts]
@@ -118,6 +129,10 @@ class Experiment:
         self.max_length = max_length
         self.task_type.check(self.methods, self.prompts, protocol=self._protocol)
         self.executor = executor or RunExecutor(lm, self.task_type, self._protocol, name=name, max_length=max_length)
+        if self.store is not None:  # where runs that ask to keep their model save it
+            self.executor.models_dir = self.store.directory / "models"
+        if tracker is not None:
+            self.executor.tracker = tracker
 
     @property
     def protocol(self) -> Protocol:
@@ -147,7 +162,11 @@ class Experiment:
         return list(dict.fromkeys(run.data_seed for run in self.plan()))
 
     def execute(self, run: PlannedRun, train_examples, dev_examples, progress: bool = True) -> dict:
-        """Do one run with the executor and record it (with its label scores); returns the record."""
+        """Do one run with the executor and record it (with its label scores); returns the record. A run that
+        learns from other runs gets their records and saved scores (:attr:`PlannedRun.inputs`)."""
+        if run.needs:
+            run.inputs = {rid: {"record": self.store.record(rid), "predictions": self.store.load_predictions(rid)}
+                          for rid in run.needs}
         done = self.executor.execute(run, train_examples, dev_examples, progress=progress)
         record = done.record.to_dict()
         if self.store:
@@ -171,6 +190,9 @@ class Experiment:
         from tqdm.auto import tqdm
 
         planned = self.plan()
+        if self.store is None and any(r.needs for r in planned):
+            raise ValueError("distilled models and iPET generations learn from the saved scores of earlier runs; "
+                             "give the experiment an output folder (output_dir)")
         print(self.task_type.describe(self.protocol), file=sys.stderr, flush=True)
         # two method entries that differ only in how they are ensembled plan the same runs: run each once
         unique = list({r.run_id: r for r in planned}.values())
@@ -249,10 +271,13 @@ class _Attempt:
         self.fresh: list[dict] = []
 
     def __call__(self, run: PlannedRun) -> dict | None:
-        """The run's record, run here; None while another live process has claimed it."""
+        """The run's record, run here; None while another live process has claimed it, or while a run it
+        learns from is not recorded yet."""
         store = self.experiment.store
         if store is None:
             return self.execute(run)
+        if any(store.record(rid) is None for rid in run.needs):
+            return None
         if not store.claims.claim(run.run_id, what=describe_run(run)):
             return None
         record = None

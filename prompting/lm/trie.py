@@ -91,12 +91,82 @@ class CandidateTrie:
         return {prefix: n for n, prefix in enumerate(self.prefixes)}
 
     @cached_property
+    def edges(self) -> "TrieEdges":
+        """The trie as index tensors for ranking many facts at once (:mod:`prompting.lm.ranking`)."""
+        return TrieEdges.of(self)
+
+    @cached_property
     def children(self) -> dict[tuple[int, ...], list[int]]:
         """The nodes one token longer than each prefix (``()``: the first tokens' nodes)."""
         out: dict[tuple[int, ...], list[int]] = {}
         for n, prefix in enumerate(self.prefixes):
             out.setdefault(prefix[:-1], []).append(n)
         return out
+
+
+def _csr(owners: list[int], size: int) -> torch.Tensor:
+    """Row starts [size + 1] of items sorted by owner (``owners`` already in that order)."""
+    counts = torch.bincount(torch.tensor(owners, dtype=torch.long), minlength=size) if owners else \
+        torch.zeros(size, dtype=torch.long)
+    return torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+
+
+def _expand(starts: torch.Tensor, items: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row in ``nodes``, item) of every item owned by each of ``nodes``."""
+    counts = starts[nodes + 1] - starts[nodes]
+    rows = torch.repeat_interleave(torch.arange(len(nodes)), counts)
+    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    return rows, items[starts[nodes][rows] + offsets]
+
+
+@dataclass(frozen=True)
+class TrieEdges:
+    """Per node, its children and the candidates that end one token after it, as index tensors; the
+    candidates of one token; the first tokens' nodes; each candidate's chain of proper prefixes."""
+
+    single: torch.Tensor
+    roots: torch.Tensor
+    chains: tuple[tuple[int, ...], ...]
+    child_starts: torch.Tensor
+    child_nodes: torch.Tensor
+    end_starts: torch.Tensor
+    end_words: torch.Tensor
+    end_tokens: torch.Tensor
+
+    @classmethod
+    def of(cls, trie: "CandidateTrie") -> "TrieEdges":
+        n_words, index = len(trie.first), trie.index
+        chains = [[] for _ in range(n_words)]
+        for word, node in zip(trie.pair_word.tolist(), trie.pair_node.tolist()):
+            chains[word].append(node)
+        parents = [index[p[:-1]] if len(p) > 1 else -1 for p in trie.prefixes]
+        by_parent = sorted((p, n) for n, p in enumerate(parents) if p >= 0)
+        last = [(c[-1], i, trie.pair_token[pair].item()) for i, c, pair in
+                zip(range(n_words), chains, _last_pairs(trie.pair_word, n_words)) if c]
+        last.sort()
+        return cls(torch.tensor([i for i, c in enumerate(chains) if not c], dtype=torch.long),
+                   torch.tensor([n for n, p in enumerate(parents) if p < 0], dtype=torch.long),
+                   tuple(tuple(c) for c in chains),
+                   _csr([p for p, _ in by_parent], trie.n_nodes), torch.tensor([n for _, n in by_parent], dtype=torch.long),
+                   _csr([n for n, _, _ in last], trie.n_nodes), torch.tensor([i for _, i, _ in last], dtype=torch.long),
+                   torch.tensor([t for _, _, t in last], dtype=torch.long))
+
+    def children(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row in ``nodes``, child node) of every child of ``nodes``."""
+        return _expand(self.child_starts, self.child_nodes, nodes)
+
+    def ends(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row in ``nodes``, candidate, its last token) of every candidate that ends after ``nodes``."""
+        rows, items = _expand(self.end_starts, torch.arange(len(self.end_words)), nodes)
+        return rows, self.end_words[items], self.end_tokens[items]
+
+
+def _last_pairs(pair_word: torch.Tensor, n_words: int) -> list[int]:
+    """Per candidate, the index of its last (word, node, token) pair (-1: a one-token candidate)."""
+    last = [-1] * n_words
+    for pair, word in enumerate(pair_word.tolist()):
+        last[word] = pair
+    return last
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ A method is a :class:`PromptMethod` subclass with a typed config class (see
         def forward(self, batch):
             return super().forward(batch) / self.config.temperature
 
-(the README's "Adding a method" has one that learns).
+(docs/adding-a-method.md has one that learns).
 
 The built-in methods are registered by name and module, so that this package, and with it a YAML
 config's check, loads without torch; their classes are imported when first used.
@@ -32,12 +32,12 @@ from prompting.methods.configs import BUILTIN_CONFIGS, MethodConfig
 if TYPE_CHECKING:
     from prompting.methods.base import PromptMethod
 
-__all__ = ["PromptMethod", "ManualPrompt", "EncodedExamples", "Batch", "SearchMethod", "METHODS", "register",
+__all__ = ["PromptMethod", "ManualPrompt", "IPet", "EncodedExamples", "Batch", "SearchMethod", "METHODS", "register",
            "build_method", "method_config", "AutoPrompt", "hotflip_candidates", "PTuning", "PrefixTuning",
            "SoftPrompt", "InContext", "save_prompt", "load_prompt", "MethodConfig"]
 
 # names importable from this package, and the module that defines each (imported on first use)
-_LAZY = {"PromptMethod": "base", "ManualPrompt": "base", "EncodedExamples": "base", "Batch": "base",
+_LAZY = {"PromptMethod": "base", "ManualPrompt": "base", "IPet": "base", "EncodedExamples": "base", "Batch": "base",
          "SearchMethod": "base", "AutoPrompt": "autoprompt", "hotflip_candidates": "autoprompt",
          "PTuning": "ptuning", "PrefixTuning": "prefix", "SoftPrompt": "soft", "InContext": "icl", "save_prompt": "saving",
          "load_prompt": "saving"}
@@ -95,7 +95,7 @@ def register(cls: type[PromptMethod]) -> type[PromptMethod]:
     return cls
 
 
-_BUILTIN_CLASSES = {"manual": "base:ManualPrompt", "soft": "soft:SoftPrompt", "ptuning": "ptuning:PTuning",
+_BUILTIN_CLASSES = {"manual": "base:ManualPrompt", "ipet": "base:IPet", "soft": "soft:SoftPrompt", "ptuning": "ptuning:PTuning",
                     "prefix": "prefix:PrefixTuning", "autoprompt": "autoprompt:AutoPrompt",
                     "icl": "icl:InContext"}
 for _config in BUILTIN_CONFIGS:

@@ -27,12 +27,12 @@ from prompting.lm.logprobs import MAX_BATCH_TOKENS, token_budget_batches
 from prompting.lm.model import LanguageModel
 from prompting.methods.batches import Batch, EncodedExamples
 from prompting.methods.choices import ChoiceScorer, ChoiceVerbalizer
-from prompting.methods.configs import ManualConfig, MethodConfig
+from prompting.methods.configs import IPetConfig, ManualConfig, MethodConfig
 from prompting.methods.demonstrating import WithDemonstrations
 from prompting.methods.saving import load_prompt, save_prompt
 from prompting.methods.scores import SCORES, score_key
 
-__all__ = ["PromptMethod", "ManualPrompt", "SearchMethod", "EncodedExamples", "Batch"]
+__all__ = ["PromptMethod", "ManualPrompt", "IPet", "SearchMethod", "EncodedExamples", "Batch"]
 
 
 class PromptMethod(WithDemonstrations, torch.nn.Module):
@@ -287,6 +287,13 @@ class ManualPrompt(PromptMethod):
     name = "manual"
     config_class = ManualConfig
     verbalizers_share_a_pass = True
+
+
+class IPet(ManualPrompt):
+    """A model of iPET (see :mod:`prompting.tasks.pet`): a PET model; its settings add the recipe's."""
+
+    name = "ipet"
+    config_class = IPetConfig
 
 
 class SearchMethod:

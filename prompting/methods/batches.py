@@ -20,6 +20,10 @@ class EncodedExamples:
 
     encodings: dict[int, list[Encoding]]
     labels: torch.Tensor  # [N] label index, -1 where unknown
+    # soft labels to learn instead of ``labels`` (PET's distillation): [N, n_labels] distributions, and the
+    # temperature they were made at, which the model's own scores are divided by too
+    targets: torch.Tensor | None = None
+    temperature: float = 1.0
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -1,7 +1,7 @@
 """The settings of every built-in method: one typed config class each (see :mod:`prompting.core.settings`).
 
 Kept apart from the method modules, which need torch, so that a YAML config is checked without
-loading it. ``prompting methods`` prints every method's settings as the README's table.
+loading it. ``prompting methods`` prints every method's settings as the table in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import ClassVar
 from prompting.core.demonstrations import SELECTIONS
 from prompting.core.settings import MethodConfig, Settings, setting
 
-__all__ = ["MethodConfig", "PromptConfig", "DemonstrationSettings", "ICLConfig", "ManualConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
+__all__ = ["MethodConfig", "PromptConfig", "DemonstrationSettings", "ICLConfig", "ManualConfig", "IPetConfig", "SoftConfig", "PTuningConfig", "PrefixConfig", "AutoPromptConfig",
            "BUILTIN_CONFIGS", "SOFT_INITS", "ENCODERS", "PREFIX_INITS"]
 
 SOFT_INITS = ("text", "vocab", "uniform")
@@ -85,9 +85,26 @@ class ManualConfig(PromptConfig):
     summary: ClassVar[str] = ("PET: the template and verbalizer as written; `train: false` is zero-shot, "
                               "`train: true` fine-tunes the LM")
     # PET fine-tuning keeps the best *trained* state: its untrained state is the zero-shot run, and with
-    # 32 dev examples the zero-shot state can win on dev and lose on test (see the README)
+    # 32 dev examples the zero-shot state can win on dev and lose on test (docs/methods.md)
     train_defaults: ClassVar[dict] = {"lr": 1e-5, "tune_lm": True, "select_untrained": False}
     train_space: ClassVar[dict] = TRAIN_SPACE
+
+
+@dataclass
+class IPetConfig(ManualConfig):
+    method: ClassVar[str] = "ipet"
+    summary: ClassVar[str] = ("iPET (Schick & Schütze): after PET (generation 0), generations of one model per "
+                              "pattern, each trained on the K-shot examples and unlabelled examples that other "
+                              "patterns' models of the generation before labelled, then distilled into one model "
+                              "(`distill:`); needs the task's `unlabeled:`")
+
+    # the recipe, not the model: a saved iPET model is a PET model and does not keep them
+    generations: int = setting(2, "generations after PET's own (generation 0); PET's code counts generation 0, so "
+                                  "its default of 3 is 2 here", minimum=1, saved=False)
+    ensemble_share: float = setting(0.25, "share of the other patterns' models whose ensemble labels a model's "
+                                          "examples, at least one (PET: 0.25)", positive=True, maximum=1, saved=False)
+    growth: float = setting(5.0, "the factor the training set grows by each generation, its label distribution "
+                                 "that of the K-shot examples (PET: 5)", minimum=1, saved=False)
 
 
 @dataclass
@@ -116,12 +133,17 @@ class PTuningConfig(PromptConfig):
     train_space: ClassVar[dict] = {**TRAIN_SPACE, "lr": {"low": 1e-4, "high": 3e-2, "log": True},
                                    "soft_length": {"low": 1, "high": 8}}
 
+    # A bottleneck encoder whose output is added to its inputs: at K = 16 the paper's encoder (as wide as
+    # the embeddings, its output unrelated to its inputs; 11% of SmolLM2's weights) learned little and lost
+    # a text start (benchmarks/learning_check.py: SST-2 from the manual words 0.498 against 0.774 zero-shot)
     encoder: str = setting("lstm", "the prompt encoder", choices=ENCODERS, search={"choices": list(ENCODERS)})
-    hidden_size: int | None = setting(None, "the encoder's width (the LM's embedding size when not given)",
+    hidden_size: int | None = setting(64, "the encoder's width (null: the LM's embedding size, the paper's)",
                                       minimum=1, search={"choices": [64, 128, 256]})
-    residual: bool = setting(False, "the encoder's output is added to its inputs (which then start as the prompt)")
-    input_lr: float | None = setting(None, "learning rate of the encoder's input vectors (the training rate "
-                                           "when not given)", positive=True,
+    residual: bool = setting(True, "the encoder's output is added to its inputs, which then start as the prompt "
+                                   "(false: the paper's encoder, whose output replaces them)")
+    input_lr: float | None = setting(None, "learning rate of the encoder's input vectors (null: a soft prompt's "
+                                           "rate when `residual`, the inputs being the prompt; else the training "
+                                           "rate)", positive=True,
                                      search={"low": 1e-3, "high": 1e-1, "log": True}, saved=False)
 
 
@@ -129,7 +151,8 @@ class PTuningConfig(PromptConfig):
 class PrefixConfig(PromptConfig):
     method: ClassVar[str] = "prefix"
     summary: ClassVar[str] = "prefix-tuning (Li & Liang): trainable keys and values at every layer, the LM frozen"
-    # tuned on SST-2 K=16 (benchmarks/learning_check.py): Adam moves every weight of the wide MLP
+    # tuned on SST-2 K=16 dev, data seed 13 (the tuning table in the history of
+    # benchmarks/results/learning_check.md, commit 55b1722): Adam moves every weight of the wide MLP
     # output layer at once, and from 3e-4 up the loss jumped in the first steps
     train_defaults: ClassVar[dict] = {"lr": 1e-4, "tune_lm": False}
     train_space: ClassVar[dict] = {**TRAIN_SPACE, "lr": {"low": 3e-5, "high": 3e-3, "log": True}}
@@ -181,4 +204,4 @@ class AutoPromptConfig(PromptConfig):
     seed: int = setting(0, "seed of `init: random`")
 
 
-BUILTIN_CONFIGS = (ManualConfig, SoftConfig, PTuningConfig, PrefixConfig, AutoPromptConfig, ICLConfig)
+BUILTIN_CONFIGS = (ManualConfig, IPetConfig, SoftConfig, PTuningConfig, PrefixConfig, AutoPromptConfig, ICLConfig)

@@ -54,6 +54,9 @@ class InContext(PromptMethod, SearchMethod):
 
     name = "icl"
     config_class = ICLConfig
+    #: score inputs after one shared key/value block of demonstrations where that is exact (False: every
+    #: prompt whole, the demonstrations written into it; the same scores, slower)
+    share_block: bool = True
 
     def set_demonstration_pool(self, examples: Sequence[Example], seed: int = 0) -> None:
         c = self.config
@@ -71,7 +74,7 @@ class InContext(PromptMethod, SearchMethod):
         does not with its own (shortened) demonstrations."""
         if self.demonstrations is None:
             super().with_demonstrations(encodings, examples)  # says what is missing
-        block, start = self._shared_block(), len(self.encoder.prefix_ids)
+        block, start = self.shared_block(), len(self.encoder.prefix_ids)
         if block is None:
             self._shared_next = ()
             return {n: [e for s in range(self.config.sets) for e in self.demonstrations.add(encs, examples, s)]
@@ -86,18 +89,18 @@ class InContext(PromptMethod, SearchMethod):
             out[n] = [e.after(start) if fits else next(whole) for e, fits in zip(encs, self._shared_next)]
         return out
 
-    def _shared_block(self) -> list[int] | None:
+    def shared_block(self) -> list[int] | None:
         """The token ids every input shares (leading specials and demonstrations), when they can be a
         key/value prefix: random selection, one set, a causal LM with relative positions."""
         c, demos = self.config, self.demonstrations
-        if c.selection != "random" or c.sets != 1 or not self.lm.causal or not self.lm.relative_positions:
+        if not self.share_block or c.selection != "random" or c.sets != 1 or not self.lm.causal or not self.lm.relative_positions:
             return None
         outside = Example({name: "\0" for name in self.template.fields})  # in no pool
         return list(self.encoder.prefix_ids) + [t for i in demos.choose(outside) for t in demos.render_ids(i)]
 
     def _block_key_values(self):
         """The keys and values of the shared block, numbered just before the input (computed once)."""
-        ids = self._shared_block()
+        ids = self.shared_block()
         if self._block is None or self._block[0] != ids:
             self._block = (ids, self.lm.key_values(torch.tensor([ids]), start=-len(ids)))
         return self._block[1]

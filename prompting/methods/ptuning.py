@@ -29,7 +29,7 @@ from torch import nn
 from prompting.lm.model import LanguageModel
 from prompting.core.template import PromptBatch, Template, TemplateError
 from prompting.methods.base import PromptMethod
-from prompting.methods.configs import ENCODERS, PTuningConfig
+from prompting.methods.configs import ENCODERS, PTuningConfig, SoftConfig
 from prompting.methods.soft import place_soft, soft_slot_counts
 
 __all__ = ["PTuning", "PromptEncoder", "ENCODERS"]
@@ -103,12 +103,13 @@ class PTuning(PromptMethod):
 
     def parameter_groups(self, lr: float, lm_lr: float | None = None, tune_lm: bool = False) -> list[dict]:
         groups = super().parameter_groups(lr, lm_lr, tune_lm)
-        if self.config.input_lr is None or self.prompt_encoder is None:
+        rate = self.config.input_lr or (SoftConfig.train_defaults["lr"] if self.config.residual else None)
+        if rate is None or self.prompt_encoder is None:
             return groups
         inputs = self.prompt_encoder.inputs
         own = groups[0]  # the method's parameters come first
         own["params"] = [p for p in own["params"] if p is not inputs]
-        return [{"params": [inputs], "lr": self.config.input_lr, "name": f"{self.name}.inputs"}, *groups]
+        return [{"params": [inputs], "lr": rate, "name": f"{self.name}.inputs"}, *groups]
 
     def prompt_embeddings(self) -> torch.Tensor:
         """[n_soft, H]: the vectors that fill the soft slots."""

@@ -10,8 +10,10 @@ LSTM or MLP. ``prompt.json`` holds everything else needed to rebuild the method:
 parameters, the template, the verbalizer, the task's labels, and the model it was trained on
 (name, kind, hidden size, key/value shape, a checksum of its weights).
 
-Only the prompt is saved, not the LM: a prompt trained with ``tune_lm: true`` needs the tuned LM,
-so loading warns when the LM's weights differ from those at saving.
+Only the prompt is saved, not the LM, unless ``lm_weights=True`` (a PET model, whose whole LM was tuned:
+the LM's weights go into ``lm.safetensors``, and loading puts them into the LM it is given). A prompt
+trained with ``tune_lm: true`` and saved without them needs the tuned LM, so loading warns when the
+LM's weights differ from those at saving.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from prompting.methods.choices import ChoiceVerbalizer
 if TYPE_CHECKING:  # a saved prompt is any method; methods.base calls save_prompt
     from prompting.methods.base import PromptMethod
 
-__all__ = ["save_prompt", "load_prompt", "PromptLoadError", "TENSORS_FILE", "META_FILE"]
+__all__ = ["save_prompt", "load_prompt", "PromptLoadError", "TENSORS_FILE", "META_FILE", "LM_FILE"]
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "prompt.safetensors"
 META_FILE = "prompt.json"
+LM_FILE = "lm.safetensors"
 
 
 class PromptLoadError(ValueError):
@@ -53,12 +56,15 @@ def _model_info(lm: LanguageModel) -> dict:
             "kv_shape": list(lm.kv_shape), "weights_checksum": _weights_checksum(lm)}
 
 
-def save_prompt(method: PromptMethod, directory: str | Path) -> Path:
-    """Write ``prompt.safetensors`` and ``prompt.json`` into ``directory`` (created if needed)."""
-    from safetensors.torch import save_file
+def save_prompt(method: PromptMethod, directory: str | Path, lm_weights: bool = False) -> Path:
+    """Write ``prompt.safetensors`` and ``prompt.json`` into ``directory`` (created if needed); with
+    ``lm_weights``, the LM's own weights too (``lm.safetensors``: a model whose LM was tuned)."""
+    from safetensors.torch import save_file, save_model
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if lm_weights:  # tied weights (input and output embeddings) are stored once
+        save_model(method.lm.model, str(directory / LM_FILE))
     state = {name: t.detach().to("cpu").contiguous().clone() for name, t in method.prompt_state().items()}
     save_file(state, str(directory / TENSORS_FILE))
     meta = {
@@ -74,6 +80,7 @@ def save_prompt(method: PromptMethod, directory: str | Path) -> Path:
         "labels": list(method.labels),
         "max_length": method.encoder.max_length,
         "model": _model_info(method.lm),
+        **({"lm_weights": LM_FILE} if lm_weights else {}),
         "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
                     for name, t in state.items()},
     }
@@ -81,28 +88,35 @@ def save_prompt(method: PromptMethod, directory: str | Path) -> Path:
     return directory
 
 
-def load_prompt(directory: str | Path, lm: LanguageModel, strict: bool = True) -> PromptMethod:
-    """Rebuild a saved prompt on ``lm``, ready to predict.
-
-    The model must be the one the prompt was saved with: a different hidden size, key/value shape
-    or kind (masked vs causal) is an error, and so is a different model name unless ``strict=False``
-    (the same model loaded under another name or path).
-    """
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
+def _read_meta(directory: Path) -> dict:
+    """A saved prompt's ``prompt.json`` (its tensors' file checked to be there)."""
     for name in (META_FILE, TENSORS_FILE):
         if not (directory / name).is_file():
             raise PromptLoadError(f"{str(directory)!r} is not a saved prompt: {name} is missing")
     try:
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        saved = meta["model"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        meta["model"].get("name")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise PromptLoadError(f"{directory / META_FILE}: not a valid prompt description ({err})") from None
     if meta.get("format") != FORMAT_VERSION:
         raise PromptLoadError(f"{directory / META_FILE}: format {meta.get('format')!r} is not supported "
                               f"(this version reads format {FORMAT_VERSION})")
-    here = _model_info(lm)
+    return meta
+
+
+def load_prompt(directory: str | Path, lm: LanguageModel, strict: bool = True) -> PromptMethod:
+    """Rebuild a saved prompt on ``lm``, ready to predict.
+
+    The model must be the one the prompt was saved with: a different hidden size, key/value shape
+    or kind (masked vs causal) is an error, and so is a different model name unless ``strict=False``
+    (the same model loaded under another name or path). A prompt saved with the LM's weights (a PET
+    model) puts them into ``lm``: its weights are replaced.
+    """
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    saved, here = meta["model"], _model_info(lm)
     for key, what in (("hidden_size", "hidden size"), ("kind", "kind"), ("kv_shape", "key/value shape")):
         if saved.get(key) != here[key]:
             raise PromptLoadError(
@@ -115,6 +129,11 @@ def load_prompt(directory: str | Path, lm: LanguageModel, strict: bool = True) -
     if meta["method"] not in METHODS:
         raise PromptLoadError(f"the prompt was saved by method {meta['method']!r}, which is not known here; "
                               f"known methods: {', '.join(sorted(METHODS))}")
+    if meta.get("lm_weights"):  # the tuned LM of the saved model, put into the LM given
+        from safetensors.torch import load_model
+
+        load_model(lm.model, str(directory / meta["lm_weights"]), device=str(lm.device))
+        here = _model_info(lm)
     cls = METHODS[meta["method"]]
     config = cls.config_class.from_saved(meta.get("params") or {})
     verbalizer = (ChoiceVerbalizer(meta["verbalizer"], meta["choice_score"]) if "choice_score" in meta

@@ -14,7 +14,7 @@ from prompting.core.data import BUILTIN_LABELS, METRICS, class_results, dev_key
 from prompting.experiment.results import ResultsStore, gold_indices
 
 __all__ = ["GROUP_KEYS", "score", "select_runs", "aggregate", "bootstrap_interval", "run_classes", "pooled_confusion",
-           "test_sample"]
+           "test_sample", "score_labels"]
 
 
 # a "setting": one method with its parameters, training settings, template and verbalizer;
@@ -50,6 +50,18 @@ def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     return chosen
 
 
+def score_labels(saved: dict, record: dict) -> list[str] | None:
+    """The label of each column of a predictions file's scores: saved beside them, else (files written
+    before that) the built-in task's order, else the record's verbalizer's; None when none fits."""
+    rows = saved.get("test") or saved.get("dev")
+    if not rows or not isinstance(rows[0], list):
+        return None
+    known = [x for x in (saved.get("labels"), BUILTIN_LABELS.get(record.get("task")),
+                         list(record.get("verbalizer") or {}) if isinstance(record.get("verbalizer"), dict) else None)
+             if x and len(x) == len(rows[0])]
+    return [str(x) for x in known[0]] if known else None
+
+
 def run_classes(store: ResultsStore, record: dict) -> dict | None:
     """A run's per-class results (see :func:`prompting.core.data.class_results`) from its saved test
     predictions; None when it has none. Files written before the label order was saved beside the
@@ -58,11 +70,8 @@ def run_classes(store: ResultsStore, record: dict) -> dict | None:
     saved = store.load_predictions(record["run_id"])
     if not saved or not saved.get("test") or "test_gold" not in saved:
         return None
-    width = len(saved["test"][0])
-    known = [x for x in (saved.get("labels"), BUILTIN_LABELS.get(record.get("task")),
-                         list(record.get("verbalizer") or {})) if x and len(x) == width]
-    labels = [str(x) for x in (known[0] if known else [])]
-    if len(labels) != len(saved["test"][0]):
+    labels = score_labels(saved, record)
+    if labels is None:
         return None
     gold = gold_indices({**saved, "labels": saved.get("labels")}, "test")
     pairs = [(labels[g], labels[max(range(len(row)), key=row.__getitem__)])
@@ -175,6 +184,7 @@ def _row(runs: list[dict], chosen: list[dict], metric: str) -> dict:
         # what kind of row: a zero-shot prompt, a calibrated copy, an ensemble (the report's tests ask)
         "train": first.get("train"), "calibration": first.get("calibration"),
         "ensemble": bool(first.get("ensemble_of")),
+        "stage": first.get("stage"),  # PET's recipe: a distilled model or an iPET generation
         "selected_by_seed": {r["data_seed"]: r["run_id"] for r in chosen},
     })
     return row

@@ -13,7 +13,7 @@ from prompting.reporting.significance import paired_bootstrap, variance_split
 from prompting.reporting.tables import above_majority, majority_rows, pct, row_label, short
 
 __all__ = ["SIGNIFICANCE", "winner_line", "paired_test", "paired_table", "paired_sections", "variance_line",
-           "pairing_problem"]
+           "pairing_problem", "recipe_sections"]
 
 
 SIGNIFICANCE = 0.05
@@ -151,4 +151,23 @@ def paired_sections(store: ResultsStore, rows: list[dict]) -> list[str]:
     if zero and others:
         lines += [f"Against the best zero-shot prompt ({row_label(zero[0])}, `{short(zero[0]['template'], 32)}`):", "",
                   paired_table(store, zero[0], others, above=True), ""]
+    return lines + recipe_sections(store, rows)
+
+
+def recipe_sections(store: ResultsStore, rows: list[dict]) -> list[str]:
+    """Where PET's recipe has rows (a distilled model, an iPET generation): its ensembles, distilled models
+    and generations against each single-pattern PET row, and they and PET against the best learned prompt."""
+    if not any(r.get("stage") for r in rows):
+        return []
+    plain = [r for r in rows if not r["calibration"] and r["train"] is not False]
+    single = [r for r in plain if r["method"] == "manual" and not r["ensemble"] and not r.get("stage")]
+    recipe = [r for r in plain if r.get("stage") or (r["ensemble"] and r["method"] in ("manual", "ipet"))]
+    learned = [r for r in plain if r["method"] not in ("manual", "ipet", "icl") and not r["ensemble"]]
+    lines = []
+    for reference in single:
+        lines += [f"PET's recipe against single-pattern {row_label(reference)} (`{short(reference['template'], 32)}`):",
+                  "", paired_table(store, reference, recipe, above=True), ""]
+    if learned:
+        lines += [f"Against the best learned prompt ({row_label(learned[0])}, `{short(learned[0]['template'], 32)}`):",
+                  "", paired_table(store, learned[0], single + recipe, above=True), ""]
     return lines

@@ -33,7 +33,10 @@ __all__ = ["PlannedRun", "Fitted", "Evaluated", "RunRecord", "TaskType", "descri
 class PlannedRun:
     """One run of the plan: a method entry on one prompt, data seed and training seed (and, for a task
     type scored several ways, one of them: ``evaluation``); ``settings`` are what its result depends
-    on, and its id is their digest. A ``baseline`` run is the task type's own (no method is built)."""
+    on, and its id is their digest. A ``baseline`` run is the task type's own (no method is built). A run
+    that learns from other runs (PET's distilled model, an iPET generation) ``needs`` them recorded first:
+    their ids are in its settings, and the harness puts their records and saved scores in ``inputs``
+    (``{run_id: {"record": ..., "predictions": ...}}``) before it runs."""
 
     spec: MethodSpec
     template: str
@@ -46,6 +49,8 @@ class PlannedRun:
     baseline: bool = False
     #: what the task type keeps beside the run (e.g. the verbalizers that share its template)
     context: dict = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    inputs: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -4,6 +4,7 @@ macro-F1 of the label scores on dev and test, and the scores saved for calibrati
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sys
@@ -12,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from prompting.core.data import Example, Task, sample_kshot, shared_texts
+from prompting.core.data import DataError, Example, Task, sample_kshot, shared_texts
 from prompting.core.settings import MethodSpec, Protocol, TrainConfig
 from prompting.core.template import Template, TemplateError
 from prompting.core.verbalizer import Verbalizer, VerbalizerError
@@ -23,6 +24,7 @@ from prompting.methods.evaluation import TrainResult
 from prompting.methods.scores import SCORES, score_key
 from prompting.tasks.base import Evaluated, Fitted, PlannedRun, TaskType
 from prompting.tasks.outcome import Outcome, Predictions, peak_memory_mb, training_fields
+from prompting.tasks.pet import check_recipe, draw_pool, is_ipet, recipe_runs, record_fields, score_pool, training_data
 from prompting.training.calibration import content_free_scores
 from prompting.training.loop import train
 
@@ -75,6 +77,10 @@ class Classification(TaskType):
                 self._check_demonstrations(spec, protocol)
         task = self.task
         prompts = [(t, jsonable_verbalizer(v)) for t, v in prompts]
+        for spec in methods:
+            check_recipe(task, spec, prompts_for(spec, prompts))
+        if protocol is not None and any(spec.distill for spec in methods):
+            self._check_pools(protocol)
         for spec, (template, verbalizer) in [(spec, p) for spec in methods for p in prompts_for(spec, prompts)]:
             Template(template).check_fields(task.text_fields)
             try:
@@ -106,6 +112,15 @@ class Classification(TaskType):
             raise ValueError(f"method {spec.label!r}: {what}={wanted.k} demonstrations per class, but {where}; "
                              f"give {what} <= {have}")
 
+    def _check_pools(self, protocol: Protocol) -> None:
+        """Every data seed's unlabelled examples can be drawn (a split that cannot is check_splits' to say)."""
+        for data_seed in dict.fromkeys(protocol.data_seeds):
+            try:
+                train, dev = self._split(protocol, data_seed)
+            except DataError:
+                return
+            draw_pool(self.task, train, dev, data_seed)
+
     def describe(self, protocol: Protocol) -> str:
         task, name, k = self.task, protocol_name(self.task), protocol.k
         if name == "fixed":
@@ -126,29 +141,25 @@ class Classification(TaskType):
         return said + (" carved out of the training file" if "test carved from train" in task.description else "")
 
     def plan(self, methods, prompts, protocol: Protocol, model: str, dtype, max_length) -> list[PlannedRun]:
-        """Every (data seed, method entry, prompt, training seed); fixed train and dev files are one data
-        split (the spread then comes from training seeds)."""
-        task, runs = self.task, []
+        """Every (data seed, method entry, prompt, training seed), then the data seed's distilled models and
+        iPET generations (:mod:`prompting.tasks.pet`); fixed train and dev files are one data split (the
+        spread then comes from training seeds)."""
+        task, runs, scoring = self.task, [], set()
         data_seeds = [protocol.data_seeds[0]] if task.fixed_split else protocol.data_seeds
         for data_seed in data_seeds:
+            made = functools.partial(_planned, task, data_seed=data_seed, protocol=protocol, model=model,
+                                     dtype=dtype, max_length=max_length, prompts=prompts)
             for spec in methods:
+                if is_ipet(spec):  # its runs are the recipe's
+                    continue
                 for template, verbalizer in prompts_for(spec, prompts):
                     for train_seed in ((spec.train_seeds or protocol.train_seeds) if spec.train else [None]):
-                        settings = {
-                            "task": task.name, "model": model, "method": spec.name, "label": spec.label,
-                            "train": spec.train, "params": spec.params,
-                            "train_config": spec.train_config if spec.train else {},
-                            "template": template, "verbalizer": verbalizer,
-                            "k": None if task.fixed_split else protocol.k,
-                            # low precision changes the numbers: its runs are others than float32's
-                            **({"dtype": str(dtype).replace("torch.", "")} if dtype != torch.float32 else {}),
-                            "data_seed": data_seed, "train_seed": train_seed,
-                            "test_limit": protocol.test_limit, "max_length": max_length}
-                        if task.choices:  # how choices are scored changes the result
-                            settings["choice_score"] = task.choice_score
-                        siblings = [v for t, v in prompts_for(spec, prompts) if t == template]
-                        runs.append(PlannedRun(spec, template, verbalizer, data_seed, train_seed, settings,
-                                               run_id(settings), context={"siblings": siblings}))
+                        runs.append(made(spec, template, verbalizer, train_seed))
+            added, wanted = recipe_runs(task, methods, lambda spec: prompts_for(spec, prompts), protocol, made)
+            runs, scoring = runs + added, scoring | wanted
+        for run in runs:  # a later stage learns from its scores on the unlabelled examples
+            if run.run_id in scoring:
+                run.context["pool"] = True
         return runs
 
     def split(self, protocol: Protocol, data_seed: int) -> tuple[list[Example], list[Example]]:
@@ -190,7 +201,10 @@ class Classification(TaskType):
     # ------------------------------------------------------------------------------ fitting and scoring
     def fit(self, run: PlannedRun, method: PromptMethod, config: TrainConfig, train_examples, dev_examples,
             progress: bool) -> TrainResult:
-        return train(method, method.encode(train_examples), method.encode(dev_examples), config, progress=progress)
+        """Train on the K-shot examples, or on what a stage of PET's recipe learns from (:mod:`prompting.tasks.pet`)."""
+        data = training_data(self.task, run, method, train_examples, dev_examples)
+        data = method.encode(train_examples) if data is None else data
+        return train(method, data, method.encode(dev_examples), config, progress=progress)
 
     def evaluate(self, run: PlannedRun, method: PromptMethod, fitted: Fitted, protocol: Protocol,
                  progress: bool) -> Evaluated:
@@ -210,13 +224,15 @@ class Classification(TaskType):
         labels = list(self.task.labels)
         outcome = Outcome.of(labels, [e.label for e in fitted.dev], dev_scores, [e.label for e in test],
                              test_scores, dev.labels)
+        labelled, pool = score_pool(self.task, run, method, fitted.train, fitted.dev, batch, progress)
+        seconds = time.perf_counter() - fitted.started
         fields = {"describe": method.describe(), **outcome.to_dict(), "protocol": protocol_name(self.task),
                   **training_fields(result, config, fitted.trainable, method.lm.num_parameters(),
                                     protocol.select_metric),
-                  "seconds": round(time.perf_counter() - fitted.started, 3), "peak_memory_mb": peak_memory_mb(),
-                  "n_train": len(fitted.train), "n_dev": len(fitted.dev), "n_test": len(test)}
+                  "seconds": round(seconds, 3), "peak_memory_mb": peak_memory_mb(), "n_train": len(fitted.train),
+                  "n_dev": len(fitted.dev), "n_test": len(test), **labelled, **record_fields(self.task, run, seconds)}
         predictions = Predictions.of(labels, fitted.dev, test, dev_scores, test_scores, free)
-        return Evaluated(fields, predictions.to_dict())
+        return Evaluated(fields, {**predictions.to_dict(), **pool})
 
     def _share_untrained_pass(self, run: PlannedRun, method: PromptMethod, test, batch: int, progress: bool) -> None:
         """The verbalizers that share an untrained prompt's template, scored in one pass (one verbalizer
@@ -235,6 +251,23 @@ class Classification(TaskType):
                                    labels=self.task.labels, max_length=max_length, **run.spec.params)
             columns = [list(joint).index(f"{i}\x1f{label}") for label in self.task.labels]
             SCORES.put(score_key(sibling, sibling.encode(test)), scores[:, columns])
+
+
+def _planned(task: Task, spec: MethodSpec, template: str, verbalizer, train_seed: int | None, *, data_seed: int,
+             protocol: Protocol, model: str, dtype, max_length: int | None, prompts) -> PlannedRun:
+    """One run of the plan: its settings (what its result depends on) and its id."""
+    settings = {
+        "task": task.name, "model": model, "method": spec.name, "label": spec.label,
+        "train": spec.train, "params": spec.params, "train_config": spec.train_config if spec.train else {},
+        "template": template, "verbalizer": verbalizer, "k": None if task.fixed_split else protocol.k,
+        # low precision changes the numbers: its runs are others than float32's
+        **({"dtype": str(dtype).replace("torch.", "")} if dtype != torch.float32 else {}),
+        "data_seed": data_seed, "train_seed": train_seed, "test_limit": protocol.test_limit, "max_length": max_length}
+    if task.choices:  # how choices are scored changes the result
+        settings["choice_score"] = task.choice_score
+    siblings = [v for t, v in prompts_for(spec, prompts) if t == template]
+    return PlannedRun(spec, template, verbalizer, data_seed, train_seed, settings, run_id(settings),
+                      context={"siblings": siblings})
 
 
 def _check_choice_method(spec: MethodSpec) -> None:

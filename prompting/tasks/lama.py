@@ -11,7 +11,8 @@ other column names works through ``subject=`` / ``object=``). The relation's tem
 Protocols (each record names its own):
 
 - ``candidates``: rank the relation's distinct objects (from all its splits, or a candidate list
-  the user gives), each scored exactly with all its tokens (see :mod:`prompting.lm.trie`).
+  the user gives), each scored exactly with all its tokens (see :mod:`prompting.lm.trie`; many facts are
+  ranked at once, :mod:`prompting.lm.ranking`).
 - ``vocab``: LAMA's: keep only the facts whose object is one token of the model's tokenizer (as it
   follows the prompt, with its leading space) and rank that token over the whole vocabulary.
 
@@ -31,12 +32,14 @@ import torch
 
 from prompting.core.data import ENCODING, DataError, Example, Task, wide_csv_fields
 from prompting.core.template import collate
-from prompting.lm.trie import CandidateWords, gold_rank, shared_scoring
+from prompting.lm.logprobs import log_softmax
+from prompting.lm.ranking import TOP, Ranking, rank_candidates, ranking_of_scores
+from prompting.lm.trie import gold_rank, shared_scoring
 from prompting.tasks.schema import LAMA_PROTOCOLS
 
 __all__ = ["PROTOCOLS", "Relation", "load_facts", "load_relation", "relation_template", "lama_template",
            "ranks", "ranking_metrics", "macro_average", "vocab_facts", "majority_scores", "vocab_ranks",
-           "candidate_ranks"]
+           "candidate_ranks", "candidate_ranking", "candidate_ranks_one_by_one", "RANK_BATCH"]
 
 PROTOCOLS = LAMA_PROTOCOLS
 SPLITS = ("train", "dev", "test")
@@ -226,15 +229,15 @@ def whole_prompts(method, data, batch_size: int):
 
 
 @torch.no_grad()
-def vocab_ranks(method, facts: Sequence[Example], token_ids: Sequence[int], batch_size: int = 32
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ranks [N], top-10 token ids [N, 10]) of each fact's object token over the whole vocabulary,
-    from the method's next-token distribution at ``{mask}`` (a causal LM: after the prompt; a masked
-    LM: at its one mask)."""
+def vocab_ranks(method, facts: Sequence[Example], token_ids: Sequence[int], batch_size: int = 32,
+                top: int = TOP) -> Ranking:
+    """Each fact's rank of its object token over the whole vocabulary, and the ``top`` best tokens (ids)
+    with their log-probabilities, from the method's next-token distribution at ``{mask}`` (a causal LM:
+    after the prompt; a masked LM: at its one mask)."""
     method.eval()
     data = method.encode(facts)
     gold = torch.tensor(list(token_ids), dtype=torch.long)
-    out_ranks, out_top = [], []
+    parts = []
     for start, prompts in zip(range(0, len(facts), batch_size), whole_prompts(method, data, batch_size)):
         prompt = prompts[min(prompts)]
         embeds = method.embed(method.lm, prompt.input_ids, prompt)
@@ -244,9 +247,9 @@ def vocab_ranks(method, facts: Sequence[Example], token_ids: Sequence[int], batc
             logits = method.forward_lm(method.lm, embeds, prompt.attention_mask, prompt.position_ids, 0)
             logits = logits[torch.arange(len(prompt)), prompt.mask_positions[:, 0]]
         logits = logits.float().cpu()
-        out_ranks.append(ranks(logits, gold[start:start + len(prompt)]))
-        out_top.append(logits.topk(min(10, logits.shape[1]), 1).indices)
-    return torch.cat(out_ranks), torch.cat(out_top)
+        best = log_softmax(logits).topk(min(top, logits.shape[1]), 1)
+        parts.append(Ranking(ranks(logits, gold[start:start + len(prompt)]), best.indices, best.values.double()))
+    return Ranking.cat(parts)
 
 
 def majority_scores(train: Sequence[Example], candidates: Sequence[str], n: int) -> torch.Tensor:
@@ -287,25 +290,58 @@ def macro_average(per_relation: dict[str, dict[str, float]]) -> dict[str, float]
     return {m: sum(r[m] for r in per_relation.values()) / len(per_relation) for m in metrics}
 
 
+#: facts ranked together by :func:`candidate_ranking` (their queries one batch, their tries expanded together)
+RANK_BATCH = 64
+
+
 @torch.no_grad()
-def candidate_ranks(method, facts: Sequence[Example], progress: bool = False) -> torch.Tensor:
-    """The exact rank of each fact's object among the method's labels (the candidates), every
-    candidate scored with all its tokens; a causal LM computes only the trie nodes that could rank
-    before the gold object (:func:`prompting.lm.trie.gold_rank`), a masked LM scores all candidates."""
+def candidate_ranking(method, facts: Sequence[Example], progress: bool = False, batch_size: int = RANK_BATCH,
+                      top: int = TOP) -> Ranking:
+    """Each fact's exact rank of its object among the method's labels (the candidates), every candidate
+    scored with all its tokens, and its ``top`` best candidates with their log-probabilities.
+
+    A causal LM called as it is (every prompt but prefix-tuning) ranks ``batch_size`` facts at a time,
+    computing only the trie nodes that could rank before the gold object or among the best ``top``
+    (:func:`prompting.lm.ranking.rank_candidates`); facts of similar query length go together. Other
+    methods and masked LMs score every candidate."""
     from tqdm.auto import tqdm
 
     method.eval()
     index = {label: i for i, label in enumerate(method.labels)}
     gold = torch.tensor([index[ex.label] for ex in facts], dtype=torch.long)
-    if not method.lm.causal:
-        return ranks(method.predict_scores(method.encode(facts)), gold)
+    if not method.lm.causal or not method.plain_lm_call:
+        return ranking_of_scores(method.predict_scores(method.encode(facts)), gold, top)
     shared_scoring(method)
-    words: CandidateWords = method.words
+    data = method.encode(facts)
+    encodings = data.encodings[min(data.encodings)]
+    order = sorted(range(len(facts)), key=lambda i: len(encodings[i].input_ids))
+    parts = []
+    for start in tqdm(range(0, len(facts), batch_size), disable=not progress, leave=False,
+                      desc=f"ranking ({len(method.labels)} candidates)"):
+        rows = order[start:start + batch_size]
+        prompt = collate([encodings[i] for i in rows], method.lm.pad_id, left=True).to(method.lm.device)
+        embeds = method.embed(method.lm, prompt.input_ids, prompt)
+        parts.append(rank_candidates(method.lm, embeds, prompt.attention_mask, prompt.position_ids, method.words,
+                                     gold[rows], top))
+    return Ranking.cat(parts).select(torch.argsort(torch.tensor(order)))
+
+
+def candidate_ranks(method, facts: Sequence[Example], progress: bool = False) -> torch.Tensor:
+    """The exact rank of each fact's object among the method's labels (see :func:`candidate_ranking`)."""
+    return candidate_ranking(method, facts, progress).ranks
+
+
+@torch.no_grad()
+def candidate_ranks_one_by_one(method, facts: Sequence[Example]) -> torch.Tensor:
+    """The same ranks as :func:`candidate_ranks`, one fact at a time (:func:`prompting.lm.trie.gold_rank`):
+    the way facts were ranked before batches of them were, kept to check and measure against."""
+    method.eval()
+    index = {label: i for i, label in enumerate(method.labels)}
+    shared_scoring(method)
     data = method.encode(facts)
     out = []
-    for row, prompts in enumerate(tqdm(whole_prompts(method, data, 1), total=len(facts), disable=not progress,
-                                       desc=f"ranking ({len(method.labels)} candidates)", leave=False)):
+    for row, prompts in enumerate(whole_prompts(method, data, 1)):
         prompt = prompts[min(prompts)]
         embeds = method.embed(method.lm, prompt.input_ids, prompt)
-        out.append(gold_rank(method.lm, embeds, prompt.position_ids, words, int(gold[row])))
+        out.append(gold_rank(method.lm, embeds, prompt.position_ids, method.words, index[facts[row].label]))
     return torch.tensor(out, dtype=torch.long)

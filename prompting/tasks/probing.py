@@ -26,11 +26,12 @@ from prompting.core.verbalizer import LabelWordIds, Verbalizer
 from prompting.methods import PromptMethod, build_method
 from prompting.methods.evaluation import TrainResult
 from prompting.tasks.base import Evaluated, Fitted, PlannedRun, TaskType
-from prompting.tasks.lama import (Relation, candidate_ranks, majority_scores, ranking_metrics, ranks, vocab_facts,
+from prompting.lm.ranking import Ranking
+from prompting.tasks.lama import (Relation, candidate_ranking, majority_scores, ranking_metrics, ranks, vocab_facts,
                                   vocab_ranks)
 from prompting.training.loop import train
 
-__all__ = ["FactProbing", "first_tokens", "first_token_method", "BASELINES"]
+__all__ = ["FactProbing", "first_tokens", "first_token_method", "predictions", "BASELINES"]
 
 BASELINES = ("majority",)  # method entries that are the task type's own baselines, not prompt methods
 
@@ -161,10 +162,10 @@ class FactProbing(TaskType):
     def evaluate(self, run: PlannedRun, method: PromptMethod, fitted: Fitted, protocol: Protocol,
                  progress: bool) -> Evaluated:
         begun = time.perf_counter()
-        test_ranks, counts = self._ranks(method, run.evaluation, protocol, progress)
-        fields = {**self._outcome(test_ranks, begun), **self._training(fitted, method), **counts,
-                  "describe": method.describe() | {"verbalizer": None}}
-        return Evaluated(fields, {"test_ranks": [int(r) for r in test_ranks]})
+        ranking, facts, names, counts = self._ranks(method, run.evaluation, protocol, progress)
+        fields = {**self._outcome(ranking.ranks, begun), **self._training(fitted, method), **counts,
+                  "template_used": method.template.text, "describe": method.describe() | {"verbalizer": None}}
+        return Evaluated(fields, predictions(ranking, facts, names))
 
     def baseline(self, run: PlannedRun, fitted: Fitted) -> Evaluated:
         """The majority object: every fact ranks the candidates by their frequency in the relation's
@@ -195,13 +196,31 @@ class FactProbing(TaskType):
                 "train_config_used": fitted.config.to_dict()}
 
     def _ranks(self, method: PromptMethod, protocol_name: str, protocol: Protocol, progress: bool):
+        """(the ranking, its facts, the name of each ranked index, the record's counts) of a protocol."""
         rel = self.relation
         if protocol_name == "candidates":
-            return candidate_ranks(method, self.test_examples(protocol), progress=progress), {}
+            facts = self.test_examples(protocol)
+            return candidate_ranking(method, facts, progress=progress), facts, list(method.labels), {}
         kept, ids = vocab_facts(rel.test, method.lm.tokenizer, method.encoder.mask_leading_space)
         capped = cap(list(zip(kept, ids)), self.limits.get("vocab_test"))
         if not capped:
             raise DataError(f"relation {rel.name}: no test fact has a one-token object; the vocab protocol "
                             "has nothing to rank")
-        found, _ = vocab_ranks(method, [f for f, _ in capped], [i for _, i in capped])
-        return found, {"n_vocab_facts": len(kept), "n_test_all": len(rel.test)}
+        facts = [f for f, _ in capped]
+        found = vocab_ranks(method, facts, [i for _, i in capped])
+        names = token_names(method.lm.tokenizer, found.top)
+        return found, facts, names, {"n_vocab_facts": len(kept), "n_test_all": len(rel.test)}
+
+
+def token_names(tokenizer, ids: torch.Tensor) -> dict[int, str]:
+    """The text of every token id in ``ids`` (as it reads after the prompt, leading space stripped)."""
+    return {i: tokenizer.decode([i]).strip() for i in sorted(set(ids.flatten().tolist()))}
+
+
+def predictions(ranking: Ranking, facts: Sequence[Example], names) -> dict:
+    """A probing run's saved predictions: per test fact, its subject, its object, the object's rank and
+    the ``TOP`` best objects (or tokens) with their log-probabilities, best first."""
+    return {"test_ranks": [int(r) for r in ranking.ranks],
+            "test_subjects": [ex["sub_label"] for ex in facts], "test_objects": [ex.label for ex in facts],
+            "test_top": [[[names[i], round(float(score), 6)] for i, score in zip(top.tolist(), scores.tolist())]
+                         for top, scores in zip(ranking.top, ranking.top_scores)]}

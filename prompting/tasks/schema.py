@@ -5,6 +5,8 @@ LAMA fact probing (see :mod:`prompting.tasks.spec` for what each key means).
     task: {name: sst2, data_dir: ../shared/data/sst2}
     task: {name: trec, train: trec.tsv, test: test.tsv, header: false, label_column: 0, text_columns: [1],
            labels: {0: ABBR, 1: DESC}}
+    task: {name: sst2, hf: nyu-mll/glue, subset: sst2, test: validation, fields: {text_a: sentence},
+           labels: {0: negative, 1: positive}}           # a dataset in the local Hugging Face cache
     task: {name: lama, data_dir: ../shared/data/lama, relations: [P101, P103]}
 
 Types and the rules across keys are checked here, before any file is read; errors keep the words
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
 from prompting.core.data import DATASETS_FORMATS, TASKS, TEXT_FORMATS
 from prompting.core.schema import Problem, Says, Section, Where
@@ -105,21 +107,37 @@ class ChoiceColumn(Section):
 
 
 _CHOICE = "{path}: {value!r} is not valid; choose one of "
+#: a task's unlabelled examples (PET's distillation and iPET): a number drawn from train, or a file
+Unlabeled = Annotated[Optional[Union[Annotated[int, Field(ge=1)], Annotated[str, Field(min_length=1)]]],
+                      Says("{path}: {value!r} is not valid; give a number of examples >= 1 (drawn from the training "
+                           "file) or a file of unlabelled examples")]
 
 
 class CustomTask(Section):
-    """A task from files of your own: columns, labels, split and protocol."""
+    """A task from files of your own (or a saved or cached dataset's splits): columns, labels, split and protocol."""
+
+    # for editors: files (train) or a dataset's splits (hf, dataset), which a built-in task's section has not
+    model_config = ConfigDict(**Section.model_config, json_schema_extra={
+        "anyOf": [{"required": ["train"]}, {"required": ["hf"]}, {"required": ["dataset"]}]})
 
     name: Annotated[str, Says("{path}: {value!r} is not valid; give the task a name")]
     """the task's name in results"""
     data_dir: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a folder")] = None
     """a folder (not used by a task of your own files)"""
-    train: Annotated[str, Says("{path}: {value!r} is not valid; give a file")]
-    """the training file: tsv, csv or jsonl (parquet, arrow with the datasets package); paths relative to the config"""
+    train: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a file")] = None
+    """the training file: tsv, csv or jsonl (parquet, arrow, a folder saved with save_to_disk: with the datasets package); paths relative to the config. With hf or dataset: a split's name (default train)"""
     dev: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a file")] = None
     """the pool dev examples are drawn from (K per class), or the dev set as given with protocol: fixed"""
     test: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a file")] = None
     """the test file (or split: to carve one out of train)"""
+    hf: Annotated[Optional[str], Field(min_length=1), Says("{path}: {value!r} is not valid; give a dataset's id, "
+                                                            "e.g. nyu-mll/glue")] = None
+    """a dataset in the local Hugging Face cache, by its id (as datasets.load_dataset takes it); train, dev and test name its splits; read offline, never downloaded"""
+    subset: Annotated[Optional[str], Field(min_length=1), Says("{path}: {value!r} is not valid; give the name of the "
+                                                                "dataset's subset, e.g. sst2")] = None
+    """the hf dataset's subset (its configuration), e.g. sst2"""
+    dataset: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a folder")] = None
+    """a folder saved with datasets' save_to_disk (a DatasetDict); train, dev and test name its splits"""
     fields: Annotated[Optional[dict[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")], Union[Column, FieldMap]]],
                       Field(min_length=1), Says(_fields_message)] = None
     """template field -> column (a name; a.b in JSON; a position without a header), or {column, map}"""
@@ -147,10 +165,13 @@ class CustomTask(Section):
     """multiple choice: the choice columns, or {column, count} for a column holding a list"""
     choice_score: Annotated[Literal[CHOICE_SCORES], Says(_CHOICE + ", ".join(CHOICE_SCORES))] = CHOICE_SCORES[0]
     """a choice's score: the sum of its tokens' log-probabilities, or their mean"""
+    unlabeled: Unlabeled = None
+    """unlabelled examples for distill and ipet: N drawn (per data seed) from train without the K-shot split and its dev, or a file with the task's columns and no label"""
 
     @model_validator(mode="after")
     def _fits(self):
         given = self.model_fields_set
+        self._source_fits()
         if self.protocol == "fixed" and self.dev is None:
             raise Problem("task.protocol: fixed uses the train and dev files as given; give a dev file (or leave "
                           "protocol out for K-shot sampling)", at=None)
@@ -173,6 +194,29 @@ class CustomTask(Section):
         if not self.header and self.fields is None and self.text_columns is None:
             raise Problem("task: header: false needs text_columns (e.g. [1]) or fields (e.g. {text_a: 1})", at=None)
         return self
+
+    def _source_fits(self) -> None:
+        """Files, or the splits of one dataset (``hf``, or ``dataset``: a saved DatasetDict)."""
+        if self.hf is not None and self.dataset is not None:
+            raise Problem("task: give hf (a dataset in the Hugging Face cache) or dataset (a folder saved with "
+                          "save_to_disk), not both", at=None)
+        if self.subset is not None and self.hf is None:
+            raise Problem("task.subset names a subset of an hf dataset; give hf too (e.g. hf: nyu-mll/glue, "
+                          "subset: sst2)", at=None)
+        source = "hf" if self.hf is not None else "dataset" if self.dataset is not None else None
+        if source is None and self.train is None:
+            raise Problem(f"task {self.name!r}: a custom task needs 'train' (a file), or hf / dataset with its "
+                          "splits", at=None)
+        for key in ("format", "header"):
+            if source is not None and key in self.model_fields_set:
+                raise Problem(f"task.{key} is for files; the splits of task.{source} are read as they are", at=None)
+
+    def split_name(self, key: str) -> str | None:
+        """What ``train`` / ``dev`` / ``test`` name: a file, or with hf / dataset a split (train: ``train``
+        when not given)."""
+        value = getattr(self, key)
+        from_dataset = self.hf is not None or self.dataset is not None
+        return "train" if value is None and key == "train" and from_dataset else value
 
     def _labels_fit(self) -> None:
         if self.labels is None:
@@ -207,6 +251,8 @@ class BuiltinTask(Section):
     """a built-in task"""
     data_dir: Annotated[Optional[str], Says("{path}: {value!r} is not valid; give a folder")] = None
     """the folder of the task's files (not needed for mr)"""
+    unlabeled: Unlabeled = None
+    """unlabelled examples for distill and ipet: N drawn (per data seed) from train without the K-shot split and its dev, or a file with the columns of the task's files and no label"""
 
     @classmethod
     def unknown_key(cls, at: Where, key, data) -> str:
@@ -241,7 +287,8 @@ def _task_kind(value) -> str | None:
     if isinstance(value, dict):
         if is_generation(value):
             return "generation"
-        return "lama" if value.get("name") == "lama" else "custom" if "train" in value else "builtin"
+        own = any(key in value for key in ("train", "hf", "dataset"))
+        return "lama" if value.get("name") == "lama" else "custom" if own else "builtin"
     return None
 
 

@@ -13,6 +13,11 @@ task:
   protocol: kshot                 # ... unless `protocol: fixed` (train and dev files used as given)
 ```
 
+With the ``datasets`` package, a file may also be a folder saved with ``save_to_disk``; ``dataset:
+FOLDER`` (a DatasetDict saved so) or ``hf: ID`` with ``subset:`` (a dataset in the local Hugging Face
+cache, read offline) make ``train`` / ``dev`` / ``test`` name splits instead of files (train: ``train``
+when not given). The columns, labels and choices are described as a file's.
+
 A multiple-choice task names the columns of its choices (``choices: [choice1, choice2]``, or one
 column holding a list: ``choices: {column: endings, count: 4}``); they become the fields ``choice1`` ...
 ``choiceN``, its labels name the choices in order (``0`` ... ``N-1`` unless ``labels`` says
@@ -25,11 +30,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from prompting.core.data import DataError, Example, Task, load_examples, load_task
+from prompting.core.data import (BUILTIN_FIELDS, DataError, Example, HubSplit, Task, load_examples, load_task,
+                                 saved_split)
 from prompting.core.schema import Where, check
 from prompting.tasks.schema import CHOICE_SCORES, PROTOCOLS, TASK_KEYS, CustomTask, TaskSection, n_choices
 
-__all__ = ["TaskSpecError", "TASK_KEYS", "PROTOCOLS", "CHOICE_SCORES", "check_task_spec", "load_task_spec",
+__all__ = ["TaskSpecError", "TASK_KEYS", "PROTOCOLS", "CHOICE_SCORES", "check_task_spec", "load_task_spec", "is_custom",
            "default_choice_verbalizer", "task_shape"]
 
 
@@ -47,10 +53,15 @@ def check_task_spec(task: Any) -> dict:
     file is read. A lama section is fact probing, which this is not."""
     checked_task(task)
     spec = {"name": task} if isinstance(task, str) else dict(task)
-    if spec["name"] == "lama" and "train" not in spec:
+    if spec["name"] == "lama" and not is_custom(spec):
         raise TaskSpecError("task: lama is fact probing, not a classification task: run it with a lama config "
                             "(prompting run) or prompting eval --task lama --relation ID")
     return spec
+
+
+def is_custom(spec: Mapping) -> bool:
+    """Whether a checked section describes data of your own (files, a saved dataset, a cached hub dataset)."""
+    return any(key in spec for key in ("train", "hf", "dataset"))
 
 
 def _label_name(value) -> str:
@@ -76,7 +87,7 @@ def _fields(spec: dict) -> dict:
 def task_shape(spec: Mapping) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A custom task's labels and text fields, from its section alone (no file is read)."""
     spec = check_task_spec(dict(spec))
-    if "train" not in spec:
+    if not is_custom(spec):
         raise TaskSpecError(f"task {spec['name']!r} is built in; its shape comes from its files")
     names, _ = _labels(spec)
     fields = tuple(_fields(spec))
@@ -110,12 +121,27 @@ def _path(value, base: Path | None) -> Path:
     return p if p.exists() or base is None or not (base / str(value)).exists() else base / str(value)
 
 
+def _unlabeled(spec: dict, base: Path | None, load) -> int | list[Example] | None:
+    """The section's ``unlabeled``: a number (drawn per data seed from train), or the examples of its file
+    (read by ``load``, as the task's files are, without a label column)."""
+    value = spec.get("unlabeled")
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return [Example(e.fields, None, e.idx) for e in load(_path(value, base))]
+    except DataError as err:
+        raise DataError(f"task.unlabeled: {value!r}: {err}; give a file of unlabelled examples with the task's "
+                        "columns, or a number of examples to draw from the training file") from None
+
+
 def load_task_spec(spec: Any, base: Path | None = None) -> Task:
     """A built-in task, or a custom one from its files (paths relative to ``base`` when not found as given)."""
     spec = check_task_spec(spec)
-    if "train" not in spec:
+    if not is_custom(spec):
         data_dir = spec.get("data_dir")
-        return load_task(spec["name"], data_dir=_path(data_dir, base) if data_dir else None)
+        task = load_task(spec["name"], data_dir=_path(data_dir, base) if data_dir else None)
+        task.unlabeled = _unlabeled(spec, base, lambda path: load_examples(path, BUILTIN_FIELDS[spec["name"]], None))
+        return task
     section: CustomTask = checked_task(spec)  # its defaults: label column, header, protocol, choice score
     names, label_map = _labels(spec)
     fields, choices = _fields(spec), spec.get("choices")
@@ -123,16 +149,40 @@ def load_task_spec(spec: Any, base: Path | None = None) -> Task:
     count = n_choices(choices) if choices is not None else None
 
     def load(key: str) -> list[Example]:
-        return load_examples(_path(spec[key], base), fields, section.label_column, label_map, section.format,
+        return load_examples(_source(section, key, base), fields, section.label_column, label_map, section.format,
                              header=section.header, labels=names, choices=column, n_choices=count)
 
     train = load("train")
     dev = load("dev") if spec.get("dev") else None
     split = section.split
-    train, test = _carve(train, split.test, split.seed, str(spec["train"]), spec["split"]) if split else (train, load("test"))
+    shown = section.split_name("train")
+    train, test = _carve(train, split.test, split.seed, shown, spec["split"]) if split else (train, load("test"))
     choice_fields = tuple(f"choice{i}" for i in range(1, (count or 0) + 1))
+    unlabeled = _unlabeled(spec, base, lambda path: load_examples(path, fields, None, header=section.header,
+                                                                  choices=column, n_choices=count))
     return Task(spec["name"], names, task_shape(spec)[1], train,
                 test, dev=dev, fixed_split=section.protocol == "fixed", choices=choice_fields,
-                choice_score=section.choice_score,
-                description=f"your files: train {spec['train']}" + (f", dev {spec['dev']}" if dev else "")
-                + (f", test {spec['test']}" if "test" in spec else f", test carved from train ({spec['split']})"))
+                choice_score=section.choice_score, unlabeled=unlabeled,
+                description=_described(section, spec))
+
+
+def _source(section: CustomTask, key: str, base: Path | None):
+    """Where ``train`` / ``dev`` / ``test`` come from: a file (or saved dataset folder), a split of a saved
+    DatasetDict, or a split of a dataset in the local Hugging Face cache."""
+    name = section.split_name(key)
+    if section.hf is not None:
+        return HubSplit(section.hf, name, section.subset)
+    if section.dataset is not None:
+        return saved_split(_path(section.dataset, base), name)
+    return _path(name, base)
+
+
+def _described(section: CustomTask, spec: dict) -> str:
+    split = f"test carved from train ({spec.get('split')})"
+    if section.hf is None and section.dataset is None:
+        return (f"your files: train {spec['train']}" + (f", dev {spec['dev']}" if section.dev else "")
+                + (f", test {spec['test']}" if "test" in spec else f", {split}"))
+    source = f"hf {section.hf}" + (f" ({section.subset})" if section.subset else "") if section.hf else \
+        f"dataset {section.dataset}"
+    splits = [f"{key} split {section.split_name(key)!r}" for key in ("train", "dev", "test") if section.split_name(key)]
+    return f"{source}: " + ", ".join(splits) + ("" if section.test else f", {split}")

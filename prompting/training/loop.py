@@ -1,9 +1,13 @@
 """The one training loop every method uses.
 
-Cross-entropy over label scores; parameter groups with their own learning rates; linear
+Cross-entropy over label scores (or, for examples with soft labels, PET's distillation objective);
+parameter groups with their own learning rates; linear
 warm-up and decay; gradient clipping; evaluation on dev every N steps (ties of the dev metric go
 to the lower dev cross-entropy); the best-on-dev state is
-kept and restored; early stopping; deterministic on CPU for a given seed.
+kept and restored; early stopping; deterministic on CPU for a given seed. Each step and dev
+evaluation is reported to a :class:`prompting.training.curves.StepLogger` when one is given
+(``logger=``) or set around the call with ``reporting_to`` (live curves in TensorBoard or MLflow);
+without one, nothing is. A search (AutoPrompt) reports its iterations when it ends.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from prompting.methods.base import PromptMethod, SearchMethod
 from prompting.methods.batches import EncodedExamples
 from prompting.methods.evaluation import TrainResult, dev_score, evaluate, gold_cross_entropy
 from prompting.core.settings import TrainConfig, TrainingError
+from prompting.training.curves import StepLogger, current_logger
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate", "dev_score", "gold_cross_entropy"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingError", "train", "evaluate", "dev_score", "gold_cross_entropy",
+           "objective"]
 
 
 def _trainable_state(method: PromptMethod, tune_lm: bool) -> dict[str, torch.Tensor]:
@@ -68,9 +74,22 @@ class _Best:
         return {"dev": dev, "dev_loss": round(loss, 6)}
 
 
-def _step(method: PromptMethod, batch, optimizer, schedule, params, config: TrainConfig, step: int) -> float:
-    """One optimiser step on a batch; the loss, or an error naming the step where it is not finite."""
-    loss = batch.loss(method)
+def objective(scores: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None,
+              temperature: float = 1.0) -> torch.Tensor:
+    """The gold labels' cross-entropy; with soft labels ``targets`` (distributions made at ``temperature``),
+    PET's distillation loss instead: the KL divergence of the scores at that temperature from the targets,
+    times the temperature squared (so that its gradients keep their scale)."""
+    if targets is None:
+        return torch.nn.functional.cross_entropy(scores, labels)
+    student = torch.log_softmax(scores.float() / temperature, dim=-1)
+    return torch.nn.functional.kl_div(student, targets.to(student), reduction="batchmean") * temperature ** 2
+
+
+def _step(method: PromptMethod, batch, optimizer, schedule, params, config: TrainConfig, step: int,
+          soft: tuple | None = None) -> float:
+    """One optimiser step on a batch (``soft``: its soft labels and their temperature); the loss, or an error
+    naming the step where it is not finite."""
+    loss = objective(method(batch), batch.labels, *soft) if soft else batch.loss(method)
     if not torch.isfinite(loss):
         raise TrainingError(
             f"loss became {loss.item()} at step {step} of {method.name} (lr={config.lr}); "
@@ -92,23 +111,43 @@ def _set_mode(method: PromptMethod, training: bool, tune_lm: bool) -> None:
 def _check_data(train_data: EncodedExamples) -> None:
     if len(train_data) == 0:
         raise ValueError("no training examples")
-    if (train_data.labels < 0).any():
+    if train_data.targets is None and (train_data.labels < 0).any():
         raise ValueError("training examples need labels the verbalizer knows")
 
 
+def _report(logger: StepLogger, record: dict, optimizer, schedule) -> None:
+    """A step's loss and each parameter group's learning rate during it (the schedule's factor at the
+    step), then its dev evaluation if it had one."""
+    factors = [rate(record["step"] - 1) for rate in schedule.lr_lambdas]
+    lrs = {g.get("name", str(i)): base * factor
+           for i, (g, base, factor) in enumerate(zip(optimizer.param_groups, schedule.base_lrs, factors))}
+    logger.step(record["step"], record["loss"], lrs)
+    if "dev" in record:
+        logger.evaluation(record["step"], record["dev"], record["dev_loss"])
+
+
+def _replay(logger: StepLogger | None, result: TrainResult) -> TrainResult:
+    """A search's iterations as steps (its training loss; no learning rate), and its dev evaluations."""
+    for h in result.history if logger is not None else ():
+        logger.step(h["step"], h.get("train_loss", h.get("loss")), {})
+        if "dev" in h:
+            logger.evaluation(h["step"], h["dev"], h.get("dev_loss"))
+    return result
+
+
 def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedExamples | None,
-          config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train ``method`` in place; on return it holds the best-on-dev state."""
+          config: TrainConfig, progress: bool = True, logger: StepLogger | None = None) -> TrainResult:
+    """Train ``method`` in place; on return it holds the best-on-dev state (steps reported: see the module)."""
     from tqdm.auto import tqdm
 
     _check_data(train_data)
+    logger = logger if logger is not None else current_logger()
     if isinstance(method, SearchMethod):  # learns by search, not by gradient descent (AutoPrompt)
-        return method.search(train_data, dev_data, config, progress=progress)
+        return _replay(logger, method.search(train_data, dev_data, config, progress=progress))
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    for p in method.lm.model.parameters():
-        p.requires_grad_(config.tune_lm)
+    method.lm.model.requires_grad_(config.tune_lm)
     per_epoch = math.ceil(len(train_data) / config.batch_size)
     total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
     optimizer, schedule, params = _optimiser(method, config, total)
@@ -122,9 +161,11 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
     _set_mode(method, True, config.tune_lm)
     while step < total and (config.patience is None or stale < config.patience):
         rows = method.training_batches(train_data, config.batch_size, generator)
-        for batch in method.batches(train_data, config.batch_size, rows=rows):
+        for chunk, batch in zip(rows, method.batches(train_data, config.batch_size, rows=rows)):
             step += 1
-            record = {"step": step, "loss": round(_step(method, batch, optimizer, schedule, params, config, step - 1), 6)}
+            soft = None if train_data.targets is None else (train_data.targets[chunk], train_data.temperature)
+            loss = _step(method, batch, optimizer, schedule, params, config, step - 1, soft)
+            record = {"step": step, "loss": round(loss, 6)}
             bar.update(1)
             if use_dev and (step % eval_every == 0 or step == total):
                 record.update(best.offer(method, dev_data, config, step))
@@ -132,12 +173,13 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
                 stale = 0 if best.improved else stale + 1
                 bar.set_postfix(loss=f"{record['loss']:.3f}", dev=f"{record['dev'].get(config.select_metric, record['dev_loss']):.3f}")
             history.append(record)
+            if logger is not None:
+                _report(logger, record, optimizer, schedule)
             if step >= total or (config.patience is not None and stale >= config.patience):
                 break
     bar.close()
     _set_mode(method, False, config.tune_lm)
-    for p in method.lm.model.parameters():
-        p.requires_grad_(False)
+    method.lm.model.requires_grad_(False)
     if best.state is None:  # no dev set: the last state stands, and it was not scored on dev
         best.scores = None
     else:
