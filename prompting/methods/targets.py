@@ -48,10 +48,10 @@ class TargetBatch(Batch):
 class EncodedTargets(EncodedExamples):
     """Prompts encoded as for labels, and each example's target token ids."""
 
-    targets: list[list[int]] = field(default_factory=list)
+    target_ids: list[list[int]] = field(default_factory=list)
 
     def batch(self, prompts, rows: Sequence[int], device) -> TargetBatch:
-        picked = [self.targets[i] for i in rows]
+        picked = [self.target_ids[i] for i in rows]
         width = max(len(t) for t in picked)
         ids = torch.full((len(picked), width), 0, dtype=torch.long)
         known = torch.zeros(len(picked), width, dtype=torch.bool)
@@ -78,7 +78,7 @@ def encode_targets(method, examples: Sequence) -> EncodedTargets:
     eos = lm.tokenizer.eos_token_id
     targets = [list(t) + ([eos] if eos is not None else []) for t in ids]
     data = _encoded(method, examples, max((len(t) for t in targets), default=1) - 1)
-    return EncodedTargets(data.encodings, torch.zeros(len(examples), dtype=torch.long), targets)
+    return EncodedTargets(data.encodings, torch.zeros(len(examples), dtype=torch.long), target_ids=targets)
 
 
 def _writer(method):
@@ -111,7 +111,7 @@ def target_nll(method, data: EncodedTargets, batch_size: int = 32) -> tuple[torc
         logprobs = batch.token_logprobs(method)
         each[torch.tensor(chunk)] = (-logprobs.sum(1) / batch.known.sum(1)).float().cpu()
     method.train(was)
-    return each, torch.tensor([len(t) for t in data.targets], dtype=torch.float)
+    return each, torch.tensor([len(t) for t in data.target_ids], dtype=torch.float)
 
 
 class WrittenCache:
