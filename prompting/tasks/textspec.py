@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from prompting.core.data import TEXT_FORMATS
 from prompting.core.schema import Problem, Says, Section, Where, check
@@ -45,8 +45,16 @@ class Decode(Section):
     """the most tokens an output may have"""
 
 
+def _either_built_in_or_typed(schema: dict) -> None:
+    """In the JSON Schema, a generation task is a built-in one by name or says ``type: generation`` (as
+    :func:`is_generation` decides), so that an editor does not take a classification task for one."""
+    schema["anyOf"] = [{"required": ["type"]}, {"properties": {"name": {"enum": list(TEXT_TASKS)}}}]
+
+
 class GenerationTask(Section):
     """A generation task: the model writes its answer at ``{mask}``; targets come from a column."""
+
+    model_config = ConfigDict(**Section.model_config, json_schema_extra=_either_built_in_or_typed)
 
     name: Annotated[str, Says("{path}: {value!r} is not valid; give the task a name")]
     """the task's name in results (e2e: the built-in task)"""
