@@ -262,3 +262,19 @@ def test_a_finished_generation_run_is_not_run_again(finished, tokenizers):
     again = build_experiment(cfg, out, lm=tiny("llama", tokenizers))
     assert [r["run_id"] for r in again.run(progress=False)] == [r["run_id"] for r in records]
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_an_encoder_decoder_lm_in_a_folder_loads_as_one_and_writes_what_it_wrote_in_memory(tmp_path, tokenizers,
+                                                                                           kind):
+    from prompting.lm.model import LanguageModel
+
+    built = tiny(kind, tokenizers)
+    built.model.save_pretrained(tmp_path / kind)
+    built.tokenizer.save_pretrained(tmp_path / kind)
+    loaded = LanguageModel.load(str(tmp_path / kind), device="cpu")
+    assert loaded.seq2seq and loaded.decoder_start_ids == built.decoder_start_ids
+    WRITTEN.clear()
+    texts = [write(build_method("manual", lm, TEMPLATE, None, labels=()), PAIRS, Decoding(max_new_tokens=5))
+             for lm in (built, loaded)]
+    assert texts[0] == texts[1]
