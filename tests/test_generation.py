@@ -278,3 +278,48 @@ def test_an_encoder_decoder_lm_in_a_folder_loads_as_one_and_writes_what_it_wrote
     texts = [write(build_method("manual", lm, TEMPLATE, None, labels=()), PAIRS, Decoding(max_new_tokens=5))
              for lm in (built, loaded)]
     assert texts[0] == texts[1]
+
+
+# ------------------------------------------------------------------------------------ encoder-decoder LMs: labels
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_an_encoder_decoder_lm_scores_label_words_by_the_decoder_s_log_probability(tokenizers, kind):
+    from prompting.core.data import Example
+    from prompting.core.verbalizer import Verbalizer
+
+    lm = tiny(kind, tokenizers)
+    words = {"0": ["bad"], "1": ["good"]}
+    method = build_method("manual", lm, "{text_a} It was {mask}.", Verbalizer(words), labels=("0", "1"))
+    examples = [Example({"text_a": "The food was cold"}), Example({"text_a": "A fine place"})]
+    scores = method.predict_scores(method.encode(examples), cached=False)
+    batch = next(iter(method.batches(method.encode(examples), 2)))
+    prompt = batch.prompts[min(batch.prompts)]
+    start = torch.tensor(lm.decoder_start_ids).expand(2, -1)
+    plain = []
+    with torch.no_grad():
+        for label in ("0", "1"):
+            word = lm.tokenizer(" " + words[label][0] if kind == "bart" else words[label][0],
+                                add_special_tokens=False)["input_ids"]
+            ids = torch.tensor(word).expand(2, -1)
+            logits = lm.model(input_ids=prompt.input_ids, attention_mask=prompt.attention_mask,
+                              decoder_input_ids=torch.cat([start, ids[:, :-1]], 1)).logits
+            token = logits[:, -len(word):].float().log_softmax(-1).gather(2, ids.unsqueeze(-1)).squeeze(-1)
+            plain.append(token.sum(1))
+    assert torch.allclose(scores[:, 1] - scores[:, 0], plain[1] - plain[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_every_method_classifies_through_the_harness_on_an_encoder_decoder_lm(tokenizers, kind, tmp_path):
+    from test_harness import PATTERNS, VERBALIZER, toy_task
+    from prompting.experiment.harness import Experiment, MethodSpec, Protocol
+
+    fast = {"lr": 1e-2, "max_steps": 2, "batch_size": 4}
+    specs = [MethodSpec("manual"), MethodSpec("manual", train=True, train_config=fast),
+             MethodSpec("soft", train_config=fast), MethodSpec("prefix", train_config=fast),
+             MethodSpec("ptuning", train_config=fast, template="{soft:2} {text_a} {soft:2} {mask}"),
+             MethodSpec("autoprompt", train_config={"max_steps": 2, "batch_size": 4},
+                        template="{text_a} {trigger:2} {mask}"),
+             MethodSpec("icl", params={"k": 1})]
+    records = Experiment(tiny(kind, tokenizers), toy_task(), specs, [(PATTERNS[0], VERBALIZER)],
+                         Protocol(k=4, data_seeds=(13,), train_seeds=(1,)), output_dir=tmp_path).run(progress=False)
+    assert sorted(r["method"] for r in records) == sorted(s.name for s in specs)
+    assert all(0 <= r["test"]["accuracy"] <= 1 and r["n_test"] == 10 for r in records)
