@@ -323,3 +323,35 @@ def test_every_method_classifies_through_the_harness_on_an_encoder_decoder_lm(to
                          Protocol(k=4, data_seeds=(13,), train_seeds=(1,)), output_dir=tmp_path).run(progress=False)
     assert sorted(r["method"] for r in records) == sorted(s.name for s in specs)
     assert all(0 <= r["test"]["accuracy"] <= 1 and r["n_test"] == 10 for r in records)
+
+
+# ------------------------------------------------------------------------------------ a learned slot after the input
+@pytest.mark.parametrize("template", ["{mr} {soft:2} = {mask}", "{mr} = {soft:2} {mask}"])
+def test_a_soft_prompt_after_the_input_writes_and_learns_as_without_the_input_s_cached_keys(tokenizers, template):
+    """With the LM frozen and the learned slot after the input, batches leave the input out and attend to its
+    cached keys and values: the target's log-probabilities, their gradient and what is written are as when
+    every prompt is run whole."""
+    lm = tiny("llama", tokenizers)
+    lm.model.requires_grad_(False)  # as training a prompt leaves it
+    method = build_method("soft", lm, template, None, labels=())
+    data = encode_targets(method, PAIRS)
+    outcomes = []
+    for cap in (lm.spans.cap, 0):
+        kept, lm.spans.cap = lm.spans.cap, cap
+        try:
+            assert method.frozen_text == (cap > 0)
+            method.zero_grad()
+            batch = next(iter(method.batches(data, 4)))
+            assert (batch.prompts[min(batch.prompts)].frozen is not None) == (cap > 0)
+            loss = batch.loss(method)
+            loss.backward()
+            grad = [p.grad.clone() for p in method.parameters() if p.requires_grad]
+            WRITTEN.clear()
+            outcomes.append((loss.item(), grad, write(method, PAIRS, Decoding(max_new_tokens=6))))
+        finally:
+            lm.spans.cap = kept
+    (fast_loss, fast_grad, fast_text), (slow_loss, slow_grad, slow_text) = outcomes
+    assert fast_loss == pytest.approx(slow_loss, abs=1e-5)
+    for fast, slow in zip(fast_grad, slow_grad):
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+    assert fast_text == slow_text
