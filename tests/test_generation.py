@@ -355,3 +355,20 @@ def test_a_soft_prompt_after_the_input_writes_and_learns_as_without_the_input_s_
     for fast, slow in zip(fast_grad, slow_grad):
         torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
     assert fast_text == slow_text
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5", "bart"])
+@pytest.mark.parametrize("name", ["soft", "ptuning"])
+def test_a_prompt_learned_from_words_starts_where_the_words_are(tokenizers, kind, name):
+    """A soft prompt (or P-tuning's, whose encoder adds to its inputs) started from "It was" gives the
+    targets, before any step, the log-probabilities the words written in the template give them."""
+    lm = tiny(kind, tokenizers)
+    found = []
+    for method in (build_method("manual", lm, "{mr} It was {mask}", None, labels=()),
+                   build_method(name, lm, '{mr} {soft:"It was"} {mask}', None, labels=())):
+        data = encode_targets(method, PAIRS)
+        batch = next(iter(method.batches(data, 4)))
+        with torch.no_grad():
+            found.append(target_logprobs(lm, batch.prompts[min(batch.prompts)], batch.targets, batch.known,
+                                         hooks=method))
+    torch.testing.assert_close(found[1], found[0], atol=1e-5, rtol=0)
