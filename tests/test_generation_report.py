@@ -196,11 +196,16 @@ def test_summary_and_runs_csv_have_the_generation_columns(folder, rows):
         {rid for row in rows for rid in row["selected_run_ids"]}
 
 
-def test_a_missing_predictions_file_leaves_its_row_without_interval_paired_test_or_examples(folder, tmp_path):
+@pytest.mark.parametrize("kept", [None, '{"test": []}'], ids=["deleted", "without per-input scores"])
+def test_a_missing_predictions_file_leaves_its_row_without_interval_paired_test_or_examples(folder, tmp_path, kept):
     copy = shutil.copytree(folder, tmp_path / "out")
     records = ResultsStore(copy).records()
     manual = next(r for r in records if r["label"] == "manual zero-shot" and r["data_seed"] == 13)
-    (copy / "predictions" / f"{manual['run_id']}.json").unlink()
+    path = copy / "predictions" / f"{manual['run_id']}.json"
+    if kept is None:
+        path.unlink()
+    else:
+        path.write_text(kept)
     assert main(["report", str(copy)]) == 0
     report = (copy / "report.md").read_text()
     line = next(x for x in table(report, "| method | template") if x["method"] == "manual zero-shot")

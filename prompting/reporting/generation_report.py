@@ -116,19 +116,17 @@ def examples_section(draws: InputDraws, rows: Sequence[dict]) -> list[str]:
     run of that seed wrote (– where it saved nothing, or was scored on other inputs). Empty when no run
     saved its outputs."""
     seed = min(s for r in rows for s in r["selected_by_seed"])
-    shown = next((found for r in rows if (found := draws.saved(r["selected_by_seed"].get(seed, ""))) is not None),
-                 None)
+    written = [draws.saved(r["selected_by_seed"][seed]) if seed in r["selected_by_seed"] else None for r in rows]
+    shown = next((saved for saved in written if saved is not None), None)
     if shown is None:
         return []
     inputs = shown["test_inputs"][:EXAMPLES]
-    references = (shown.get("test_first_reference") or [])[:len(inputs)]
+    references = [markdown_text(str(x)) for x in (shown.get("test_first_reference") or [])[:len(inputs)]]
     lines = ["| row | template | " + " | ".join(f"input {i + 1}" for i in range(len(inputs))) + " |",
              "|---|---|" + "---|" * len(inputs),
              "| *input* | – | " + " | ".join(markdown_text(_input_text(x)) for x in inputs) + " |",
-             "| *first reference* | – | " + " | ".join(markdown_text(str(x)) for x in references)
-             + " | –" * (len(inputs) - len(references)) + " |"]
-    for r in rows:
-        saved = draws.saved(r["selected_by_seed"].get(seed, ""))
+             "| *first reference* | – | " + " | ".join(references + ["–"] * (len(inputs) - len(references))) + " |"]
+    for r, saved in zip(rows, written):
         cells = [markdown_text(saved["test_outputs"][i]) if saved and saved["test_inputs"][i:i + 1] == [x] else "–"
                  for i, x in enumerate(inputs)]
         lines.append(f"| {r['label']} | `{short(r['template'])}` | " + " | ".join(cells) + " |")
