@@ -14,7 +14,7 @@ from prompting.core.data import BUILTIN_LABELS, METRICS, class_results, dev_key
 from prompting.experiment.results import ResultsStore, gold_indices
 
 __all__ = ["GROUP_KEYS", "score", "select_runs", "aggregate", "bootstrap_interval", "run_classes", "pooled_confusion",
-           "test_sample", "score_labels"]
+           "test_sample", "score_labels", "spread"]
 
 
 # a "setting": one method with its parameters, training settings, template and verbalizer;
@@ -127,7 +127,8 @@ def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str 
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
-def _spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, std (0 for one value), min, max and count of ``values``; all NaN when one is NaN."""
     if any(math.isnan(v) for v in values):  # a run without this score: no statistic pretends otherwise
         return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": len(values)}
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -168,14 +169,14 @@ def _row(runs: list[dict], chosen: list[dict], metric: str) -> dict:
         "data_seeds": len(by_split),
         "dev_selected": statistics.fmean(score(r, "dev", metric) for r in chosen),
         "selected_run_ids": sorted(r["run_id"] for r in chosen),
-        "test_selected": _spread(test_sel),
+        "test_selected": spread(test_sel),
         # every metric the selected runs carry, beside the selection metric (CB is read by both
         # accuracy and macro-F1; a run that predicts one class shows in macro-F1, not accuracy)
         "test_selected_metrics": {m: statistics.fmean(score(r, "test", m) for r in chosen)
                                   for m in (chosen[0]["test"] or {})
                                   if all(m in (r["test"] or {}) for r in chosen)},
-        "test_all": _spread(test_all),
-        "std_data_seeds": _spread(test_sel)["std"],
+        "test_all": spread(test_all),
+        "std_data_seeds": spread(test_sel)["std"],
         "std_train_seeds": statistics.fmean(within) if within else 0.0,
         "selection_gain": statistics.fmean(test_sel) - statistics.fmean(test_all),
         "collapsed": sum(bool(r.get("collapsed")) for r in runs),

@@ -9,7 +9,7 @@ from prompting.reporting.aggregate import pooled_confusion, score, select_runs
 
 __all__ = ["summary_table", "zero_shot_table", "stability_table", "found_prompts_table", "found_template",
            "per_class_table", "short", "pct", "fmt", "code", "row_label", "row_verbalizer", "verbalizer_text",
-           "csv_cell", "METRIC_NAMES", "majority_rows", "above_majority"]
+           "csv_cell", "param_count", "METRIC_NAMES", "majority_rows", "above_majority"]
 
 
 def short(text: str, width: int = 48) -> str:
