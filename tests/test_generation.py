@@ -241,8 +241,8 @@ def test_a_run_records_bleu_chrf_and_rouge_l_of_what_it_wrote(finished):
         order = [i["mr"] for i in saved["test_inputs"]]
         refs = [refs[0] if "Aromi" in mr else refs[1] for mr in order]
         assert text_scores(outputs, refs)[0] == record["test"]  # the record is the outputs' score
-        if record["steps"]:  # trained: selected on dev by the targets' token NLL
-            assert "nll" in record["dev"]
+        # dev selects by the targets' token NLL: trained runs, and zero-shot and in-context runs too
+        assert record["dev"]["nll"] > 0 and record["dev_loss"] == record["dev"]["nll"]
 
 
 def test_in_context_demonstrations_show_training_targets(finished, tokenizers):
@@ -255,6 +255,20 @@ def test_in_context_demonstrations_show_training_targets(finished, tokenizers):
     encoded = icl.encode([TextExample({"mr": "q"}, None, 1, ("r",))])
     text = lm.tokenizer.decode(encoded.encodings[min(encoded.encodings)][0].input_ids)
     assert "x = Y serves z." in text and text.rstrip().endswith("q =")
+
+
+def test_in_context_dev_nll_reads_every_prompt_with_its_demonstrations(tokenizers):
+    lm = tiny("llama", tokenizers)
+    icl = build_method("icl", lm, TEMPLATE, None, labels=(), k=1)
+    icl.set_demonstration_pool([TextExample({"mr": "x"}, None, 0, ("Y serves z.",))])
+    assert icl.shared_block() is not None  # decoding attends to one shared block of demonstrations
+    shared = target_nll(icl, encode_targets(icl, PAIRS))[0]
+    icl.share_block = False
+    whole = target_nll(icl, encode_targets(icl, PAIRS))[0]
+    manual = build_method("manual", lm, TEMPLATE, None, labels=())
+    plain = target_nll(manual, encode_targets(manual, PAIRS))[0]
+    torch.testing.assert_close(shared, whole, atol=1e-5, rtol=0)
+    assert not torch.allclose(whole, plain, atol=1e-3)  # the demonstrations are read
 
 
 def test_a_finished_generation_run_is_not_run_again(finished, tokenizers):

@@ -77,7 +77,7 @@ def encode_targets(method, examples: Sequence) -> EncodedTargets:
     ids = lm.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     eos = lm.tokenizer.eos_token_id
     targets = [list(t) + ([eos] if eos is not None else []) for t in ids]
-    data = _encoded(method, examples, max((len(t) for t in targets), default=1) - 1)
+    data = _encoded(method, examples, max((len(t) for t in targets), default=1) - 1, whole=True)
     return EncodedTargets(data.encodings, torch.zeros(len(examples), dtype=torch.long), target_ids=targets)
 
 
@@ -89,15 +89,21 @@ def _writer(method):
     return lm
 
 
-def _encoded(method, examples, room: int) -> EncodedExamples:
-    """The method's encoding of ``examples`` with ``room`` tokens kept after a causal prompt."""
-    encoder = method.encoder
+def _encoded(method, examples, room: int, whole: bool = False) -> EncodedExamples:
+    """The method's encoding of ``examples`` with ``room`` tokens kept after a causal prompt; ``whole``: every
+    prompt with its demonstrations written in (teacher forcing reads them whole; decoding attends to a shared
+    block of demonstrations where it can, see :meth:`prompting.methods.base.PromptMethod.prefix_groups`)."""
+    encoder, shares = method.encoder, getattr(method, "share_block", None)
     kept = encoder.reserve
     encoder.reserve = room if method.lm.causal else 0
+    if whole and shares:
+        method.share_block = False
     try:
         return method.encode(examples)
     finally:
         encoder.reserve = kept
+        if whole and shares:
+            method.share_block = shares
 
 
 @torch.no_grad()

@@ -137,6 +137,14 @@ class Generation(TaskType):
         dev = encode_targets(method, dev_examples) if dev_examples else None
         return train(method, encode_targets(method, train_examples), dev, config, progress=progress)
 
+    @staticmethod
+    def _dev(method: PromptMethod, fitted: Fitted, protocol: Protocol) -> dict:
+        """The dev targets' mean token NLL of a method that did not train (a zero-shot prompt, in-context
+        demonstrations), so that dev selects among its runs as among trained ones."""
+        if not fitted.dev:
+            return {}
+        return encode_targets(method, fitted.dev).dev_score(method, protocol.eval_batch_size, "nll")[0]
+
     def evaluate(self, run: PlannedRun, method: PromptMethod, fitted: Fitted, protocol: Protocol,
                  progress: bool) -> Evaluated:
         """The test inputs written and scored; the record's metrics, training and cost; the outputs and each
@@ -148,8 +156,8 @@ class Generation(TaskType):
         outputs = write(method, test, self.decoding, protocol.eval_batch_size, progress="test" if progress else False)
         totals, per_input = text_scores(outputs, [e.references for e in test])
         trained = training_fields(result, fitted.config, fitted.trainable, method.lm.num_parameters(), "nll")
-        fields = {"describe": method.describe(), "dev": dict(result.best_dev) if result else {},
-                  "dev_loss": result.best_dev.get("nll") if result and result.best_dev else None,
+        dev = dict(result.best_dev) if result and result.best_dev else self._dev(method, fitted, protocol)
+        fields = {"describe": method.describe(), "dev": dev, "dev_loss": dev.get("nll"),
                   "test": totals, **trained, "write_seconds": round(time.perf_counter() - began, 3),
                   "seconds": round(time.perf_counter() - fitted.started, 3), "peak_memory_mb": peak_memory_mb(),
                   "n_train": len(fitted.train), "n_dev": len(fitted.dev), "n_test": len(test),
