@@ -85,10 +85,19 @@ def test_a_pair_without_its_target_is_refused_with_the_column_named(tmp_path, ro
         load_generation_task(own_files(tmp_path, [row]))
 
 
-def test_the_shipped_e2e_config_runs_patterns_without_verbalizers():
-    [cfg] = load_configs(ROOT / "experiments" / "e2e_check.yaml")
+@pytest.mark.parametrize("name", ["e2e_check", "e2e_fewshot"])
+def test_the_shipped_e2e_configs_run_patterns_without_verbalizers_and_plan_shared_runs(name, tokenizers):
+    from prompting.experiment.harness import task_type_of
+
+    [cfg] = load_configs(ROOT / "experiments" / f"{name}.yaml")
+    [check] = load_configs(ROOT / "experiments" / "e2e_check.yaml")
     assert cfg.prompts == [("Table: {mr}\nText: {mask}", {})]
-    assert [(m.name, m.train) for m in cfg.methods] == [("manual", False), ("prefix", True), ("manual", True)]
+    plan = lambda c: {r.run_id for r in task_type_of(c).plan(c.methods, c.prompts, c.protocol, c.model,
+                                                             torch.float32, c.max_length)}
+    assert plan(check) <= plan(cfg)  # one output folder holds both configs' runs, each run once
+    lm = tiny("llama", tokenizers)
+    for spec in cfg.methods:  # every entry builds on its template
+        build_method(spec.name, lm, spec.template or cfg.prompts[0][0], None, labels=(), **spec.params)
 
 
 def e2e_config(tmp_path, **changes):
