@@ -349,10 +349,14 @@ class TemplateEncoder:
 
     Constant text is tokenised once; example fields are tokenised in one batched call per field.
     For a causal LM everything after ``{mask}`` is dropped (it would come after the prediction).
+    ``around``: the ids put before and after the prompt in place of the tokenizer's special tokens (a
+    chat template's user turn, to where the assistant's reply starts: :mod:`prompting.lm.chat`); the label
+    word then starts the reply, with no space before it.
     """
 
     def __init__(self, template: Template, tokenizer, causal: bool, max_length: int = 512,
-                 reserve: int = 0, mask_id: int | None | object = _TOKENIZER_MASK):
+                 reserve: int = 0, mask_id: int | None | object = _TOKENIZER_MASK,
+                 around: tuple[Sequence[int], Sequence[int]] | None = None):
         self.template = template
         self.tokenizer = tokenizer
         self.causal = causal
@@ -365,6 +369,8 @@ class TemplateEncoder:
         self.prefix_ids, self.suffix_ids = special_tokens_around(tokenizer)
         if causal:
             self.suffix_ids = []
+        if around is not None:
+            self.prefix_ids, self.suffix_ids = list(around[0]), list(around[1])
         self.placeholder_id = _placeholder_id(tokenizer)
         # ``mask_id`` given (an encoder-decoder LM's mask or sentinel, or None: the slot is left empty)
         self.mask_id = tokenizer.mask_token_id if mask_id is _TOKENIZER_MASK else mask_id
@@ -375,6 +381,9 @@ class TemplateEncoder:
         # for each {soft} slot in order: token ids of its init text, or None for {soft:N}
         self.soft_init_ids: list[list[int] | None] = []
         self.pieces = self._layout()
+        self.around = around
+        if around is not None:  # the answer starts a turn of its own
+            self.mask_leading_space = False
 
     def _layout(self) -> list[tuple[str, object]]:
         """Resolve whitespace and tokenise constant parts: ('ids', [...]), ('field', (name, lead)),

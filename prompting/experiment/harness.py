@@ -28,7 +28,9 @@ from prompting.experiment.derived import DerivedRecords, calibrated_id
 from prompting.experiment.executor import RunExecutor
 from prompting.experiment.results import ResultsStore
 from prompting.experiment.tracking import Tracker, open_tracker
+from prompting.lm.loading import model_kind
 from prompting.lm.model import LanguageModel
+from prompting.tasks.answers import check_lm, check_model
 from prompting.tasks.base import PlannedRun, TaskType, describe_run
 from prompting.tasks.classification import Classification, jsonable_verbalizer
 from prompting.tasks.lama import load_relation
@@ -49,6 +51,8 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     task = task_type_of(cfg)
     methods = list(cfg.methods if methods is None else methods)
     task.check(methods, cfg.prompts, templates, protocol=cfg.protocol)
+    if lm is None and any(spec.answer != "score" or spec.chat for spec in methods):
+        check_model(methods, model_kind(cfg.model), cfg.model)  # a masked LM writes no answer: say so now
     check_splits(task, cfg.protocol)
     tracker = config_tracker(cfg)
     lm = lm or load_model(cfg, allow_download)
@@ -128,6 +132,7 @@ class Experiment:
         self.name = name
         self.max_length = max_length
         self.task_type.check(self.methods, self.prompts, protocol=self._protocol)
+        check_lm(self.methods, lm)
         self.executor = executor or RunExecutor(lm, self.task_type, self._protocol, name=name, max_length=max_length)
         if self.store is not None:  # where runs that ask to keep their model save it
             self.executor.models_dir = self.store.directory / "models"

@@ -15,7 +15,8 @@ import torch
 
 from prompting.lm.aliases import ALIASES, ModelNotAvailableError, PackagedModel
 
-__all__ = ["cache_dir", "resolve_device", "offline_alternatives", "materialise_gguf", "torch_dtype", "check_device_map", "load_pretrained"]
+__all__ = ["cache_dir", "resolve_device", "offline_alternatives", "materialise_gguf", "torch_dtype", "check_device_map", "load_pretrained",
+           "model_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,25 @@ def missing_folder(name: str) -> str | None:
         return f"model {name!r}: folder {shown!r} does not exist{elsewhere}"
     return (f"model {name!r}: folder {shown!r} does not exist; folders in {str(parent)!r} with a close name: "
             f"{', '.join(close)}; check the path")
+
+
+def model_kind(name: str) -> str | None:
+    """What kind of LM ``name`` is, from its config alone (no weights are read): ``causal``, ``masked`` or
+    ``seq2seq``; None when its config is not here to read (the model's loading then says why)."""
+    if name in ALIASES:
+        return "causal"  # the packaged models are causal LMs (materialise_gguf loads them as such)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(os.path.expanduser(name), local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if "MaskedLM" in archs:
+        return "masked"
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    return "causal" if archs else None
 
 
 def load_pretrained(name: str, allow_download: bool = False, dtype=torch.float32, device_map: str | None = None):

@@ -19,6 +19,7 @@ import torch
 from prompting.core.template import PromptBatch
 from prompting.core.verbalizer import LabelWordIds
 from prompting.lm.aliases import DEFAULT_MODEL, ModelNotAvailableError
+from prompting.lm.chat import chat_turn
 from prompting.lm.loading import load_pretrained, resolve_device
 from prompting.lm.logprobs import PromptHooks
 from prompting.lm.seq2seq import Layout, decoder_start_ids, mask_token, seq2seq_forward, seq2seq_key_values, use_prefix_attention
@@ -92,11 +93,14 @@ class LanguageModel:
         """An encoder-decoder LM: the prompt goes to the encoder, the answer comes from the decoder."""
         return self.kind == "seq2seq"
 
-    def template_encoder(self, template, max_length: int | None = None, **options):
+    def template_encoder(self, template, max_length: int | None = None, chat: bool = False, **options):
         """The template's encoder for this LM: a causal prompt ends at ``{mask}``; a masked LM puts its mask
-        token there; an encoder-decoder LM its mask or sentinel token (:func:`prompting.lm.seq2seq.mask_token`)."""
+        token there; an encoder-decoder LM its mask or sentinel token (:func:`prompting.lm.seq2seq.mask_token`).
+        ``chat``: the prompt is a user message in the tokenizer's chat template (:mod:`prompting.lm.chat`)."""
         if self.seq2seq:
             options["mask_id"] = mask_token(self.tokenizer)[0]
+        if chat:
+            options["around"] = chat_turn(self)
         return template.encoder(self.tokenizer, self.causal, max_length or self.max_length, **options)
 
     @functools.cached_property

@@ -55,16 +55,17 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
 
     def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer | None,
                  labels: Sequence[str] | None = None, max_length: int | None = None,
-                 config: MethodConfig | None = None, **params):
+                 config: MethodConfig | None = None, chat: bool = False, **params):
         super().__init__()
         template = template if isinstance(template, Template) else Template(template)
         self.template, self.config = self.adapt(template, self.configure(config, params))
         self.template.check_slots(self.config_class.slots, self.name)
         self.lm = lm
+        self.chat = chat  # the prompt is a user message in the tokenizer's chat template (prompting.lm.chat)
         # no verbalizer: the method writes text at {mask} (a generation task, prompting.methods.targets)
         self.verbalizer = verbalizer.ordered(labels) if labels is not None and verbalizer else verbalizer
         self.labels = self.verbalizer.labels if verbalizer is not None else ()
-        self.encoder = lm.template_encoder(self.template, max_length or lm.max_length)
+        self.encoder = lm.template_encoder(self.template, max_length or lm.max_length, chat=chat)
         # a multiple-choice verbalizer: each example's choices are its label words (prompting.methods.choices)
         self.choices = ChoiceScorer(self) if isinstance(self.verbalizer, ChoiceVerbalizer) else None
         self.words = None

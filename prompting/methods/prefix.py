@@ -139,7 +139,7 @@ class PrefixTuning(PromptMethod):
         # the words alone tokenise as the template's first piece does (no space before them)
         moved = list(whole.prefix_ids) + list(self.lm.tokenizer(words, add_special_tokens=False)["input_ids"])
         self.moved_specials = len(whole.prefix_ids)
-        self.encoder = rest.encoder(self.lm.tokenizer, self.lm.causal, whole.max_length)
+        self.encoder = self.lm.template_encoder(rest, whole.max_length, chat=self.chat)
         self.encoder.reserve, self.encoder.prefix_ids = whole.reserve, []
         return moved
 

@@ -8,7 +8,7 @@ import math
 from typing import Sequence
 
 from prompting.experiment.results import ResultsStore, gold_indices
-from prompting.reporting.aggregate import score
+from prompting.reporting.aggregate import predicted_columns, score
 from prompting.reporting.significance import paired_bootstrap, variance_split
 from prompting.reporting.tables import above_majority, majority_rows, pct, row_label, short
 
@@ -72,15 +72,16 @@ def _p(p: float) -> str:
 
 def correct(store: ResultsStore, rid: str):
     """A run's test gold labels (as column indices of its scores; -1: unknown) and whether it got each
-    right (None without saved predictions). Gold labels are saved by name beside the label order, or,
-    in files written before that, as the indices themselves."""
+    right (None without saved predictions; a written answer that named no label is wrong). Gold labels are
+    saved by name beside the label order, or, in files written before that, as the indices themselves."""
     import numpy as np
 
     saved = store.load_predictions(rid)
-    if not saved or not saved.get("test") or "test_gold" not in saved:
+    predicted = predicted_columns(saved, "test", saved.get("labels") or []) if saved else None
+    if not predicted or "test_gold" not in saved:
         return None
     gold = np.asarray(gold_indices(saved, "test"))
-    return gold, (np.asarray(saved["test"]).argmax(1) == gold).astype(float)
+    return gold, (np.asarray(predicted) == gold).astype(float)
 
 
 def paired_test(store: ResultsStore, a: dict, b: dict) -> dict | None:

@@ -181,7 +181,8 @@ class TaskPlots:
                     ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                             color="white" if shares[i][j] > 0.6 else "black")
             ticks = [short(str(label), 10) for label in labels]
-            ax.set_xticks(range(len(labels)), ticks, fontsize=6, rotation=45 if len(labels) > 3 else 0)
+            named = ticks + ["no label"] * (len(matrix[0]) - len(labels))  # written answers' unmatched column
+            ax.set_xticks(range(len(named)), named, fontsize=6, rotation=45 if len(named) > 3 else 0)
             ax.set_yticks(range(len(labels)), ticks, fontsize=6)
             ax.set_xlabel("predicted", fontsize=7)
             ax.set_ylabel("gold", fontsize=7)

@@ -36,9 +36,11 @@ __all__ = ["write_report", "summary_rows"]
 
 
 def _other_metrics(rows: Sequence[dict], metric: str) -> list[str]:
-    """A line per metric other than the table's: each row's dev-selected test mean, in the table's order."""
+    """A line per metric other than the table's (any row's: written answers' ``unmatched`` share too): each
+    row's dev-selected test mean, in the table's order."""
     lines = []
-    for other in [m for m in rows[0].get("test_selected_metrics", {}) if m != metric]:
+    found = dict.fromkeys(m for r in rows for m in r.get("test_selected_metrics", {}))
+    for other in [m for m in found if m != metric]:
         means = [(r["label"], r["test_selected_metrics"].get(other)) for r in rows]
         labels = [label for label, _ in means]
         cells = [f"{label} (`{short(r['template'], 24)}`)" if labels.count(label) > 1 else label

@@ -70,7 +70,8 @@ class Generation(TaskType):
                              f"{self.name!r} is a generation task (the model writes its answer): use manual, soft, "
                              "ptuning, prefix or icl")
         given = [key for key, value in (("verbalizer", spec.verbalizer), ("calibration", spec.calibration),
-                                        ("ensemble", spec.ensemble)) if value]
+                                        ("ensemble", spec.ensemble), ("answer: generate", spec.answer == "generate"))
+                 if value]
         if given:
             raise ValueError(f"{where}: {', '.join(given)} is for label scores; task {self.name!r} is a generation "
                              "task (the model writes its answer at {mask}): leave it out")
@@ -105,7 +106,8 @@ class Generation(TaskType):
                             "verbalizer": None, "k": None if self.task.fixed_split else protocol.k,
                             **({"dtype": str(dtype).replace("torch.", "")} if dtype != torch.float32 else {}),
                             "data_seed": data_seed, "train_seed": train_seed, "test_limit": protocol.test_limit,
-                            "max_length": max_length, "decoding": asdict(self.decoding)}
+                            "max_length": max_length, "decoding": asdict(self.decoding),
+                            **({"chat": True} if spec.chat else {})}
                         runs.append(PlannedRun(spec, template, None, data_seed, train_seed, settings, run_id(settings)))
         return runs
 
