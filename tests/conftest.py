@@ -145,6 +145,26 @@ def build_wordpiece_tokenizer():
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
+def build_t5_tokenizer():
+    """A T5-style tokenizer: SentencePiece-like pieces (``▁`` marks a word's start), ``<pad>`` 0, ``</s>`` 1,
+    ``<unk>`` 2, sentinels ``<extra_id_0>`` ... ``<extra_id_9>`` and no mask token; ``tokenizer(text)`` gives
+    ``text </s>``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    sentinels = [f"<extra_id_{i}>" for i in range(10)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=600, show_progress=False, special_tokens=["<pad>", "</s>", "<unk>"] + sentinels)
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                   additional_special_tokens=sentinels)
+
+
 INIT_RANGE = 0.5
 SIZES = dict(num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, initializer_range=INIT_RANGE)
 
@@ -175,8 +195,20 @@ def build_tiny_lm(kind: str, tokenizer, seed: int = 0):
                                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   **SIZES, **specials)
         model_class = tf.RobertaForMaskedLM
+    elif kind == "t5":  # relative position buckets, no mask token: {mask} becomes a sentinel
+        config = tf.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                             decoder_start_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             initializer_factor=2.0, **specials)
+        model_class = tf.T5ForConditionalGeneration
+    elif kind == "bart":  # absolute positions, a <mask> token; the decoder starts with </s> <s>
+        config = tf.BartConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                               decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                               max_position_embeddings=128, init_std=INIT_RANGE, bos_token_id=tokenizer.bos_token_id,
+                               eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+                               forced_eos_token_id=None, **specials)
+        model_class = tf.BartForConditionalGeneration
     else:
-        raise ValueError(f"kind={kind!r}; expected llama, gpt2, bert or roberta")
+        raise ValueError(f"kind={kind!r}; expected llama, gpt2, bert, roberta, t5 or bart")
     torch.manual_seed(seed)
     model = model_class(config)
     return LanguageModel(model, tokenizer, name=f"tiny-random-{kind}", device="cpu")
@@ -212,11 +244,26 @@ def tiny_roberta_lm(bpe_tokenizer):
     return build_tiny_lm("roberta", bpe_tokenizer)
 
 
+@pytest.fixture(scope="session")
+def t5_tokenizer():
+    return build_t5_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_lm(t5_tokenizer):
+    return build_tiny_lm("t5", t5_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_lm(bpe_tokenizer):
+    return build_tiny_lm("bart", bpe_tokenizer)
+
+
 @pytest.fixture
-def make_tiny_lm(bpe_tokenizer, wordpiece_tokenizer):
+def make_tiny_lm(bpe_tokenizer, wordpiece_tokenizer, t5_tokenizer):
     """Factory for a private tiny random LM: ``make_tiny_lm("gpt2", seed=1)``."""
     def make(kind: str, seed: int = 0):
-        tokenizer = wordpiece_tokenizer if kind == "bert" else bpe_tokenizer
+        tokenizer = {"bert": wordpiece_tokenizer, "t5": t5_tokenizer}.get(kind, bpe_tokenizer)
         return build_tiny_lm(kind, tokenizer, seed)
     return make
 

@@ -92,7 +92,7 @@ def test_masked_scoring_needs_a_batch_per_word_length(tiny_bert_lm):
         vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)),
 ], ids=["BertModel", "BertForSequenceClassification"])
 def test_language_model_rejects_models_without_lm_head(make_model, wordpiece_tokenizer):
-    with pytest.raises(ValueError, match="neither a masked LM .* nor a causal LM"):
+    with pytest.raises(ValueError, match="neither a masked LM .*, a causal LM .* nor an encoder-decoder LM"):
         LanguageModel(make_model(), wordpiece_tokenizer, device="cpu")
 
 

@@ -13,17 +13,21 @@ __all__ = ['add_run_parser', 'cmd_run']
 
 def _print_summary(records, directory: Path, metric: str = "accuracy") -> None:
     from prompting.experiment.results import ResultsStore
+    from prompting.reporting.generation import generation_rows, is_generation_record
+    from prompting.reporting.generation_report import generation_table
     from prompting.reporting.probing import is_probe_record, probe_table
     from prompting.reporting.report import summary_rows, write_report
     from prompting.reporting.tables import summary_table
 
-    by_task = {}
+    by_task, store = {}, ResultsStore(directory)
     for r in records:
         by_task.setdefault(r["task"], []).append(r)
     for task, recs in by_task.items():
         print(f"\n## {task}\n")
         probes = [r for r in recs if is_probe_record(r)]
-        print(probe_table(probes) if probes else summary_table(summary_rows(ResultsStore(directory), recs, metric)))
+        texts = [r for r in recs if is_generation_record(r)]
+        print(probe_table(probes) if probes else generation_table(generation_rows(store, texts)) if texts
+              else summary_table(summary_rows(store, recs, metric)))
     paths = write_report(directory, metric)
     print(f"\nreport: {paths['report']}\nsummary: {paths['summary']}")
     plots = [str(p) for k, p in paths.items() if k not in ("report", "summary", "runs")]

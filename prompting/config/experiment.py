@@ -38,6 +38,7 @@ from prompting.core.template import Template, TemplateError
 from prompting.core.yamlfile import load_yaml
 from prompting.methods import METHODS
 from prompting.tasks.schema import LamaTask
+from prompting.tasks.textspec import is_generation
 from prompting.tasks.spec import (
     TaskSpecError,
     check_task_spec,
@@ -166,6 +167,24 @@ def _templates(value: Any, base: Path | None, default_verbalizer: dict | None = 
     else:
         patterns, verbalizers = _prompts_from("templates", value, default_verbalizer)
     return list(itertools.product(patterns, verbalizers))
+
+
+def _patterns(value: Any, base: Path | None) -> list[str]:
+    """A generation task's templates: a prompt file's patterns (or some of them), or the inline ones; a
+    verbalizer is refused (the model writes its answer at ``{mask}``)."""
+    where, chosen = "templates", None
+    if isinstance(value, str) or "file" in value:
+        path = _resolve(str(value if isinstance(value, str) else value["file"]), base, "templates")
+        documents = load_yaml(path.read_text(encoding="utf-8-sig"))
+        where, chosen, value = str(path), (None if isinstance(value, str) else value.get("patterns")), documents[0]
+    _check_keys(where, value, ("task", "patterns", "verbalizers", "file"))
+    if value.get("verbalizers") is not None:
+        raise ConfigError(f"{where}: verbalizers word labels; a generation task has none (the model writes its "
+                          "answer at {mask}): leave them out")
+    patterns = value.get("patterns")
+    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
+        raise ConfigError(f"{where}: 'patterns' must be a non-empty list of template strings; got {patterns!r}")
+    return _select("templates.patterns", patterns, chosen)
 
 
 # ------------------------------------------------------------------------------------ experiment
@@ -318,16 +337,19 @@ def parse_config(data: Any, base: Path | None = None) -> ExperimentConfig | Prob
         return _probe_config(section, data, specs, base)
     task = {"name": data["task"]} if isinstance(data["task"], str) else dict(data["task"])
     templates = data.get("templates")
-    try:
-        prompts = _templates(task["name"] if templates is None else templates, base, default_choice_verbalizer(task))
-    except ConfigError:
-        if templates is not None:
-            raise
-        raise ConfigError(f"templates: task {task['name']!r} has no built-in prompt file, so the config needs a "
-                          "templates: section: a prompt file (templates: my_prompts.yaml), or patterns and "
-                          "verbalizers written in it (templates: {patterns: [\"{text_a} It was {mask}.\"], "
-                          "verbalizers: [{neg: bad, pos: good}]}); built-in prompt files: "
-                          f"{', '.join(builtin_templates())}") from None
+    if is_generation(task):  # the model writes its answer: patterns without verbalizers
+        prompts = [(p, {}) for p in _patterns(task["name"] if templates is None else templates, base)]
+    else:
+        try:
+            prompts = _templates(task["name"] if templates is None else templates, base, default_choice_verbalizer(task))
+        except ConfigError:
+            if templates is not None:
+                raise
+            raise ConfigError(f"templates: task {task['name']!r} has no built-in prompt file, so the config needs a "
+                              "templates: section: a prompt file (templates: my_prompts.yaml), or patterns and "
+                              "verbalizers written in it (templates: {patterns: [\"{text_a} It was {mask}.\"], "
+                              "verbalizers: [{neg: bad, pos: good}]}); built-in prompt files: "
+                              f"{', '.join(builtin_templates())}") from None
     _check_templates(prompts, specs)
     sweep = section.sweep
     if sweep is not None and (sweep.method is not None or len(specs) == 1):  # else the command line says which

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BeforeValidator, Discriminator, Field, Tag, create_model, model_validator
 
 from prompting.core.schema import Problem, Says, Section, Where, check, choices_text
-from prompting.core.settings import (CALIBRATIONS, ENSEMBLES, KV_CACHE_MB, TRAIN_KEYS, CacheMegabytes, DistillSettings,
+from prompting.core.settings import (ANSWERS, CALIBRATIONS, ENSEMBLES, KV_CACHE_MB, TRAIN_KEYS, CacheMegabytes, DistillSettings,
                                      MethodConfig, MethodSpec, Protocol, SettingsError, TrainConfig, default_of,
                                      distill_problem, setting_fields, settings_model)
 from prompting.lm.aliases import DEFAULT_MODEL
@@ -166,6 +166,12 @@ class MethodEntry(Entry):
     """also record each run's label scores calibrated: contextual, domain, or a list of them (none: nothing)"""
     distill: Annotated[Optional[Union[bool, settings_model(DistillSettings)]], Says(_distill_message)] = None
     """PET's final model: trained on the soft labels the ensemble gives the task's unlabelled examples (true, or {temperature, pattern, max_steps, save})"""
+    answer: Annotated[Literal[ANSWERS], Says("{place}: answer={value!r} is not valid; choose one of "
+                                             + ", ".join(ANSWERS))] = default_of(MethodSpec, "answer")
+    """classification: the label is the best-scored label word's (score), or the first label word in a short answer the model writes (generate; a causal or encoder-decoder LM)"""
+    chat: Annotated[bool, Says("{place}: chat={value!r} is not valid; use true or false")] \
+        = default_of(MethodSpec, "chat")
+    """the prompt, up to {mask}, as a user message in the tokenizer's chat template; the answer is the assistant's reply (a causal LM with a chat template)"""
 
     @model_validator(mode="after")
     def _trained_seeds(self):
@@ -184,7 +190,8 @@ class MethodEntry(Entry):
         return MethodSpec(name=self.name, train=self.train, label=self.label, template=self.template,
                           verbalizer=verbalizer, params={k: raw[k] for k in own if k in raw},
                           train_config={k: raw[k] for k in TRAIN_KEYS if k in raw}, ensemble=self.ensemble,
-                          train_seeds=seeds, calibration=self.calibration or (), distill=raw.get("distill"))
+                          train_seeds=seeds, calibration=self.calibration or (), distill=raw.get("distill"),
+                          answer=self.answer, chat=self.chat)
 
 
 class Majority(Entry):

@@ -86,24 +86,30 @@ class _Piece:
 class Demonstrations:
     """Selects, renders and prepends demonstrations from a pool of labelled examples.
 
-    ``words``: the word shown for each label (its verbalizer's first); ``seed``: which sets and
-    orders (the run's training seed).
+    ``words``: the word shown for each label (its verbalizer's first), or None for a generation task: each
+    example shows its own target text, and ``k`` counts demonstrations, not per class; ``seed``: which sets
+    and orders (the run's training seed).
     """
 
-    def __init__(self, encoder: TemplateEncoder, pool: Sequence[Example], words: dict[str, str], k: int = 1,
+    def __init__(self, encoder: TemplateEncoder, pool: Sequence[Example], words: dict[str, str] | None, k: int = 1,
                  selection: str = "random", separator: str = "\n\n", seed: int = 0, sets: int = 1):
         if selection not in SELECTIONS:
             raise ValueError(f"selection={selection!r} is not valid; choose one of {', '.join(SELECTIONS)}")
         self.encoder, self.words, self.k, self.selection = encoder, words, k, selection
         self.separator, self.seed, self.sets = separator, seed, sets
-        self.pool = [ex for ex in pool if ex.label in words]
+        if words is None:  # texts: every example with a target, one group
+            self.pool = [ex for ex in pool if getattr(ex, "references", None)]
+            self.by_class = {"": list(range(len(self.pool)))}
+        else:
+            self.pool = [ex for ex in pool if ex.label in words]
+            self.by_class = {label: [i for i, ex in enumerate(self.pool) if ex.label == label] for label in words}
         if not self.pool:
             raise ValueError("demonstrations need labelled training examples; the pool has none with a known label")
-        self.by_class = {label: [i for i, ex in enumerate(self.pool) if ex.label == label] for label in words}
         fewest = min(self.by_class, key=lambda label: len(self.by_class[label]))
         if len(self.by_class[fewest]) < k:
+            held = f"of label {fewest!r}" if words is not None else "examples"
             raise ValueError(f"demonstrations: k={k} per class, but the training examples hold "
-                             f"{len(self.by_class[fewest])} of label {fewest!r}; give k <= {len(self.by_class[fewest])}")
+                             f"{len(self.by_class[fewest])} {held}; give k <= {len(self.by_class[fewest])}")
         self._ids: dict[tuple[int, int | None], list[int]] = {}
         self._similarity = None
 
@@ -154,9 +160,13 @@ class Demonstrations:
         key = (index, limit)
         if key not in self._ids:
             example = self.pool[index]
-            text = render(self.encoder.template, example, self.words[example.label], limit, self.encoder.tokenizer)
+            text = render(self.encoder.template, example, self.shown(example), limit, self.encoder.tokenizer)
             self._ids[key] = self.encoder._tokenize(text + self.separator)
         return self._ids[key]
+
+    def shown(self, example: Example) -> str:
+        """What a demonstration shows at ``{mask}``: its label's word, or its target text."""
+        return example.references[0] if self.words is None else self.words[example.label]
 
     def _shorten(self, piece: _Piece, room: int) -> list[int] | None:
         """The demonstration with its fields cut to the most tokens that fit ``room``; None if none do."""

@@ -31,10 +31,13 @@ from prompting.core.schema import Section, Says, Where, check
 
 __all__ = ["SettingsError", "setting", "Settings", "MethodConfig", "TrainConfig", "TrainingError", "TRAIN_KEYS", "Protocol",
            "MethodSpec", "ENSEMBLES", "CALIBRATIONS", "DATA_SEEDS", "settings_table", "settings_model", "setting_fields",
-           "default_of", "KV_CACHE_MB", "CacheMegabytes", "cache_megabytes", "DistillSettings", "distill_problem"]
+           "default_of", "KV_CACHE_MB", "CacheMegabytes", "cache_megabytes", "DistillSettings", "distill_problem",
+           "ANSWERS"]
 
 ENSEMBLES = ("mean", "wmean")
 CALIBRATIONS = ("none", "contextual", "domain")
+#: how a classification run's label is read: the label words' scores, or the label word the model writes
+ANSWERS = ("score", "generate")
 
 #: the default memory cap of a model's cache of frozen spans' keys and values (prompting.lm.spans.SpanCache)
 KV_CACHE_MB = 4096
@@ -430,6 +433,12 @@ class MethodSpec:
     ``train_seeds`` replaces the experiment's training seeds for this method (fewer for a costly one).
     ``distill`` (``True`` or :class:`DistillSettings`' keys) trains PET's final model on the ensemble's soft labels
     of the task's unlabelled examples; ``ipet`` always does (see :mod:`prompting.tasks.pet`).
+    ``answer`` (``score`` or ``generate``): a classification run's label is the best-scored label word's, or the
+    label word the model writes after the prompt (see :mod:`prompting.tasks.answers`).
+    ``chat``: the prompt, up to ``{mask}``, is a user message in the tokenizer's chat template, and the label word
+    (or the written answer) the assistant's reply (see :mod:`prompting.lm.chat`).
+    The default label of an entry with ``answer: generate`` or ``chat`` says so: ``manual zero-shot (chat,
+    answer: generate)``.
     """
 
     name: str = "manual"
@@ -444,9 +453,13 @@ class MethodSpec:
     train_seeds: Sequence[int] | None = None
     calibration: Sequence[str] | str = ()
     distill: DistillSettings | Mapping | bool | None = None
+    answer: str = ANSWERS[0]
+    chat: bool = False
 
     def __post_init__(self):
         self._distill()
+        if self.answer not in ANSWERS:
+            raise ValueError(f"answer={self.answer!r} is not valid; choose one of {', '.join(ANSWERS)}")
         if self.ensemble is not None and self.ensemble not in ENSEMBLES:
             raise ValueError(f"ensemble={self.ensemble!r} is not valid; choose one of {', '.join(ENSEMBLES)}")
         wanted = [self.calibration] if isinstance(self.calibration, str) else list(self.calibration or ())
@@ -461,6 +474,8 @@ class MethodSpec:
                 self.label = "PET"
             if self.name == "ipet":
                 self.label = "iPET"
+            how = ["chat"] * self.chat + [f"answer: {self.answer}"] * (self.answer != ANSWERS[0])
+            self.label += f" ({', '.join(how)})" if how else ""
 
     def _distill(self) -> None:
         """``distill`` as settings (or None); ipet distils always and labels with the mean ensemble unless told."""

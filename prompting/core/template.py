@@ -245,8 +245,8 @@ class Template:
                 out.append(unparse(part))
         return Template("".join(out))
 
-    def encoder(self, tokenizer, causal: bool, max_length: int = 512) -> "TemplateEncoder":
-        return TemplateEncoder(self, tokenizer, causal=causal, max_length=max_length)
+    def encoder(self, tokenizer, causal: bool, max_length: int = 512, **options) -> "TemplateEncoder":
+        return TemplateEncoder(self, tokenizer, causal=causal, max_length=max_length, **options)
 
 
 _OPENPROMPT_SLOT = re.compile(r'\{\s*["\']')
@@ -341,15 +341,22 @@ class Encoding:
                         shift(self.trigger_positions))
 
 
+_TOKENIZER_MASK = object()  # TemplateEncoder's default mask: the tokenizer's own mask token
+
+
 class TemplateEncoder:
     """Turns examples into :class:`Encoding` s for one tokenizer.
 
     Constant text is tokenised once; example fields are tokenised in one batched call per field.
     For a causal LM everything after ``{mask}`` is dropped (it would come after the prediction).
+    ``around``: the ids put before and after the prompt in place of the tokenizer's special tokens (a
+    chat template's user turn, to where the assistant's reply starts: :mod:`prompting.lm.chat`); the label
+    word then starts the reply, with no space before it.
     """
 
     def __init__(self, template: Template, tokenizer, causal: bool, max_length: int = 512,
-                 reserve: int = 0):
+                 reserve: int = 0, mask_id: int | None | object = _TOKENIZER_MASK,
+                 around: tuple[Sequence[int], Sequence[int]] | None = None):
         self.template = template
         self.tokenizer = tokenizer
         self.causal = causal
@@ -362,15 +369,21 @@ class TemplateEncoder:
         self.prefix_ids, self.suffix_ids = special_tokens_around(tokenizer)
         if causal:
             self.suffix_ids = []
+        if around is not None:
+            self.prefix_ids, self.suffix_ids = list(around[0]), list(around[1])
         self.placeholder_id = _placeholder_id(tokenizer)
-        self.mask_id = tokenizer.mask_token_id
-        if not causal and self.mask_id is None:
+        # ``mask_id`` given (an encoder-decoder LM's mask or sentinel, or None: the slot is left empty)
+        self.mask_id = tokenizer.mask_token_id if mask_id is _TOKENIZER_MASK else mask_id
+        if not causal and self.mask_id is None and mask_id is _TOKENIZER_MASK:
             raise TemplateError(f"tokenizer {type(tokenizer).__name__} has no mask token; "
                                 "a masked LM needs one")
         self.mask_leading_space = False
         # for each {soft} slot in order: token ids of its init text, or None for {soft:N}
         self.soft_init_ids: list[list[int] | None] = []
         self.pieces = self._layout()
+        self.around = around
+        if around is not None:  # the answer starts a turn of its own
+            self.mask_leading_space = False
 
     def _layout(self) -> list[tuple[str, object]]:
         """Resolve whitespace and tokenise constant parts: ('ids', [...]), ('field', (name, lead)),
@@ -425,7 +438,7 @@ class TemplateEncoder:
                 fixed += len(value)
             elif kind in ("soft", "trigger"):
                 fixed += value
-            elif kind == "mask" and not self.causal:
+            elif kind == "mask" and not self.causal and self.mask_id is not None:
                 fixed += n_mask
         budget = self.max_length - fixed
         if budget < len(field_ids):
@@ -448,7 +461,7 @@ class TemplateEncoder:
                 elif kind == "trigger":
                     enc.trigger_positions.extend(range(len(ids), len(ids) + value))
                     ids.extend([self.placeholder_id] * value)
-                elif not self.causal:
+                elif not self.causal and self.mask_id is not None:
                     enc.mask_positions.extend(range(len(ids), len(ids) + n_mask))
                     ids.extend([self.mask_id] * n_mask)
             ids.extend(self.suffix_ids)

@@ -55,7 +55,8 @@ class RunExecutor:
         """The run's method, its parameters initialised from the run's training seed."""
         torch.manual_seed(run.train_seed or 0)
         return build_method(run.spec.name, self.lm, run.template, self.task_type.verbalizer(run),
-                            labels=self.task_type.method_labels(), max_length=self.max_length, **run.spec.params)
+                            labels=self.task_type.method_labels(), max_length=self.max_length, chat=run.spec.chat,
+                            **run.spec.params)
 
     def execute(self, run: PlannedRun, train_examples: Sequence[Example], dev_examples: Sequence[Example],
                 progress: bool = True) -> Executed:

@@ -21,18 +21,23 @@ import sys
 import time
 from typing import Sequence
 
-from prompting.config.experiment import ProbeConfig, load_task_spec
+from prompting.config.experiment import ConfigError, ProbeConfig, load_task_spec
 from prompting.core.data import DataError, Example, Task
 from prompting.core.settings import ENSEMBLES, MethodSpec, Protocol
 from prompting.experiment.derived import DerivedRecords, calibrated_id
 from prompting.experiment.executor import RunExecutor
 from prompting.experiment.results import ResultsStore
 from prompting.experiment.tracking import Tracker, open_tracker
+from prompting.lm.loading import model_kind
 from prompting.lm.model import LanguageModel
+from prompting.tasks.answers import check_lm, check_model
 from prompting.tasks.base import PlannedRun, TaskType, describe_run
 from prompting.tasks.classification import Classification, jsonable_verbalizer
 from prompting.tasks.lama import load_relation
+from prompting.tasks.generation import Generation
 from prompting.tasks.probing import FactProbing
+from prompting.tasks.textspec import decoding_of, is_generation, load_generation_task
+from prompting.methods.targets import Decoding
 
 __all__ = ["MethodSpec", "Protocol", "Experiment", "PlannedRun", "build_experiment", "build_experiments", "ENSEMBLES",
            "config_tracker"]
@@ -43,9 +48,11 @@ def build_experiment(cfg, output_dir, lm: LanguageModel | None = None, methods: 
     """The experiment a parsed config describes (see :mod:`prompting.config.experiment`): its task loaded and its
     prompts checked first, so that a wrong template fails before the model loads; then the model,
     unless ``lm`` is given. ``methods`` replaces the config's methods (a sweep runs one at a time)."""
-    task = Classification(load_task_spec(cfg.task, cfg.base))
+    task = task_type_of(cfg)
     methods = list(cfg.methods if methods is None else methods)
     task.check(methods, cfg.prompts, templates, protocol=cfg.protocol)
+    if lm is None and any(spec.answer != "score" or spec.chat for spec in methods):
+        check_model(methods, model_kind(cfg.model), cfg.model)  # a masked LM writes no answer: say so now
     check_splits(task, cfg.protocol)
     tracker = config_tracker(cfg)
     lm = lm or load_model(cfg, allow_download)
@@ -75,6 +82,14 @@ def config_tracker(cfg) -> Tracker | None:
     """Where a config's runs write live curves (``tensorboard:``, ``mlflow:``, or the command line's
     ``--tensorboard`` / ``--mlflow``), checked before the model loads; None: nowhere."""
     return open_tracker(cfg.tensorboard, cfg.mlflow, cfg.name)
+
+
+def task_type_of(cfg) -> TaskType:
+    """The task type a parsed config's ``task:`` section describes, its files read: a generation task, or a
+    classification task (built in or your own files)."""
+    if is_generation(cfg.task):
+        return Generation(load_generation_task(cfg.task, cfg.base, ConfigError), Decoding(**decoding_of(cfg.task)))
+    return Classification(load_task_spec(cfg.task, cfg.base))
 
 
 def check_splits(task_type: TaskType, protocol: Protocol) -> None:
@@ -117,6 +132,7 @@ class Experiment:
         self.name = name
         self.max_length = max_length
         self.task_type.check(self.methods, self.prompts, protocol=self._protocol)
+        check_lm(self.methods, lm)
         self.executor = executor or RunExecutor(lm, self.task_type, self._protocol, name=name, max_length=max_length)
         if self.store is not None:  # where runs that ask to keep their model save it
             self.executor.models_dir = self.store.directory / "models"

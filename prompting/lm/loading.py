@@ -15,7 +15,8 @@ import torch
 
 from prompting.lm.aliases import ALIASES, ModelNotAvailableError, PackagedModel
 
-__all__ = ["cache_dir", "resolve_device", "offline_alternatives", "materialise_gguf", "torch_dtype", "check_device_map", "load_pretrained"]
+__all__ = ["cache_dir", "resolve_device", "offline_alternatives", "materialise_gguf", "torch_dtype", "check_device_map", "load_pretrained",
+           "model_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,30 @@ def missing_folder(name: str) -> str | None:
             f"{', '.join(close)}; check the path")
 
 
+def model_kind(name: str) -> str | None:
+    """What kind of LM ``name`` is, from its config alone (no weights are read): ``causal``, ``masked`` or
+    ``seq2seq``; None when its config is not here to read (the model's loading then says why)."""
+    if name in ALIASES:
+        return "causal"  # the packaged models are causal LMs (materialise_gguf loads them as such)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(os.path.expanduser(name), local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if "MaskedLM" in archs:
+        return "masked"
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    return "causal" if archs else None
+
+
 def load_pretrained(name: str, allow_download: bool = False, dtype=torch.float32, device_map: str | None = None):
     """(model, tokenizer) of an alias (its packaged model de-quantised once), a local folder, or a hub id
-    in the local cache; nothing is downloaded unless ``allow_download``."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    in the local cache; nothing is downloaded unless ``allow_download``. A causal, masked or
+    encoder-decoder (T5, Flan-T5, BART) LM, as its config says."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     if name in ALIASES:
         path, local_only = materialise_gguf(ALIASES[name]), True
@@ -164,7 +185,8 @@ def load_pretrained(name: str, allow_download: bool = False, dtype=torch.float32
             f"(pass allow_download=True / --allow-download where a network is available).\n"
             f"{offline_alternatives()}\n(cause: {str(err).splitlines()[0]})") from None
     archs = " ".join(getattr(config, "architectures", None) or [])
-    auto = AutoModelForMaskedLM if "MaskedLM" in archs else AutoModelForCausalLM
+    auto = (AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else
+            AutoModelForMaskedLM if "MaskedLM" in archs else AutoModelForCausalLM)  # T5 / BART: encoder-decoder
     options = {"local_files_only": local_only, "dtype": torch_dtype(dtype),
                **({"device_map": check_device_map(device_map)} if device_map is not None else {})}
     try:

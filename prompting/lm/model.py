@@ -19,8 +19,10 @@ import torch
 from prompting.core.template import PromptBatch
 from prompting.core.verbalizer import LabelWordIds
 from prompting.lm.aliases import DEFAULT_MODEL, ModelNotAvailableError
+from prompting.lm.chat import chat_turn
 from prompting.lm.loading import load_pretrained, resolve_device
 from prompting.lm.logprobs import PromptHooks
+from prompting.lm.seq2seq import Layout, decoder_start_ids, mask_token, seq2seq_forward, seq2seq_key_values, use_prefix_attention
 from prompting.lm.spans import KV_CACHE_MB, SpanCache
 from prompting.lm.words import word_logprobs
 
@@ -35,18 +37,22 @@ def _kind_of(model) -> str:
     name = type(model).__name__
     if name.endswith("ForMaskedLM"):
         return "masked"
+    if getattr(model.config, "is_encoder_decoder", False) and name.endswith("ForConditionalGeneration"):
+        return "seq2seq"
     if name.endswith(("ForCausalLM", "LMHeadModel")):
         return "causal"
-    raise ValueError(f"model class {name} is neither a masked LM (…ForMaskedLM) nor a causal LM "
-                     "(…ForCausalLM); load the model with its language-modelling head")
+    raise ValueError(f"model class {name} is neither a masked LM (…ForMaskedLM), a causal LM (…ForCausalLM) nor "
+                     "an encoder-decoder LM (…ForConditionalGeneration); load the model with its language-modelling "
+                     "head")
 
 
 class LanguageModel:
-    """A masked or causal LM with its tokenizer, behind one interface.
+    """A masked, causal or encoder-decoder LM with its tokenizer, behind one interface.
 
     ``word_logprobs`` gives the log-probability of every label word at the ``{mask}`` slot:
     causal LM, the teacher-forced log-probability of all the word's tokens after the prompt;
-    masked LM, the sum over one ``[MASK]`` per word token.
+    masked LM, the sum over one ``[MASK]`` per word token; encoder-decoder LM, the decoder's
+    teacher-forced log-probability of the word's tokens (see :mod:`prompting.lm.seq2seq`).
     """
 
     def __init__(self, model, tokenizer, name: str | None = None, device="auto", max_length: int = 512,
@@ -61,6 +67,10 @@ class LanguageModel:
             self.device = resolve_device(device)
             self.model.to(self.device)
         self.model.eval()
+        self.layout = None
+        if self.seq2seq:  # prefixes through an attention function of ours (prompting.lm.seq2seq)
+            use_prefix_attention(model)
+            self.layout = Layout(model)
         model_max = getattr(model.config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, model_max)
         if tokenizer.pad_token_id is None:
@@ -73,6 +83,30 @@ class LanguageModel:
     @property
     def causal(self) -> bool:
         return self.kind == "causal"
+
+    @property
+    def masked(self) -> bool:
+        return self.kind == "masked"
+
+    @property
+    def seq2seq(self) -> bool:
+        """An encoder-decoder LM: the prompt goes to the encoder, the answer comes from the decoder."""
+        return self.kind == "seq2seq"
+
+    def template_encoder(self, template, max_length: int | None = None, chat: bool = False, **options):
+        """The template's encoder for this LM: a causal prompt ends at ``{mask}``; a masked LM puts its mask
+        token there; an encoder-decoder LM its mask or sentinel token (:func:`prompting.lm.seq2seq.mask_token`).
+        ``chat``: the prompt is a user message in the tokenizer's chat template (:mod:`prompting.lm.chat`)."""
+        if self.seq2seq:
+            options["mask_id"] = mask_token(self.tokenizer)[0]
+        if chat:
+            options["around"] = chat_turn(self)
+        return template.encoder(self.tokenizer, self.causal, max_length or self.max_length, **options)
+
+    @functools.cached_property
+    def decoder_start_ids(self) -> list[int]:
+        """What an encoder-decoder LM's decoder reads before the answer (:func:`prompting.lm.seq2seq.decoder_start_ids`)."""
+        return decoder_start_ids(self.model, self.tokenizer)
 
     @property
     def config(self):
@@ -150,6 +184,8 @@ class LanguageModel:
         every row. They take no positions: the input tokens are numbered exactly as without them.
         ``prefix_mask`` [B, P] (default all ones) says which prefix vectors each row may attend to.
         """
+        if self.seq2seq:
+            return seq2seq_forward(self, inputs_embeds, attention_mask, logits_to_keep, prefix, prefix_mask, **kwargs)
         if prefix is not None:
             keys, values = prefix
             size, length = attention_mask.shape[0], keys.shape[-2]
@@ -177,7 +213,10 @@ class LanguageModel:
     # ---------------------------------------------------------------- key/value prefixes
     @property
     def kv_shape(self) -> tuple[int, int, int]:
-        """(attention layers, key/value heads, head size): the shape of one token's keys or values."""
+        """(attention layers, key/value heads, head size): the shape of one token's keys or values (an
+        encoder-decoder LM: its encoder's self-attention, decoder self- and cross-attention layers)."""
+        if self.layout is not None:
+            return self.layout.kv_shape
         config = self.config.get_text_config()
         heads = config.num_attention_heads
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -224,12 +263,20 @@ class LanguageModel:
         if start < 0 and not self.relative_positions:
             raise ValueError(f"start={start} is not valid for model {self.name!r}: it has absolute position "
                              "embeddings, numbered from 0")
+        if self.seq2seq:
+            return seq2seq_key_values(self, input_ids)
         cache = self.prefix_cache()
         ids = input_ids.to(self.device)
         positions = torch.arange(start, start + ids.shape[1], device=self.device).unsqueeze(0)
         self.forward(self.embed(ids), torch.ones_like(ids), positions, 1, **{self.cache_argument(): cache})
         return (torch.stack([layer.keys[0] for layer in cache.layers]),
                 torch.stack([layer.values[0] for layer in cache.layers]))
+
+    def prefixed(self, prefix: tuple[torch.Tensor, torch.Tensor] | None):
+        """Inside, an encoder-decoder LM attends to ``prefix`` (keys, values [layers, kv_heads, P, head_dim],
+        one prefix for every row) at every attention layer, ``generate`` included."""
+        keys, values = (None, None) if prefix is None else (t.unsqueeze(1) for t in prefix)
+        return self.layout.prefixed(keys, values)
 
     def word_logprobs(self, batches: dict[int, PromptBatch], words: LabelWordIds,
                       hooks: PromptHooks | None = None) -> torch.Tensor:

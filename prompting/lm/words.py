@@ -16,7 +16,7 @@ from prompting.lm.trie import shared_word_logprobs
 if TYPE_CHECKING:
     from prompting.lm.model import LanguageModel
 
-__all__ = ["word_logprobs", "causal_word_logprobs", "masked_word_logprobs"]
+__all__ = ["word_logprobs", "causal_word_logprobs", "masked_word_logprobs", "decoder_word_logprobs"]
 
 
 def word_logprobs(lm: "LanguageModel", batches: dict[int, PromptBatch], words: LabelWordIds,
@@ -33,6 +33,8 @@ def word_logprobs(lm: "LanguageModel", batches: dict[int, PromptBatch], words: L
             return shared_word_logprobs(lm, batches[min(batches)], words, hooks)
     if lm.causal:
         return causal_word_logprobs(lm, batches[min(batches)], words, hooks)
+    if lm.seq2seq:
+        return decoder_word_logprobs(lm, batches[min(batches)], words, hooks)
     return masked_word_logprobs(lm, batches, words, hooks)
 
 def causal_word_logprobs(lm: "LanguageModel", batch: PromptBatch, words: LabelWordIds, hooks) -> torch.Tensor:
@@ -76,4 +78,25 @@ def masked_word_logprobs(lm: "LanguageModel", batches, words: LabelWordIds, hook
             if len(word) == n:
                 target = torch.tensor(word, device=at_masks.device)
                 columns[i] = at_masks.gather(2, target.expand(len(batch), -1).unsqueeze(-1)).squeeze(-1).sum(1)
+    return torch.stack([columns[i] for i in range(len(words.word_ids))], 1)
+
+
+def decoder_word_logprobs(lm: "LanguageModel", batch: PromptBatch, words: LabelWordIds, hooks) -> torch.Tensor:
+    """An encoder-decoder LM: each word's tokens read by the decoder after its start tokens (T5's sentinel
+    style, see :mod:`prompting.lm.seq2seq`); one pass for the one-token words, one per longer word."""
+    size, start = len(batch), list(lm.decoder_start_ids)
+    embeds = hooks.embed(lm, batch.input_ids, batch)
+    columns: dict[int, torch.Tensor] = {}
+    groups = {(): [i for i, w in enumerate(words.word_ids) if len(w) == 1]}
+    groups.update({tuple(w[:-1]): [i] for i, w in enumerate(words.word_ids) if len(w) > 1})
+    for tail, members in groups.items():
+        if not members:
+            continue
+        decoder = torch.tensor(start + list(tail), device=batch.input_ids.device).expand(size, -1)
+        logits = hooks.forward_lm(lm, embeds, batch.attention_mask, batch.position_ids, len(tail) + 1,
+                                  decoder_input_ids=decoder)
+        logprobs = log_softmax(logits)
+        for i in members:
+            target = torch.tensor(words.word_ids[i], device=logprobs.device).expand(size, -1)
+            columns[i] = logprobs[:, -target.shape[1]:].gather(2, target.unsqueeze(-1)).squeeze(-1).sum(1)
     return torch.stack([columns[i] for i in range(len(words.word_ids))], 1)

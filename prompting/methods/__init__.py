@@ -107,7 +107,9 @@ def method_config(name: str, params: dict | None = None, where: str | None = Non
     return METHODS.config(name).from_mapping(params or {}, where=where)
 
 
-def build_method(name: str, lm, template, verbalizer, labels=None, max_length=None, **params) -> PromptMethod:
-    """Construct a registered method; unknown names or parameters get an error naming what is valid."""
+def build_method(name: str, lm, template, verbalizer, labels=None, max_length=None, chat: bool = False,
+                 **params) -> PromptMethod:
+    """Construct a registered method; unknown names or parameters get an error naming what is valid.
+    ``chat``: the prompt is a user message in the tokenizer's chat template (:mod:`prompting.lm.chat`)."""
     config = method_config(name, params)
-    return METHODS[name](lm, template, verbalizer, labels=labels, max_length=max_length, config=config)
+    return METHODS[name](lm, template, verbalizer, labels=labels, max_length=max_length, config=config, chat=chat)

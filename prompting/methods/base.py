@@ -53,20 +53,23 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
     #: (one verbalizer over all their words): nothing but the label words depends on the verbalizer
     verbalizers_share_a_pass: ClassVar[bool] = False
 
-    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer,
+    def __init__(self, lm: LanguageModel, template: Template | str, verbalizer: Verbalizer | None,
                  labels: Sequence[str] | None = None, max_length: int | None = None,
-                 config: MethodConfig | None = None, **params):
+                 config: MethodConfig | None = None, chat: bool = False, **params):
         super().__init__()
         template = template if isinstance(template, Template) else Template(template)
         self.template, self.config = self.adapt(template, self.configure(config, params))
         self.template.check_slots(self.config_class.slots, self.name)
         self.lm = lm
-        self.verbalizer = verbalizer.ordered(labels) if labels is not None else verbalizer
-        self.labels = self.verbalizer.labels
-        self.encoder = self.template.encoder(lm.tokenizer, lm.causal, max_length or lm.max_length)
+        self.chat = chat  # the prompt is a user message in the tokenizer's chat template (prompting.lm.chat)
+        # no verbalizer: the method writes text at {mask} (a generation task, prompting.methods.targets)
+        self.verbalizer = verbalizer.ordered(labels) if labels is not None and verbalizer else verbalizer
+        self.labels = self.verbalizer.labels if verbalizer is not None else ()
+        self.encoder = lm.template_encoder(self.template, max_length or lm.max_length, chat=chat)
         # a multiple-choice verbalizer: each example's choices are its label words (prompting.methods.choices)
         self.choices = ChoiceScorer(self) if isinstance(self.verbalizer, ChoiceVerbalizer) else None
-        if self.choices is None:
+        self.words = None
+        if self.choices is None and verbalizer is not None:
             self.words = self.verbalizer.tokenize(lm.tokenizer, self.encoder.mask_leading_space)
             if lm.causal:  # the label word is appended after a causal context: keep room for it
                 self.encoder.reserve = max(len(w) for w in self.words.word_ids) - 1
@@ -100,6 +103,16 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
 
     def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
         return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans)
+
+    def lm_prefix(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The keys and values [layers, kv_heads, P, head_dim] that ``forward_lm`` puts before every row's
+        input (prefix-tuning), or None: decoding (``generate``) puts them into its cache."""
+        return None
+
+    def prefix_groups(self, data: EncodedExamples) -> list[tuple[list[int], EncodedExamples, object]]:
+        """The rows of ``data`` that share one :meth:`lm_prefix`: ``(rows, their data, prefix)`` each (one group
+        but for in-context learning, whose inputs that fit beside the shared demonstrations attend to them)."""
+        return [(list(range(len(data))), data, self.lm_prefix())]
 
     @property
     def plain_lm_call(self) -> bool:
@@ -146,7 +159,7 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
             return self.choices.encode(examples)
         examples = [ex if isinstance(ex, Example) else Example(ex) for ex in examples]
         fields = [ex.fields for ex in examples]
-        counts = [1] if self.lm.causal else self.words.lengths
+        counts = self.words.lengths if self.lm.masked and self.words is not None else [1]
         encodings = self.with_demonstrations({n: self.encoder.encode(fields, n_mask=n) for n in counts}, examples)
         index = {label: i for i, label in enumerate(self.labels)}
         labels = torch.tensor([index.get(getattr(ex, "label", None), -1) for ex in examples], dtype=torch.long)
@@ -182,7 +195,7 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
                 picked = [encs[i] for i in chunk]
                 spans = [e.learned_start for e in picked] if frozen else None
                 prompts[n] = collate(picked, self.lm.pad_id, left=left, frozen=spans).to(self.lm.device)
-            yield Batch(prompts, data.labels[list(chunk)].to(self.lm.device))
+            yield data.batch(prompts, chunk, self.lm.device)
 
     def run_lengths(self, data: EncodedExamples) -> list[int]:
         """Each example's tokens that a forward pass runs: all of them, or with frozen text
@@ -265,7 +278,8 @@ class PromptMethod(WithDemonstrations, torch.nn.Module):
     def describe(self) -> dict:
         """The method as a record shows it: name, template, verbalizer, settings and what it learned."""
         return {"method": self.name, "template": self.template.text,
-                "verbalizer": self.verbalizer.to_dict(), **self.config.saved(), **self.learned()}
+                "verbalizer": self.verbalizer.to_dict() if self.verbalizer is not None else None,
+                **self.config.saved(), **self.learned()}
 
 
 class ManualPrompt(PromptMethod):

@@ -1,8 +1,11 @@
-"""Examples as a method holds them: tokenised once per run, and cut into padded batches."""
+"""Examples as a method holds them: tokenised once per run, and cut into padded batches. A batch knows
+its training loss (label scores' cross-entropy here; a target text's token log-likelihood for text the
+model writes, :mod:`prompting.methods.targets`), so the one training loop trains every objective."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -25,6 +28,10 @@ class EncodedExamples:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def batch(self, prompts: dict[int, PromptBatch], rows: Sequence[int], device) -> "Batch":
+        """The batch of ``rows`` whose prompts are ``prompts``."""
+        return Batch(prompts, self.labels[list(rows)].to(device))
+
 
 @dataclass
 class Batch:
@@ -33,3 +40,7 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def loss(self, method) -> torch.Tensor:
+        """The training loss of ``method`` on this batch: the cross-entropy of the gold labels' scores."""
+        return torch.nn.functional.cross_entropy(method(self), self.labels)

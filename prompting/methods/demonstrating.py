@@ -36,8 +36,11 @@ class WithDemonstrations:
             return ""
         return repr((demos.seed, demos.k, demos.selection, demos.sets, demos.separator,
                      [(sorted(ex.fields.items()), ex.label) for ex in demos.pool]))
-    def shown_words(self) -> dict[str, str]:
-        """The word a demonstration shows for each label: its verbalizer's first."""
+    def shown_words(self) -> dict[str, str] | None:
+        """The word a demonstration shows for each label: its verbalizer's first (None without a verbalizer: a
+        demonstration shows its own target text)."""
+        if self.verbalizer is None:
+            return None
         if self.choices is not None:
             raise ValueError(f"method {self.name!r}: demonstrations show each label's word, but a multiple-choice "
                              "verbalizer's words are each example's own choices; leave demonstrations (and the "

@@ -52,7 +52,10 @@ def dev_score(method: PromptMethod, data: EncodedExamples, batch_size: int, metr
               ) -> tuple[dict[str, float], float, tuple[float, float], torch.Tensor]:
     """Dev metrics, the gold labels' mean cross-entropy, the selection key (see
     :func:`prompting.experiment.results.dev_key`, the one rule for training, search and seed selection) and the
-    label scores."""
+    label scores. Data that scores its own dev (target texts, :mod:`prompting.methods.targets`) is asked."""
+    own = getattr(data, "dev_score", None)
+    if own is not None:
+        return own(method, batch_size, metric)
     scores = method.predict_scores(data, batch_size)
     metrics, _ = _metrics(method, data, scores)
     loss = gold_cross_entropy(scores, data.labels)

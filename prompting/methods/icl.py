@@ -98,13 +98,28 @@ class InContext(PromptMethod, SearchMethod):
         outside = Example({name: "\0" for name in self.template.fields})  # in no pool
         return list(self.encoder.prefix_ids) + [t for i in demos.choose(outside) for t in demos.render_ids(i)]
 
+    def _block_key_values(self):
+        """The keys and values of the shared block, numbered just before the input (computed once)."""
+        ids = self.shared_block()
+        if self._block is None or self._block[0] != ids:
+            self._block = (ids, self.lm.key_values(torch.tensor([ids]), start=-len(ids)))
+        return self._block[1]
+
     def forward_lm(self, lm, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans):
         if not self._prefix_on:
             return super().forward_lm(lm, inputs_embeds, attention_mask, position_ids, logits_to_keep, **spans)
-        ids = self.shared_block()
-        if self._block is None or self._block[0] != ids:  # keys and values of the block, numbered before 0
-            self._block = (ids, lm.key_values(torch.tensor([ids]), start=-len(ids)))
-        return forward_with_prefix(lm, self._block[1], inputs_embeds, attention_mask, position_ids, logits_to_keep)
+        return forward_with_prefix(lm, self._block_key_values(), inputs_embeds, attention_mask, position_ids,
+                                   logits_to_keep)
+
+    def prefix_groups(self, data: EncodedExamples):
+        """The inputs that fit beside the shared demonstrations attend to their keys and values; the others
+        carry their own (shortened) demonstrations."""
+        if not getattr(data, "shared", False):
+            return super().prefix_groups(data)
+        beside = [i for i, shared in enumerate(data.rows_shared) if shared]
+        whole = [i for i, shared in enumerate(data.rows_shared) if not shared]
+        groups = [(beside, subset(data, beside), self._block_key_values())]
+        return groups + ([(whole, subset(data, whole), None)] if whole else [])
 
     @torch.no_grad()
     def predict_scores(self, data: EncodedExamples, batch_size: int = 32, progress: bool | str = False,
@@ -147,5 +162,5 @@ class InContext(PromptMethod, SearchMethod):
         if demos is None or self.config.selection != "random":
             return {}
         outside = Example({name: "\0" for name in self.template.fields})  # in no pool
-        shown = lambda i: render(self.template, demos.pool[i], demos.words[demos.pool[i].label])
+        shown = lambda i: render(self.template, demos.pool[i], demos.shown(demos.pool[i]))
         return {"demonstrations": [[shown(i) for i in demos.choose(outside, s)] for s in range(self.config.sets)]}

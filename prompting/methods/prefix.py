@@ -58,12 +58,13 @@ def split_key_values(flat: torch.Tensor, kv_shape: tuple[int, int, int]) -> tupl
     return both[0], both[1]
 
 
-def forward_with_prefix(lm: LanguageModel, key_values, inputs_embeds, attention_mask, position_ids, logits_to_keep):
+def forward_with_prefix(lm: LanguageModel, key_values, inputs_embeds, attention_mask, position_ids, logits_to_keep,
+                        **kwargs):
     """The LM's logits with one prefix, ``key_values`` = (keys, values) each [layers, kv_heads, P, head_dim],
-    before every row of the batch."""
+    before every row of the batch (``kwargs``: an encoder-decoder LM's decoder inputs)."""
     size = inputs_embeds.shape[0]
     keys, values = (t.to(inputs_embeds.dtype).unsqueeze(1).expand(-1, size, -1, -1, -1) for t in key_values)
-    return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, prefix=(keys, values))
+    return lm.forward(inputs_embeds, attention_mask, position_ids, logits_to_keep, prefix=(keys, values), **kwargs)
 
 
 class PrefixTuning(PromptMethod):
@@ -119,9 +120,12 @@ class PrefixTuning(PromptMethod):
         """Keys and values, each [layers, kv_heads, prefix_length, head_dim]."""
         return split_key_values(self.prefix_vectors(), self.lm.kv_shape)
 
-    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep):
-        return forward_with_prefix(lm, self.prefix_key_values(), inputs_embeds, attention_mask, position_ids,
-                                   logits_to_keep)
+    def lm_prefix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.prefix_key_values()
+
+    def forward_lm(self, lm: LanguageModel, inputs_embeds, attention_mask, position_ids, logits_to_keep, **kwargs):
+        return forward_with_prefix(lm, self.lm_prefix(), inputs_embeds, attention_mask, position_ids,
+                                   logits_to_keep, **kwargs)
 
     # ------------------------------------------------------------------ initialisation
     def _move_leading_words(self) -> list[int] | None:
@@ -135,7 +139,7 @@ class PrefixTuning(PromptMethod):
         # the words alone tokenise as the template's first piece does (no space before them)
         moved = list(whole.prefix_ids) + list(self.lm.tokenizer(words, add_special_tokens=False)["input_ids"])
         self.moved_specials = len(whole.prefix_ids)
-        self.encoder = rest.encoder(self.lm.tokenizer, self.lm.causal, whole.max_length)
+        self.encoder = self.lm.template_encoder(rest, whole.max_length, chat=self.chat)
         self.encoder.reserve, self.encoder.prefix_ids = whole.reserve, []
         return moved
 

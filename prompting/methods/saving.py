@@ -79,6 +79,7 @@ def save_prompt(method: PromptMethod, directory: str | Path, lm_weights: bool = 
         **({"choice_score": method.verbalizer.score} if method.choices is not None else {}),
         "labels": list(method.labels),
         "max_length": method.encoder.max_length,
+        **({"chat": True} if method.chat else {}),  # the prompt is a chat's user message
         "model": _model_info(method.lm),
         **({"lm_weights": LM_FILE} if lm_weights else {}),
         "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
@@ -140,7 +141,7 @@ def load_prompt(directory: str | Path, lm: LanguageModel, strict: bool = True) -
                   else Verbalizer(meta["verbalizer"], aggregate=meta.get("aggregate", "mean")))
     with torch.random.fork_rng(devices=[]):  # a random init that is overwritten must not move the global RNG
         method = cls(lm, meta["template"], verbalizer, labels=meta["labels"], max_length=meta.get("max_length"),
-                     config=config)
+                     config=config, chat=meta.get("chat", False))
     method.load_prompt_state(load_file(str(directory / TENSORS_FILE), device=str(lm.device)))
     method.eval()
     checksum = saved.get("weights_checksum")

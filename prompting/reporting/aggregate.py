@@ -12,15 +12,18 @@ from typing import Iterable, Sequence
 
 from prompting.core.data import BUILTIN_LABELS, METRICS, class_results, dev_key
 from prompting.experiment.results import ResultsStore, gold_indices
+from prompting.tasks.answers import UNMATCHED, answer_confusion
 
 __all__ = ["GROUP_KEYS", "score", "select_runs", "aggregate", "bootstrap_interval", "run_classes", "pooled_confusion",
-           "test_sample", "score_labels"]
+           "test_sample", "score_labels", "spread", "predicted_columns", "UNMATCHED_COLUMN"]
 
 
 # a "setting": one method with its parameters, training settings, template and verbalizer;
 # its runs differ only by data and training seeds
 GROUP_KEYS = ("task", "label", "method", "params", "train_config", "template", "verbalizer", "model", "k",
-              "choice_score", "test_limit")  # runs scored on other test examples never share a row
+              "choice_score", "test_limit", "answer", "chat")  # runs scored on other test examples never share a row
+#: the predicted column of a written answer that named no label (prompting.tasks.answers): no column, no gold (-1)
+UNMATCHED_COLUMN = -2
 
 
 def score(record: dict, split: str, metric: str) -> float:
@@ -52,7 +55,10 @@ def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
 
 def score_labels(saved: dict, record: dict) -> list[str] | None:
     """The label of each column of a predictions file's scores: saved beside them, else (files written
-    before that) the built-in task's order, else the record's verbalizer's; None when none fits."""
+    before that) the built-in task's order, else the record's verbalizer's; None when none fits. A file of
+    written answers (``answer: generate``) has no scores: its labels are the columns its answers name."""
+    if saved.get("test_predicted") is not None or saved.get("dev_predicted") is not None:
+        return [str(x) for x in saved["labels"]] if saved.get("labels") else None
     rows = saved.get("test") or saved.get("dev")
     if not rows or not isinstance(rows[0], list):
         return None
@@ -62,21 +68,36 @@ def score_labels(saved: dict, record: dict) -> list[str] | None:
     return [str(x) for x in known[0]] if known else None
 
 
+def predicted_columns(saved: dict, split: str, labels: Sequence[str]) -> list[int] | None:
+    """Each example's predicted column of ``labels``: the label its written answer named (``answer: generate``;
+    :data:`UNMATCHED_COLUMN` where it named none), else its best score (the first on a tie, as argmax).
+    None when the file has no predictions of ``split``."""
+    named = saved.get(f"{split}_predicted")
+    if named is not None:
+        index = {str(label): i for i, label in enumerate(labels)}
+        return [UNMATCHED_COLUMN if p is None else index.get(str(p), UNMATCHED_COLUMN) for p in named]
+    rows = saved.get(split)
+    return [max(range(len(row)), key=row.__getitem__) for row in rows] if rows else None
+
+
 def run_classes(store: ResultsStore, record: dict) -> dict | None:
     """A run's per-class results (see :func:`prompting.core.data.class_results`) from its saved test
     predictions; None when it has none. Files written before the label order was saved beside the
     scores (their gold labels are column indices) take the built-in task's order, else the record's
     verbalizer's, and are used only where that order gives the record's own test accuracy."""
     saved = store.load_predictions(record["run_id"])
-    if not saved or not saved.get("test") or "test_gold" not in saved:
+    if not saved or "test_gold" not in saved:
         return None
     labels = score_labels(saved, record)
-    if labels is None:
+    predicted = predicted_columns(saved, "test", labels) if labels is not None else None
+    if not predicted:
         return None
     gold = gold_indices({**saved, "labels": saved.get("labels")}, "test")
-    pairs = [(labels[g], labels[max(range(len(row)), key=row.__getitem__)])
-             for g, row in zip(gold, saved["test"]) if 0 <= g < len(labels)]
-    found = class_results([g for g, _ in pairs], [p for _, p in pairs], labels) if pairs else None
+    pairs = [(labels[g], labels[p] if p >= 0 else None) for g, p in zip(gold, predicted) if 0 <= g < len(labels)]
+    found = class_results([g for g, _ in pairs], [UNMATCHED if p is None else p for _, p in pairs], labels) \
+        if pairs else None
+    if found is not None and saved.get("test_predicted") is not None:  # a last column of the unmatched answers
+        found["confusion"] = answer_confusion([g for g, _ in pairs], [p for _, p in pairs], labels)
     accuracy = score(record, "test", "accuracy")
     if found is None or (not saved.get("labels") and not math.isnan(accuracy) and
                          abs(sum(g == p for g, p in pairs) / len(pairs) - accuracy) > 1e-9):
@@ -102,10 +123,11 @@ def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str 
     runs = []
     for rid in run_ids:
         saved = store.load_predictions(rid)
-        if not saved or "test_gold" not in saved or not saved["test"]:
+        predicted = predicted_columns(saved, "test", saved.get("labels") or []) if saved else None
+        if not predicted or "test_gold" not in saved:
             return None
-        scores = np.asarray(saved["test"])
-        runs.append((scores.argmax(1), np.asarray(gold_indices(saved, "test")), scores.shape[1]))
+        n_labels = len(saved["test"][0]) if saved.get("test") else len(saved["labels"])
+        runs.append((np.asarray(predicted), np.asarray(gold_indices(saved, "test")), n_labels))
     size = len(runs[0][1])
     if any(len(gold) != size for _, gold, _ in runs):
         return None
@@ -127,7 +149,8 @@ def bootstrap_interval(store: ResultsStore, run_ids: Sequence[str], metric: str 
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
-def _spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, std (0 for one value), min, max and count of ``values``; all NaN when one is NaN."""
     if any(math.isnan(v) for v in values):  # a run without this score: no statistic pretends otherwise
         return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": len(values)}
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -168,14 +191,14 @@ def _row(runs: list[dict], chosen: list[dict], metric: str) -> dict:
         "data_seeds": len(by_split),
         "dev_selected": statistics.fmean(score(r, "dev", metric) for r in chosen),
         "selected_run_ids": sorted(r["run_id"] for r in chosen),
-        "test_selected": _spread(test_sel),
+        "test_selected": spread(test_sel),
         # every metric the selected runs carry, beside the selection metric (CB is read by both
         # accuracy and macro-F1; a run that predicts one class shows in macro-F1, not accuracy)
         "test_selected_metrics": {m: statistics.fmean(score(r, "test", m) for r in chosen)
                                   for m in (chosen[0]["test"] or {})
                                   if all(m in (r["test"] or {}) for r in chosen)},
-        "test_all": _spread(test_all),
-        "std_data_seeds": _spread(test_sel)["std"],
+        "test_all": spread(test_all),
+        "std_data_seeds": spread(test_sel)["std"],
         "std_train_seeds": statistics.fmean(within) if within else 0.0,
         "selection_gain": statistics.fmean(test_sel) - statistics.fmean(test_all),
         "collapsed": sum(bool(r.get("collapsed")) for r in runs),
@@ -196,8 +219,11 @@ def pooled_confusion(row: dict, classes: dict) -> tuple[list[str], list[list[int
     found = [classes.get(rid) for rid in row["selected_run_ids"]]
     if not found or any(f is None or f["labels"] != found[0]["labels"] for f in found):
         return None
-    size = len(found[0]["labels"])
-    matrix = [[sum(f["confusion"][i][j] for f in found) for j in range(size)] for i in range(size)]
+    size, width = len(found[0]["labels"]), {len(row) for f in found for row in f["confusion"]}
+    if len(width) != 1:  # written answers' matrices (a column of the unmatched) beside label scores' ones
+        return None
+    columns = width.pop()
+    matrix = [[sum(f["confusion"][i][j] for f in found) for j in range(columns)] for i in range(size)]
     return found[0]["labels"], matrix
 
 
@@ -215,10 +241,11 @@ def test_sample(store: ResultsStore, runs: Sequence[dict]) -> dict | None:
         for label, counts in found["per_class"].items():
             gold[label] += counts["support"]
             predicted[label] += counts["predicted"]
-    if not labels or not sum(gold.values()) or not sum(predicted.values()):
+    if not labels or not sum(gold.values()):
         return None
     # ties go to the label listed first, as argmax breaks them
     top_gold = max(labels, key=lambda label: (gold[label], -labels.index(label)))
     top_predicted = max(labels, key=lambda label: (predicted[label], -labels.index(label)))
-    return {"labels": labels, "majority": [top_gold, gold[top_gold] / sum(gold.values())],
-            "predicted_most": [top_predicted, predicted[top_predicted] / sum(predicted.values())]}
+    # a share of every prediction: written answers that named no label are some of them
+    most = [top_predicted, predicted[top_predicted] / sum(gold.values())] if sum(predicted.values()) else None
+    return {"labels": labels, "majority": [top_gold, gold[top_gold] / sum(gold.values())], "predicted_most": most}

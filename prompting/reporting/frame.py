@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prompting.core.flat import flatten
 from prompting.experiment.results import ResultsStore, gold_indices
-from prompting.reporting.aggregate import score_labels, select_runs
+from prompting.reporting.aggregate import predicted_columns, score_labels, select_runs
 
 __all__ = ["load_results", "FIRST_COLUMNS"]
 
@@ -80,8 +80,9 @@ def _fact_rows(run_id: str, split: str, saved: dict) -> list[dict]:
 
 def _predictions(pd, store: ResultsStore, records: list[dict]):
     """One row per run, split and example: the gold label, the predicted one (the highest score) and each
-    label's score (``score_<label>``); a fact-probing run's gold object's ``rank`` instead (with its
-    subject, gold and predicted object where the run saved its top objects)."""
+    label's score (``score_<label>``), or with ``answer: generate`` the written ``answer`` and the label it named
+    (None: none, and not correct); a fact-probing run's gold object's ``rank`` instead (with its subject, gold
+    and predicted object where the run saved its top objects)."""
     rows = []
     for record in records:
         saved = store.load_predictions(record["run_id"]) or {}
@@ -89,13 +90,15 @@ def _predictions(pd, store: ResultsStore, records: list[dict]):
         for split in ("dev", "test"):
             if saved.get(f"{split}_ranks") is not None:
                 rows += _fact_rows(record["run_id"], split, saved)
-            if labels is None or not saved.get(split):
+            predicted = predicted_columns(saved, split, labels) if labels is not None else None
+            if not predicted:
                 continue
-            gold = gold_indices(saved, split)
-            for i, scores in enumerate(saved[split]):
-                best = max(range(len(scores)), key=scores.__getitem__)
+            gold, answers = gold_indices(saved, split), saved.get(f"{split}_answers")
+            for i, best in enumerate(predicted):
                 truth = labels[gold[i]] if i < len(gold) and 0 <= gold[i] < len(labels) else None
+                named = labels[best] if best >= 0 else None
+                shown = {"answer": answers[i]} if answers is not None else \
+                    {f"score_{label}": score for label, score in zip(labels, saved[split][i])}
                 rows.append({"run_id": record["run_id"], "split": split, "example": i, "gold": truth,
-                             "predicted": labels[best], "correct": truth == labels[best] if truth is not None else None,
-                             **{f"score_{label}": score for label, score in zip(labels, scores)}})
+                             "predicted": named, "correct": truth == named if truth is not None else None, **shown})
     return pd.DataFrame(rows)

@@ -8,12 +8,12 @@ import math
 from typing import Sequence
 
 from prompting.experiment.results import ResultsStore, gold_indices
-from prompting.reporting.aggregate import score
+from prompting.reporting.aggregate import predicted_columns, score
 from prompting.reporting.significance import paired_bootstrap, variance_split
 from prompting.reporting.tables import above_majority, majority_rows, pct, row_label, short
 
-__all__ = ["SIGNIFICANCE", "winner_line", "paired_test", "paired_table", "paired_sections", "variance_line",
-           "pairing_problem", "recipe_sections"]
+__all__ = ["SIGNIFICANCE", "winner_line", "verdict", "paired_test", "paired_table", "paired_rows_table",
+           "paired_sections", "variance_line", "pairing_problem", "recipe_sections"]
 
 
 SIGNIFICANCE = 0.05
@@ -42,7 +42,7 @@ def winner_line(rows: Sequence[dict], test: dict | None = None) -> str:
         inside = "inside" if ci[0] <= second["test_selected"]["mean"] <= ci[1] else "outside"
         text += f"; the runner-up is {inside} the best's 95% test-sample interval ({pct(ci[0])}–{pct(ci[1])})"
     if test:
-        text += f"; paired test: {_verdict(test, second['label'])}"
+        text += f"; paired test: {verdict(test, second['label'])}"
     return text + "."
 
 
@@ -59,7 +59,8 @@ def _spread_said(best: dict, second: dict, gap: float) -> str:
     return ("larger than" if gap > spread else "within") + f" the spread across {across} (std {pct(spread)})"
 
 
-def _verdict(test: dict, other: str) -> str:
+def verdict(test: dict, other: str) -> str:
+    """A paired test of the best row against ``other`` in words, with its p-value."""
     better = test["p"] < SIGNIFICANCE and test["difference"] > 0
     what = "significantly better than" if better else "not distinguishable from"
     return f"{what} {other} (p = {_p(test['p'])})"
@@ -71,15 +72,16 @@ def _p(p: float) -> str:
 
 def correct(store: ResultsStore, rid: str):
     """A run's test gold labels (as column indices of its scores; -1: unknown) and whether it got each
-    right (None without saved predictions). Gold labels are saved by name beside the label order, or,
-    in files written before that, as the indices themselves."""
+    right (None without saved predictions; a written answer that named no label is wrong). Gold labels are
+    saved by name beside the label order, or, in files written before that, as the indices themselves."""
     import numpy as np
 
     saved = store.load_predictions(rid)
-    if not saved or not saved.get("test") or "test_gold" not in saved:
+    predicted = predicted_columns(saved, "test", saved.get("labels") or []) if saved else None
+    if not predicted or "test_gold" not in saved:
         return None
     gold = np.asarray(gold_indices(saved, "test"))
-    return gold, (np.asarray(saved["test"]).argmax(1) == gold).astype(float)
+    return gold, (np.asarray(predicted) == gold).astype(float)
 
 
 def paired_test(store: ResultsStore, a: dict, b: dict) -> dict | None:
@@ -107,18 +109,27 @@ def pairing_problem(store: ResultsStore, a: dict, b: dict) -> str:
 def paired_table(store: ResultsStore, reference: dict, others: Sequence[dict], above: bool = False) -> str:
     """Markdown: each of ``others`` paired with ``reference`` (see :func:`paired_test`); the difference is
     reference − other, or other − reference when ``above`` (how far each row is above the reference)."""
+    found = []
+    for other in others:
+        test = paired_test(store, other, reference) if above else paired_test(store, reference, other)
+        found.append((other, test, None if test else pairing_problem(store, reference, other)))
+    return paired_rows_table(reference, found, above)
+
+
+def paired_rows_table(reference: dict, found: Sequence[tuple[dict, dict | None, str | None]], above: bool = False,
+                      points: float = 100.0) -> str:
+    """Markdown: a row per ``(other row, its paired test with reference or None, why not paired)``; the
+    tests' differences times ``points`` are the points shown (100 for a share, 1 for a 0-100 score)."""
     name = f"{row_label(reference)} (`{short(reference['template'], 32)}`)"
     header = f"row − {name}" if above else f"{name} − row"
     lines = [f"| row | template | {header} (points) | 95% CI | p | |", "|---|---|---:|---:|---:|---|"]
-    for other in others:
-        test = paired_test(store, other, reference) if above else paired_test(store, reference, other)
+    for other, test, why in found:
         if test is None:
-            why = pairing_problem(store, reference, other)
             lines.append(f"| {row_label(other)} | `{short(other['template'])}` | – | – | – | not paired ({why}) |")
             continue
-        verdict = ("higher" if test["difference"] > 0 else "lower") if test["p"] < SIGNIFICANCE else "not distinguishable"
-        lines.append(f"| {row_label(other)} | `{short(other['template'])}` | {100 * test['difference']:+.1f} | "
-                     f"{100 * test['low']:+.1f} to {100 * test['high']:+.1f} | {_p(test['p'])} | {verdict} |")
+        said = ("higher" if test["difference"] > 0 else "lower") if test["p"] < SIGNIFICANCE else "not distinguishable"
+        lines.append(f"| {row_label(other)} | `{short(other['template'])}` | {points * test['difference']:+.1f} | "
+                     f"{points * test['low']:+.1f} to {points * test['high']:+.1f} | {_p(test['p'])} | {said} |")
     return "\n".join(lines)
 
 

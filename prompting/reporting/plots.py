@@ -1,5 +1,6 @@
 """The report's plots (PNG): test score by method with error bars, every run, dev against test, and
-the confusion matrices of each setting's dev-selected runs."""
+the confusion matrices of each setting's dev-selected runs; a generation task's BLEU, chrF and ROUGE-L by
+row."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from prompting.core.paths import atomic_path, inside, slug
 from prompting.reporting.aggregate import pooled_confusion, score, select_runs
 from prompting.reporting.tables import majority_rows, row_verbalizer, short
 
-__all__ = ["task_plots", "bar_errors", "TaskPlots", "setting_name"]
+__all__ = ["task_plots", "bar_errors", "TaskPlots", "setting_name", "save_figure", "generation_plot"]
+
+
+def _template_name(template: str) -> str:
+    template = template.replace("\n", "\\n")
+    return template if len(template) <= 44 else template[:43] + "…"
 
 
 def setting_name(r: dict) -> str:
-    template = r["template"].replace("\n", "\\n")
-    template = template if len(template) <= 44 else template[:43] + "…"
-    return f"{r['label']}  ·  {template}  ·  {row_verbalizer(r)}"
+    return f"{r['label']}  ·  {_template_name(r['template'])}  ·  {row_verbalizer(r)}"
 
 
 def bar_errors(rows: Sequence[dict]) -> tuple[list[float], tuple[list[float], list[float]], list[str], str]:
@@ -47,6 +51,52 @@ def task_plots(records: list[dict], rows: list[dict], task: str, folder: Path, m
     return out
 
 
+def save_figure(plt, fig, folder: Path, task: str, name: str) -> Path:
+    """``fig`` as ``folder/TASK_NAME.png``, written whole, and closed."""
+    # the task name is user text: "../x" must not put a plot outside the folder
+    path = inside(folder, f"{slug(task)}_{name}.png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path
+
+
+def generation_plot(rows: Sequence[dict], task: str, folder: Path) -> Path:
+    """A generation task's rows (best BLEU on top): test BLEU, chrF and ROUGE-L of the dev-selected runs, BLEU's
+    bars its 95% test-sample interval (where every row has one), the others' the std over data seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, max(2.6, 0.42 * len(rows) + 1.4)), sharey=True)
+    intervals = [r.get("bleu_interval") for r in rows]
+    for ax, (metric, name) in zip(axes, (("bleu", "BLEU"), ("chrf", "chrF"), ("rouge_l", "ROUGE-L"))):
+        means = [r["metrics"][metric]["mean"] for r in rows]
+        means = [m if m == m else 0.0 for m in means]  # a row without scores: no bar
+        if metric == "bleu" and all(intervals):
+            below, above = [max(0.0, m - lo) for m, (lo, _) in zip(means, intervals)], \
+                [max(0.0, hi - m) for m, (_, hi) in zip(means, intervals)]
+            labels = [f" {m:.1f} [{lo:.1f}–{hi:.1f}]" for m, (lo, hi) in zip(means, intervals)]
+        else:
+            below = above = [r["metrics"][metric]["std"] if r["data_seeds"] > 1 else 0.0 for r in rows]
+            labels = [f" {m:.1f}" for m in means]
+        ax.barh(range(len(rows)), means, xerr=[below, above], capsize=3, color="#4c72b0", height=0.6)
+        for i, (m, up, text) in enumerate(zip(means, above, labels)):
+            ax.text(m + up, i, text, va="center", fontsize=7)
+        ax.set_xlim(0, max(1.0, max(m + up for m, up in zip(means, above))) * 1.35)
+        ax.set_xlabel(f"test {name} (0-100)")
+        ax.grid(axis="x", alpha=0.3)
+    names = [f"{r['label']}  ·  {_template_name(r['template'])}" for r in rows]
+    axes[0].set_yticks(range(len(rows)), names, fontsize=8)
+    axes[0].invert_yaxis()  # best on top
+    fig.suptitle(f"{task}: test scores of the dev-selected runs (BLEU: 95% test-sample interval; "
+                 "chrF, ROUGE-L: std over data seeds)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(plt, fig, folder, task, "text_scores")
+
+
 class TaskPlots:
     """One task's plots, sharing its rows (one per setting, best first), names and chance level."""
 
@@ -71,12 +121,7 @@ class TaskPlots:
         return rec["label"], rec["template"], str(rec["verbalizer"])
 
     def save(self, fig, name: str) -> Path:
-        # the task name is user text: "../x" must not put a plot outside the folder
-        path = inside(self.folder, f"{slug(self.task)}_{name}.png")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-        self.plt.close(fig)
-        return path
+        return save_figure(self.plt, fig, self.folder, self.task, name)
 
     def finish(self, fig, ax, title: str, name: str) -> Path:
         ax.set_yticks(range(len(self.rows)), self.names, fontsize=8)
@@ -136,7 +181,8 @@ class TaskPlots:
                     ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                             color="white" if shares[i][j] > 0.6 else "black")
             ticks = [short(str(label), 10) for label in labels]
-            ax.set_xticks(range(len(labels)), ticks, fontsize=6, rotation=45 if len(labels) > 3 else 0)
+            named = ticks + ["no label"] * (len(matrix[0]) - len(labels))  # written answers' unmatched column
+            ax.set_xticks(range(len(named)), named, fontsize=6, rotation=45 if len(named) > 3 else 0)
             ax.set_yticks(range(len(labels)), ticks, fontsize=6)
             ax.set_xlabel("predicted", fontsize=7)
             ax.set_ylabel("gold", fontsize=7)

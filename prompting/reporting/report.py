@@ -7,6 +7,9 @@ dev-selected runs. Per class, each setting's recall and precision; a run that gi
 of its test predictions (while that class is under 90% of the gold labels) has *collapsed*, is
 counted in the "collapsed" column and named under the per-class table. Runs that found a prompt
 (AutoPrompt's ``found_template`` in the record's ``describe``) are listed with it under "Found prompts".
+Fact-probing records have a section of their own (:mod:`prompting.reporting.probing`), and so has each
+generation task (:mod:`prompting.reporting.generation_report`: BLEU, chrF and ROUGE-L, rows and columns of
+their own in the CSV files).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from typing import Sequence
 from prompting.core.data import COLLAPSE_SHARE
 from prompting.core.paths import atomic_path, atomic_write
 from prompting.experiment.results import ResultsStore
+from prompting.reporting import generation_report as text
 from prompting.reporting.aggregate import aggregate, bootstrap_interval, run_classes, score, select_runs, test_sample
+from prompting.reporting.generation import is_generation_record, select_generation_runs
 from prompting.reporting.paired import paired_sections, paired_test, variance_line, winner_line
 from prompting.reporting.plots import task_plots
 from prompting.reporting.probing import is_probe_record, probe_report
@@ -31,9 +36,11 @@ __all__ = ["write_report", "summary_rows"]
 
 
 def _other_metrics(rows: Sequence[dict], metric: str) -> list[str]:
-    """A line per metric other than the table's: each row's dev-selected test mean, in the table's order."""
+    """A line per metric other than the table's (any row's: written answers' ``unmatched`` share too): each
+    row's dev-selected test mean, in the table's order."""
     lines = []
-    for other in [m for m in rows[0].get("test_selected_metrics", {}) if m != metric]:
+    found = dict.fromkeys(m for r in rows for m in r.get("test_selected_metrics", {}))
+    for other in [m for m in found if m != metric]:
         means = [(r["label"], r["test_selected_metrics"].get(other)) for r in rows]
         labels = [label for label, _ in means]
         cells = [f"{label} (`{short(r['template'], 24)}`)" if labels.count(label) > 1 else label
@@ -62,7 +69,8 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
         raise FileNotFoundError(f"no run records in {directory / 'results.jsonl'}; run an experiment first")
 
     probes = [r for r in records if is_probe_record(r)]  # fact probing: ranks, not label accuracy
-    records = [r for r in records if not is_probe_record(r)]
+    texts = [r for r in records if is_generation_record(r)]  # generation: written text, BLEU and the like
+    records = [r for r in records if not is_probe_record(r) and not is_generation_record(r)]
     classes = {r["run_id"]: run_classes(store, r) for r in records}
     for r in records:  # collapsed as documented, from the saved predictions where there are any
         if classes[r["run_id"]] is not None:
@@ -71,7 +79,9 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
     for r in records:
         by_task[r["task"]].append(r)
     out = {"report": directory / "report.md", "summary": directory / "summary.csv", "runs": directory / "runs.csv"}
-    lines = [f"# Results: {directory.name}", ""] + (probe_report(probes) if probes else [])
+    text_lines, text_rows, text_plots = text.generation_report(store, texts, directory / "plots" if plots else None)
+    out.update((p.stem, p) for p in text_plots)
+    lines = [f"# Results: {directory.name}", ""] + (probe_report(probes) if probes else []) + text_lines
     summary = []
     for task, recs in by_task.items():
         rows = summary_rows(store, recs, metric)
@@ -85,8 +95,11 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
     # each file replaced whole: a process writing the same report at the same time, or a reader, never
     # meets half a file
     atomic_write(out["report"], "\n".join(lines))
-    _write_summary_csv(out["summary"], summary)
-    _write_runs_csv(out["runs"], records, select_runs(records, metric))
+    selected = select_runs(records, metric) | select_generation_runs(texts)
+    _write_csv(out["summary"], [(SUMMARY_COLUMNS, [_summary_cells(r) for r in summary]),
+                                (text.SUMMARY_COLUMNS, [text.summary_cells(r) for r in text_rows])])
+    _write_csv(out["runs"], [(RUN_COLUMNS, [_run_cells(r, selected) for r in records]),
+                             (text.RUN_COLUMNS, [text.run_cells(r, selected) for r in texts])])
     return out
 
 
@@ -147,36 +160,46 @@ def _classes_section(recs: list[dict], rows: list[dict], classes: dict) -> list[
     return lines
 
 
-def _write_summary_csv(path: Path, summary: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["task", "method", "label", "template", "verbalizer", "model", "k", "trainable_params",
-                    "runs", "dev_selected", "test_selected_mean", "test_selected_std", "test_all_mean",
-                    "test_all_std", "test_min", "test_max", "std_data_seeds", "std_train_seeds",
-                    "selection_gain", "collapsed", "seconds", "test_ci_low", "test_ci_high",
-                    "test_selected_macro_f1", "n_test", "majority_label", "majority_share", "predicted_most",
-                    "predicted_most_share"])
-        for r in summary:
-            sample = r.get("sample") or {}
-            majority, most = sample.get("majority") or (None, None), sample.get("predicted_most") or (None, None)
-            w.writerow([r["task"], r["method"], r["label"], r["template"], row_verbalizer(r), r["model"],
-                        r["k"], r["trainable_params"], r["runs"], r["dev_selected"], r["test_selected"]["mean"],
-                        r["test_selected"]["std"], r["test_all"]["mean"], r["test_all"]["std"], r["test_all"]["min"],
-                        r["test_all"]["max"], r["std_data_seeds"], r["std_train_seeds"], r["selection_gain"],
-                        r["collapsed"], r["seconds"], *(r["test_interval"] or (None, None)),
-                        r["test_selected_metrics"].get("macro_f1"), r.get("n_test"), *majority, *most])
+SUMMARY_COLUMNS = ("task", "method", "label", "template", "verbalizer", "model", "k", "trainable_params", "runs",
+                   "dev_selected", "test_selected_mean", "test_selected_std", "test_all_mean", "test_all_std",
+                   "test_min", "test_max", "std_data_seeds", "std_train_seeds", "selection_gain", "collapsed",
+                   "seconds", "test_ci_low", "test_ci_high", "test_selected_macro_f1", "n_test", "majority_label",
+                   "majority_share", "predicted_most", "predicted_most_share")
+RUN_COLUMNS = ("run_id", "task", "label", "template", "verbalizer", "data_seed", "train_seed", "selected",
+               "dev_accuracy", "test_accuracy", "test_macro_f1", "collapsed", "seconds", "n_test")
 
 
-def _write_runs_csv(path: Path, records: list[dict], selected: set[str]) -> None:
+def _write_csv(path: Path, kinds: Sequence[tuple[Sequence[str], list[dict]]]) -> None:
+    """One CSV of every kind of row (``(columns, rows of cells by column)``): the columns of each kind that has
+    rows, a column named twice once (the first kind's alone when none has rows), each row's cells by name,
+    empty where its kind has no such column."""
+    header = list(dict.fromkeys(c for columns in ([cols for cols, rows in kinds if rows] or [kinds[0][0]])
+                                for c in columns))
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["run_id", "task", "label", "template", "verbalizer", "data_seed", "train_seed", "selected",
-                    "dev_accuracy", "test_accuracy", "test_macro_f1", "collapsed", "seconds", "n_test"])
-        for r in records:
-            w.writerow([r["run_id"], r["task"], r["label"], r["template"], verbalizer_text(r["verbalizer"]),
-                        r["data_seed"], r["train_seed"], r["run_id"] in selected, csv_cell(score(r, "dev", "accuracy")),
-                        csv_cell(score(r, "test", "accuracy")), csv_cell(score(r, "test", "macro_f1")), r.get("collapsed"),
-                        r.get("seconds"), r.get("n_test")])
+        w.writerow(header)
+        for _, rows in kinds:
+            for cells in rows:
+                w.writerow([cells.get(c) for c in header])
+
+
+def _summary_cells(r: dict) -> dict:
+    sample = r.get("sample") or {}
+    majority, most = sample.get("majority") or (None, None), sample.get("predicted_most") or (None, None)
+    return dict(zip(SUMMARY_COLUMNS, [
+        r["task"], r["method"], r["label"], r["template"], row_verbalizer(r), r["model"], r["k"], r["trainable_params"],
+        r["runs"], r["dev_selected"], r["test_selected"]["mean"], r["test_selected"]["std"], r["test_all"]["mean"],
+        r["test_all"]["std"], r["test_all"]["min"], r["test_all"]["max"], r["std_data_seeds"], r["std_train_seeds"],
+        r["selection_gain"], r["collapsed"], r["seconds"], *(r["test_interval"] or (None, None)),
+        r["test_selected_metrics"].get("macro_f1"), r.get("n_test"), *majority, *most]))
+
+
+def _run_cells(r: dict, selected: set[str]) -> dict:
+    return dict(zip(RUN_COLUMNS, [
+        r["run_id"], r["task"], r["label"], r["template"], verbalizer_text(r["verbalizer"]), r["data_seed"],
+        r["train_seed"], r["run_id"] in selected, csv_cell(score(r, "dev", "accuracy")),
+        csv_cell(score(r, "test", "accuracy")), csv_cell(score(r, "test", "macro_f1")), r.get("collapsed"),
+        r.get("seconds"), r.get("n_test")]))
 
 
 def _caveats(recs: list[dict], rows: list[dict], store: ResultsStore) -> list[str]:

@@ -9,7 +9,7 @@ from prompting.reporting.aggregate import pooled_confusion, score, select_runs
 
 __all__ = ["summary_table", "zero_shot_table", "stability_table", "found_prompts_table", "found_template",
            "per_class_table", "short", "pct", "fmt", "code", "row_label", "row_verbalizer", "verbalizer_text",
-           "csv_cell", "METRIC_NAMES", "majority_rows", "above_majority"]
+           "csv_cell", "param_count", "METRIC_NAMES", "majority_rows", "above_majority"]
 
 
 def short(text: str, width: int = 48) -> str:
@@ -17,7 +17,8 @@ def short(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1",
+                "unmatched": "unmatched share (written answers that named no label word)"}
 
 
 def verbalizer_text(v, order: Sequence[str] | None = None) -> str:
@@ -211,6 +212,7 @@ def per_class_table(rows: Sequence[dict], classes: dict) -> str:
                          f"{pct(matrix[i][i] / predicted if predicted else None)}")
         counts = [sum(row[j] for row in matrix) for j in range(len(labels))]
         top = max(range(len(labels)), key=counts.__getitem__)
+        every = sum(map(sum, matrix))  # with written answers' unmatched ones (a last column)
         lines.append(f"| {row_label(r)} | `{short(r['template'])}` | " + " | ".join(cells)
-                     + f" | {short(str(labels[top]), 20)} ({pct(counts[top] / max(1, sum(counts)))}%) |")
+                     + f" | {short(str(labels[top]), 20)} ({pct(counts[top] / max(1, every))}%) |")
     return "\n".join(lines)

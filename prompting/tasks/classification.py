@@ -1,6 +1,7 @@
 """Classification (labels worded by a verbalizer, or each example's own choices): the few-shot protocol
 (K per class from train, a disjoint K per class as dev; or fixed train and dev files), accuracy and
-macro-F1 of the label scores on dev and test, and the scores saved for calibration and ensembles."""
+macro-F1 of the label scores on dev and test, and the scores saved for calibration and ensembles; or, for a
+method entry with ``answer: generate``, of the labels its written answers name (:mod:`prompting.tasks.answers`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import asdict
 from typing import Sequence
 
 import torch
@@ -22,6 +24,7 @@ from prompting.methods import METHODS, PromptMethod, build_method
 from prompting.methods.choices import ChoiceVerbalizer, choice_fields, make_verbalizer
 from prompting.methods.evaluation import TrainResult
 from prompting.methods.scores import SCORES, score_key
+from prompting.tasks.answers import ANSWER_DECODING, answer_outcome, answer_predictions, check_answer_entry, written_answers
 from prompting.tasks.base import Evaluated, Fitted, PlannedRun, TaskType
 from prompting.tasks.outcome import Outcome, Predictions, peak_memory_mb, training_fields
 from prompting.tasks.pet import check_recipe, draw_pool, is_ipet, recipe_runs, record_fields, score_pool, training_data
@@ -78,6 +81,7 @@ class Classification(TaskType):
         task = self.task
         prompts = [(t, jsonable_verbalizer(v)) for t, v in prompts]
         for spec in methods:
+            check_answer_entry(spec)
             check_recipe(task, spec, prompts_for(spec, prompts))
         if protocol is not None and any(spec.distill for spec in methods):
             self._check_pools(protocol)
@@ -209,7 +213,10 @@ class Classification(TaskType):
     def evaluate(self, run: PlannedRun, method: PromptMethod, fitted: Fitted, protocol: Protocol,
                  progress: bool) -> Evaluated:
         """Dev and test scores (training's own dev scores where it kept them), the content-free inputs'
-        scores, and the record's metrics, training and cost."""
+        scores, and the record's metrics, training and cost; with ``answer: generate``, the labels that the
+        answers written on dev and test name (:meth:`_evaluate_answers`)."""
+        if run.spec.answer == "generate":
+            return self._evaluate_answers(run, method, fitted, protocol, progress)
         test, batch = self.test_examples(protocol), protocol.eval_batch_size
         dev = method.encode(fitted.dev)
         result, config = fitted.result, fitted.config
@@ -225,14 +232,31 @@ class Classification(TaskType):
         outcome = Outcome.of(labels, [e.label for e in fitted.dev], dev_scores, [e.label for e in test],
                              test_scores, dev.labels)
         labelled, pool = score_pool(self.task, run, method, fitted.train, fitted.dev, batch, progress)
-        seconds = time.perf_counter() - fitted.started
-        fields = {"describe": method.describe(), **outcome.to_dict(), "protocol": protocol_name(self.task),
-                  **training_fields(result, config, fitted.trainable, method.lm.num_parameters(),
-                                    protocol.select_metric),
-                  "seconds": round(seconds, 3), "peak_memory_mb": peak_memory_mb(), "n_train": len(fitted.train),
-                  "n_dev": len(fitted.dev), "n_test": len(test), **labelled, **record_fields(self.task, run, seconds)}
+        fields = self._fields(run, method, fitted, protocol, outcome, len(test), labelled)
         predictions = Predictions.of(labels, fitted.dev, test, dev_scores, test_scores, free)
         return Evaluated(fields, {**predictions.to_dict(), **pool})
+
+    def _evaluate_answers(self, run: PlannedRun, method: PromptMethod, fitted: Fitted, protocol: Protocol,
+                          progress: bool) -> Evaluated:
+        """``answer: generate``: the method writes an answer after each dev and test prompt; the labels they name
+        give the metrics (an unmatched answer is wrong), and the predictions file keeps every answer."""
+        test, batch, labels = self.test_examples(protocol), protocol.eval_batch_size, list(self.task.labels)
+        dev_written = written_answers(method, fitted.dev, batch)
+        test_written = written_answers(method, test, batch, progress="test" if progress else False)
+        outcome = answer_outcome(labels, [e.label for e in fitted.dev], dev_written[1], [e.label for e in test],
+                                 test_written[1])
+        fields = self._fields(run, method, fitted, protocol, outcome, len(test))
+        return Evaluated(fields, answer_predictions(labels, fitted.dev, test, dev_written, test_written))
+
+    def _fields(self, run: PlannedRun, method: PromptMethod, fitted: Fitted, protocol: Protocol, outcome: Outcome,
+                n_test: int, labelled: dict | None = None) -> dict:
+        """A run's record after its settings: what it says of dev and test, its training and its cost."""
+        seconds = time.perf_counter() - fitted.started
+        return {"describe": method.describe(), **outcome.to_dict(), "protocol": protocol_name(self.task),
+                **training_fields(fitted.result, fitted.config, fitted.trainable, method.lm.num_parameters(),
+                                  protocol.select_metric),
+                "seconds": round(seconds, 3), "peak_memory_mb": peak_memory_mb(), "n_train": len(fitted.train),
+                "n_dev": len(fitted.dev), "n_test": n_test, **(labelled or {}), **record_fields(self.task, run, seconds)}
 
     def _share_untrained_pass(self, run: PlannedRun, method: PromptMethod, test, batch: int, progress: bool) -> None:
         """The verbalizers that share an untrained prompt's template, scored in one pass (one verbalizer
@@ -242,13 +266,13 @@ class Classification(TaskType):
             return
         if score_key(method, method.encode(test)) in SCORES:
             return
-        lm, max_length = method.lm, run.settings.get("max_length")
+        lm, max_length, chat = method.lm, run.settings.get("max_length"), run.spec.chat
         joint = {f"{i}\x1f{label}": words for i, v in enumerate(siblings) for label, words in v.items()}
-        combined = build_method(run.spec.name, lm, run.template, Verbalizer(joint), max_length=max_length)
+        combined = build_method(run.spec.name, lm, run.template, Verbalizer(joint), max_length=max_length, chat=chat)
         scores = combined.predict_scores(combined.encode(test), batch, progress="test" if progress else False)
         for i, verbalizer in enumerate(siblings):
             sibling = build_method(run.spec.name, lm, run.template, make_verbalizer(verbalizer),
-                                   labels=self.task.labels, max_length=max_length, **run.spec.params)
+                                   labels=self.task.labels, max_length=max_length, chat=chat, **run.spec.params)
             columns = [list(joint).index(f"{i}\x1f{label}") for label in self.task.labels]
             SCORES.put(score_key(sibling, sibling.encode(test)), scores[:, columns])
 
@@ -265,15 +289,20 @@ def _planned(task: Task, spec: MethodSpec, template: str, verbalizer, train_seed
         "data_seed": data_seed, "train_seed": train_seed, "test_limit": protocol.test_limit, "max_length": max_length}
     if task.choices:  # how choices are scored changes the result
         settings["choice_score"] = task.choice_score
+    if spec.chat:  # the options' settings only where given: the runs of configs without them keep their ids
+        settings["chat"] = True
+    if spec.answer == "generate":
+        settings.update(answer=spec.answer, decoding=asdict(ANSWER_DECODING))
     siblings = [v for t, v in prompts_for(spec, prompts) if t == template]
     return PlannedRun(spec, template, verbalizer, data_seed, train_seed, settings, run_id(settings),
                       context={"siblings": siblings})
 
 
 def _check_choice_method(spec: MethodSpec) -> None:
-    """Calibration and demonstrations need label words shared by every input; a multiple-choice
-    verbalizer's words are each example's own choices."""
+    """Calibration, demonstrations and written answers need label words shared by every input; a
+    multiple-choice verbalizer's words are each example's own choices."""
     wanted = [f"calibration={list(spec.calibration)!r}"] if spec.calibration else []
+    wanted += ["answer: generate"] * (spec.answer == "generate")
     config = METHODS.config(spec.name)
     if config.demonstrations_always or spec.params.get("demonstrations") is not None:
         wanted.append(f"the {spec.name} method" if config.demonstrations_always else "demonstrations")

@@ -154,7 +154,7 @@ def generation_zero(spec: MethodSpec) -> MethodSpec:
     own = METHODS.config("manual").keys()
     return MethodSpec("manual", train=True, template=spec.template, verbalizer=spec.verbalizer,
                       params={k: v for k, v in spec.params.items() if k in own}, train_config=dict(spec.train_config),
-                      ensemble=spec.ensemble, train_seeds=spec.train_seeds)
+                      ensemble=spec.ensemble, train_seeds=spec.train_seeds, chat=spec.chat)
 
 
 def _generations(task, spec, pairs, train_seed, protocol, made) -> tuple[list[PlannedRun], list[PlannedRun]]:

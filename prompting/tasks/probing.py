@@ -85,6 +85,10 @@ class FactProbing(TaskType):
             if unused:
                 raise ValueError(f"method {spec.label!r}: {' and '.join(unused)} is not valid for fact probing "
                                  "(its runs rank objects; there are no label scores to calibrate or combine)")
+            if spec.answer != "score" or spec.chat:
+                raise ValueError(f"method {spec.label!r}: {'chat' if spec.chat else 'answer: ' + spec.answer} is "
+                                 "not valid for fact probing (its runs rank every candidate object after the "
+                                 "template as written); leave it out")
 
     def describe(self, protocol: Protocol) -> str:
         rel, lim = self.relation, self.limits

@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
 from prompting.core.data import DATASETS_FORMATS, TASKS, TEXT_FORMATS
 from prompting.core.schema import Problem, Says, Section, Where
+from prompting.tasks.textspec import GenerationTask, is_generation
 
 __all__ = ["TaskSection", "BuiltinTask", "CustomTask", "LamaTask", "TASK_KEYS", "PROTOCOLS", "CHOICE_SCORES",
            "LAMA_PROTOCOLS", "n_choices"]
@@ -284,6 +285,8 @@ def _task_kind(value) -> str | None:
     if isinstance(value, str):
         return "named"
     if isinstance(value, dict):
+        if is_generation(value):
+            return "generation"
         own = any(key in value for key in ("train", "hf", "dataset"))
         return "lama" if value.get("name") == "lama" else "custom" if own else "builtin"
     return None
@@ -293,6 +296,6 @@ def _task_kind(value) -> str | None:
 TaskSection = Annotated[
     Union[Annotated[Literal[tuple(TASKS)], Tag("named"), Says("{path}: " + _NOT_BUILT_IN)],
           Annotated[BuiltinTask, Tag("builtin")], Annotated[CustomTask, Tag("custom")],
-          Annotated[LamaTask, Tag("lama")]],
+          Annotated[LamaTask, Tag("lama")], Annotated[GenerationTask, Tag("generation")]],
     Discriminator(_task_kind),
     Says(f"{{path}} must be a built-in name or a mapping with keys {', '.join(TASK_KEYS)}; got {{value!r}}", deep=False)]

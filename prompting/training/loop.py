@@ -89,7 +89,7 @@ def _step(method: PromptMethod, batch, optimizer, schedule, params, config: Trai
           soft: tuple | None = None) -> float:
     """One optimiser step on a batch (``soft``: its soft labels and their temperature); the loss, or an error
     naming the step where it is not finite."""
-    loss = objective(method(batch), batch.labels, *(soft or ()))
+    loss = objective(method(batch), batch.labels, *soft) if soft else batch.loss(method)
     if not torch.isfinite(loss):
         raise TrainingError(
             f"loss became {loss.item()} at step {step} of {method.name} (lr={config.lr}); "
@@ -171,7 +171,7 @@ def train(method: PromptMethod, train_data: EncodedExamples, dev_data: EncodedEx
                 record.update(best.offer(method, dev_data, config, step))
                 _set_mode(method, True, config.tune_lm)
                 stale = 0 if best.improved else stale + 1
-                bar.set_postfix(loss=f"{record['loss']:.3f}", dev=f"{record['dev'][config.select_metric]:.3f}")
+                bar.set_postfix(loss=f"{record['loss']:.3f}", dev=f"{record['dev'].get(config.select_metric, record['dev_loss']):.3f}")
             history.append(record)
             if logger is not None:
                 _report(logger, record, optimizer, schedule)
