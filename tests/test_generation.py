@@ -395,3 +395,14 @@ def test_a_prompt_learned_from_words_starts_where_the_words_are(tokenizers, kind
             found.append(target_logprobs(lm, batch.prompts[min(batch.prompts)], batch.targets, batch.known,
                                          hooks=method))
     torch.testing.assert_close(found[1], found[0], atol=1e-5, rtol=0)
+
+
+def test_the_committed_e2e_records_are_the_runs_the_shipped_config_plans():
+    """`prompting run experiments/e2e_fewshot.yaml --output-dir experiments/results/e2e` finds every run recorded."""
+    from prompting.experiment.harness import task_type_of
+
+    [cfg] = load_configs(ROOT / "experiments" / "e2e_fewshot.yaml")
+    planned = {r.run_id for r in task_type_of(cfg).plan(cfg.methods, cfg.prompts, cfg.protocol, cfg.model,
+                                                        torch.float32, cfg.max_length)}
+    lines = (ROOT / "experiments" / "results" / "e2e" / "results.jsonl").read_text().splitlines()
+    assert planned == {json.loads(line)["run_id"] for line in lines if line}
