@@ -85,6 +85,7 @@ def test_a_pair_without_its_target_is_refused_with_the_column_named(tmp_path, ro
         load_generation_task(own_files(tmp_path, [row]))
 
 
+@needs_e2e
 @pytest.mark.parametrize("name", ["e2e_check", "e2e_fewshot"])
 def test_the_shipped_e2e_configs_run_patterns_without_verbalizers_and_plan_shared_runs(name, tokenizers):
     from prompting.experiment.harness import task_type_of
@@ -397,6 +398,7 @@ def test_a_prompt_learned_from_words_starts_where_the_words_are(tokenizers, kind
     torch.testing.assert_close(found[1], found[0], atol=1e-5, rtol=0)
 
 
+@needs_e2e
 def test_the_committed_e2e_records_are_the_runs_the_shipped_config_plans():
     """`prompting run experiments/e2e_fewshot.yaml --output-dir experiments/results/e2e` finds every run recorded."""
     from prompting.experiment.harness import task_type_of
