@@ -125,6 +125,10 @@ def test_a_probing_run_saves_top_objects_and_the_learned_template(tmp_path, tiny
     soft, manual = records[("soft", "candidates")], records[("manual", "candidates")]
     assert soft["template_used"] == "{soft:2}" + soft["template"] and "{soft" not in soft["template"]
     assert manual["template_used"] == manual["template"]
+    report = (out / "report.md").read_text()  # the report shows the template each row ran
+    templates = report.split("### Templates used")[1]
+    assert f"| soft (candidates) | `{soft['template_used']}` |" in templates
+    assert f"| manual zero-shot (candidates) | `{manual['template']}` |" in templates
     saved = store.load_predictions(manual["run_id"])
     assert len(saved["test_top"]) == len(saved["test_ranks"]) == len(saved["test_subjects"]) == 5
     for rank, gold, top in zip(saved["test_ranks"], saved["test_objects"], saved["test_top"]):

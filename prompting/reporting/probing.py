@@ -48,9 +48,29 @@ def _pct(metrics: dict | None, metric: str) -> str:
     return "-" if not metrics else f"{100 * metrics[metric]:.1f}"
 
 
+def templates_table(records: Sequence[dict]) -> str | None:
+    """Markdown: the template each (method, protocol) ran on each relation, learned slots included
+    (``template_used``; records written before it have none: None when no record has it)."""
+    records = [r for r in records if is_probe_record(r) and r.get("template_used")]
+    if not records:
+        return None
+    relations = list(dict.fromkeys(r["relation"] for r in records))
+    used = {(r["label"], r["protocol"], r["relation"]): r["template_used"] for r in records}
+    lines = ["| method | " + " | ".join(relations) + " |", "|---|" + "---|" * len(relations)]
+    for label, protocol in _columns(records):
+        cells = [used.get((label, protocol, rel)) for rel in relations]
+        shown = ["-" if c is None else "`" + c.replace("\n", "⏎").replace("|", "\\|") + "`" for c in cells]
+        lines.append(f"| {label} ({protocol}) | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
 def probe_report(records: Sequence[dict]) -> list[str]:
     """report.md's lines for fact-probing records."""
     lines = ["## Fact probing (LAMA)", ""]
     for metric, name in (("p_at_1", "P@1"), ("p_at_10", "P@10"), ("mrr", "MRR (x100)")):
         lines += [f"### {name}", "", probe_table(records, metric), ""]
+    templates = templates_table(records)
+    if templates is not None:
+        lines += ["### Templates used", "", "The template each row ran on each relation, its learned slots "
+                  "included ({sub_label}: the subject, {mask}: the object).", "", templates, ""]
     return lines
