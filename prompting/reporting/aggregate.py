@@ -8,14 +8,14 @@ import json
 import math
 import statistics
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from prompting.core.data import BUILTIN_LABELS, METRICS, class_results, dev_key
 from prompting.experiment.results import ResultsStore, gold_indices
 from prompting.tasks.answers import UNMATCHED, answer_confusion
 
-__all__ = ["GROUP_KEYS", "score", "select_runs", "aggregate", "bootstrap_interval", "run_classes", "pooled_confusion",
-           "test_sample", "score_labels", "spread", "predicted_columns", "UNMATCHED_COLUMN"]
+__all__ = ["GROUP_KEYS", "score", "select_runs", "best_per_split", "aggregate", "bootstrap_interval", "run_classes",
+           "pooled_confusion", "test_sample", "score_labels", "spread", "predicted_columns", "UNMATCHED_COLUMN"]
 
 
 # a "setting": one method with its parameters, training settings, template and verbalizer;
@@ -42,14 +42,19 @@ def select_runs(records: Iterable[dict], metric: str = "accuracy") -> set[str]:
     """Seed search: per setting and data seed, the run with the best dev score. A tie goes to the lower
     dev cross-entropy (``dev_loss``, as the training loop breaks its ties: 32 dev examples move
     accuracy in steps of 3%), then to the first training seed."""
+    return best_per_split(records, GROUP_KEYS, lambda r: dev_key(r["dev"], r.get("dev_loss"), metric))
+
+
+def best_per_split(records: Iterable[dict], keys: Sequence[str], better: Callable[[dict], Any]) -> set[str]:
+    """Per setting (``keys``) and data seed, the run id whose ``better`` is largest; of equals, the one of the
+    first training seed."""
     splits: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        splits[_key(r, GROUP_KEYS + ("data_seed",))].append(r)
+        splits[_key(r, tuple(keys) + ("data_seed",))].append(r)
     chosen = set()
     for runs in splits.values():
         runs = sorted(runs, key=lambda r: (r["train_seed"] is None, r["train_seed"] or 0))
-        best = max(runs, key=lambda r: dev_key(r["dev"], r.get("dev_loss"), metric))
-        chosen.add(best["run_id"])
+        chosen.add(max(runs, key=better)["run_id"])  # max keeps the first of equals
     return chosen
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from prompting.core.textmetrics import TEXT_METRICS, corpus_score
 from prompting.experiment.results import ResultsStore
-from prompting.reporting.aggregate import GROUP_KEYS, score, spread
+from prompting.reporting.aggregate import GROUP_KEYS, best_per_split, score, spread
 from prompting.reporting.significance import two_sided_p
 
 __all__ = ["GENERATION_KEYS", "is_generation_record", "dev_nll", "select_generation_runs", "generation_rows",
@@ -49,14 +49,7 @@ def _setting(record: dict, keys: Sequence[str] = GENERATION_KEYS) -> tuple:
 
 def select_generation_runs(records: Sequence[dict]) -> set[str]:
     """Seed search: per setting and data seed, the run with the lowest dev NLL (see the module docstring)."""
-    splits: dict[tuple, list[dict]] = defaultdict(list)
-    for r in records:
-        splits[_setting(r, GENERATION_KEYS + ("data_seed",))].append(r)
-    chosen = set()
-    for runs in splits.values():
-        runs = sorted(runs, key=lambda r: (r["train_seed"] is None, r["train_seed"] or 0))
-        chosen.add(min(runs, key=dev_nll)["run_id"])  # min keeps the first of equals
-    return chosen
+    return best_per_split(records, GENERATION_KEYS, lambda r: -dev_nll(r))
 
 
 def generation_rows(store: ResultsStore, records: Sequence[dict], draws: InputDraws | None = None) -> list[dict]:
