@@ -265,24 +265,31 @@ def test_the_distilled_model_is_saved_and_loads_with_its_tuned_lm(finished, make
     assert torch.allclose(scores, torch.tensor(saved["test"]), atol=1e-5)
 
 
-def test_a_kill_between_stages_loses_nothing(tmp_path, make_tiny_lm, monkeypatch, finished):
-    """Killed before its distilled models, a run resumes with them alone, from the saved scores."""
+def killed_then_resumed(monkeypatch, make_tiny_lm, out, specs, killed_at) -> tuple[list[str], list[dict]]:
+    """The labels of the runs executed when a recipe is killed at the first run ``killed_at`` is true of and
+    run again in the same folder (one list: every run in the order executed), and the second run's records."""
     original, executed = RunExecutor.execute, []
 
-    def killed_before_distilling(self, run, *args, **kwargs):
-        if run.context.get("stage") == "distill":
+    def execute(self, run, *args, **kwargs):
+        if killed_at is not None and killed_at(run):
             raise KeyboardInterrupt
         executed.append(run.settings["label"])
         return original(self, run, *args, **kwargs)
 
-    monkeypatch.setattr(RunExecutor, "execute", killed_before_distilling)
+    monkeypatch.setattr(RunExecutor, "execute", execute)
     task, lm = toy_task(unlabeled=24), make_tiny_lm("llama")
     with pytest.raises(KeyboardInterrupt):
-        Experiment(lm, task, recipe()[:1], PROMPTS, PROTOCOL, output_dir=tmp_path).run(progress=False)
-    assert executed == ["PET", "PET"]
-    monkeypatch.setattr(RunExecutor, "execute", lambda self, run, *a, **k: executed.append(run.settings["label"])
-                        or original(self, run, *a, **k))
-    records = Experiment(lm, task, recipe()[:1], PROMPTS, PROTOCOL, output_dir=tmp_path).run(progress=False)
+        Experiment(lm, task, specs, PROMPTS, PROTOCOL, output_dir=out).run(progress=False)
+    killed_at = None
+    records = Experiment(lm, task, specs, PROMPTS, PROTOCOL, output_dir=out).run(progress=False)
+    return executed, records
+
+
+def test_a_kill_between_stages_loses_nothing(tmp_path, make_tiny_lm, monkeypatch, finished):
+    """Killed before its distilled models, a run resumes with them alone, from the saved scores."""
+    executed, records = killed_then_resumed(monkeypatch, make_tiny_lm, tmp_path, recipe()[:1],
+                                            lambda run: run.context.get("stage") == "distill")
+    assert executed[:2] == ["PET", "PET"]  # before the kill
     assert executed[2:] == ["PET distilled (2 patterns, 24 unlabelled)"]
     [resumed] = labelled(records, "PET distilled (2 patterns, 24 unlabelled)")
     [uninterrupted] = labelled(finished[0], "PET distilled (2 patterns, 24 unlabelled)")
@@ -291,22 +298,9 @@ def test_a_kill_between_stages_loses_nothing(tmp_path, make_tiny_lm, monkeypatch
 
 def test_a_kill_between_ipet_generations_resumes_with_the_later_ones_alone(tmp_path, make_tiny_lm, monkeypatch,
                                                                           finished):
-    original, executed = RunExecutor.execute, []
-
-    def killed_at_generation_two(self, run, *args, **kwargs):
-        if run.context.get("generation") == 2:
-            raise KeyboardInterrupt
-        executed.append(run.settings["label"])
-        return original(self, run, *args, **kwargs)
-
-    monkeypatch.setattr(RunExecutor, "execute", killed_at_generation_two)
-    task, lm = toy_task(unlabeled=24), make_tiny_lm("llama")
-    with pytest.raises(KeyboardInterrupt):
-        Experiment(lm, task, recipe()[1:], PROMPTS, PROTOCOL, output_dir=tmp_path).run(progress=False)
-    assert executed == ["PET", "PET", "iPET gen 1 (16 examples)", "iPET gen 1 (16 examples)"]
-    monkeypatch.setattr(RunExecutor, "execute", lambda self, run, *a, **k: executed.append(run.settings["label"])
-                        or original(self, run, *a, **k))
-    records = Experiment(lm, task, recipe()[1:], PROMPTS, PROTOCOL, output_dir=tmp_path).run(progress=False)
+    executed, records = killed_then_resumed(monkeypatch, make_tiny_lm, tmp_path, recipe()[1:],
+                                            lambda run: run.context.get("generation") == 2)
+    assert executed[:4] == ["PET", "PET", "iPET gen 1 (16 examples)", "iPET gen 1 (16 examples)"]  # before the kill
     assert executed[4:] == ["iPET gen 2 (32 examples)"] * 2 + ["iPET (2 generations, 2 patterns, 24 unlabelled)"]
     final = {r["label"]: r for r in records}["iPET (2 generations, 2 patterns, 24 unlabelled)"]
     [uninterrupted] = labelled(finished[0], "iPET (2 generations, 2 patterns, 24 unlabelled)")
