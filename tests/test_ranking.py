@@ -129,6 +129,10 @@ def test_a_probing_run_saves_top_objects_and_the_learned_template(tmp_path, tiny
     templates = report.split("### Templates used")[1]
     assert f"| soft (candidates) | `{soft['template_used']}` |" in templates
     assert f"| manual zero-shot (candidates) | `{manual['template']}` |" in templates
+    for protocol, facts in (("candidates", 5), ("vocab", records[("manual", "vocab")]["n_test"])):
+        paired = report.split(f"#### {protocol}: P@1, learned prompt − manual template")[1].split("####")[0]
+        assert f"| P1 | soft | {facts} | " in paired and "**soft** is above the manual template" in paired
+    assert (out / "plots" / "lama_p_at_1.png").exists()
     saved = store.load_predictions(manual["run_id"])
     assert len(saved["test_top"]) == len(saved["test_ranks"]) == len(saved["test_subjects"]) == 5
     for rank, gold, top in zip(saved["test_ranks"], saved["test_objects"], saved["test_top"]):

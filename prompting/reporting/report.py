@@ -81,7 +81,10 @@ def write_report(directory: str | Path, metric: str = "accuracy", plots: bool = 
     out = {"report": directory / "report.md", "summary": directory / "summary.csv", "runs": directory / "runs.csv"}
     text_lines, text_rows, text_plots = text.generation_report(store, texts, directory / "plots" if plots else None)
     out.update((p.stem, p) for p in text_plots)
-    lines = [f"# Results: {directory.name}", ""] + (probe_report(probes) if probes else []) + text_lines
+    probe_lines = probe_report(probes, store, directory / "plots" if plots else None) if probes else []
+    if probes and plots:
+        out["lama_p_at_1"] = directory / "plots" / "lama_p_at_1.png"
+    lines = [f"# Results: {directory.name}", ""] + probe_lines + text_lines
     summary = []
     for task, recs in by_task.items():
         rows = summary_rows(store, recs, metric)

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["resampled_differences", "two_sided_p", "paired_bootstrap", "variance_split"]
+__all__ = ["resampled_differences", "two_sided_p", "paired_bootstrap", "stratified_bootstrap", "variance_split"]
 
 
 def resampled_differences(a, b, seed_draws, example_draws) -> np.ndarray:
@@ -82,3 +82,25 @@ def _means(runs, depth: int) -> dict[tuple, float]:
     for r in runs:
         groups[tuple(r[:depth])].append(r[3])
     return {key: float(np.mean(values)) for key, values in groups.items()}
+
+
+def stratified_bootstrap(groups, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Bootstrap of the macro-average ``mean over groups of mean(a - b)``, each group (a relation, say)
+    resampled on its own: every draw takes each group's examples again with replacement (the same draw for
+    ``a`` and ``b``: paired), so every group keeps its weight whatever its size. ``groups``: ``(a, b)`` per
+    group, 1-D per-example scores of equal length (``b`` all zero: the interval of ``a``'s macro-average).
+    Returns ``{"difference", "low", "high", "p", "groups", "examples"}`` (``p`` as in :func:`two_sided_p`)."""
+    groups = [(np.asarray(a, dtype=float), np.asarray(b, dtype=float)) for a, b in groups]
+    if not groups or any(a.shape != b.shape or a.ndim != 1 or not a.size for a, b in groups):
+        raise ValueError("stratified scores need, per group, two 1-D arrays of one non-zero length; got shapes "
+                         f"{[(a.shape, b.shape) for a, b in groups]}")
+    rng = np.random.default_rng(seed)
+    draws = np.zeros(resamples)
+    for a, b in groups:
+        diff = a - b
+        draws += diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    draws /= len(groups)
+    tail = 100 * (1 - level) / 2
+    return {"difference": float(np.mean([(a - b).mean() for a, b in groups])),
+            "low": float(np.percentile(draws, tail)), "high": float(np.percentile(draws, 100 - tail)),
+            "p": two_sided_p(draws), "groups": len(groups), "examples": sum(len(a) for a, _ in groups)}
