@@ -117,6 +117,16 @@ def test_each_data_seed_selects_the_training_seed_with_the_lowest_dev_nll(folder
     assert soft["metrics"]["bleu"]["mean"] == pytest.approx(sum(r["test"]["bleu"] for r in chosen) / 2)
 
 
+def test_load_results_marks_the_runs_the_report_selects(folder, rows):
+    import prompting
+
+    runs = prompting.load_results(folder)
+    picked = set(runs[runs.selected].run_id)
+    assert picked == {rid for r in rows for rid in r["selected_run_ids"]}  # by dev NLL, as the report
+    trained = runs[runs.label.isin(["soft", "prefix"])]
+    assert len(trained) == 8 and trained.selected.sum() == 4  # one of two training seeds a data seed
+
+
 def test_the_bleu_interval_holds_the_rows_bleu_and_is_the_table_s(report, folder, rows):
     store = ResultsStore(folder)
     for record in store.records():  # a corpus score is the one its summed per-input statistics give

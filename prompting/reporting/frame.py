@@ -10,7 +10,8 @@ Columns are the record's keys with nested values spread as ``runs.csv`` names th
 :func:`prompting.core.flat.flatten`), the verbalizer as its words (``negative / positive``), lists as
 tuples, whole numbers as integers beside missing values (``pandas.NA``: a zero-shot run's ``train_seed``), and
 ``selected``: whether the seed search selected the run (the best dev score of its setting and
-data split, by ``metric``), the runs the report's "selected" columns average.
+data split, by ``metric``; a generation run: the lowest dev NLL), the runs the report's "selected"
+columns average.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from prompting.core.flat import flatten
 from prompting.experiment.results import ResultsStore, gold_indices
 from prompting.reporting.aggregate import predicted_columns, score_labels, select_runs
+from prompting.reporting.generation import is_generation_record, select_generation_runs
 
 __all__ = ["load_results", "FIRST_COLUMNS"]
 
@@ -53,7 +55,8 @@ def load_results(directory: str | Path, *, predictions: bool = False, metric: st
     records = store.records()
     if not records:
         raise FileNotFoundError(f"no run records in {store.path}; run an experiment first")
-    selected = select_runs(records, metric)
+    texts = [r for r in records if is_generation_record(r)]  # generation runs: chosen by dev NLL, as the report
+    selected = select_runs([r for r in records if not is_generation_record(r)], metric) | select_generation_runs(texts)
     rows = [{**{k: _hashable(v) for k, v in flatten(r).items()}, "selected": r["run_id"] in selected}
             for r in records]
     # whole numbers stay integers beside a missing value (a zero-shot run's train_seed), yes / no stays boolean
