@@ -96,3 +96,33 @@ def test_the_documented_config_sections_are_valid(page):
                 if doc.get("task") == "mr":
                     config["templates"] = "mr"
                 parse_config(config)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+E2E_TABLE = re.compile(r"<!-- e2e-table: (\S+) -->\n(\|.+\|\n\|[-:|]+\|\n(?:\|.+\|\n)+)")
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", DOCS / "results" / "e2e.md"], ids=lambda p: p.name)
+def test_the_generation_tables_in_the_docs_are_their_committed_reports(page):
+    """Every figure of a `<!-- e2e-table: FOLDER -->` table is the committed report's, row by row."""
+    tables = E2E_TABLE.findall(page.read_text())
+    assert tables, f"{page.name} has no generation table marked with its results folder"
+    for folder, table in tables:
+        report = (ROOT / folder / "report.md").read_text()
+        head = next(line for line in report.splitlines() if line.startswith("| method | template | trainable"))
+        names = _cells(head)
+        rows = {_cells(line)[0]: dict(zip(names, _cells(line))) for line in report.splitlines()
+                if line.startswith("| ") and len(_cells(line)) == len(names) and line != head}
+        lines = table.strip().splitlines()
+        shown = [dict(zip(_cells(lines[0]), _cells(line))) for line in lines[2:]]
+        assert [r["method"] for r in shown] == [r for r in rows if r != "method"][:len(shown)]
+        for row in shown:
+            mine = rows[row["method"]]
+            assert row["BLEU"] == mine["BLEU (sel.) mean ± std"].split(" ± ")[0]
+            assert row["95% CI (test inputs)"] == mine["95% CI (BLEU, test sample)"]
+            assert row["chrF"] == mine["chrF (sel.) mean ± std"].split(" ± ")[0]
+            assert row["ROUGE-L"] == mine["ROUGE-L (sel.) mean ± std"].split(" ± ")[0]
+            assert (row["trainable"], row["time (s)"]) == (mine["trainable"], mine["time (s)"])
