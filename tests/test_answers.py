@@ -278,3 +278,30 @@ def test_a_config_names_a_bad_answer_or_chat_value():
     [spec] = parse_config({**base, "methods": [{"name": "manual", "train": False, "answer": "generate",
                                                  "chat": True}]}).methods
     assert (spec.answer, spec.chat, spec.label) == ("generate", True, "manual zero-shot (chat, answer: generate)")
+
+
+def test_label_search_for_a_chat_entry_reads_the_reply_s_first_token_and_finds_words_that_start_it(chat_lm, tmp_path,
+                                                                                                     capsys):
+    from prompting.core.template import Template
+    from prompting.training.labelsearch import mask_outputs, search_label_words
+
+    examples = [Example({"text_a": f"the movie was {w}."}, label) for w, label in
+                (("fun", "1"), ("great", "1"), ("dull", "0"), ("bad", "0"))]
+    _, logprobs = mask_outputs(chat_lm, PATTERNS[1], examples, features=False, chat=True)
+    for example, found in zip(examples, logprobs):  # the reply's first token, after the whole chat turn
+        ids = chat_lm.tokenizer(f"{USER}Review: {example['text_a']} Sentiment:{REPLY}", add_special_tokens=False)
+        with torch.no_grad():
+            by_hand = torch.log_softmax(chat_lm.model(torch.tensor([ids["input_ids"]])).logits[0, -1], -1)
+        assert torch.allclose(found, by_hand, atol=1e-4)
+    _, plain = mask_outputs(chat_lm, PATTERNS[1], examples, features=False)
+    assert not torch.allclose(plain, logprobs, atol=1e-3)
+    result = search_label_words(chat_lm, PATTERNS[1], examples, ["0", "1"], ranking="likelihood", k=3, chat=True)
+    assert Template(PATTERNS[1]).encoder(chat_lm.tokenizer, True).mask_leading_space  # plain: after a space
+    for label, ranked in result.words.items():
+        assert len(ranked) == 3
+        for (word, _), token in zip(ranked, result.token_ids[label]):  # read back with no space before it
+            assert chat_lm.tokenizer(word, add_special_tokens=False)["input_ids"] == [token]
+    # a verbalizer of those words on a chat entry scores the very tokens ranked
+    words = {label: [ranked[0][0]] for label, ranked in result.words.items()}
+    method = build_method("manual", chat_lm, PATTERNS[1], Verbalizer(words), labels=["0", "1"], chat=True)
+    assert [w[0] for w in method.words.word_ids] == [result.token_ids["0"][0], result.token_ids["1"][0]]

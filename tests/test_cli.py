@@ -368,3 +368,29 @@ def test_search_labels_refuses_a_multiple_choice_task(tmp_path, capsys):
     task.write_text("task: {name: copa, train: a.jsonl, test: b.jsonl, choices: [choice1, choice2]}\n")
     assert main(["search-labels", "--task-file", str(task), "--template", "{choice1} {mask}", "-q"]) == 2
     assert "is a multiple-choice task" in capsys.readouterr().err
+
+
+def test_search_labels_for_a_chat_entry_and_a_model_without_a_chat_template(tmp_path, sst2_dir, tiny_model_dir,
+                                                                            bpe_tokenizer, capsys):
+    import copy
+
+    from conftest import build_tiny_lm
+    from test_answers import CHAT
+
+    tokenizer = copy.deepcopy(bpe_tokenizer)
+    tokenizer.chat_template = CHAT
+    lm = build_tiny_lm("llama", tokenizer)
+    folder = tmp_path / "chat-model"
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    common = ["search-labels", "--task", "sst2", "--data-dir", str(sst2_dir), "--k", "2", "--top", "3",
+              "--method", "likelihood", "--chat", "-q"]
+    assert main(common + ["--model", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "(the user turn of the chat template; the word starts the reply)" in out
+    blocks = printed_blocks(out)
+    assert list(blocks) == ["0", "1"] and all(len(ranked) == 3 for ranked in blocks.values())
+    for ranked in blocks.values():  # each word is one token at the start of the reply, with no space before it
+        assert all(len(tokenizer(w, add_special_tokens=False)["input_ids"]) == 1 for w, _ in ranked)
+    assert main(common + ["--model", str(tiny_model_dir)]) == 2
+    assert "its tokenizer has no chat template" in capsys.readouterr().err

@@ -123,10 +123,11 @@ def cmd_search_labels(args) -> int:
                             allow_download=args.allow_download)
     result = search_label_words(lm, template, examples, task.labels, ranking=args.method,
                                 k=max(args.top, args.words_per_label), batch_size=args.batch_size,
-                                seed=args.data_seed, progress=not args.quiet)
+                                seed=args.data_seed, progress=not args.quiet, chat=args.chat)
     print(f"label words for {task.name} by {args.method} ranking, model {args.model}: "
           f"{len(examples)} train examples ({which}), {time.perf_counter() - started:.0f} s")
-    print(f"template: {text.replace(chr(10), '⏎')}")
+    print(f"template: {text.replace(chr(10), '⏎')}" + (" (the user turn of the chat template; the word starts "
+                                                      "the reply)" if args.chat else ""))
     print("score: " + ("cosine of the word's output embedding with the class's logistic-regression weights"
                        if args.method == "classifier" else
                        "mean log-likelihood of the training labels with the word standing for its class"))
@@ -156,6 +157,8 @@ def add_search_labels_parser(sub) -> None:
     p.add_argument("--top", type=int, default=10, help="words printed per label; default 10")
     p.add_argument("--words-per-label", type=int, default=1, help="words per label in the verbalizer written; default 1")
     p.add_argument("--write", metavar="FILE", help="add the verbalizer (and the template) to this templates YAML file")
+    p.add_argument("--chat", action="store_true", help="words for a chat: true entry: the template up to {mask} "
+                   "is the user turn of the model's chat template and the word starts the assistant's reply")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int)
     p.add_argument("--device", default="auto")

@@ -71,12 +71,14 @@ class LabelSearchResult:
 
 @torch.no_grad()
 def mask_outputs(lm: LanguageModel, template: Template | str, examples: Sequence, batch_size: int = 32,
-                 features: bool = True, logprobs: bool = True, progress: bool = False):
+                 features: bool = True, logprobs: bool = True, progress: bool = False, chat: bool = False):
     """What the LM head sees and says at ``{mask}`` for each example.
 
     Returns ``(features [N, H] or None, logprobs [N, V] or None)``: the hidden state fed to the
     output embedding layer (read with a hook on ``get_output_embeddings()``, so every architecture
-    works) and the log-probability of every vocabulary token at the slot.
+    works) and the log-probability of every vocabulary token at the slot. ``chat``: the prompt up to
+    ``{mask}`` is the user turn of the tokenizer's chat template (as a method entry's ``chat: true``), so the
+    slot is the start of the assistant's reply.
     """
     from tqdm.auto import tqdm
 
@@ -84,7 +86,7 @@ def mask_outputs(lm: LanguageModel, template: Template | str, examples: Sequence
     if template.n_trigger or template.has_soft:
         raise ValueError(f"label search reads a plain template; {template.text!r} has trigger or soft slots "
                          "(write the found trigger words in first, e.g. AutoPrompt.found_template())")
-    encoder = template.encoder(lm.tokenizer, lm.causal, lm.max_length)
+    encoder = _encoder(lm, template, chat)
     fields = [getattr(ex, "fields", ex) for ex in examples]
     captured: list[torch.Tensor] = []
     head = lm.model.get_output_embeddings()
@@ -112,6 +114,13 @@ def mask_outputs(lm: LanguageModel, template: Template | str, examples: Sequence
         handle.remove()
     back = torch.argsort(torch.tensor([i for rows in batches for i in rows], dtype=torch.long))
     return (torch.cat(all_features)[back] if features else None, torch.cat(all_logprobs)[back] if logprobs else None)
+
+
+def _encoder(lm: LanguageModel, template: Template, chat: bool):
+    """The template's encoder for ``lm``; with ``chat``, inside the chat template's user turn."""
+    from prompting.lm.chat import chat_turn
+
+    return template.encoder(lm.tokenizer, lm.causal, lm.max_length, **({"around": chat_turn(lm)} if chat else {}))
 
 
 def rank_by_classifier(features: torch.Tensor, labels: torch.Tensor, n_labels: int,
@@ -184,7 +193,8 @@ def search_label_words(lm: LanguageModel, template: Template | str, examples: Se
                        min_length: int = 2, exclude_special: bool = True, exclude_subwords: bool = True,
                        batch_size: int = 32, regularization: float = 1e-3, similarity: str = "cosine",
                        prune: int = 100, seed: int = 0, progress: bool = False,
-                       outputs: tuple[torch.Tensor | None, torch.Tensor | None] | None = None) -> LabelSearchResult:
+                       outputs: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
+                       chat: bool = False) -> LabelSearchResult:
     """The ``k`` best label words of each label for ``template``, from labelled ``examples``.
 
     ``alphabetic`` keeps only words made of letters, ``min_length`` drops shorter ones (a BPE
@@ -194,21 +204,18 @@ def search_label_words(lm: LanguageModel, template: Template | str, examples: Se
     Only tokens that the verbalizer would tokenise back to exactly that one token in this slot are
     returned, so ``result.verbalizer()`` scores the very tokens that were ranked. ``outputs``:
     ``mask_outputs(lm, template, examples)`` computed once, to rank the same examples both ways.
+    ``chat``: words for a ``chat: true`` entry: a word starts the assistant's reply, with no space before it.
     """
     if ranking not in RANKINGS:
         raise ValueError(f"ranking={ranking!r} is not known; choose one of {', '.join(RANKINGS)}")
     if k < 1:
         raise ValueError(f"k={k!r} is not valid; it must be >= 1")
     labels = [str(label) for label in labels]
-    index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({str(ex.label) for ex in examples if str(getattr(ex, "label", None)) not in index})
-    if unknown:
-        raise ValueError(f"examples have label {unknown[0]!r}, which is not one of {', '.join(labels)}")
-    y = torch.tensor([index[str(ex.label)] for ex in examples])
+    y = _label_indices(examples, labels)
     template = template if isinstance(template, Template) else Template(template)
     if outputs is None:
         outputs = mask_outputs(lm, template, examples, batch_size, features=ranking == "classifier",
-                               logprobs=ranking == "likelihood", progress=progress)
+                               logprobs=ranking == "likelihood", progress=progress, chat=chat)
     features, logprobs = outputs
     needed = features if ranking == "classifier" else logprobs
     if needed is None or len(needed) != len(examples):
@@ -216,18 +223,28 @@ def search_label_words(lm: LanguageModel, template: Template | str, examples: Se
                          f"{'features' if ranking == 'classifier' else 'logprobs'} that ranking={ranking!r} needs")
     vocab_size = lm.model.get_output_embeddings().weight.shape[0]
     allowed = token_mask(lm.tokenizer, vocab_size, exclude_special=exclude_special,
-                         exclude_subwords=exclude_subwords, alphabetic=alphabetic, min_length=min_length)
+                         exclude_subwords=exclude_subwords and not chat,  # a reply's first word: no space
+                         alphabetic=alphabetic, min_length=min_length)
     if ranking == "classifier":
         output_embeddings = lm.model.get_output_embeddings().weight.detach().cpu()
         scores = rank_by_classifier(features, y, len(labels), output_embeddings, allowed, regularization,
                                     similarity, seed)
     else:
         scores = rank_by_likelihood(logprobs, y, len(labels), allowed, prune)
-    lead = template.encoder(lm.tokenizer, lm.causal, lm.max_length).mask_leading_space
+    lead = _encoder(lm, template, chat).mask_leading_space
     words, token_ids = {}, {}
     for c, label in enumerate(labels):
         words[label], token_ids[label] = _best_words(lm.tokenizer, scores[c], k, lead)
     return LabelSearchResult(ranking, template.text, words, token_ids, len(examples))
+
+
+def _label_indices(examples: Sequence, labels: list[str]) -> torch.Tensor:
+    """Each example's label as its index in ``labels``; a label not among them is an error that names it."""
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({str(ex.label) for ex in examples if str(getattr(ex, "label", None)) not in index})
+    if unknown:
+        raise ValueError(f"examples have label {unknown[0]!r}, which is not one of {', '.join(labels)}")
+    return torch.tensor([index[str(ex.label)] for ex in examples])
 
 
 def _best_words(tokenizer, scores: torch.Tensor, k: int, lead: bool) -> tuple[list[tuple[str, float]], list[int]]:
