@@ -119,10 +119,10 @@ def test_the_generation_tables_in_the_docs_are_their_committed_reports(page):
         lines = table.strip().splitlines()
         shown = [dict(zip(_cells(lines[0]), _cells(line))) for line in lines[2:]]
         assert [r["method"] for r in shown] == [r for r in rows if r != "method"][:len(shown)]
-        for row in shown:
+        for row in shown:  # a score as the report has it (mean ± std over data seeds), or its mean alone
             mine = rows[row["method"]]
-            assert row["BLEU"] == mine["BLEU (sel.) mean ± std"].split(" ± ")[0]
+            for metric in ("BLEU", "chrF", "ROUGE-L"):
+                cell = mine[f"{metric} (sel.) mean ± std"]
+                assert row[metric] in (cell, cell.split(" ± ")[0]), (folder, row["method"], metric)
             assert row["95% CI (test inputs)"] == mine["95% CI (BLEU, test sample)"]
-            assert row["chrF"] == mine["chrF (sel.) mean ± std"].split(" ± ")[0]
-            assert row["ROUGE-L"] == mine["ROUGE-L (sel.) mean ± std"].split(" ± ")[0]
             assert (row["trainable"], row["time (s)"]) == (mine["trainable"], mine["time (s)"])
