@@ -13,7 +13,7 @@ from prompting.cli import main
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
 
 
-@pytest.mark.parametrize("folder", ["copa", "lama", "pet_recipe_check", "e2e", "answers"])
+@pytest.mark.parametrize("folder", ["copa", "lama", "pet_recipe_check", "e2e", "e2e_full", "answers"])
 def test_a_committed_report_is_derived_again_byte_for_byte(folder, tmp_path, capsys):
     copy = shutil.copytree(RESULTS / folder, tmp_path / folder)
     assert main(["report", str(copy)]) == 0

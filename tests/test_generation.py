@@ -408,3 +408,19 @@ def test_the_committed_e2e_records_are_the_runs_the_shipped_config_plans():
                                                         torch.float32, cfg.max_length)}
     lines = (ROOT / "experiments" / "results" / "e2e" / "results.jsonl").read_text().splitlines()
     assert planned == {json.loads(line)["run_id"] for line in lines if line}
+
+
+@needs_e2e
+def test_the_committed_full_scale_e2e_records_are_runs_of_its_config_each_split_whole():
+    """`prompting run experiments/e2e_full.yaml --output-dir experiments/results/e2e_full` resumes the committed
+    folder: each record is one of its runs, and each data split it holds has every method's run."""
+    from prompting.experiment.harness import task_type_of
+
+    [cfg] = load_configs(ROOT / "experiments" / "e2e_full.yaml")
+    plan = task_type_of(cfg).plan(cfg.methods, cfg.prompts, cfg.protocol, cfg.model, torch.float32, cfg.max_length)
+    lines = (ROOT / "experiments" / "results" / "e2e_full" / "results.jsonl").read_text().splitlines()
+    recorded = {json.loads(line)["run_id"] for line in lines if line}
+    assert recorded <= {r.run_id for r in plan}
+    splits = {r.data_seed for r in plan if r.run_id in recorded}
+    assert splits and all(r.run_id in recorded for r in plan if r.data_seed in splits)
+    assert all(json.loads(line)["n_test"] == 630 for line in lines if line)
